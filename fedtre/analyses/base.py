@@ -108,9 +108,13 @@ class Analysis(ABC):
         """Run at the agent: apply the disclosure policy and return what may be released."""
 
     @abstractmethod
-    def combine(self, params: Mapping[str, Any], outputs: Mapping[str, NodeOutput]) -> dict[str, Any]:
+    def combine(
+        self, params: Mapping[str, Any], outputs: Mapping[str, NodeOutput]
+    ) -> dict[str, Any]:
         """Run at the coordinator: combine the nodes' outputs into one JSON-compatible result."""
 
-    def to_frame(self, params: Mapping[str, Any], payload: Mapping[str, Any]) -> pd.DataFrame | None:
+    def to_frame(
+        self, params: Mapping[str, Any], payload: Mapping[str, Any]
+    ) -> pd.DataFrame | None:
         """Return a combined or node payload as a DataFrame, or None when it is not tabular."""
         return None

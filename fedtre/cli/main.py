@@ -10,7 +10,7 @@ from fedtre.errors import FedtreError
 
 # Each module adds its sub-commands through register(subparsers); a handler takes the
 # parsed args and returns the process exit code.
-_COMMAND_MODULES: tuple[str, ...] = ()
+_COMMAND_MODULES: tuple[str, ...] = ("network", "synth", "services", "jobs", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

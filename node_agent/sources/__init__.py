@@ -1,1 +1,48 @@
-"""fedtre."""
+"""Data sources: one fedtre DataSource per declared dataset, checked at start-up."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from fedtre.analyses.base import DataSource
+from node_agent.config import AgentConfig, DatasetConfig
+from node_agent.sources.csvfile import load_csv
+from node_agent.sources.sql import open_sql_source
+
+__all__ = ["cache_dir_for", "close_sources", "open_source", "open_sources"]
+
+
+def cache_dir_for(config: AgentConfig) -> Path:
+    """Return the private folder, next to the state db, that holds loaded CSV datasets."""
+    return config.state_db.parent / f"{config.state_db.stem}-datasets"
+
+
+def open_source(dataset: DatasetConfig, cache_dir: Path) -> DataSource:
+    """Return a checked DataSource for one declared dataset (see open_sql_source, load_csv)."""
+    if dataset.csv is not None:
+        return load_csv(dataset, cache_dir)
+    assert dataset.url is not None and dataset.table is not None
+    return open_sql_source(dataset.name, dataset.url, dataset.table, dataset.columns)
+
+
+def open_sources(config: AgentConfig) -> dict[str, DataSource]:
+    """Return a DataSource per declared dataset, by name.
+
+    Raises NotFound or InvalidRequest, naming the dataset, when any dataset's database,
+    table, column or file is missing; engines already opened are disposed first.
+    """
+    sources: dict[str, DataSource] = {}
+    try:
+        for name, dataset in config.datasets.items():
+            sources[name] = open_source(dataset, cache_dir_for(config))
+    except BaseException:
+        close_sources(sources)
+        raise
+    return sources
+
+
+def close_sources(sources: Mapping[str, DataSource]) -> None:
+    """Dispose of every source's engine (its pooled connections)."""
+    for source in sources.values():
+        source.engine.dispose()

@@ -1,0 +1,74 @@
+"""Checking a submission against the catalogue and the nodes' advertised datasets."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from coordinator.domain.model import JobSpec, Node, Plan, Problem
+from fedtre.analyses import get_analysis
+from fedtre.errors import InvalidRequest
+
+
+def plan_job(
+    analysis: str,
+    dataset: str,
+    params: Mapping[str, Any],
+    nodes: Iterable[str],
+    project: str,
+    known_nodes: Mapping[str, Node],
+) -> Plan:
+    """Return the validated spec and every problem with it, all at once.
+
+    Raises nothing for bad input: a dry run reports the problems, a submission refuses them.
+    """
+    problems: list[Problem] = []
+    normalised: dict[str, Any] = dict(params)
+    try:
+        impl = get_analysis(analysis)
+        normalised = impl.validate(params)
+    except InvalidRequest as exc:
+        impl = None
+        problems.append(Problem(str(exc)))
+    if not dataset:
+        problems.append(Problem("no dataset given; name one with dataset=... (see `fedtre nodes`)"))
+
+    targets = tuple(dict.fromkeys(nodes))
+    if not targets:
+        targets = tuple(
+            sorted(n.node_id for n in known_nodes.values() if n.dataset(dataset) is not None)
+        )
+        if dataset and not targets:
+            problems.append(
+                Problem(
+                    f"no node advertises dataset '{dataset}'; see `fedtre nodes` for what each node offers"
+                )
+            )
+    for node_id in targets:
+        node = known_nodes.get(node_id)
+        if node is None:
+            problems.append(
+                Problem(f"unknown node '{node_id}'; known nodes: {sorted(known_nodes)}", node_id)
+            )
+            continue
+        if impl is not None and node.analyses and analysis not in node.analyses:
+            problems.append(
+                Problem(f"node '{node_id}' does not serve analysis '{analysis}'", node_id)
+            )
+        schema = node.dataset(dataset) if dataset else None
+        if dataset and schema is None:
+            offered = sorted(d.name for d in node.datasets)
+            problems.append(
+                Problem(
+                    f"node '{node_id}' has no dataset '{dataset}'; it offers {offered}", node_id
+                )
+            )
+        elif impl is not None and schema is not None and not _shape_problems(problems):
+            problems.extend(Problem(m, node_id) for m in impl.schema_problems(normalised, schema))
+    spec = JobSpec(analysis, dataset, normalised, targets, project)
+    return Plan(spec, tuple(problems))
+
+
+def _shape_problems(problems: list[Problem]) -> bool:
+    # Column checks only make sense once the parameters themselves are well formed.
+    return any(not p.node for p in problems)

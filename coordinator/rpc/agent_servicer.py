@@ -1,0 +1,66 @@
+"""fedtre.v1.AgentService: what node agents call. The node id is always the certificate's."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import grpc
+
+from coordinator.rpc.convert import task_to_pb
+from coordinator.rpc.errors import rpc_method
+from coordinator.rpc.notifier import TaskNotifier
+from coordinator.service import CoordinatorService
+from fedtre.identity.peer import Identity
+from fedtre.v1 import agent_pb2, agent_pb2_grpc
+from fedtre.wire import output_from_parts, schemas_from_pb
+
+NODES = ("node",)
+
+
+class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
+    def __init__(
+        self, service: CoordinatorService, notifier: TaskNotifier, ping_interval: float
+    ) -> None:
+        self._service = service
+        self._notifier = notifier
+        self._ping_interval = ping_interval
+
+    @rpc_method(*NODES)
+    async def OpenTaskStream(
+        self,
+        request: agent_pb2.OpenTaskStreamRequest,
+        context: grpc.aio.ServicerContext,
+        identity: Identity,
+    ) -> AsyncIterator[agent_pb2.AgentMessage]:
+        node_id = identity.name
+        datasets = schemas_from_pb(request.datasets)
+        wake = self._notifier.subscribe(node_id)
+        await asyncio.to_thread(
+            self._service.node_connected, node_id, datasets, list(request.analyses)
+        )
+        try:
+            while self._notifier.is_current(node_id, wake):
+                wake.clear()
+                for task, job in await asyncio.to_thread(self._service.take_tasks, node_id):
+                    yield task_to_pb(task, job)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), timeout=self._ping_interval)
+                    continue
+                yield agent_pb2.AgentMessage(ping=agent_pb2.Ping())
+        finally:
+            if self._notifier.is_current(node_id, wake):
+                self._notifier.unsubscribe(node_id, wake)
+                await asyncio.shield(asyncio.to_thread(self._service.node_disconnected, node_id))
+
+    @rpc_method(*NODES)
+    async def ReportResult(
+        self,
+        request: agent_pb2.ReportResultRequest,
+        context: grpc.aio.ServicerContext,
+        identity: Identity,
+    ) -> agent_pb2.ReportResultResponse:
+        output = output_from_parts(request.outcome, request.rules, request.payload, request.error)
+        await asyncio.to_thread(self._service.record_result, identity.name, request.task_id, output)
+        return agent_pb2.ReportResultResponse()

@@ -1,0 +1,94 @@
+"""Conversion between fedtre.v1 messages and the coordinator's domain objects."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from google.protobuf import timestamp_pb2
+
+from coordinator.domain.model import Job, JobState, Node, Task, TaskState
+from fedtre.v1 import agent_pb2, jobs_pb2
+from fedtre.wire import OUTCOME_TO_PB, dict_to_struct, rules_to_pb, schema_to_pb
+
+JOB_STATE_TO_PB = {
+    JobState.PENDING_APPROVAL: jobs_pb2.JOB_STATE_PENDING_APPROVAL,
+    JobState.REJECTED: jobs_pb2.JOB_STATE_REJECTED,
+    JobState.RUNNING: jobs_pb2.JOB_STATE_RUNNING,
+    JobState.COMPLETED: jobs_pb2.JOB_STATE_COMPLETED,
+    JobState.PARTIAL: jobs_pb2.JOB_STATE_PARTIAL,
+    JobState.FAILED: jobs_pb2.JOB_STATE_FAILED,
+}
+JOB_STATE_FROM_PB = {v: k for k, v in JOB_STATE_TO_PB.items()}
+
+TASK_STATE_TO_PB = {
+    TaskState.QUEUED: jobs_pb2.TASK_STATE_QUEUED,
+    TaskState.DELIVERED: jobs_pb2.TASK_STATE_DELIVERED,
+    TaskState.DONE: jobs_pb2.TASK_STATE_DONE,
+}
+
+
+def _timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if value is None:
+        return None
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def task_to_pb(task: Task, job: Job) -> agent_pb2.AgentMessage:
+    return agent_pb2.AgentMessage(
+        task=agent_pb2.Task(
+            task_id=task.task_id,
+            job_id=job.id,
+            node=task.node,
+            analysis=job.spec.analysis,
+            dataset=job.spec.dataset,
+            params=dict_to_struct(job.spec.params),
+            project=job.spec.project,
+        )
+    )
+
+
+def _task_status_to_pb(task: Task) -> jobs_pb2.TaskStatus:
+    status = jobs_pb2.TaskStatus(
+        task_id=task.task_id, node=task.node, state=TASK_STATE_TO_PB[task.state]
+    )
+    if task.output is not None:
+        status.outcome = OUTCOME_TO_PB[task.output.outcome]
+        status.rules.extend(rules_to_pb(task.output))
+        status.payload.CopyFrom(dict_to_struct(task.output.payload))
+        status.error = task.output.error
+    return status
+
+
+def job_to_pb(job: Job) -> jobs_pb2.Job:
+    message = jobs_pb2.Job(
+        id=job.id,
+        spec=jobs_pb2.JobSpec(
+            analysis=job.spec.analysis,
+            dataset=job.spec.dataset,
+            params=dict_to_struct(job.spec.params),
+            nodes=list(job.spec.nodes),
+            project=job.spec.project,
+        ),
+        state=JOB_STATE_TO_PB[job.state],
+        submitted_by=job.submitted_by,
+        decided_by=job.decided_by,
+        reason=job.reason,
+        created_at=_timestamp(job.created_at),
+        updated_at=_timestamp(job.updated_at),
+        tasks=[_task_status_to_pb(t) for t in job.tasks],
+    )
+    if job.combined is not None:
+        message.combined.CopyFrom(dict_to_struct(job.combined))
+    return message
+
+
+def node_to_pb(node: Node) -> jobs_pb2.NodeInfo:
+    return jobs_pb2.NodeInfo(
+        node_id=node.node_id,
+        online=node.online,
+        last_seen=_timestamp(node.last_seen),
+        datasets=[schema_to_pb(d) for d in node.datasets],
+        analyses=list(node.analyses),
+    )

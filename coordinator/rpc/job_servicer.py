@@ -1,0 +1,106 @@
+"""fedtre.v1.JobService: what researchers and admins call."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+
+from coordinator.rpc.convert import JOB_STATE_FROM_PB, job_to_pb, node_to_pb
+from coordinator.rpc.errors import rpc_method
+from coordinator.rpc.notifier import TaskNotifier
+from coordinator.service import CoordinatorService
+from fedtre.errors import InvalidRequest
+from fedtre.identity.peer import Identity
+from fedtre.v1 import jobs_pb2, jobs_pb2_grpc
+from fedtre.wire import struct_to_dict
+
+USERS = ("researcher", "admin")
+ADMINS = ("admin",)
+MAX_LIST = 1000
+
+
+class JobServicer(jobs_pb2_grpc.JobServiceServicer):
+    def __init__(self, service: CoordinatorService, notifier: TaskNotifier) -> None:
+        self._service = service
+        self._notifier = notifier
+
+    @rpc_method(*USERS)
+    async def SubmitJob(
+        self,
+        request: jobs_pb2.SubmitJobRequest,
+        context: grpc.aio.ServicerContext,
+        identity: Identity,
+    ) -> jobs_pb2.SubmitJobResponse:
+        spec = request.spec
+        plan = await asyncio.to_thread(
+            self._service.plan,
+            spec.analysis,
+            spec.dataset,
+            struct_to_dict(spec.params),
+            list(spec.nodes),
+            spec.project,
+        )
+        if request.dry_run:
+            return jobs_pb2.SubmitJobResponse(
+                problems=[jobs_pb2.Problem(node=p.node, message=p.message) for p in plan.problems]
+            )
+        job = await asyncio.to_thread(self._service.submit, plan, identity.name)
+        self._notifier.wake(t.node for t in job.tasks)
+        return jobs_pb2.SubmitJobResponse(job=job_to_pb(job))
+
+    @rpc_method(*USERS)
+    async def GetJob(
+        self, request: jobs_pb2.GetJobRequest, context: grpc.aio.ServicerContext, identity: Identity
+    ) -> jobs_pb2.GetJobResponse:
+        job = await asyncio.to_thread(self._service.job, request.job_id)
+        return jobs_pb2.GetJobResponse(job=job_to_pb(job))
+
+    @rpc_method(*USERS)
+    async def ListJobs(
+        self,
+        request: jobs_pb2.ListJobsRequest,
+        context: grpc.aio.ServicerContext,
+        identity: Identity,
+    ) -> jobs_pb2.ListJobsResponse:
+        if request.limit < 0:
+            raise InvalidRequest("limit must be 0 (the default, 100) or more")
+        limit = min(request.limit or 100, MAX_LIST)
+        state = JOB_STATE_FROM_PB.get(request.state)
+        if request.state and state is None:
+            raise InvalidRequest(f"unknown job state {request.state}")
+        jobs = await asyncio.to_thread(self._service.jobs, state, limit)
+        return jobs_pb2.ListJobsResponse(jobs=[job_to_pb(j) for j in jobs])
+
+    @rpc_method(*ADMINS)
+    async def ApproveJob(
+        self,
+        request: jobs_pb2.ApproveJobRequest,
+        context: grpc.aio.ServicerContext,
+        identity: Identity,
+    ) -> jobs_pb2.ApproveJobResponse:
+        job = await asyncio.to_thread(self._service.approve, request.job_id, identity.name)
+        self._notifier.wake(t.node for t in job.tasks)
+        return jobs_pb2.ApproveJobResponse(job=job_to_pb(job))
+
+    @rpc_method(*ADMINS)
+    async def RejectJob(
+        self,
+        request: jobs_pb2.RejectJobRequest,
+        context: grpc.aio.ServicerContext,
+        identity: Identity,
+    ) -> jobs_pb2.RejectJobResponse:
+        job = await asyncio.to_thread(
+            self._service.reject, request.job_id, identity.name, request.reason
+        )
+        return jobs_pb2.RejectJobResponse(job=job_to_pb(job))
+
+    @rpc_method(*USERS)
+    async def ListNodes(
+        self,
+        request: jobs_pb2.ListNodesRequest,
+        context: grpc.aio.ServicerContext,
+        identity: Identity,
+    ) -> jobs_pb2.ListNodesResponse:
+        nodes = await asyncio.to_thread(self._service.nodes)
+        return jobs_pb2.ListNodesResponse(nodes=[node_to_pb(n) for n in nodes])

@@ -1,0 +1,36 @@
+"""Wakes a node's open task stream when work is queued for it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+
+class TaskNotifier:
+    """One wake-up event per connected node; lives on the server's event loop."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, asyncio.Event] = {}
+
+    def subscribe(self, node_id: str) -> asyncio.Event:
+        # A reconnecting node replaces its old stream: setting the old event lets the
+        # old generator notice it has been superseded.
+        old = self._events.get(node_id)
+        event = asyncio.Event()
+        self._events[node_id] = event
+        if old is not None:
+            old.set()
+        return event
+
+    def is_current(self, node_id: str, event: asyncio.Event) -> bool:
+        return self._events.get(node_id) is event
+
+    def unsubscribe(self, node_id: str, event: asyncio.Event) -> None:
+        if self._events.get(node_id) is event:
+            del self._events[node_id]
+
+    def wake(self, node_ids: Iterable[str]) -> None:
+        for node_id in node_ids:
+            event = self._events.get(node_id)
+            if event is not None:
+                event.set()

@@ -1,0 +1,125 @@
+"""The coordinator's use cases, independent of gRPC: submit, approve, dispatch, record, complete."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from coordinator.domain.completion import finish
+from coordinator.domain.model import Job, JobState, Node, Plan, Task
+from coordinator.domain.planning import plan_job
+from coordinator.store.store import Store
+from fedtre.analyses.base import DatasetSchema, NodeOutput
+from fedtre.errors import InvalidRequest
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class CoordinatorService:
+    """Every state change goes through here; methods are synchronous and thread-safe."""
+
+    def __init__(self, store: Store, *, auto_approve: bool = False, clock: Clock = utc_now) -> None:
+        self.store = store
+        self.auto_approve = auto_approve
+        self.clock = clock
+
+    # -- researchers ---------------------------------------------------------------------
+
+    def plan(
+        self,
+        analysis: str,
+        dataset: str,
+        params: Mapping[str, Any],
+        nodes: Sequence[str],
+        project: str,
+    ) -> Plan:
+        """Check a submission without queuing anything; the plan lists every problem."""
+        return plan_job(analysis, dataset, params, nodes, project or "default", self.store.nodes())
+
+    def submit(self, plan: Plan, submitted_by: str) -> Job:
+        """Create a job from a problem-free plan; raise InvalidRequest listing every problem."""
+        if plan.problems:
+            raise InvalidRequest(
+                "the job was not submitted:\n"
+                + "\n".join(
+                    f"- {p.node + ': ' if p.node else ''}{p.message}" for p in plan.problems
+                )
+            )
+        job = self.store.create_job(plan.spec, submitted_by, self.clock())
+        logger.info("job submitted", extra={"job_id": job.id, "analysis": job.spec.analysis})
+        if self.auto_approve:
+            job = self.approve(job.id, "auto-approval")
+        return job
+
+    def approve(self, job_id: int, approver: str) -> Job:
+        job = self.store.approve_job(job_id, approver, self.clock())
+        logger.info("job approved", extra={"job_id": job_id, "tasks": len(job.tasks)})
+        return job
+
+    def reject(self, job_id: int, approver: str, reason: str) -> Job:
+        if not reason.strip():
+            raise InvalidRequest(
+                "give a reason for the rejection, e.g. --reason 'outside the project scope'"
+            )
+        job = self.store.reject_job(job_id, approver, reason, self.clock())
+        logger.info("job rejected", extra={"job_id": job_id})
+        return job
+
+    def job(self, job_id: int) -> Job:
+        return self.store.get_job(job_id)
+
+    def jobs(self, state: JobState | None, limit: int) -> list[Job]:
+        return self.store.list_jobs(state, limit)
+
+    def nodes(self) -> list[Node]:
+        return list(self.store.nodes().values())
+
+    # -- agents --------------------------------------------------------------------------
+
+    def node_connected(
+        self, node_id: str, datasets: Sequence[DatasetSchema], analyses: Sequence[str]
+    ) -> None:
+        self.store.node_connected(node_id, datasets, analyses, self.clock())
+        logger.info("node connected", extra={"node_id": node_id, "datasets": len(datasets)})
+
+    def node_disconnected(self, node_id: str) -> None:
+        self.store.node_disconnected(node_id, self.clock())
+        logger.info("node disconnected", extra={"node_id": node_id})
+
+    def take_tasks(self, node_id: str) -> list[tuple[Task, Job]]:
+        return self.store.take_queued_tasks(node_id, self.clock())
+
+    def record_result(self, node_id: str, task_id: str, output: NodeOutput) -> None:
+        """Store a node's output; complete the job when it was the last one outstanding."""
+        job = self.store.record_result(node_id, task_id, output, self.clock())
+        logger.info(
+            "result recorded",
+            extra={"task_id": task_id, "node_id": node_id, "outcome": output.outcome.value},
+        )
+        if job is not None:
+            self._complete(job)
+
+    def complete_leftovers(self) -> int:
+        """Complete jobs a crash left with every task done but no combined result."""
+        jobs = self.store.jobs_awaiting_completion()
+        for job in jobs:
+            self._complete(job)
+        return len(jobs)
+
+    def _complete(self, job: Job) -> None:
+        try:
+            state, combined = finish(job.spec, job.tasks)
+        except Exception:
+            # A combination bug must not leave the job running forever.
+            logger.exception("combining failed", extra={"job_id": job.id})
+            state, combined = JobState.FAILED, {"error": "the results could not be combined"}
+        self.store.complete_job(job.id, state, combined, self.clock())
+        logger.info("job finished", extra={"job_id": job.id, "state": state.value})

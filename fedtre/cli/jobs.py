@@ -1,0 +1,295 @@
+"""Researcher and admin commands: submit, jobs, result, nodes."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from typing import Any
+
+from fedtre.analyses.filters import parse_filter_text
+from fedtre.cli.common import add_connection_flags, connect, print_json, print_table
+from fedtre.client import JobStatus, Result
+from fedtre.errors import InvalidRequest
+from fedtre.report import result_lines
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    submit = sub.add_parser("submit", help="submit an analysis to the network")
+    submit.add_argument("analysis", help="catalogue name: count, crosstab or summary")
+    submit.add_argument("--dataset", required=True, help="dataset name, as `fedtre nodes` lists it")
+    submit.add_argument(
+        "--nodes",
+        default="",
+        help="comma-separated node ids (default: every node with the dataset)",
+    )
+    submit.add_argument("--project", default="default")
+    submit.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an analysis parameter, e.g. --param rows=sex (VALUE is read as JSON when it parses)",
+    )
+    submit.add_argument("--params", help="all parameters as one JSON object")
+    submit.add_argument("--filter", help="""a filter, e.g. 'age >= 40 and sex == "F"'""")
+    submit.add_argument(
+        "--dry-run", action="store_true", help="check against every node; queue nothing"
+    )
+    submit.add_argument(
+        "--no-wait", action="store_true", help="print the job id and return at once"
+    )
+    submit.add_argument(
+        "--timeout", type=float, default=None, help="seconds to wait for the result"
+    )
+    add_connection_flags(submit)
+    submit.set_defaults(func=_submit)
+
+    jobs = sub.add_parser("jobs", help="list, show, approve or reject jobs")
+    jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
+    listing = jobs_sub.add_parser("list", help="list recent jobs")
+    listing.add_argument("--state", help="only jobs in this state, e.g. pending_approval")
+    listing.add_argument("--limit", type=int, default=50)
+    add_connection_flags(listing)
+    listing.set_defaults(func=_jobs_list)
+    show = jobs_sub.add_parser("show", help="show one job and its per-node tasks")
+    show.add_argument("job_id", type=int)
+    add_connection_flags(show)
+    show.set_defaults(func=_jobs_show)
+    approve = jobs_sub.add_parser("approve", help="approve a pending job (admin)")
+    approve.add_argument("job_id", type=int)
+    add_connection_flags(approve)
+    approve.set_defaults(func=_jobs_approve)
+    reject = jobs_sub.add_parser("reject", help="reject a pending job (admin)")
+    reject.add_argument("job_id", type=int)
+    reject.add_argument("--reason", required=True)
+    add_connection_flags(reject)
+    reject.set_defaults(func=_jobs_reject)
+
+    result = sub.add_parser("result", help="show a job's combined result and per-node outcomes")
+    result.add_argument("job_id", type=int)
+    result.add_argument("--wait", action="store_true", help="wait until the job has finished")
+    add_connection_flags(result)
+    result.set_defaults(func=_result)
+
+    nodes = sub.add_parser("nodes", help="list nodes, their status and datasets")
+    add_connection_flags(nodes)
+    nodes.set_defaults(func=_nodes)
+
+
+def build_params(args: argparse.Namespace) -> dict[str, Any]:
+    """Analysis parameters from --params, --param and --filter; raise InvalidRequest if malformed."""
+    params: dict[str, Any] = {}
+    if args.params:
+        try:
+            params = json.loads(args.params)
+        except json.JSONDecodeError as exc:
+            raise InvalidRequest(f"--params is not valid JSON: {exc}") from exc
+        if not isinstance(params, dict):
+            raise InvalidRequest('--params must be a JSON object, e.g. \'{"rows": "sex"}\'')
+    for item in args.param:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidRequest(f"--param {item!r} is not KEY=VALUE, e.g. --param rows=sex")
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    if args.filter:
+        params["filter"] = parse_filter_text(args.filter)
+    return params
+
+
+def _submit(args: argparse.Namespace) -> int:
+    params = build_params(args)
+    nodes = [n for n in args.nodes.split(",") if n]
+    with connect(args) as client:
+        if args.dry_run:
+            report = client.submit(
+                args.analysis,
+                dataset=args.dataset,
+                params=params,
+                nodes=nodes,
+                project=args.project,
+                dry_run=True,
+            )
+            if args.json:
+                print_json(
+                    {
+                        "ok": report.ok,
+                        "problems": [{"node": n, "message": m} for n, m in report.problems],
+                    }
+                )
+            elif report.ok:
+                print("dry run: no problems; the job would be accepted")
+            else:
+                print(f"dry run: {len(report.problems)} problem(s):")
+                for node, message in report.problems:
+                    print(f"  - {node + ': ' if node else ''}{message}")
+            return 0 if report.ok else 1
+        handle = client.submit(
+            args.analysis, dataset=args.dataset, params=params, nodes=nodes, project=args.project
+        )
+        if args.no_wait:
+            status = handle.status()
+            if args.json:
+                print_json({"job_id": handle.id, "state": status.state})
+            else:
+                print(f"job {handle.id} submitted: {status.state}")
+            return 0
+        if not args.json:
+            print(f"job {handle.id} submitted", file=sys.stderr)
+        status = handle.wait(timeout=args.timeout, progress=None if args.json else _progress)
+        _print_result(Result(status), args.json)
+        return 0 if status.state in ("completed", "partial") else 1
+
+
+def _progress(status: JobStatus) -> None:
+    total = len(status.nodes)
+    line = f"job {status.id}: {status.state.replace('_', ' ')}, {status.done_count}/{total} nodes answered"
+    if sys.stderr.isatty():
+        end = "\n" if status.finished else ""
+        print(f"\r\033[K{line}", end=end, file=sys.stderr, flush=True)
+    else:
+        print(line, file=sys.stderr, flush=True)
+
+
+def _status_row(job: JobStatus) -> list[Any]:
+    return [
+        job.id,
+        job.state,
+        job.analysis,
+        job.dataset,
+        ",".join(job.nodes),
+        job.submitted_by,
+        job.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+    ]
+
+
+def _job_json(job: JobStatus) -> dict[str, Any]:
+    data = dataclasses.asdict(job)
+    data["tasks"] = {
+        node: {
+            "state": t.state,
+            "outcome": t.outcome,
+            "error": t.error,
+            "payload": t.payload,
+            "rules": [dataclasses.asdict(r) for r in t.rules],
+        }
+        for node, t in job.tasks.items()
+    }
+    return data
+
+
+def _jobs_list(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        jobs = client.jobs(state=args.state, limit=args.limit)
+    if args.json:
+        print_json([_job_json(j) for j in jobs])
+    elif not jobs:
+        print("no jobs")
+    else:
+        print_table(
+            ["id", "state", "analysis", "dataset", "nodes", "submitted by", "created (UTC)"],
+            [_status_row(j) for j in jobs],
+        )
+    return 0
+
+
+def _print_job(job: JobStatus) -> None:
+    print(f"job {job.id}: {job.state}")
+    print(f"  analysis  {job.analysis} on dataset '{job.dataset}' (project {job.project})")
+    print(f"  params    {json.dumps(job.params, sort_keys=True)}")
+    print(f"  submitted {job.created_at:%Y-%m-%d %H:%M:%S} UTC by {job.submitted_by}")
+    if job.decided_by:
+        print(f"  decided   by {job.decided_by}{': ' + job.reason if job.reason else ''}")
+    if job.tasks:
+        print()
+        print_table(
+            ["node", "task", "outcome", "rules failed"],
+            [
+                [n, t.state, t.outcome, _failed_rules(t.rules) or t.error or "-"]
+                for n, t in job.tasks.items()
+            ],
+        )
+
+
+def _failed_rules(rules: Any) -> str:
+    return "; ".join(f"{r.rule}: {r.detail}" for r in rules if not r.passed)
+
+
+def _jobs_show(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        job = client.job(args.job_id)
+    if args.json:
+        print_json(_job_json(job))
+    else:
+        _print_job(job)
+    return 0
+
+
+def _jobs_approve(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        job = client.approve(args.job_id)
+    print_json(_job_json(job)) if args.json else print(f"job {job.id} approved: {job.state}")
+    return 0
+
+
+def _jobs_reject(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        job = client.reject(args.job_id, args.reason)
+    print_json(_job_json(job)) if args.json else print(f"job {job.id} rejected")
+    return 0
+
+
+def _print_result(result: Result, as_json: bool) -> None:
+    if as_json:
+        print_json(_job_json(result.job))
+        return
+    _print_job(result.job)
+    print()
+    if not result.job.finished:
+        print("no combined result yet; the job is still", result.state)
+        return
+    print("combined result:")
+    for line in result_lines(result):
+        print(line)
+
+
+def _result(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        handle = client.handle(args.job_id)
+        status = (
+            handle.wait(progress=None if args.json else _progress) if args.wait else handle.status()
+        )
+    _print_result(Result(status), args.json)
+    return 0
+
+
+def _nodes(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        nodes = client.nodes()
+    if args.json:
+        print_json([dataclasses.asdict(n) for n in nodes])
+        return 0
+    if not nodes:
+        print("no nodes have connected yet")
+        return 0
+    print_table(
+        ["node", "status", "last seen (UTC)", "datasets", "analyses"],
+        [
+            [
+                n.node_id,
+                "online" if n.online else "offline",
+                n.last_seen.strftime("%Y-%m-%d %H:%M:%S") if n.last_seen else None,
+                "; ".join(
+                    f"{d.name}({', '.join(f'{c}:{t}' for c, t in d.columns.items())})"
+                    for d in n.datasets
+                ),
+                ",".join(n.analyses),
+            ]
+            for n in nodes
+        ],
+    )
+    return 0

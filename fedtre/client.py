@@ -1,0 +1,312 @@
+"""The researcher's Python client: submit analyses, follow jobs, read combined results."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from fedtre.analyses import get_analysis
+from fedtre.analyses.base import DatasetSchema, NodeOutput
+from fedtre.errors import Conflict, FedtreError, InvalidRequest
+from fedtre.identity.tls import DEFAULT_CHANNEL_OPTIONS, TlsFiles, channel_credentials
+from fedtre.status import error_from_rpc
+from fedtre.v1 import jobs_pb2, jobs_pb2_grpc
+from fedtre.wire import dict_to_struct, output_from_parts, schemas_from_pb, struct_to_dict
+
+JOB_STATES = {
+    jobs_pb2.JOB_STATE_PENDING_APPROVAL: "pending_approval",
+    jobs_pb2.JOB_STATE_REJECTED: "rejected",
+    jobs_pb2.JOB_STATE_RUNNING: "running",
+    jobs_pb2.JOB_STATE_COMPLETED: "completed",
+    jobs_pb2.JOB_STATE_PARTIAL: "partial",
+    jobs_pb2.JOB_STATE_FAILED: "failed",
+}
+JOB_STATE_VALUES = {v: k for k, v in JOB_STATES.items()}
+FINISHED = frozenset({"rejected", "completed", "partial", "failed"})
+TASK_STATES = {
+    jobs_pb2.TASK_STATE_QUEUED: "queued",
+    jobs_pb2.TASK_STATE_DELIVERED: "delivered",
+    jobs_pb2.TASK_STATE_DONE: "done",
+}
+
+
+@dataclass(frozen=True)
+class NodeResult:
+    """One node's part of a job: its outcome, the rules checked, and what it released."""
+
+    node: str
+    task_id: str
+    state: str
+    output: NodeOutput | None
+    analysis: str
+    params: Mapping[str, Any]
+
+    @property
+    def outcome(self) -> str:
+        """released, suppressed, blocked, refused or failed; "pending" until the node reports."""
+        return self.output.outcome.value if self.output else "pending"
+
+    @property
+    def rules(self) -> tuple[Any, ...]:
+        return self.output.rules if self.output else ()
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        return self.output.payload if self.output else {}
+
+    @property
+    def error(self) -> str:
+        return self.output.error if self.output else ""
+
+    def to_frame(self) -> Any:
+        """The node's released table as a DataFrame (withheld cells NaN), or None."""
+        if not self.payload:
+            return None
+        return get_analysis(self.analysis).to_frame(self.params, self.payload)
+
+    table = property(to_frame)
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """A snapshot of a job as the coordinator reports it."""
+
+    id: int
+    analysis: str
+    dataset: str
+    params: dict[str, Any]
+    nodes: tuple[str, ...]
+    project: str
+    state: str
+    submitted_by: str
+    decided_by: str
+    reason: str
+    created_at: datetime
+    updated_at: datetime
+    tasks: dict[str, NodeResult]
+    combined: dict[str, Any] | None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED
+
+    @property
+    def done_count(self) -> int:
+        return sum(1 for t in self.tasks.values() if t.state == "done")
+
+
+@dataclass(frozen=True)
+class Result:
+    """A finished job's combined answer and each node's outcome."""
+
+    job: JobStatus
+
+    @property
+    def state(self) -> str:
+        return self.job.state
+
+    @property
+    def combined(self) -> dict[str, Any]:
+        return self.job.combined or {}
+
+    @property
+    def nodes(self) -> dict[str, NodeResult]:
+        return self.job.tasks
+
+    def to_frame(self) -> Any:
+        """The combined result as a pandas DataFrame, or None when it is not tabular."""
+        return get_analysis(self.job.analysis).to_frame(self.job.params, self.combined)
+
+
+@dataclass(frozen=True)
+class DryRun:
+    """What a dry run found: no problems means the job would be accepted."""
+
+    problems: tuple[tuple[str, str], ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    node_id: str
+    online: bool
+    last_seen: datetime | None
+    datasets: tuple[DatasetSchema, ...]
+    analyses: tuple[str, ...]
+
+
+class JobHandle:
+    """A submitted job: poll it, wait for it, read its result."""
+
+    def __init__(self, client: Client, job_id: int) -> None:
+        self._client = client
+        self.id = job_id
+
+    def __repr__(self) -> str:
+        return f"JobHandle(id={self.id})"
+
+    def status(self) -> JobStatus:
+        return self._client.job(self.id)
+
+    def wait(
+        self, timeout: float | None = None, progress: Callable[[JobStatus], None] | None = None
+    ) -> JobStatus:
+        """Block until the job is finished; return its status.
+
+        progress, if given, is called with each new status. Raises TimeoutError after timeout seconds.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.005
+        last: tuple[str, int] | None = None
+        while True:
+            status = self.status()
+            if progress is not None and (status.state, status.done_count) != last:
+                progress(status)
+                last = (status.state, status.done_count)
+            if status.finished:
+                return status
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"job {self.id} is still {status.state} after {timeout} s")
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.5)
+
+    def result(self, timeout: float | None = None) -> Result:
+        """Wait for the job and return its result; raise Conflict if it was rejected."""
+        status = self.wait(timeout)
+        if status.state == "rejected":
+            raise Conflict(f"job {self.id} was rejected by {status.decided_by}: {status.reason}")
+        return Result(status)
+
+
+class Client:
+    """A connection to a coordinator over mutual TLS."""
+
+    def __init__(self, target: str, tls: TlsFiles | str | Path, *, timeout: float = 30.0) -> None:
+        files = tls if isinstance(tls, TlsFiles) else TlsFiles.from_dir(Path(tls))
+        self._channel = grpc.secure_channel(
+            target, channel_credentials(files), options=list(DEFAULT_CHANNEL_OPTIONS)
+        )
+        self._stub = jobs_pb2_grpc.JobServiceStub(self._channel)
+        self._timeout = timeout
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def _call(self, method: str, request: Any) -> Any:
+        try:
+            return getattr(self._stub, method)(request, timeout=self._timeout)
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from None
+
+    def submit(
+        self,
+        analysis: str,
+        *,
+        dataset: str,
+        params: Mapping[str, Any] | None = None,
+        nodes: Sequence[str] | None = None,
+        project: str = "default",
+        dry_run: bool = False,
+    ) -> Any:
+        """Submit an analysis; return a JobHandle, or a DryRun report when dry_run is set.
+
+        Raises InvalidRequest listing every problem when the coordinator refuses the job.
+        """
+        if isinstance(nodes, str):
+            raise InvalidRequest("nodes must be a list of node ids, e.g. nodes=['tre-a', 'tre-b']")
+        spec = jobs_pb2.JobSpec(
+            analysis=analysis,
+            dataset=dataset,
+            params=dict_to_struct(params or {}),
+            nodes=list(nodes or []),
+            project=project,
+        )
+        response = self._call("SubmitJob", jobs_pb2.SubmitJobRequest(spec=spec, dry_run=dry_run))
+        if dry_run:
+            return DryRun(tuple((p.node, p.message) for p in response.problems))
+        return JobHandle(self, response.job.id)
+
+    def job(self, job_id: int) -> JobStatus:
+        return _job_status(self._call("GetJob", jobs_pb2.GetJobRequest(job_id=job_id)).job)
+
+    def handle(self, job_id: int) -> JobHandle:
+        return JobHandle(self, job_id)
+
+    def jobs(self, state: str | None = None, limit: int = 100) -> list[JobStatus]:
+        if state is not None and state not in JOB_STATE_VALUES:
+            raise InvalidRequest(
+                f"unknown job state '{state}'; use one of {sorted(JOB_STATE_VALUES)}"
+            )
+        request = jobs_pb2.ListJobsRequest(state=JOB_STATE_VALUES.get(state or "", 0), limit=limit)
+        return [_job_status(j) for j in self._call("ListJobs", request).jobs]
+
+    def approve(self, job_id: int) -> JobStatus:
+        return _job_status(self._call("ApproveJob", jobs_pb2.ApproveJobRequest(job_id=job_id)).job)
+
+    def reject(self, job_id: int, reason: str) -> JobStatus:
+        request = jobs_pb2.RejectJobRequest(job_id=job_id, reason=reason)
+        return _job_status(self._call("RejectJob", request).job)
+
+    def nodes(self) -> list[NodeStatus]:
+        response = self._call("ListNodes", jobs_pb2.ListNodesRequest())
+        return [
+            NodeStatus(
+                node_id=n.node_id,
+                online=n.online,
+                last_seen=n.last_seen.ToDatetime() if n.HasField("last_seen") else None,
+                datasets=tuple(schemas_from_pb(n.datasets)),
+                analyses=tuple(n.analyses),
+            )
+            for n in response.nodes
+        ]
+
+
+def _job_status(job: jobs_pb2.Job) -> JobStatus:
+    params = struct_to_dict(job.spec.params)
+    tasks = {}
+    for t in job.tasks:
+        output = None
+        if t.outcome:
+            try:
+                output = output_from_parts(t.outcome, t.rules, t.payload, t.error)
+            except FedtreError:
+                output = None
+        tasks[t.node] = NodeResult(
+            t.node,
+            t.task_id,
+            TASK_STATES.get(t.state, "unknown"),
+            output,
+            job.spec.analysis,
+            params,
+        )
+    return JobStatus(
+        id=job.id,
+        analysis=job.spec.analysis,
+        dataset=job.spec.dataset,
+        params=params,
+        nodes=tuple(job.spec.nodes),
+        project=job.spec.project,
+        state=JOB_STATES.get(job.state, "unknown"),
+        submitted_by=job.submitted_by,
+        decided_by=job.decided_by,
+        reason=job.reason,
+        created_at=job.created_at.ToDatetime(),
+        updated_at=job.updated_at.ToDatetime(),
+        tasks=tasks,
+        combined=struct_to_dict(job.combined) if job.HasField("combined") else None,
+    )

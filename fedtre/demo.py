@@ -1,0 +1,189 @@
+"""`fedtre demo`: a coordinator and three agents as separate processes, on synthetic data.
+
+A researcher submits each analysis, an admin approves it, the agents run it on their own
+cohorts with the default disclosure policy (threshold 10, rounding to 5), and the
+combined result is printed with each TRE's outcome.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from fedtre.client import Client, Result
+from fedtre.disclosure import DisclosurePolicy
+from fedtre.errors import Unavailable
+from fedtre.identity.ca import init_network
+from fedtre.identity.tls import TlsFiles
+from fedtre.report import result_lines
+from fedtre.synth import COLUMN_TYPES, write_cohorts
+
+NODES = 3
+START_TIMEOUT_S = 30.0
+# (title, analysis, params) run in order; the thresholds are the TREs' defaults.
+ANALYSES: tuple[tuple[str, str, dict], ...] = (
+    (
+        "Smokers aged 50 or over",
+        "count",
+        {
+            "filter": {
+                "and": [
+                    {"col": "age", "op": ">=", "value": 50},
+                    {"col": "smoking", "op": "==", "value": "current"},
+                ]
+            }
+        },
+    ),
+    ("Smoking status by sex", "crosstab", {"rows": "smoking", "columns": "sex"}),
+    ("Systolic blood pressure by diabetes status", "summary", {"column": "sbp", "by": "diabetes"}),
+    # Few people are 80 or over: small cells are withheld at each TRE, and so in the total.
+    (
+        "People aged 80 or over by deprivation and smoking",
+        "crosstab",
+        {
+            "rows": "deprivation",
+            "columns": "smoking",
+            "filter": {"col": "age", "op": ">=", "value": 80},
+        },
+    ),
+)
+
+
+def run_demo(
+    rows: int = 2000, say: Callable[[str], None] = print, keep: bool = False
+) -> list[Result]:
+    """Run the demo network end to end and return the three results."""
+    started = time.monotonic()
+    home = Path(tempfile.mkdtemp(prefix="fedtre-demo-"))
+    processes: list[subprocess.Popen] = []
+    try:
+        node_ids = [f"tre-{chr(ord('a') + i)}" for i in range(NODES)]
+        say(f"network in {home}")
+        init_network(home / "pki", node_ids)
+        data = write_cohorts(home / "data", n_nodes=NODES, rows=rows, seed=2026, fmt="sqlite")
+        say(f"synthetic cohorts: {NODES} TREs x {rows} people")
+
+        coordinator = _spawn(
+            [
+                "coordinator",
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--tls-dir",
+                str(home / "pki" / "coordinator"),
+                "--database-url",
+                f"sqlite:///{home / 'coordinator.sqlite'}",
+            ],
+            home / "coordinator.log",
+        )
+        processes.append(coordinator)
+        address = _read_address(coordinator, home / "coordinator.log")
+        say(f"coordinator listening on {address} (mutual TLS)")
+        for node_id in node_ids:
+            config = _write_agent_config(home, node_id, address, data[node_id])
+            processes.append(
+                _spawn(["agent", "run", "--config", str(config)], home / f"{node_id}.log")
+            )
+
+        researcher = Client(address, TlsFiles.from_dir(home / "pki" / "users" / "researcher"))
+        admin = Client(address, TlsFiles.from_dir(home / "pki" / "users" / "admin"))
+        _wait_for_nodes(admin, node_ids)
+        say(f"agents online: {', '.join(node_ids)}\n")
+
+        results = []
+        for title, analysis, params in ANALYSES:
+            handle = researcher.submit(analysis, dataset="cohort", params=params)
+            admin.approve(handle.id)
+            result = handle.result(timeout=30)
+            results.append(result)
+            _show(title, analysis, result, say)
+        researcher.close()
+        admin.close()
+        return results
+    finally:
+        for process in reversed(processes):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        if keep:
+            say(f"kept {home}")
+        else:
+            shutil.rmtree(home, ignore_errors=True)
+        say(f"demo finished in {time.monotonic() - started:.1f} s; all processes stopped")
+
+
+def _spawn(args: list[str], log: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "fedtre.cli.main", *args],
+        stdout=subprocess.PIPE,
+        stderr=log.open("w"),
+        text=True,
+        env=env,
+    )
+
+
+def _read_address(process: subprocess.Popen, log: Path) -> str:
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    match = re.search(r"listening on (\S+)", line)
+    if not match:
+        raise Unavailable(f"the coordinator did not start; see {log}:\n{log.read_text()[-2000:]}")
+    return match.group(1)
+
+
+def _write_agent_config(home: Path, node_id: str, address: str, data: Path) -> Path:
+    from node_agent.config import AgentConfig, DatasetConfig, TlsConfig, write_config
+
+    bundle = home / "pki" / "nodes" / node_id
+    path = home / f"{node_id}.toml"
+    write_config(
+        path,
+        AgentConfig(
+            node_id=node_id,
+            coordinator=address,
+            state_db=home / f"{node_id}-state.sqlite",
+            tls=TlsConfig(bundle / "ca.pem", bundle / "cert.pem", bundle / "key.pem"),
+            datasets={
+                "cohort": DatasetConfig(
+                    name="cohort",
+                    columns=dict(COLUMN_TYPES),
+                    url=f"sqlite:///{data}",
+                    table="cohort",
+                )
+            },
+            policy=DisclosurePolicy(),
+        ),
+    )
+    return path
+
+
+def _wait_for_nodes(client: Client, node_ids: list[str]) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            if {n.node_id for n in client.nodes() if n.online} >= set(node_ids):
+                return
+        except Unavailable:
+            pass
+        time.sleep(0.1)
+    raise Unavailable(f"the agents did not connect within {START_TIMEOUT_S:.0f} s; see the logs")
+
+
+def _show(title: str, analysis: str, result: Result, say: Callable[[str], None]) -> None:
+    say(f"== {title} ({analysis}, job {result.job.id}: {result.state})")
+    for line in result_lines(result):
+        say(line)
+    say("")

@@ -1,0 +1,181 @@
+"""Disclosure rules as small functions: the minimum-count threshold and rounding of counts.
+
+Conventions every analysis follows:
+
+- A count below `policy.threshold` is withheld: its value is replaced by None and the
+  "threshold" rule fails with a detail that never states the withheld value.
+- A released count is rounded to the nearest multiple of `policy.rounding_base`; an exact
+  half rounds up (base 10: 15 -> 20, 14 -> 10). Base 1 releases counts exactly.
+- Outcome: nothing withheld -> RELEASED; some values withheld -> SUPPRESSED; nothing
+  left to release -> BLOCKED.
+
+The analyses import this module rather than names from it (`from fedtre.disclosure
+import rules`) because it imports fedtre.analyses.base, whose package imports them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from fedtre.analyses.base import Outcome, RuleResult
+from fedtre.disclosure.policy import DisclosurePolicy
+
+THRESHOLD = "threshold"
+ROUNDING = "rounding"
+
+
+def meets_threshold(n: int, policy: DisclosurePolicy) -> bool:
+    """Return True when a count (or the n behind a statistic) may be released."""
+    return n >= policy.threshold
+
+
+def round_count(n: int, base: int) -> int:
+    """Return n rounded to the nearest multiple of base, an exact half rounding up."""
+    if base == 1:
+        return n
+    # floor(n / base + 1/2) * base in integers, so there is no float error for large n.
+    return (2 * n + base) // (2 * base) * base
+
+
+def release_count(n: int, policy: DisclosurePolicy) -> int | None:
+    """Return the count as it may be released (rounded), or None when it is withheld."""
+    if not meets_threshold(n, policy):
+        return None
+    return round_count(n, policy.rounding_base)
+
+
+def outcome_for(*, released: int, withheld: int) -> Outcome:
+    """Return the outcome of an output that releases `released` values and withholds `withheld`."""
+    if withheld == 0:
+        return Outcome.RELEASED
+    if released == 0:
+        return Outcome.BLOCKED
+    return Outcome.SUPPRESSED
+
+
+def rounding_result(policy: DisclosurePolicy) -> RuleResult:
+    """Return the rounding rule as applied to released counts."""
+    base = policy.rounding_base
+    if base == 1:
+        return RuleResult(ROUNDING, True, "counts are released exactly (rounding base 1)")
+    return RuleResult(
+        ROUNDING, True, f"counts are rounded to the nearest multiple of {base} (halves round up)"
+    )
+
+
+def _no_threshold(policy: DisclosurePolicy) -> RuleResult | None:
+    if policy.threshold == 0:
+        return RuleResult(THRESHOLD, True, "no minimum count applies (threshold 0)")
+    return None
+
+
+def _cells_have(k: int) -> str:
+    return "cell has" if k == 1 else "cells have"
+
+
+def _groups_have(k: int) -> str:
+    return "group has" if k == 1 else "groups have"
+
+
+@dataclass(frozen=True)
+class CheckedCounts:
+    """Counts after the threshold and rounding rules: None marks a withheld value."""
+
+    values: tuple[int | None, ...]
+    outcome: Outcome
+    rules: tuple[RuleResult, ...]
+
+
+def check_count(n: int, policy: DisclosurePolicy) -> CheckedCounts:
+    """Check a single count: below the threshold it is withheld and the output BLOCKED."""
+    value = release_count(n, policy)
+    t = policy.threshold
+    threshold = _no_threshold(policy) or (
+        RuleResult(THRESHOLD, True, f"the count has at least {t} records")
+        if value is not None
+        else RuleResult(
+            THRESHOLD, False, f"the count has fewer than {t} records, so it is withheld"
+        )
+    )
+    outcome = Outcome.RELEASED if value is not None else Outcome.BLOCKED
+    return CheckedCounts((value,), outcome, (threshold, rounding_result(policy)))
+
+
+def check_cells(counts: Sequence[int], policy: DisclosurePolicy) -> CheckedCounts:
+    """Check the cells of a table; each cell below the threshold is withheld on its own.
+
+    An empty table is judged as a total of zero records: BLOCKED unless the threshold is 0.
+    """
+    t = policy.threshold
+    rounding = rounding_result(policy)
+    if not counts:
+        no_threshold = _no_threshold(policy)
+        if no_threshold is not None:
+            return CheckedCounts((), Outcome.RELEASED, (no_threshold, rounding))
+        detail = f"the table has fewer than {t} records in total, so it is withheld"
+        return CheckedCounts((), Outcome.BLOCKED, (RuleResult(THRESHOLD, False, detail), rounding))
+    values = tuple(release_count(n, policy) for n in counts)
+    withheld = sum(v is None for v in values)
+    if withheld:
+        threshold = RuleResult(
+            THRESHOLD,
+            False,
+            f"{withheld} of {len(values)} {_cells_have(withheld)} fewer than {t} records; "
+            "their counts are withheld",
+        )
+    else:
+        threshold = _no_threshold(policy) or RuleResult(
+            THRESHOLD, True, f"every cell has at least {t} records"
+        )
+    outcome = outcome_for(released=len(values) - withheld, withheld=withheld)
+    return CheckedCounts(values, outcome, (threshold, rounding))
+
+
+@dataclass(frozen=True)
+class CheckedGroups:
+    """Which groups of a statistic may be released, by the size of each group."""
+
+    released: tuple[bool, ...]
+    outcome: Outcome
+    rules: tuple[RuleResult, ...]
+
+
+def check_group_sizes(
+    sizes: Sequence[int], policy: DisclosurePolicy, *, column: str, grouped: bool
+) -> CheckedGroups:
+    """Check the n behind each group of a statistic of `column` (one group when ungrouped).
+
+    A group with n below the threshold is withheld whole. No groups at all is judged
+    as n = 0: BLOCKED unless the threshold is 0.
+    """
+    t = policy.threshold
+    released = tuple(meets_threshold(n, policy) for n in sizes)
+    withheld = released.count(False)
+    if not sizes:
+        outcome = Outcome.RELEASED if meets_threshold(0, policy) else Outcome.BLOCKED
+        result = _no_threshold(policy) or RuleResult(
+            THRESHOLD, False, f"fewer than {t} non-missing values of {column!r}, so it is withheld"
+        )
+        return CheckedGroups((), outcome, (result,))
+    if not grouped:
+        if withheld:
+            detail = f"the summary rests on fewer than {t} non-missing values of {column!r}"
+            result = RuleResult(THRESHOLD, False, detail + ", so it is withheld")
+        else:
+            result = _no_threshold(policy) or RuleResult(
+                THRESHOLD, True, f"the summary rests on at least {t} non-missing values"
+            )
+    elif withheld:
+        result = RuleResult(
+            THRESHOLD,
+            False,
+            f"{withheld} of {len(sizes)} {_groups_have(withheld)} fewer than {t} non-missing "
+            f"values of {column!r}; their statistics are withheld",
+        )
+    else:
+        result = _no_threshold(policy) or RuleResult(
+            THRESHOLD, True, f"every group has at least {t} non-missing values"
+        )
+    outcome = outcome_for(released=len(sizes) - withheld, withheld=withheld)
+    return CheckedGroups(released, outcome, (result,))

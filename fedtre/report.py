@@ -1,0 +1,45 @@
+"""Plain-text rendering of a job's result, shared by `fedtre result` and `fedtre demo`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fedtre.client import Result
+
+# Bookkeeping keys of a combined payload, shown separately from the figures.
+_META_KEYS = frozenset({"nodes", "withheld", "withheld_by", "rows", "columns", "column", "by"})
+
+
+def result_lines(result: Result) -> list[str]:
+    """The combined answer, then one line per node: outcome, failed rules, error."""
+    lines = []
+    frame = result.to_frame()
+    if frame is not None:
+        lines += frame.to_string().splitlines()
+    else:
+        figures = {k: v for k, v in result.combined.items() if k not in _META_KEYS}
+        lines.append(
+            "combined: " + (", ".join(f"{k} = {_figure(v)}" for k, v in figures.items()) or "-")
+        )
+    withheld = result.combined.get("withheld_by") or result.combined.get("withheld")
+    if withheld:
+        lines.append("withheld: a value missing above was withheld by a node's disclosure rules")
+    for node, part in result.nodes.items():
+        line = f"  {node}: {part.outcome}"
+        if "n" in part.payload and frame is None:
+            line += f" (n = {_figure(part.payload['n'])})"
+        failed = [f"{r.rule}: {r.detail}" for r in part.rules if not r.passed]
+        if failed:
+            line += " - " + "; ".join(failed)
+        if part.error:
+            line += f" - {part.error}"
+        lines.append(line)
+    return lines
+
+
+def _figure(value: Any) -> str:
+    if value is None:
+        return "withheld"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)

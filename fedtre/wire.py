@@ -1,0 +1,69 @@
+"""Conversions between fedtre.v1 messages and the shared types, used by every side of the wire."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from google.protobuf import json_format, struct_pb2
+
+from fedtre.analyses.base import DatasetSchema, NodeOutput, Outcome, RuleResult
+from fedtre.errors import InvalidRequest
+from fedtre.v1 import common_pb2
+
+OUTCOME_TO_PB = {
+    Outcome.RELEASED: common_pb2.OUTCOME_RELEASED,
+    Outcome.SUPPRESSED: common_pb2.OUTCOME_SUPPRESSED,
+    Outcome.BLOCKED: common_pb2.OUTCOME_BLOCKED,
+    Outcome.REFUSED: common_pb2.OUTCOME_REFUSED,
+    Outcome.FAILED: common_pb2.OUTCOME_FAILED,
+}
+OUTCOME_FROM_PB = {v: k for k, v in OUTCOME_TO_PB.items()}
+
+
+def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
+    return json_format.MessageToDict(struct)
+
+
+def dict_to_struct(values: Mapping[str, Any]) -> struct_pb2.Struct:
+    struct = struct_pb2.Struct()
+    struct.update(values)
+    return struct
+
+
+def schema_to_pb(schema: DatasetSchema) -> common_pb2.DatasetSpec:
+    return common_pb2.DatasetSpec(
+        name=schema.name,
+        columns=[common_pb2.ColumnSpec(name=n, type=t) for n, t in schema.columns.items()],
+    )
+
+
+def schemas_from_pb(datasets: Iterable[common_pb2.DatasetSpec]) -> list[DatasetSchema]:
+    """Advertised datasets as schemas; raise InvalidRequest for empty or duplicate names."""
+    schemas: dict[str, DatasetSchema] = {}
+    for d in datasets:
+        if not d.name or d.name in schemas:
+            raise InvalidRequest(f"dataset names must be non-empty and unique (got '{d.name}')")
+        schemas[d.name] = DatasetSchema(d.name, {c.name: c.type for c in d.columns})
+    return list(schemas.values())
+
+
+def rules_to_pb(output: NodeOutput) -> list[common_pb2.RuleCheck]:
+    return [
+        common_pb2.RuleCheck(rule=r.rule, passed=r.passed, detail=r.detail) for r in output.rules
+    ]
+
+
+def output_from_parts(
+    outcome: int, rules: Iterable[common_pb2.RuleCheck], payload: struct_pb2.Struct, error: str
+) -> NodeOutput:
+    """A NodeOutput from the fields of a report or a task status; InvalidRequest if no outcome."""
+    value = OUTCOME_FROM_PB.get(outcome)  # type: ignore[call-overload]
+    if value is None:
+        raise InvalidRequest("the output has no valid outcome")
+    return NodeOutput(
+        outcome=value,
+        payload=struct_to_dict(payload),
+        rules=tuple(RuleResult(r.rule, r.passed, r.detail) for r in rules),
+        error=error,
+    )

@@ -1,0 +1,361 @@
+"""The agent's configuration: one TOML file, read once at start-up into a frozen AgentConfig."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from fedtre.analyses.base import COLUMN_TYPES, DatasetSchema
+from fedtre.disclosure import DisclosurePolicy
+from fedtre.disclosure.policy import DEFAULT_ROUNDING_BASE, DEFAULT_THRESHOLD
+from fedtre.errors import InvalidRequest
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ANALYSES = ("count", "crosstab", "summary")
+DEFAULT_STATE_DB = "agent-state.sqlite"
+TLS_FILES = ("ca", "cert", "key")
+
+# Dataset and column names travel to the coordinator and into SQL; keep them plain identifiers.
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+# The node id is the certificate's CN; a DNS-label-like shape keeps it printable and unambiguous.
+NODE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+# A table or view, optionally schema-qualified ("research.cohort").
+TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
+
+_TOP_KEYS = ("node_id", "coordinator", "state_db", "tls", "policy", "datasets")
+_TLS_KEYS = ("ca", "cert", "key", "dir")
+_POLICY_KEYS = ("threshold", "rounding_base", "analyses")
+_DATASET_KEYS = ("url", "table", "csv", "columns")
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """Paths of the network CA certificate and this agent's certificate and private key."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """One declared dataset: either a SQLAlchemy url + table/view, or a CSV file.
+
+    columns maps each analysable column to its declared type; nothing else exists to the network.
+    """
+
+    name: str
+    columns: Mapping[str, str]
+    url: str | None = None
+    table: str | None = None
+    csv: Path | None = None
+
+    @property
+    def schema(self) -> DatasetSchema:
+        """Return the dataset as advertised: its name and declared columns, never values."""
+        return DatasetSchema(name=self.name, columns=dict(self.columns))
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Everything a node agent needs, with every path absolute."""
+
+    node_id: str
+    coordinator: str
+    state_db: Path
+    tls: TlsConfig
+    datasets: Mapping[str, DatasetConfig]
+    policy: DisclosurePolicy = field(default_factory=DisclosurePolicy)
+    analyses: tuple[str, ...] = DEFAULT_ANALYSES
+
+    def to_toml(self) -> str:
+        """Return this config as TOML text that load_config reads back to an equal config."""
+        lines = [
+            f"node_id = {_toml_str(self.node_id)}",
+            f"coordinator = {_toml_str(self.coordinator)}",
+            f"state_db = {_toml_str(str(self.state_db))}",
+            "",
+            "[tls]",
+            *(f"{k} = {_toml_str(str(getattr(self.tls, k)))}" for k in TLS_FILES),
+            "",
+            "[policy]",
+            f"threshold = {self.policy.threshold}",
+            f"rounding_base = {self.policy.rounding_base}",
+            f"analyses = [{', '.join(_toml_str(a) for a in self.analyses)}]",
+        ]
+        for name, ds in self.datasets.items():
+            lines += ["", f"[datasets.{name}]"]
+            if ds.csv is not None:
+                lines.append(f"csv = {_toml_str(str(ds.csv))}")
+            else:
+                lines.append(f"url = {_toml_str(ds.url or '')}")
+                lines.append(f"table = {_toml_str(ds.table or '')}")
+            lines.append(f"[datasets.{name}.columns]")
+            lines += [f"{col} = {_toml_str(typ)}" for col, typ in ds.columns.items()]
+        return "\n".join(lines) + "\n"
+
+
+def write_config(path: str | Path, config: AgentConfig) -> AgentConfig:
+    """Write config as TOML to path and return it as load_config reads it back.
+
+    Raises InvalidRequest when the written file does not load (so a generated config is
+    checked by exactly the rules an operator's hand-written one is).
+    """
+    path = Path(path)
+    path.write_text(config.to_toml(), encoding="utf-8")
+    return load_config(path)
+
+
+def load_config(path: str | Path) -> AgentConfig:
+    """Read and check an agent config file; relative paths resolve against its directory.
+
+    Raises InvalidRequest naming the file, the key and how to fix it.
+    """
+    path = Path(path).resolve()
+    try:
+        with path.open("rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError:
+        raise InvalidRequest(
+            f"agent config file {path} does not exist; pass the path of the agent's TOML config"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidRequest(f"{path}: not valid TOML ({exc}); fix the syntax") from exc
+    except OSError as exc:
+        raise InvalidRequest(f"agent config file {path} cannot be read ({exc.strerror})") from exc
+    return _Parser(path).parse(raw)
+
+
+class _Parser:
+    """Turns the parsed TOML document into an AgentConfig, with errors in the file's terms."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.base = path.parent
+
+    def error(self, where: str, problem: str) -> InvalidRequest:
+        return InvalidRequest(f"{self.path}: {where}: {problem}")
+
+    def parse(self, raw: dict[str, Any]) -> AgentConfig:
+        self.reject_unknown("top level", raw, _TOP_KEYS)
+        node_id = self.string(raw, "node_id", "node_id")
+        if not NODE_ID_RE.match(node_id):
+            raise self.error(
+                "node_id",
+                f"{node_id!r} is not a valid node id; use letters, digits, '.', '_' or '-' "
+                "(at most 63 characters), exactly as in the CN of this agent's certificate",
+            )
+        coordinator = self.string(raw, "coordinator", "coordinator")
+        self.check_address(coordinator)
+        state_db = self.path_value(raw.get("state_db", DEFAULT_STATE_DB), "state_db")
+        policy, analyses = self.parse_policy(self.table(raw, "policy", section="policy") or {})
+        return AgentConfig(
+            node_id=node_id,
+            coordinator=coordinator,
+            state_db=state_db,
+            tls=self.parse_tls(self.required_table(raw, "tls", section="tls")),
+            datasets=self.parse_datasets(self.required_table(raw, "datasets", section="datasets")),
+            policy=policy,
+            analyses=analyses,
+        )
+
+    def parse_tls(self, raw: dict[str, Any]) -> TlsConfig:
+        self.reject_unknown("[tls]", raw, _TLS_KEYS)
+        if "dir" in raw:
+            if set(raw) & set(TLS_FILES):
+                raise self.error(
+                    "[tls]", "give either dir or ca/cert/key, not both; remove one of them"
+                )
+            bundle = self.path_value(raw["dir"], "[tls] dir")
+            paths = {k: bundle / f"{k}.pem" for k in TLS_FILES}
+        else:
+            paths = {}
+            for key in TLS_FILES:
+                if key not in raw:
+                    raise self.error(
+                        "[tls]",
+                        f"missing key {key!r}; give ca, cert and key (PEM files), "
+                        "or dir = a folder holding ca.pem, cert.pem and key.pem",
+                    )
+                paths[key] = self.path_value(raw[key], f"[tls] {key}")
+        for key, file in paths.items():
+            if not file.is_file():
+                raise self.error(
+                    f"[tls] {key}",
+                    f"file {file} does not exist; issue this agent's certificate "
+                    "or correct the path",
+                )
+        return TlsConfig(**paths)
+
+    def parse_policy(self, raw: dict[str, Any]) -> tuple[DisclosurePolicy, tuple[str, ...]]:
+        self.reject_unknown("[policy]", raw, _POLICY_KEYS)
+        thresholds = {k: raw[k] for k in ("threshold", "rounding_base") if k in raw}
+        try:
+            policy = DisclosurePolicy.from_mapping(thresholds)
+        except InvalidRequest as exc:
+            raise self.error("[policy]", str(exc)) from exc
+        if policy.threshold < DEFAULT_THRESHOLD or policy.rounding_base < DEFAULT_ROUNDING_BASE:
+            logger.warning(
+                "disclosure policy is looser than fedtre's defaults",
+                extra={"threshold": policy.threshold, "rounding_base": policy.rounding_base},
+            )
+        analyses = raw.get("analyses", list(DEFAULT_ANALYSES))
+        if (
+            not isinstance(analyses, list)
+            or not analyses
+            or not all(isinstance(a, str) and a for a in analyses)
+        ):
+            raise self.error(
+                "[policy] analyses",
+                'must be a non-empty list of analysis names, e.g. ["count", "crosstab"]',
+            )
+        duplicates = sorted({a for a in analyses if analyses.count(a) > 1})
+        if duplicates:
+            raise self.error("[policy] analyses", f"lists {duplicates} more than once")
+        return policy, tuple(analyses)
+
+    def parse_datasets(self, raw: dict[str, Any]) -> dict[str, DatasetConfig]:
+        if not raw:
+            raise self.error(
+                "[datasets]",
+                "no dataset is declared; add a [datasets.<name>] table with url + table "
+                "or csv, and its [datasets.<name>.columns]",
+            )
+        return {name: self.parse_dataset(name, value) for name, value in raw.items()}
+
+    def parse_dataset(self, name: str, raw: Any) -> DatasetConfig:
+        where = f"[datasets.{name}]"
+        if not NAME_RE.match(name):
+            raise self.error(
+                where,
+                "dataset names must start with a letter or '_' and contain only letters, "
+                "digits and '_' (at most 63 characters); rename the dataset",
+            )
+        if not isinstance(raw, dict):
+            raise self.error(where, "must be a table with url + table or csv, and columns")
+        self.reject_unknown(where, raw, _DATASET_KEYS)
+        columns = self.parse_columns(
+            name, self.required_table(raw, "columns", section=f"datasets.{name}.columns")
+        )
+        if "csv" in raw:
+            if "url" in raw or "table" in raw:
+                raise self.error(where, "give either csv or url + table, not both")
+            csv = self.path_value(raw["csv"], f"{where} csv")
+            if not csv.is_file():
+                raise self.error(f"{where} csv", f"file {csv} does not exist; correct the path")
+            return DatasetConfig(name=name, columns=columns, csv=csv)
+        if "url" not in raw or "table" not in raw:
+            raise self.error(
+                where,
+                'needs url = "<SQLAlchemy URL>" and table = "<table or view>", '
+                'or csv = "<file.csv>"',
+            )
+        url = self.string(raw, "url", f"{where} url")
+        table = self.string(raw, "table", f"{where} table")
+        if not TABLE_RE.match(table):
+            raise self.error(
+                f"{where} table",
+                f"{table!r} is not a table or view name; use name or schema.name",
+            )
+        url = self.resolve_url(url, where)
+        return DatasetConfig(name=name, columns=columns, url=url, table=table)
+
+    def parse_columns(self, dataset: str, raw: dict[str, Any]) -> dict[str, str]:
+        where = f"[datasets.{dataset}.columns]"
+        if not raw:
+            raise self.error(where, 'declare at least one column, e.g. age = "integer"')
+        for column, typ in raw.items():
+            if not NAME_RE.match(column):
+                raise self.error(
+                    where,
+                    f"column name {column!r} must start with a letter or '_' and contain only "
+                    "letters, digits and '_' (at most 63 characters); declare a view that "
+                    "renames it",
+                )
+            if typ not in COLUMN_TYPES:
+                raise self.error(
+                    f"{where} {column}",
+                    f"type {typ!r} is not one of {list(COLUMN_TYPES)}",
+                )
+        return dict(raw)
+
+    def resolve_url(self, url: str, where: str) -> str:
+        """Return url, with a relative SQLite file path made relative to the config file."""
+        try:
+            parsed = sa.make_url(url)
+        except (sa.exc.ArgumentError, ValueError) as exc:
+            raise self.error(
+                f"{where} url",
+                "is not a SQLAlchemy URL, e.g. sqlite:///cohort.sqlite or "
+                "postgresql+psycopg://user@host/db",
+            ) from exc
+        database = parsed.database
+        if (
+            parsed.get_backend_name() == "sqlite"
+            and database
+            and database != ":memory:"
+            and not database.startswith("file:")
+            and not Path(database).is_absolute()
+        ):
+            parsed = parsed.set(database=str((self.base / database).resolve()))
+            return parsed.render_as_string(hide_password=False)
+        return url
+
+    def check_address(self, address: str) -> None:
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise self.error(
+                "coordinator",
+                f"{address!r} is not host:port; give the coordinator's agent address, "
+                'e.g. coordinator = "coordinator.example.org:50051"',
+            )
+
+    def reject_unknown(self, where: str, raw: Mapping[str, Any], known: tuple[str, ...]) -> None:
+        unknown = sorted(set(raw) - set(known))
+        if unknown:
+            raise self.error(
+                where,
+                f"unknown key(s) {unknown}; known keys here: {', '.join(known)}",
+            )
+
+    def table(self, raw: Mapping[str, Any], key: str, *, section: str) -> dict[str, Any] | None:
+        """Return raw[key] checked to be a TOML table, or None when absent."""
+        if key not in raw:
+            return None
+        value = raw[key]
+        if not isinstance(value, dict):
+            raise self.error(f"[{section}]", "must be a table (a [section]), not a single value")
+        return value
+
+    def required_table(self, raw: Mapping[str, Any], key: str, *, section: str) -> dict[str, Any]:
+        value = self.table(raw, key, section=section)
+        if value is None:
+            raise self.error(f"[{section}]", f"missing; add a [{section}] section")
+        return value
+
+    def string(self, raw: Mapping[str, Any], key: str, where: str) -> str:
+        if key not in raw:
+            raise self.error(where, "missing; this key is required")
+        value = raw[key]
+        if not isinstance(value, str) or not value.strip():
+            raise self.error(where, "must be a non-empty string in double quotes")
+        return value
+
+    def path_value(self, value: Any, where: str) -> Path:
+        if not isinstance(value, str) or not value.strip():
+            raise self.error(where, "must be a non-empty path string in double quotes")
+        return (self.base / Path(value).expanduser()).resolve()
+
+
+def _toml_str(value: str) -> str:
+    # JSON string escapes are valid TOML basic-string escapes, except a raw DEL.
+    return json.dumps(value).replace("\x7f", "\\u007f")

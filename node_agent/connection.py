@@ -1,0 +1,156 @@
+"""The agent's outbound link: open the task stream, run tasks, report results, reconnect."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+
+from fedtre.analyses.base import DatasetSchema, NodeOutput
+from fedtre.v1 import agent_pb2, agent_pb2_grpc
+from fedtre.wire import OUTCOME_TO_PB, dict_to_struct, rules_to_pb, schema_to_pb, struct_to_dict
+from node_agent.task import TaskSpec
+
+logger = logging.getLogger(__name__)
+
+AGENT_VERSION = "0.1.0"
+REPORT_TIMEOUT_S = 30.0
+
+# Worth retrying: the link or the coordinator is down, not the request wrong.
+_TRANSIENT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+
+
+class Backoff:
+    """Exponential backoff with full jitter, reset after a healthy connection."""
+
+    def __init__(
+        self, base: float = 0.5, cap: float = 30.0, rng: random.Random | None = None
+    ) -> None:
+        self.base, self.cap = base, cap
+        self._attempt = 0
+        self._rng = rng or random.Random()
+
+    def next_delay(self) -> float:
+        delay = min(self.cap, self.base * 2**self._attempt)
+        self._attempt = min(self._attempt + 1, 16)
+        return self._rng.uniform(0, delay)
+
+    def reset(self) -> None:
+        self._attempt = 0
+
+
+def task_from_pb(task: agent_pb2.Task) -> TaskSpec:
+    return TaskSpec(
+        task_id=task.task_id,
+        job_id=task.job_id,
+        node=task.node,
+        analysis=task.analysis,
+        dataset=task.dataset,
+        params=struct_to_dict(task.params),
+        project=task.project,
+    )
+
+
+def report_from_output(task_id: str, output: NodeOutput) -> agent_pb2.ReportResultRequest:
+    return agent_pb2.ReportResultRequest(
+        task_id=task_id,
+        outcome=OUTCOME_TO_PB[output.outcome],
+        rules=rules_to_pb(output),
+        payload=dict_to_struct(output.payload),
+        error=output.error,
+    )
+
+
+class AgentConnection:
+    """Keeps one task stream open to the coordinator until stop() is called."""
+
+    def __init__(
+        self,
+        target: str,
+        credentials: grpc.ChannelCredentials,
+        datasets: Sequence[DatasetSchema],
+        analyses: Sequence[str],
+        run_task: Callable[[TaskSpec], NodeOutput],
+        *,
+        channel_options: Sequence[tuple[str, object]] = (),
+        workers: int = 2,
+    ) -> None:
+        self._channel = grpc.secure_channel(target, credentials, options=list(channel_options))
+        self._stub = agent_pb2_grpc.AgentServiceStub(self._channel)
+        self._open_request = agent_pb2.OpenTaskStreamRequest(
+            agent_version=AGENT_VERSION,
+            datasets=[schema_to_pb(d) for d in datasets],
+            analyses=list(analyses),
+        )
+        self._run_task = run_task
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="task")
+        self._stopping = threading.Event()
+        self._call: grpc.Future | None = None
+        self._lock = threading.Lock()
+        self.connected = threading.Event()
+
+    def run(self) -> None:
+        """Hold the stream open, reconnecting with backoff, until stop()."""
+        backoff = Backoff()
+        while not self._stopping.is_set():
+            try:
+                self._stream_once(backoff)
+            except grpc.RpcError as exc:
+                code = exc.code()
+                if self._stopping.is_set():
+                    break
+                if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+                    logger.error("coordinator refused this agent: %s", exc.details())
+                else:
+                    logger.warning("task stream lost: %s", code.name if code else exc)
+            self.connected.clear()
+            delay = backoff.next_delay()
+            logger.info("reconnecting", extra={"delay_s": round(delay, 2)})
+            self._stopping.wait(delay)
+
+    def _stream_once(self, backoff: Backoff) -> None:
+        call = self._stub.OpenTaskStream(self._open_request)
+        with self._lock:
+            self._call = call
+        if self._stopping.is_set():
+            call.cancel()
+        for message in call:
+            backoff.reset()
+            self.connected.set()
+            if message.HasField("task"):
+                self._pool.submit(self._handle, message.task)
+        logger.warning("coordinator closed the task stream")
+
+    def _handle(self, task: agent_pb2.Task) -> None:
+        spec = task_from_pb(task)
+        output = self._run_task(spec)
+        self._report(spec.task_id, output)
+
+    def _report(self, task_id: str, output: NodeOutput) -> None:
+        # The output is already in the agent's state; if the report cannot get through,
+        # the coordinator redelivers the task after reconnecting and the stored output
+        # is sent again, never recomputed.
+        request = report_from_output(task_id, output)
+        backoff = Backoff()
+        while not self._stopping.is_set():
+            try:
+                self._stub.ReportResult(request, timeout=REPORT_TIMEOUT_S)
+                return
+            except grpc.RpcError as exc:
+                if exc.code() not in _TRANSIENT:
+                    logger.error("result refused: %s", exc.details(), extra={"task_id": task_id})
+                    return
+            self._stopping.wait(backoff.next_delay())
+
+    def stop(self) -> None:
+        """Stop streaming; tasks already running finish and report (bounded by REPORT_TIMEOUT_S)."""
+        self._stopping.set()
+        with self._lock:
+            if self._call is not None:
+                self._call.cancel()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._channel.close()

@@ -1,0 +1,90 @@
+"""LocalPolicy: what this TRE serves, and the reasons it refuses a task."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from fedtre.analyses.base import Analysis, DatasetSchema
+from fedtre.disclosure import DisclosurePolicy
+from fedtre.errors import InvalidRequest, NotFound
+from node_agent.config import AgentConfig
+from node_agent.task import TaskSpec
+
+Catalogue = Callable[[str], Analysis]
+
+
+@dataclass(frozen=True)
+class LocalPolicy:
+    """The TRE's sovereignty: the coordinator can neither widen nor loosen any of this.
+
+    analyses: the analyses this node serves, by name.
+    disclosure: the thresholds applied to every output.
+    datasets: the declared datasets; undeclared datasets and columns do not exist.
+    """
+
+    node_id: str
+    analyses: Mapping[str, Analysis]
+    disclosure: DisclosurePolicy
+    datasets: Mapping[str, DatasetSchema]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "analyses", MappingProxyType(dict(self.analyses)))
+        object.__setattr__(self, "datasets", MappingProxyType(dict(self.datasets)))
+
+    @classmethod
+    def from_config(cls, config: AgentConfig, catalogue: Catalogue | None = None) -> LocalPolicy:
+        """Build the policy from config, resolving each allowed analysis in the catalogue.
+
+        Raises InvalidRequest when the config allows an analysis the catalogue lacks.
+        """
+        if catalogue is None:
+            from fedtre.analyses import get_analysis as catalogue
+        return cls(
+            node_id=config.node_id,
+            analyses=_resolve(config.analyses, catalogue),
+            disclosure=config.policy,
+            datasets={name: ds.schema for name, ds in config.datasets.items()},
+        )
+
+    def check_task(self, task: TaskSpec) -> list[str]:
+        """Return every reason this node refuses task; an empty list means it may run."""
+        reasons: list[str] = []
+        if task.node != self.node_id:
+            reasons.append(
+                f"task is addressed to node {task.node!r}, but this node is {self.node_id!r}"
+            )
+        analysis = self.analyses.get(task.analysis)
+        if analysis is None:
+            reasons.append(
+                f"analysis {task.analysis!r} is not served by this node; "
+                f"it serves {sorted(self.analyses)}"
+            )
+        schema = self.datasets.get(task.dataset)
+        if schema is None:
+            reasons.append(
+                f"dataset {task.dataset!r} is not declared by this node; "
+                f"it declares {sorted(self.datasets)}"
+            )
+        if analysis is not None and schema is not None:
+            try:
+                params = analysis.validate(task.params)
+            except InvalidRequest as exc:
+                reasons.append(f"invalid parameters for {task.analysis!r}: {exc}")
+            else:
+                reasons.extend(analysis.schema_problems(params, schema))
+        return reasons
+
+
+def _resolve(names: Iterable[str], catalogue: Catalogue) -> dict[str, Analysis]:
+    resolved: dict[str, Analysis] = {}
+    for name in names:
+        try:
+            resolved[name] = catalogue(name)
+        except NotFound as exc:
+            raise InvalidRequest(
+                f"[policy] analyses lists {name!r}, which this fedtre version does not provide "
+                f"({exc}); remove it or upgrade fedtre"
+            ) from exc
+    return resolved

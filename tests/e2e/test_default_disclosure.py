@@ -1,0 +1,80 @@
+"""With the default policy (threshold 10, rounding to 5) nothing small leaves an agent."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from fedtre.testing import LocalNetwork
+
+
+@pytest.fixture(scope="module")
+def network(parts):
+    # tre-c holds only 7 people over 80: too few to release at the default threshold.
+    tiny = parts["tre-c"].assign(age=90).head(7)
+    data = {
+        "tre-a": {"cohort": parts["tre-a"]},
+        "tre-b": {"cohort": parts["tre-b"]},
+        "tre-c": {"cohort": tiny},
+    }
+    with LocalNetwork(data) as net:
+        yield net, tiny
+
+
+def run(net, analysis, **params):
+    with net.client() as client:
+        return client.submit(analysis, dataset="cohort", params=params).result(timeout=60)
+
+
+def test_small_count_is_suppressed_and_the_combined_count_withheld(network, parts):
+    net, tiny = network
+    result = run(net, "count", filter={"col": "age", "op": ">=", "value": 80})
+
+    node = result.nodes["tre-c"]
+    assert node.outcome in ("suppressed", "blocked")
+    assert node.payload.get("n") is None
+    assert any(r.rule == "threshold" and not r.passed for r in node.rules)
+    assert str(len(tiny)) not in json.dumps(node.payload)
+    assert result.state == "partial"
+    assert result.combined.get("n") is None
+
+
+def test_released_counts_are_rounded_to_base_5(network, parts):
+    net, _ = network
+    result = run(net, "count")
+
+    for node in ("tre-a", "tre-b"):
+        released = int(result.nodes[node].payload["n"])
+        assert released % 5 == 0
+        assert abs(released - len(parts[node])) <= 2
+
+
+def test_crosstab_cells_below_threshold_are_withheld_and_others_rounded(network, parts):
+    net, _ = network
+    result = run(net, "crosstab", rows="deprivation", columns="smoking")
+
+    table = result.nodes["tre-a"].to_frame()
+    truth = pd.crosstab(parts["tre-a"].deprivation.astype(str), parts["tre-a"].smoking)
+    for row in truth.index:
+        for col in truth.columns:
+            released = table.loc[row, col]
+            if truth.loc[row, col] == 0:
+                assert pd.isna(released) or released == 0
+            elif truth.loc[row, col] < 10:
+                assert pd.isna(released)
+            else:
+                assert released % 5 == 0 and abs(released - truth.loc[row, col]) <= 2
+
+
+def test_summary_over_fewer_than_threshold_is_blocked(network):
+    net, tiny = network
+    result = run(net, "summary", column="sbp")
+
+    node = result.nodes["tre-c"]
+    assert node.outcome == "blocked"
+    assert node.payload.get("groups", []) == []
+    for value in tiny.sbp:
+        assert str(value) not in json.dumps(node.payload)
+    assert result.nodes["tre-a"].outcome == "released"

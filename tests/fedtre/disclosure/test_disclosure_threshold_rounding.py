@@ -1,0 +1,227 @@
+"""Disclosure checks: small counts and small groups are withheld, released counts rounded."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from fedtre.analyses import DatasetSchema, DataSource, NodeOutput, Outcome, get_analysis
+from fedtre.disclosure import DisclosurePolicy
+from fedtre.disclosure.rules import (
+    check_cells,
+    check_count,
+    check_group_sizes,
+    outcome_for,
+    round_count,
+)
+from fedtre.errors import InvalidRequest
+
+STRICT = DisclosurePolicy(threshold=10, rounding_base=5)
+SCHEMA = DatasetSchema("clinic", {"ward": "string", "sex": "string", "los": "float"})
+# Ward sizes by construction: a and b fall below the threshold of 10.
+WARD_SIZES = {"a": 3, "b": 7, "c": 12, "d": 23, "e": 40}
+
+
+def numbers_in(value: Any) -> list[float]:
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return []
+    if isinstance(value, int | float):
+        return [float(value)]
+    if isinstance(value, Mapping):
+        return [x for v in value.values() for x in numbers_in(v)]
+    return [x for v in value for x in numbers_in(v)]
+
+
+def mentions(text: str, number: float) -> bool:
+    return (
+        re.search(rf"(?<![\d.]){re.escape(repr(number).removesuffix('.0'))}(?![\d])", text)
+        is not None
+    )
+
+
+@pytest.fixture
+def clinic(tmp_path: Path):
+    rng = np.random.default_rng(5)
+    wards = [w for w, k in WARD_SIZES.items() for _ in range(k)]
+    df = pd.DataFrame(
+        {
+            "ward": wards,
+            "sex": rng.choice(["F", "M"], len(wards)),
+            "los": np.round(rng.gamma(2.0, 3.0, len(wards)), 2),
+        }
+    )
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'clinic.db'}")
+    df.to_sql("stays", engine, index=False)
+    table = sa.Table("stays", sa.MetaData(), autoload_with=engine)
+    yield df, DataSource(engine, table, SCHEMA)
+    engine.dispose()
+
+
+def run(name: str, params: dict[str, Any], source: DataSource, policy=STRICT) -> NodeOutput:
+    analysis = get_analysis(name)
+    return analysis.check(params, analysis.compute(params, source), policy)
+
+
+# ----------------------------------------------------------------------------- rules
+
+
+@pytest.mark.parametrize(
+    ("n", "base", "want"),
+    [
+        (7, 1, 7),
+        (0, 5, 0),
+        (12, 5, 10),
+        (13, 5, 15),
+        (14, 10, 10),
+        (15, 10, 20),  # an exact half rounds up
+        (25, 10, 30),
+        (1, 4, 0),
+        (2, 4, 4),
+        (10**18 + 7, 5, 10**18 + 5),  # integer arithmetic: no float error
+    ],
+)
+def test_round_count(n: int, base: int, want: int) -> None:
+    assert round_count(n, base) == want
+
+
+def test_outcome_for() -> None:
+    assert outcome_for(released=3, withheld=0) is Outcome.RELEASED
+    assert outcome_for(released=2, withheld=1) is Outcome.SUPPRESSED
+    assert outcome_for(released=0, withheld=4) is Outcome.BLOCKED
+
+
+def test_count_at_threshold_is_released_and_below_is_blocked() -> None:
+    assert check_count(10, STRICT).values == (10,)
+    below = check_count(9, STRICT)
+    assert below.values == (None,) and below.outcome is Outcome.BLOCKED
+    threshold = below.rules[0]
+    assert (threshold.rule, threshold.passed) == ("threshold", False)
+    assert threshold.detail == "the count has fewer than 10 records, so it is withheld"
+
+
+def test_threshold_zero_releases_zero() -> None:
+    checked = check_count(0, DisclosurePolicy(threshold=0, rounding_base=1))
+    assert checked.values == (0,) and checked.outcome is Outcome.RELEASED
+    assert all(r.passed for r in checked.rules)
+
+
+def test_every_check_reports_passed_rules_too() -> None:
+    checked = check_cells([12, 30], STRICT)
+    assert [(r.rule, r.passed) for r in checked.rules] == [("threshold", True), ("rounding", True)]
+    assert "nearest multiple of 5" in checked.rules[1].detail
+
+
+def test_empty_table_is_blocked_unless_threshold_is_zero() -> None:
+    assert check_cells([], STRICT).outcome is Outcome.BLOCKED
+    assert check_cells([], DisclosurePolicy(0, 5)).outcome is Outcome.RELEASED
+    assert check_group_sizes([], STRICT, column="x", grouped=True).outcome is Outcome.BLOCKED
+
+
+# ----------------------------------------------------------------------------- analyses
+
+
+def test_small_count_is_blocked_and_absent_from_the_payload(clinic) -> None:
+    _, source = clinic
+    output = run("count", {"filter": {"col": "ward", "op": "==", "value": "b"}}, source)
+    assert output.outcome is Outcome.BLOCKED
+    assert output.payload == {"n": None}
+    assert not any(mentions(r.detail, 7) for r in output.rules)
+
+
+def test_released_count_is_rounded(clinic) -> None:
+    _, source = clinic
+    output = run("count", {"filter": {"col": "ward", "op": "in", "value": ["a", "c"]}}, source)
+    assert output.outcome is Outcome.RELEASED
+    assert output.payload == {"n": 15}  # 3 + 12 = 15 records
+
+
+def test_crosstab_withholds_small_cells_and_rounds_the_rest(clinic) -> None:
+    _, source = clinic
+    output = run("crosstab", {"rows": "ward"}, source)
+
+    assert output.outcome is Outcome.SUPPRESSED
+    cells = {r: n for r, _, n in output.payload["cells"]}
+    assert cells == {"a": None, "b": None, "c": 10, "d": 25, "e": 40}
+    assert not {3.0, 7.0} & set(numbers_in(output.payload))
+    assert all(n % 5 == 0 for n in numbers_in(output.payload))
+    failed = [r for r in output.rules if not r.passed]
+    assert [r.rule for r in failed] == ["threshold"]
+    assert "2 of 5 cells have fewer than 10 records" in failed[0].detail
+    assert not any(mentions(r.detail, 3) or mentions(r.detail, 7) for r in output.rules)
+
+
+def test_crosstab_with_every_cell_small_is_blocked_and_empty(clinic) -> None:
+    _, source = clinic
+    params = {"rows": "ward", "filter": {"col": "ward", "op": "in", "value": ["a", "b"]}}
+    output = run("crosstab", params, source)
+    assert output.outcome is Outcome.BLOCKED
+    assert output.payload["cells"] == []
+
+
+def test_two_way_crosstab_withholds_cell_by_cell(clinic) -> None:
+    df, source = clinic
+    output = run("crosstab", {"rows": "ward", "columns": "sex"}, source)
+    raw = df.groupby(["ward", "sex"]).size()
+    for r, c, n in output.payload["cells"]:
+        if raw[(r, c)] < 10:
+            assert n is None
+        else:
+            assert n == 5 * int(raw[(r, c)] / 5 + 0.5)
+    assert output.outcome is Outcome.SUPPRESSED
+
+
+def test_summary_withholds_small_groups_whole_and_does_not_round(clinic) -> None:
+    df, source = clinic
+    output = run("summary", {"column": "los", "by": "ward"}, source)
+
+    assert output.outcome is Outcome.SUPPRESSED
+    groups = {g: rest for g, *rest in output.payload["groups"]}
+    assert groups["a"] == [None, None, None] and groups["b"] == [None, None, None]
+    withheld = df[df.ward.isin(["a", "b"])].groupby("ward").los.agg(["mean", "std"])
+    assert not set(withheld.to_numpy().ravel()) & set(numbers_in(output.payload))
+    c = df[df.ward == "c"].los
+    assert groups["c"][0] == 12  # not rounded to 10: exact weights are needed to pool
+    assert groups["c"][1] == pytest.approx(c.mean(), rel=1e-12)
+    assert groups["c"][2] == pytest.approx(c.std(ddof=1), rel=1e-12)
+    [threshold] = output.rules
+    assert not threshold.passed and "2 of 5 groups" in threshold.detail
+
+
+def test_ungrouped_summary_below_threshold_is_blocked(clinic) -> None:
+    _, source = clinic
+    params = {"column": "los", "filter": {"col": "ward", "op": "==", "value": "b"}}
+    output = run("summary", params, source)
+    assert output.outcome is Outcome.BLOCKED
+    assert output.payload["groups"] == []
+    assert numbers_in(output.payload) == []
+    assert not any(mentions(r.detail, 7) for r in output.rules)
+
+
+def test_summary_with_every_group_small_is_blocked(clinic) -> None:
+    _, source = clinic
+    params = {"column": "los", "by": "sex", "filter": {"col": "ward", "op": "==", "value": "b"}}
+    output = run("summary", params, source)
+    assert output.outcome is Outcome.BLOCKED
+    assert output.payload["groups"] == []
+
+
+# ----------------------------------------------------------------------------- policy
+
+
+def test_policy_from_mapping_refuses_unknown_settings() -> None:
+    assert DisclosurePolicy.from_mapping({"threshold": 5}) == DisclosurePolicy(5, 5)
+    with pytest.raises(InvalidRequest, match="unknown disclosure policy setting"):
+        DisclosurePolicy.from_mapping({"threshold": 5, "dominance": 0.9})
+
+
+@pytest.mark.parametrize("bad", [{"threshold": -1}, {"threshold": True}, {"rounding_base": 0}])
+def test_policy_refuses_impossible_values(bad: dict[str, Any]) -> None:
+    with pytest.raises(InvalidRequest):
+        DisclosurePolicy(**bad)
