@@ -252,7 +252,9 @@ class Client:
             raise InvalidRequest(
                 f"unknown job state '{state}'; use one of {sorted(JOB_STATE_VALUES)}"
             )
-        request = jobs_pb2.ListJobsRequest(state=JOB_STATE_VALUES.get(state or "", 0), limit=limit)
+        request = jobs_pb2.ListJobsRequest(
+            state=JOB_STATE_VALUES.get(state or "", jobs_pb2.JOB_STATE_UNSPECIFIED), limit=limit
+        )
         return [_job_status(j) for j in self._call("ListJobs", request).jobs]
 
     def approve(self, job_id: int) -> JobStatus:

@@ -198,7 +198,7 @@ class _Parser:
 
     def parse_policy(self, raw: dict[str, Any]) -> tuple[DisclosurePolicy, tuple[str, ...]]:
         self.reject_unknown("[policy]", raw, _POLICY_KEYS)
-        thresholds = {k: raw[k] for k in ("threshold", "rounding_base") if k in raw}
+        thresholds: dict[str, Any] = {k: raw[k] for k in ("threshold", "rounding_base") if k in raw}
         try:
             policy = DisclosurePolicy.from_mapping(thresholds)
         except InvalidRequest as exc:

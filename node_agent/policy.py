@@ -40,7 +40,9 @@ class LocalPolicy:
         Raises InvalidRequest when the config allows an analysis the catalogue lacks.
         """
         if catalogue is None:
-            from fedtre.analyses import get_analysis as catalogue
+            from fedtre.analyses import get_analysis
+
+            catalogue = get_analysis
         return cls(
             node_id=config.node_id,
             analyses=_resolve(config.analyses, catalogue),

@@ -282,7 +282,8 @@ def filter_problems(f: Any, schema: DatasetSchema) -> list[str]:
                 f"{schema.name!r}; declared columns: {declared}"
             )
         else:
-            problem = _type_problem(cond, ctype)
+            type_problem = _type_problem(cond, ctype)
+            problem = type_problem or ""
         if problem and problem not in problems:
             problems.append(problem)
     return problems

@@ -180,7 +180,7 @@ class SummaryAnalysis(Analysis):
         if part.blocked:
             for label in set(parts) | set(withheld):
                 withheld.setdefault(label, []).extend(part.blocked)
-        result_groups = []
+        result_groups: list[list[Any]] = []
         for label in sorted(set(parts) | set(withheld), key=label_key):
             if label in withheld:
                 result_groups.append([label, None, None, None])

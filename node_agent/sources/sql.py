@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import sqlalchemy as sa
@@ -14,7 +15,7 @@ from fedtre.errors import InvalidRequest, NotFound
 
 # How a declared column type reads through SQLAlchemy (SQLite stores booleans as 0/1 and
 # dates as ISO text, which these types read back as bool and datetime.date).
-SQL_TYPES: Mapping[str, type[TypeEngine[object]]] = {
+SQL_TYPES: Mapping[str, type[TypeEngine[Any]]] = {
     "integer": sa.Integer,
     "float": sa.Float,
     "string": sa.String,
