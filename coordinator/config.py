@@ -14,6 +14,9 @@ class CoordinatorConfig:
     database_url: SQLAlchemy URL of the state database (SQLite file by default).
     auto_approve: approve every job on submission (rehearsal networks only).
     ping_interval: seconds of silence after which an idle task stream is pinged.
+    metrics_listen: host:port of the plain-HTTP /metrics, /livez and /readyz endpoint;
+        None serves none.
+    health_interval: seconds between database checks behind gRPC health and /readyz.
     """
 
     tls: TlsFiles
@@ -21,3 +24,5 @@ class CoordinatorConfig:
     database_url: str = "sqlite:///coordinator.sqlite"
     auto_approve: bool = False
     ping_interval: float = 15.0
+    metrics_listen: str | None = None
+    health_interval: float = 5.0

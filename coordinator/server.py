@@ -11,12 +11,17 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from coordinator.config import CoordinatorConfig
+from coordinator.health import DatabaseHealth
+from coordinator.metrics import CoordinatorMetrics
 from coordinator.rpc.agent_servicer import AgentServicer
+from coordinator.rpc.interceptors import MetricsInterceptor
 from coordinator.rpc.job_servicer import JobServicer
 from coordinator.rpc.notifier import TaskNotifier
 from coordinator.service import CoordinatorService
 from coordinator.store.store import Store
+from fedtre.errors import Unavailable
 from fedtre.identity.tls import DEFAULT_SERVER_OPTIONS, server_credentials
+from fedtre.ops_http import OpsServer
 from fedtre.v1 import agent_pb2, agent_pb2_grpc, jobs_pb2, jobs_pb2_grpc
 
 logger = logging.getLogger(__name__)
@@ -33,15 +38,25 @@ class CoordinatorServer:
     def __init__(self, config: CoordinatorConfig) -> None:
         self.config = config
         self.store = Store(config.database_url)
-        self.service = CoordinatorService(self.store, auto_approve=config.auto_approve)
+        self.metrics = CoordinatorMetrics()
+        self.service = CoordinatorService(
+            self.store, auto_approve=config.auto_approve, metrics=self.metrics
+        )
+        self.metrics.watch_store(self.store, self.service.clock)
         self._server: grpc.aio.Server | None = None
+        self._notifier = TaskNotifier()
+        self._health: DatabaseHealth | None = None
+        self._ops: OpsServer | None = None
         self.port = 0
+        self.metrics_port = 0
 
     async def start(self) -> int:
         """Start serving; return the bound port."""
         credentials = server_credentials(self.config.tls)
-        server = grpc.aio.server(options=list(DEFAULT_SERVER_OPTIONS))
-        notifier = TaskNotifier()
+        server = grpc.aio.server(
+            options=list(DEFAULT_SERVER_OPTIONS), interceptors=[MetricsInterceptor(self.metrics)]
+        )
+        notifier = self._notifier
         jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(self.service, notifier), server)
         agent_pb2_grpc.add_AgentServiceServicer_to_server(
             AgentServicer(self.service, notifier, self.config.ping_interval), server
@@ -51,21 +66,60 @@ class CoordinatorServer:
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
-        self.port = server.add_secure_port(self.config.listen, credentials)
+        try:
+            self.port = server.add_secure_port(self.config.listen, credentials)
+        except RuntimeError:
+            self.port = 0
         if self.port == 0:
-            raise OSError(f"cannot listen on {self.config.listen}; is the port in use?")
+            raise Unavailable(
+                f"cannot listen on '{self.config.listen}': give HOST:PORT, e.g. 127.0.0.1:50051, "
+                "on a free port (is another coordinator running?)"
+            )
         finished = await asyncio.to_thread(self.service.complete_leftovers)
         if finished:
             logger.info("completed jobs left over from a previous run", extra={"jobs": finished})
         await server.start()
-        for name in ("", *SERVICE_NAMES):
-            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._server = server
-        logger.info("coordinator serving", extra={"port": self.port})
+
+        async def report(healthy: bool) -> None:
+            self.metrics.database_up.set(1 if healthy else 0)
+            status = health_pb2.HealthCheckResponse
+            for name in ("", *SERVICE_NAMES):
+                await health_servicer.set(name, status.SERVING if healthy else status.NOT_SERVING)
+
+        await report(True)
+        self._health = DatabaseHealth(
+            self.store,
+            report,
+            interval=self.config.health_interval,
+            timeout=max(1.0, self.config.health_interval),
+        )
+        self._health.start()
+        if self.config.metrics_listen:
+            self._ops = OpsServer(
+                self.config.metrics_listen, self.metrics.registry, ready=self.ready
+            )
+            self.metrics_port = self._ops.start()
+        logger.info(
+            "coordinator serving", extra={"port": self.port, "metrics_port": self.metrics_port}
+        )
         return self.port
 
+    def ready(self) -> bool:
+        """Whether the coordinator serves: the gRPC server runs and the database answers."""
+        return self._server is not None and self._health is not None and self._health.healthy
+
     async def stop(self, grace: float = 5.0) -> None:
+        if self._ops is not None:
+            self._ops.close()
+            self._ops = None
+        if self._health is not None:
+            await self._health.stop()
+            self._health = None
         if self._server is not None:
+            # Let the open task streams end first, so shutdown needs no grace period for them.
+            self._notifier.close()
+            await asyncio.sleep(0)
             await self._server.stop(grace)
             self._server = None
         self.store.close()
@@ -80,6 +134,9 @@ async def serve_forever(config: CoordinatorConfig) -> None:
     server = CoordinatorServer(config)
     port = await server.start()
     print(f"coordinator listening on {config.listen.rsplit(':', 1)[0]}:{port}", flush=True)
+    if server.metrics_port:
+        host = config.metrics_listen.rsplit(":", 1)[0] if config.metrics_listen else ""
+        print(f"metrics on http://{host}:{server.metrics_port}/metrics", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -10,9 +10,12 @@ from typing import Any
 from coordinator.domain.completion import finish
 from coordinator.domain.model import Job, JobState, Node, Plan, Task
 from coordinator.domain.planning import plan_job
+from coordinator.domain.status import NetworkStatus
+from coordinator.metrics import CoordinatorMetrics
 from coordinator.store.store import Store
 from fedtre.analyses.base import DatasetSchema, NodeOutput
-from fedtre.errors import InvalidRequest
+from fedtre.errors import InvalidRequest, NotFound
+from fedtre.identity.peer import Identity
 
 logger = logging.getLogger(__name__)
 
@@ -26,10 +29,18 @@ def utc_now() -> datetime:
 class CoordinatorService:
     """Every state change goes through here; methods are synchronous and thread-safe."""
 
-    def __init__(self, store: Store, *, auto_approve: bool = False, clock: Clock = utc_now) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        auto_approve: bool = False,
+        clock: Clock = utc_now,
+        metrics: CoordinatorMetrics | None = None,
+    ) -> None:
         self.store = store
         self.auto_approve = auto_approve
         self.clock = clock
+        self.metrics = metrics if metrics is not None else CoordinatorMetrics()
 
     # -- researchers ---------------------------------------------------------------------
 
@@ -54,6 +65,7 @@ class CoordinatorService:
                 )
             )
         job = self.store.create_job(plan.spec, submitted_by, self.clock())
+        self.metrics.job_submitted(job)
         logger.info("job submitted", extra={"job_id": job.id, "analysis": job.spec.analysis})
         if self.auto_approve:
             job = self.approve(job.id, "auto-approval")
@@ -70,14 +82,32 @@ class CoordinatorService:
                 "give a reason for the rejection, e.g. --reason 'outside the project scope'"
             )
         job = self.store.reject_job(job_id, approver, reason, self.clock())
+        self.metrics.job_rejected(job)
         logger.info("job rejected", extra={"job_id": job_id})
         return job
 
-    def job(self, job_id: int) -> Job:
-        return self.store.get_job(job_id)
+    def job(self, job_id: int, viewer: Identity) -> Job:
+        """The job, if viewer may see it: admins see every job, researchers their own.
 
-    def jobs(self, state: JobState | None, limit: int) -> list[Job]:
-        return self.store.list_jobs(state, limit)
+        Raises NotFound alike for a missing job and another researcher's, so ids reveal nothing.
+        """
+        job = self.store.get_job(job_id)
+        if viewer.role != "admin" and job.submitted_by != viewer.name:
+            raise NotFound(f"no job {job_id}; `fedtre jobs list` shows the jobs you can see")
+        return job
+
+    def jobs(
+        self,
+        state: JobState | None,
+        limit: int,
+        *,
+        project: str | None = None,
+        node: str | None = None,
+    ) -> list[Job]:
+        return self.store.list_jobs(state, limit, project=project, node=node)
+
+    def network_status(self, recent_failures: int) -> NetworkStatus:
+        return self.store.network_status(recent_failures)
 
     def nodes(self) -> list[Node]:
         return list(self.store.nodes().values())
@@ -85,17 +115,33 @@ class CoordinatorService:
     # -- agents --------------------------------------------------------------------------
 
     def node_connected(
-        self, node_id: str, datasets: Sequence[DatasetSchema], analyses: Sequence[str]
+        self,
+        node_id: str,
+        datasets: Sequence[DatasetSchema],
+        analyses: Sequence[str],
+        connection_id: str = "",
     ) -> None:
-        self.store.node_connected(node_id, datasets, analyses, self.clock())
+        self.store.node_connected(node_id, datasets, analyses, self.clock(), connection_id)
         logger.info("node connected", extra={"node_id": node_id, "datasets": len(datasets)})
 
-    def node_disconnected(self, node_id: str) -> None:
-        self.store.node_disconnected(node_id, self.clock())
+    def node_disconnected(self, node_id: str, connection_id: str = "") -> None:
+        self.store.node_disconnected(node_id, self.clock(), connection_id)
         logger.info("node disconnected", extra={"node_id": node_id})
 
+    def requeue(self, tasks: Sequence[Task]) -> None:
+        """Return tasks taken by a stream that ended before it could send them."""
+        self.store.requeue_tasks([t.task_id for t in tasks], self.clock())
+
     def take_tasks(self, node_id: str) -> list[tuple[Task, Job]]:
-        return self.store.take_queued_tasks(node_id, self.clock())
+        now = self.clock()
+        taken = self.store.take_queued_tasks(node_id, now)
+        self.metrics.tasks_delivered((task for task, _ in taken), now)
+        for task, job in taken:
+            logger.info(
+                "task delivered",
+                extra={"task_id": task.task_id, "job_id": job.id, "node_id": node_id},
+            )
+        return taken
 
     def record_result(self, node_id: str, task_id: str, output: NodeOutput) -> None:
         """Store a node's output; complete the job when it was the last one outstanding."""
@@ -121,5 +167,8 @@ class CoordinatorService:
             # A combination bug must not leave the job running forever.
             logger.exception("combining failed", extra={"job_id": job.id})
             state, combined = JobState.FAILED, {"error": "the results could not be combined"}
-        self.store.complete_job(job.id, state, combined, self.clock())
+        now = self.clock()
+        if self.store.complete_job(job.id, state, combined, now) is None:
+            return  # someone else completed it first
+        self.metrics.job_finished(job, state, now)
         logger.info("job finished", extra={"job_id": job.id, "state": state.value})

@@ -12,12 +12,18 @@ from typing import Any
 import grpc
 
 from fedtre.analyses import get_analysis
-from fedtre.analyses.base import DatasetSchema, NodeOutput
+from fedtre.analyses.base import DatasetSchema, NodeOutput, Outcome
 from fedtre.errors import Conflict, FedtreError, InvalidRequest
 from fedtre.identity.tls import DEFAULT_CHANNEL_OPTIONS, TlsFiles, channel_credentials
 from fedtre.status import error_from_rpc
 from fedtre.v1 import jobs_pb2, jobs_pb2_grpc
-from fedtre.wire import dict_to_struct, output_from_parts, schemas_from_pb, struct_to_dict
+from fedtre.wire import (
+    OUTCOME_FROM_PB,
+    dict_to_struct,
+    output_from_parts,
+    schemas_from_pb,
+    struct_to_dict,
+)
 
 JOB_STATES = {
     jobs_pb2.JOB_STATE_PENDING_APPROVAL: "pending_approval",
@@ -49,7 +55,8 @@ class NodeResult:
 
     @property
     def outcome(self) -> str:
-        """released, suppressed, blocked, refused or failed; "pending" until the node reports."""
+        """released, suppressed, blocked, refused, failed, or held (for the TRE's output
+        checker; a final outcome follows); "pending" until the node reports."""
         return self.output.outcome.value if self.output else "pending"
 
     @property
@@ -64,13 +71,12 @@ class NodeResult:
     def error(self) -> str:
         return self.output.error if self.output else ""
 
-    def to_frame(self) -> Any:
-        """The node's released table as a DataFrame (withheld cells NaN), or None."""
+    @property
+    def table(self) -> Any:
+        """The node's released table as a DataFrame (withheld cells <NA>), or None."""
         if not self.payload:
             return None
         return get_analysis(self.analysis).to_frame(self.params, self.payload)
-
-    table = property(to_frame)
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,11 @@ class JobStatus:
     def done_count(self) -> int:
         return sum(1 for t in self.tasks.values() if t.state == "done")
 
+    @property
+    def held_count(self) -> int:
+        """Nodes whose output waits for their TRE's output checker (the job waits too)."""
+        return sum(1 for t in self.tasks.values() if t.state == "held")
+
 
 @dataclass(frozen=True)
 class Result:
@@ -120,7 +131,10 @@ class Result:
         return self.job.tasks
 
     def to_frame(self) -> Any:
-        """The combined result as a pandas DataFrame, or None when it is not tabular."""
+        """The combined result as a pandas DataFrame, or None when it is not tabular or
+        there is nothing combined (a rejected or failed job)."""
+        if not self.combined or "error" in self.combined:
+            return None
         return get_analysis(self.job.analysis).to_frame(self.job.params, self.combined)
 
 
@@ -142,6 +156,41 @@ class NodeStatus:
     last_seen: datetime | None
     datasets: tuple[DatasetSchema, ...]
     analyses: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class NodeQueue:
+    """One node's connection and its tasks: queued (waiting) and delivered (unanswered)."""
+
+    node_id: str
+    online: bool
+    last_seen: datetime | None
+    queued: int
+    delivered: int
+    oldest_queued_at: datetime | None
+    oldest_delivered_at: datetime | None
+
+
+@dataclass(frozen=True)
+class TaskFailure:
+    """A task a node reported as failed or refused, with the node's public message."""
+
+    task_id: str
+    job_id: int
+    node: str
+    analysis: str
+    outcome: str
+    error: str
+    reported_at: datetime | None
+
+
+@dataclass(frozen=True)
+class NetworkStatus:
+    """The network at a glance (times are naive UTC, as elsewhere in the client)."""
+
+    nodes: tuple[NodeQueue, ...]
+    jobs: dict[str, int]
+    recent_failures: tuple[TaskFailure, ...]
 
 
 class JobHandle:
@@ -166,16 +215,20 @@ class JobHandle:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = 0.005
-        last: tuple[str, int] | None = None
+        last: tuple[str, int, int] | None = None
         while True:
             status = self.status()
-            if progress is not None and (status.state, status.done_count) != last:
+            seen = (status.state, status.done_count, status.held_count)
+            if progress is not None and seen != last:
                 progress(status)
-                last = (status.state, status.done_count)
+                last = seen
             if status.finished:
                 return status
             if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"job {self.id} is still {status.state} after {timeout} s")
+                raise TimeoutError(
+                    f"job {self.id} is still {status.state.replace('_', ' ')} after {timeout} s; "
+                    f"follow it with `fedtre result {self.id} --wait`"
+                )
             time.sleep(delay)
             delay = min(delay * 1.5, 0.5)
 
@@ -247,15 +300,58 @@ class Client:
     def handle(self, job_id: int) -> JobHandle:
         return JobHandle(self, job_id)
 
-    def jobs(self, state: str | None = None, limit: int = 100) -> list[JobStatus]:
+    def jobs(
+        self,
+        state: str | None = None,
+        limit: int = 100,
+        *,
+        project: str | None = None,
+        node: str | None = None,
+    ) -> list[JobStatus]:
+        """Return the newest jobs, optionally only those in state, of project, or addressed to node."""
         if state is not None and state not in JOB_STATE_VALUES:
             raise InvalidRequest(
                 f"unknown job state '{state}'; use one of {sorted(JOB_STATE_VALUES)}"
             )
         request = jobs_pb2.ListJobsRequest(
-            state=JOB_STATE_VALUES.get(state or "", jobs_pb2.JOB_STATE_UNSPECIFIED), limit=limit
+            state=JOB_STATE_VALUES.get(state or "", jobs_pb2.JOB_STATE_UNSPECIFIED),
+            limit=limit,
+            project=project or "",
+            node=node or "",
         )
         return [_job_status(j) for j in self._call("ListJobs", request).jobs]
+
+    def network_status(self, recent_failures: int = 10) -> NetworkStatus:
+        """Return nodes with their queues, jobs by state and the latest task failures (admin)."""
+        request = jobs_pb2.GetNetworkStatusRequest(recent_failures=recent_failures)
+        response = self._call("GetNetworkStatus", request)
+        return NetworkStatus(
+            nodes=tuple(
+                NodeQueue(
+                    node_id=n.node_id,
+                    online=n.online,
+                    last_seen=_datetime(n, "last_seen"),
+                    queued=n.queued,
+                    delivered=n.delivered,
+                    oldest_queued_at=_datetime(n, "oldest_queued_at"),
+                    oldest_delivered_at=_datetime(n, "oldest_delivered_at"),
+                )
+                for n in response.nodes
+            ),
+            jobs={JOB_STATES.get(c.state, "unknown"): c.count for c in response.jobs},
+            recent_failures=tuple(
+                TaskFailure(
+                    task_id=f.task_id,
+                    job_id=f.job_id,
+                    node=f.node,
+                    analysis=f.analysis,
+                    outcome=_outcome_name(f.outcome),
+                    error=f.error,
+                    reported_at=_datetime(f, "reported_at"),
+                )
+                for f in response.recent_failures
+            ),
+        )
 
     def approve(self, job_id: int) -> JobStatus:
         return _job_status(self._call("ApproveJob", jobs_pb2.ApproveJobRequest(job_id=job_id)).job)
@@ -288,10 +384,13 @@ def _job_status(job: jobs_pb2.Job) -> JobStatus:
                 output = output_from_parts(t.outcome, t.rules, t.payload, t.error)
             except FedtreError:
                 output = None
+        state = TASK_STATES.get(t.state, "unknown")
+        if output is not None and output.outcome is Outcome.HELD:
+            state = "held"  # the wire has no held task state; the outcome says it
         tasks[t.node] = NodeResult(
             t.node,
             t.task_id,
-            TASK_STATES.get(t.state, "unknown"),
+            state,
             output,
             job.spec.analysis,
             params,
@@ -312,3 +411,12 @@ def _job_status(job: jobs_pb2.Job) -> JobStatus:
         tasks=tasks,
         combined=struct_to_dict(job.combined) if job.HasField("combined") else None,
     )
+
+
+def _datetime(message: Any, field: str) -> datetime | None:
+    return getattr(message, field).ToDatetime() if message.HasField(field) else None
+
+
+def _outcome_name(value: int) -> str:
+    outcome = OUTCOME_FROM_PB.get(value)  # type: ignore[call-overload]
+    return outcome.value if outcome is not None else "unknown"

@@ -59,6 +59,9 @@ class LocalNetwork:
         directory: str | Path | None = None,
         start_timeout: float = 30.0,
         ping_interval: float = 15.0,
+        metrics: bool = False,
+        database_url: str | None = None,
+        health_interval: float = 5.0,
     ) -> None:
         if not data:
             raise InvalidRequest("give at least one node, e.g. {'tre-a': {'cohort': frame}}")
@@ -71,6 +74,11 @@ class LocalNetwork:
         )
         self.start_timeout = start_timeout
         self.ping_interval = ping_interval
+        # metrics: serve /metrics, /livez and /readyz of the coordinator and of each
+        # agent on free loopback ports (coordinator.metrics_port, agents[n].metrics_port).
+        self.metrics = metrics
+        self.database_url = database_url
+        self.health_interval = health_interval
         self.agents: dict[str, Any] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
@@ -99,9 +107,11 @@ class LocalNetwork:
         config = CoordinatorConfig(
             tls=TlsFiles.from_dir(self.pki / "coordinator"),
             listen="127.0.0.1:0",
-            database_url=f"sqlite:///{self.directory / 'coordinator.sqlite'}",
+            database_url=self.database_url or f"sqlite:///{self.directory / 'coordinator.sqlite'}",
             auto_approve=self.auto_approve,
             ping_interval=self.ping_interval,
+            metrics_listen="127.0.0.1:0" if self.metrics else None,
+            health_interval=self.health_interval,
         )
         self._loop = asyncio.new_event_loop()
         self._loop_thread = threading.Thread(
@@ -136,6 +146,7 @@ class LocalNetwork:
                 tls=TlsConfig(bundle / "ca.pem", bundle / "cert.pem", bundle / "key.pem"),
                 datasets=declared,
                 policy=self.policy,
+                metrics_listen="127.0.0.1:0" if self.metrics else None,
             ),
         )
         agent = Agent(config)

@@ -17,17 +17,29 @@ OUTCOME_TO_PB = {
     Outcome.BLOCKED: common_pb2.OUTCOME_BLOCKED,
     Outcome.REFUSED: common_pb2.OUTCOME_REFUSED,
     Outcome.FAILED: common_pb2.OUTCOME_FAILED,
+    Outcome.HELD: common_pb2.OUTCOME_HELD,
 }
 OUTCOME_FROM_PB = {v: k for k, v in OUTCOME_TO_PB.items()}
 
 
 def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
-    return json_format.MessageToDict(struct)
+    """The Struct as plain values; InvalidRequest if it holds NaN or an infinity."""
+    try:
+        return json_format.MessageToDict(struct)
+    except ValueError as exc:
+        raise InvalidRequest(
+            "numbers must be finite: the message holds NaN or an infinity"
+        ) from exc
 
 
 def dict_to_struct(values: Mapping[str, Any]) -> struct_pb2.Struct:
+    """A Struct of values; InvalidRequest for what JSON cannot hold (NaN, infinities, objects)."""
     struct = struct_pb2.Struct()
-    struct.update(values)
+    try:
+        struct.update(values)
+    except (ValueError, TypeError) as exc:
+        raise InvalidRequest(f"values must be JSON-compatible: {exc}") from exc
+    struct_to_dict(struct)
     return struct
 
 

@@ -9,9 +9,12 @@ import threading
 from fedtre.errors import InvalidRequest
 from fedtre.identity.peer import identity_from_pem
 from fedtre.identity.tls import DEFAULT_CHANNEL_OPTIONS, TlsFiles, channel_credentials
+from fedtre.ops_http import OpsServer
+from node_agent.airlock import Courier
 from node_agent.config import AgentConfig
-from node_agent.connection import AgentConnection
+from node_agent.connection import AGENT_VERSION, AgentConnection
 from node_agent.executor import Executor
+from node_agent.metrics import AgentMetrics, instrument_run, watch_sources
 from node_agent.policy import LocalPolicy
 from node_agent.sources import close_sources, open_sources
 from node_agent.state import AgentState
@@ -28,6 +31,8 @@ class Agent:
         _check_certificate_matches(config, tls)
         credentials = channel_credentials(tls)
         self.sources = open_sources(config)
+        self.metrics = AgentMetrics(config.node_id, AGENT_VERSION, config.analyses)
+        watch_sources(self.sources, self.metrics)
         self.state = AgentState(config.state_db)
         self.executor = Executor(LocalPolicy.from_config(config), self.sources, self.state)
         self.connection = AgentConnection(
@@ -35,23 +40,56 @@ class Agent:
             credentials,
             [d.schema for d in config.datasets.values()],
             config.analyses,
-            self.executor.run,
+            instrument_run(
+                self.executor.run,
+                lambda task_id: self.state.stored_result(task_id) is not None,
+                self.metrics,
+            ),
             channel_options=DEFAULT_CHANNEL_OPTIONS,
+            on_reconnect=self.metrics.reconnects.inc,
         )
+        self.metrics.connected.set_function(lambda: float(self.connection.connected.is_set()))
+        # Sends the final outcome of each output the TRE's output checker decided on.
+        self.courier = Courier(self.state, self.connection.report)
         self._thread: threading.Thread | None = None
+        self._ops: OpsServer | None = None
+        self.metrics_port = 0
 
     def start(self) -> None:
+        if self.config.metrics_listen is not None:
+            self._ops = OpsServer(
+                self.config.metrics_listen, self.metrics.registry, live=self.live, ready=self.ready
+            )
+            self.metrics_port = self._ops.start()
         self._thread = threading.Thread(
             target=self.connection.run, name=f"agent-{self.config.node_id}", daemon=True
         )
         self._thread.start()
+        self.courier.start()
         logger.info(
             "agent started",
-            extra={"node_id": self.config.node_id, "coordinator": self.config.coordinator},
+            extra={
+                "node_id": self.config.node_id,
+                "coordinator": self.config.coordinator,
+                "metrics_port": self.metrics_port or None,
+            },
         )
 
+    def live(self) -> bool:
+        """Whether the agent works: its connection loop is running (it retries on its own)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def ready(self) -> bool:
+        """Whether the agent serves tasks: its task stream to the coordinator is open."""
+        return self.live() and self.connection.connected.is_set()
+
     def stop(self) -> None:
-        self.connection.stop()
+        if self._ops is not None:
+            self._ops.close()
+            self._ops = None
+        self.courier.stop(wait=False)
+        self.connection.stop()  # ends a report in flight, so the courier stops promptly
+        self.courier.stop()
         if self._thread is not None:
             self._thread.join(timeout=10)
         self.state.close()

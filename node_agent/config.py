@@ -15,8 +15,8 @@ import sqlalchemy as sa
 
 from fedtre.analyses.base import COLUMN_TYPES, DatasetSchema
 from fedtre.disclosure import DisclosurePolicy
-from fedtre.disclosure.policy import DEFAULT_ROUNDING_BASE, DEFAULT_THRESHOLD
 from fedtre.errors import InvalidRequest
+from fedtre.ops_http import parse_listen
 
 logger = logging.getLogger(__name__)
 
@@ -31,10 +31,23 @@ NODE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 # A table or view, optionally schema-qualified ("research.cohort").
 TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
 
-_TOP_KEYS = ("node_id", "coordinator", "state_db", "tls", "policy", "datasets")
+_TOP_KEYS = ("node_id", "coordinator", "state_db", "tls", "policy", "datasets", "metrics")
 _TLS_KEYS = ("ca", "cert", "key", "dir")
-_POLICY_KEYS = ("threshold", "rounding_base", "analyses")
-_DATASET_KEYS = ("url", "table", "csv", "columns")
+_POLICY_KEYS = (
+    "threshold",
+    "rounding_base",
+    "rounding",
+    "zeros_disclosive",
+    "dominance_n",
+    "dominance_k",
+    "p_percent",
+    "min_residual_df",
+    "hold_for_review",
+    "projects",
+    "analyses",
+)
+_DATASET_KEYS = ("url", "table", "csv", "columns", "key")
+_METRICS_KEYS = ("listen",)
 
 
 @dataclass(frozen=True)
@@ -58,6 +71,9 @@ class DatasetConfig:
     url: str | None = None
     table: str | None = None
     csv: Path | None = None
+    # A column identifying records, used only for differencing protection (never
+    # advertised or analysable unless also declared); url datasets only.
+    key: str | None = None
 
     @property
     def schema(self) -> DatasetSchema:
@@ -76,6 +92,8 @@ class AgentConfig:
     datasets: Mapping[str, DatasetConfig]
     policy: DisclosurePolicy = field(default_factory=DisclosurePolicy)
     analyses: tuple[str, ...] = DEFAULT_ANALYSES
+    # host:port of the plain-HTTP /metrics, /livez and /readyz endpoint; None serves none.
+    metrics_listen: str | None = None
 
     def to_toml(self) -> str:
         """Return this config as TOML text that load_config reads back to an equal config."""
@@ -88,10 +106,12 @@ class AgentConfig:
             *(f"{k} = {_toml_str(str(getattr(self.tls, k)))}" for k in TLS_FILES),
             "",
             "[policy]",
-            f"threshold = {self.policy.threshold}",
-            f"rounding_base = {self.policy.rounding_base}",
+            *self.policy.to_toml_lines(),
             f"analyses = [{', '.join(_toml_str(a) for a in self.analyses)}]",
+            *self.policy.project_toml_tables(),
         ]
+        if self.metrics_listen is not None:
+            lines += ["", "[metrics]", f"listen = {_toml_str(self.metrics_listen)}"]
         for name, ds in self.datasets.items():
             lines += ["", f"[datasets.{name}]"]
             if ds.csv is not None:
@@ -99,6 +119,8 @@ class AgentConfig:
             else:
                 lines.append(f"url = {_toml_str(ds.url or '')}")
                 lines.append(f"table = {_toml_str(ds.table or '')}")
+                if ds.key is not None:
+                    lines.append(f"key = {_toml_str(ds.key)}")
             lines.append(f"[datasets.{name}.columns]")
             lines += [f"{col} = {_toml_str(typ)}" for col, typ in ds.columns.items()]
         return "\n".join(lines) + "\n"
@@ -166,7 +188,20 @@ class _Parser:
             datasets=self.parse_datasets(self.required_table(raw, "datasets", section="datasets")),
             policy=policy,
             analyses=analyses,
+            metrics_listen=self.parse_metrics(self.table(raw, "metrics", section="metrics") or {}),
         )
+
+    def parse_metrics(self, raw: dict[str, Any]) -> str | None:
+        """Return [metrics] listen checked to be HOST:PORT, or None when not given."""
+        self.reject_unknown("[metrics]", raw, _METRICS_KEYS)
+        if "listen" not in raw:
+            return None
+        listen = self.string(raw, "listen", "[metrics] listen")
+        try:
+            parse_listen(listen)
+        except InvalidRequest as exc:
+            raise self.error("[metrics] listen", str(exc)) from exc
+        return listen
 
     def parse_tls(self, raw: dict[str, Any]) -> TlsConfig:
         self.reject_unknown("[tls]", raw, _TLS_KEYS)
@@ -198,14 +233,16 @@ class _Parser:
 
     def parse_policy(self, raw: dict[str, Any]) -> tuple[DisclosurePolicy, tuple[str, ...]]:
         self.reject_unknown("[policy]", raw, _POLICY_KEYS)
-        thresholds: dict[str, Any] = {k: raw[k] for k in ("threshold", "rounding_base") if k in raw}
+        settings: dict[str, Any] = {k: v for k, v in raw.items() if k != "analyses"}
         try:
-            policy = DisclosurePolicy.from_mapping(thresholds)
-        except InvalidRequest as exc:
+            policy = DisclosurePolicy.from_mapping(settings)
+        except (InvalidRequest, TypeError) as exc:
             raise self.error("[policy]", str(exc)) from exc
-        if policy.threshold < DEFAULT_THRESHOLD or policy.rounding_base < DEFAULT_ROUNDING_BASE:
+        looser = policy.looser_than(DisclosurePolicy())
+        if looser:
             logger.warning(
-                "disclosure policy is looser than fedtre's defaults",
+                "disclosure policy is looser than fedtre's defaults: %s",
+                "; ".join(looser),
                 extra={"threshold": policy.threshold, "rounding_base": policy.rounding_base},
             )
         analyses = raw.get("analyses", list(DEFAULT_ANALYSES))
@@ -252,6 +289,12 @@ class _Parser:
             csv = self.path_value(raw["csv"], f"{where} csv")
             if not csv.is_file():
                 raise self.error(f"{where} csv", f"file {csv} does not exist; correct the path")
+            if "key" in raw:
+                raise self.error(
+                    f"{where} key",
+                    "a key column is for url datasets only; CSV records are identified by "
+                    "their declared values (docs/disclosure.md); remove key",
+                )
             return DatasetConfig(name=name, columns=columns, csv=csv)
         if "url" not in raw or "table" not in raw:
             raise self.error(
@@ -267,7 +310,14 @@ class _Parser:
                 f"{table!r} is not a table or view name; use name or schema.name",
             )
         url = self.resolve_url(url, where)
-        return DatasetConfig(name=name, columns=columns, url=url, table=table)
+        key = None
+        if "key" in raw:
+            key = self.string(raw, "key", f"{where} key")
+            if not NAME_RE.match(key):
+                raise self.error(
+                    f"{where} key", f"{key!r} is not a column name; give the record id column"
+                )
+        return DatasetConfig(name=name, columns=columns, url=url, table=table, key=key)
 
     def parse_columns(self, dataset: str, raw: dict[str, Any]) -> dict[str, str]:
         where = f"[datasets.{dataset}.columns]"

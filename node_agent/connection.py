@@ -78,6 +78,7 @@ class AgentConnection:
         *,
         channel_options: Sequence[tuple[str, object]] = (),
         workers: int = 2,
+        on_reconnect: Callable[[], None] | None = None,
     ) -> None:
         self._channel = grpc.secure_channel(target, credentials, options=list(channel_options))
         self._stub = agent_pb2_grpc.AgentServiceStub(self._channel)
@@ -91,6 +92,7 @@ class AgentConnection:
         self._stopping = threading.Event()
         self._call: grpc.Future | None = None
         self._lock = threading.Lock()
+        self._on_reconnect = on_reconnect
         self.connected = threading.Event()
 
     def run(self) -> None:
@@ -108,6 +110,10 @@ class AgentConnection:
                 else:
                     logger.warning("task stream lost: %s", code.name if code else exc)
             self.connected.clear()
+            if self._stopping.is_set():
+                break
+            if self._on_reconnect is not None:
+                self._on_reconnect()
             delay = backoff.next_delay()
             logger.info("reconnecting", extra={"delay_s": round(delay, 2)})
             self._stopping.wait(delay)
@@ -118,6 +124,11 @@ class AgentConnection:
             self._call = call
         if self._stopping.is_set():
             call.cancel()
+        # The coordinator sends its headers once it has registered this node (a failed
+        # or cancelled call ends the wait as well): from then on the stream is up.
+        call.initial_metadata()
+        if not call.done():
+            self.connected.set()
         for message in call:
             backoff.reset()
             self.connected.set()
@@ -126,11 +137,23 @@ class AgentConnection:
         logger.warning("coordinator closed the task stream")
 
     def _handle(self, task: agent_pb2.Task) -> None:
-        spec = task_from_pb(task)
-        output = self._run_task(spec)
-        self._report(spec.task_id, output)
+        # Runs on the pool, whose futures nobody reads: log here or the failure is silent.
+        try:
+            spec = task_from_pb(task)
+            output = self._run_task(spec)
+            self._report(spec.task_id, output)
+        except Exception:
+            logger.exception("task could not be run or reported", extra={"task_id": task.task_id})
 
-    def _report(self, task_id: str, output: NodeOutput) -> None:
+    def report(self, task_id: str, output: NodeOutput) -> bool:
+        """Report a task's output, retrying while the link is down (the airlock's reporter).
+
+        Returns True once the coordinator took it or refused it for good, False when the
+        agent stopped first (report it again after the restart).
+        """
+        return self._report(task_id, output)
+
+    def _report(self, task_id: str, output: NodeOutput) -> bool:
         # The output is already in the agent's state; if the report cannot get through,
         # the coordinator redelivers the task after reconnecting and the stored output
         # is sent again, never recomputed.
@@ -139,12 +162,13 @@ class AgentConnection:
         while not self._stopping.is_set():
             try:
                 self._stub.ReportResult(request, timeout=REPORT_TIMEOUT_S)
-                return
+                return True
             except grpc.RpcError as exc:
                 if exc.code() not in _TRANSIENT:
                     logger.error("result refused: %s", exc.details(), extra={"task_id": task_id})
-                    return
+                    return True
             self._stopping.wait(backoff.next_delay())
+        return False
 
     def stop(self) -> None:
         """Stop streaming; tasks already running finish and report (bounded by REPORT_TIMEOUT_S)."""

@@ -1,4 +1,18 @@
-"""Executor: runs one task under local policy, checks its output, and records it exactly once."""
+"""Executor: runs one task under local policy, checks its output, and records it exactly once.
+
+The order of checks for one task (docs/disclosure.md):
+
+1. local policy: analysis, dataset and columns served (else REFUSED);
+2. the cohort rules, before anything is computed: a filtered cohort and its complement
+   each hold at least the threshold (else BLOCKED);
+3. the analysis computes and applies its disclosure rules (threshold, zeros, secondary
+   suppression, rounding, dominance...);
+4. differencing against the cohorts this project was answered on (else BLOCKED); the
+   cohort is remembered when the output is released or held;
+5. review: when the TRE holds this analysis (or project) for its output checker, or a
+   rule asks for review, the output is kept in the airlock and HELD is reported; the
+   payload leaves only once the checker approves (node_agent.airlock).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +23,12 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from fedtre.analyses.base import DataSource, NodeOutput, Outcome
-from fedtre.errors import Conflict, DisclosureBlocked, FedtreError, InvalidRequest
+import sqlalchemy as sa
+
+from fedtre.analyses.base import DataSource, NodeOutput, Outcome, RuleResult
+from fedtre.disclosure import differencing
+from fedtre.disclosure.rules import REVIEW, needs_review
+from fedtre.errors import Conflict, DisclosureBlocked, FedtreError, InvalidRequest, NotFound
 from node_agent.policy import LocalPolicy
 from node_agent.state import RELEASING, AgentState
 from node_agent.task import TaskSpec
@@ -36,6 +54,7 @@ class Executor:
         self._state = state
         self._guard = threading.Lock()
         self._running: dict[str, tuple[threading.Lock, list[int]]] = {}
+        _check_keys(policy, sources)
 
     def run(self, task: TaskSpec) -> NodeOutput:
         """Return task's checked output, recorded in the agent state before it is returned.
@@ -55,31 +74,76 @@ class Executor:
             except Conflict as exc:
                 logger.warning("task id reused with different content", extra=_ids(task))
                 return NodeOutput(Outcome.REFUSED, {}, error=str(exc))
-            output = self._execute(task)
-            self._state.record_result(task.task_id, output)
+            output, candidate = self._execute(task)
+            if candidate is not None:
+                self._state.record_held(task.task_id, output, candidate)
+                logger.info("output held for the output checker", extra=_ids(task))
+            else:
+                self._state.record_result(task.task_id, output)
             logger.info("task finished", extra={**_ids(task), "outcome": output.outcome.value})
             return output
 
-    def _execute(self, task: TaskSpec) -> NodeOutput:
+    def _execute(self, task: TaskSpec) -> tuple[NodeOutput, NodeOutput | None]:
+        """Return the output to report and, when it is held, the output awaiting review."""
         try:
             reasons = self._policy.check_task(task)
             if reasons:
-                return NodeOutput(Outcome.REFUSED, {}, error="; ".join(reasons))
+                return NodeOutput(Outcome.REFUSED, {}, error="; ".join(reasons)), None
             analysis = self._policy.analyses[task.analysis]
             try:
                 params = analysis.validate(task.params)
             except InvalidRequest as exc:
-                return NodeOutput(Outcome.REFUSED, {}, error=str(exc))
-            raw = analysis.compute(params, self._sources[task.dataset])
-            return _sealed(analysis.check(params, raw, self._policy.disclosure), task)
+                return NodeOutput(Outcome.REFUSED, {}, error=str(exc)), None
+            policy = self._policy.disclosure_for(task.project)
+            source = self._sources[task.dataset]
+            checked: list[RuleResult] = []
+            cohort = None
+            if policy.threshold > 1:  # below 2, no difference is both non-zero and too small
+                p_filter = params.get("filter")
+                cohort = differencing.measure_cohort(
+                    source,
+                    analysis.cohort_filter(params),
+                    analysis.universe_filter(params),
+                    key=self._policy.keys.get(task.dataset),
+                    filtered=p_filter is not None,
+                )
+                size_rule = differencing.cohort_size_rule(cohort, policy)
+                checked.append(size_rule)
+                if not size_rule.passed:
+                    return NodeOutput(Outcome.BLOCKED, {}, tuple(checked)), None
+            raw = analysis.compute(params, source)
+            output = _sealed(analysis.check(params, raw, policy), task)
+            checked += output.rules
+            if output.outcome not in (Outcome.RELEASED, Outcome.SUPPRESSED):
+                return NodeOutput(output.outcome, {}, tuple(checked), output.error), None
+            if cohort is not None:
+                closest = self._state.check_and_record_cohort(
+                    task.project, task.dataset, cohort, policy, task.task_id
+                )
+                checked.append(differencing.differencing_rule(closest, policy))
+                if closest is not None:
+                    return NodeOutput(Outcome.BLOCKED, {}, tuple(checked)), None
+            if policy.holds(task.analysis) and not needs_review(checked):
+                scope = f"{task.analysis} outputs" + (
+                    f" of project {task.project!r}" if task.project else ""
+                )
+                checked.append(
+                    RuleResult(
+                        REVIEW, False, f"this TRE's output checker reviews {scope} before release"
+                    )
+                )
+            final = NodeOutput(output.outcome, output.payload, tuple(checked), output.error)
+            if needs_review(checked):
+                return NodeOutput(Outcome.HELD, {}, final.rules), final
+            return final, None
         except DisclosureBlocked as exc:
-            return NodeOutput(Outcome.BLOCKED, {}, error=str(exc))
+            return NodeOutput(Outcome.BLOCKED, {}, error=str(exc)), None
         except FedtreError as exc:
             # FedtreError messages are public by contract (fedtre/errors.py).
-            return NodeOutput(Outcome.FAILED, {}, error=str(exc))
+            return NodeOutput(Outcome.FAILED, {}, error=str(exc)), None
         except Exception:
             logger.exception("task failed", extra=_ids(task))
-            return NodeOutput(Outcome.FAILED, {}, error=GENERIC_FAILURE)
+            return NodeOutput(Outcome.FAILED, {}, error=GENERIC_FAILURE), None
 
     @contextmanager
     def _exclusive(self, task_id: str) -> Iterator[None]:
@@ -102,10 +166,29 @@ def _sealed(output: NodeOutput, task: TaskSpec) -> NodeOutput:
     if not isinstance(output, NodeOutput):
         raise TypeError(f"analysis {task.analysis!r} returned {type(output).__name__}")
     if output.outcome not in RELEASING and output.payload:
-        logger.warning("dropped the payload of a non-released output", extra=_ids(task))
+        logger.debug("dropped the payload of a non-released output", extra=_ids(task))
         output = NodeOutput(output.outcome, {}, output.rules, output.error)
-    json.dumps(output.payload)  # raises TypeError on values the state and the wire cannot hold
+    # Raises on values the state and the wire cannot hold: objects, NaN and infinities.
+    json.dumps(output.payload, allow_nan=False)
     return output
+
+
+def _check_keys(policy: LocalPolicy, sources: Mapping[str, DataSource]) -> None:
+    """Raise NotFound, at start-up, when a dataset's declared key column cannot be read."""
+    for dataset, key in policy.keys.items():
+        source = sources.get(dataset)
+        if source is None:
+            continue
+        column: sa.ColumnClause[Any] = sa.column(key)
+        query = sa.select(column).select_from(source.table).where(sa.false())
+        try:
+            with source.engine.connect() as conn:
+                conn.execute(query).all()
+        except sa.exc.SQLAlchemyError as exc:
+            raise NotFound(
+                f"dataset {dataset!r}: its key column {key!r} cannot be read from its table "
+                f"({type(exc).__name__}); correct [datasets.{dataset}] key or remove it"
+            ) from exc
 
 
 def _ids(task: TaskSpec) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from fedtre.analyses.base import Analysis, DatasetSchema
@@ -20,18 +20,27 @@ class LocalPolicy:
     """The TRE's sovereignty: the coordinator can neither widen nor loosen any of this.
 
     analyses: the analyses this node serves, by name.
-    disclosure: the thresholds applied to every output.
+    disclosure: the disclosure policy applied to every output, with any stricter
+        per-project settings (see disclosure_for).
     datasets: the declared datasets; undeclared datasets and columns do not exist.
+    keys: per dataset, the column identifying records for differencing protection
+        (datasets without one are identified by their declared values).
     """
 
     node_id: str
     analyses: Mapping[str, Analysis]
     disclosure: DisclosurePolicy
     datasets: Mapping[str, DatasetSchema]
+    keys: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "analyses", MappingProxyType(dict(self.analyses)))
         object.__setattr__(self, "datasets", MappingProxyType(dict(self.datasets)))
+        object.__setattr__(self, "keys", MappingProxyType(dict(self.keys)))
+
+    def disclosure_for(self, project: str) -> DisclosurePolicy:
+        """Return the disclosure policy for a task of `project`: never looser than the TRE's."""
+        return self.disclosure.for_project(project)
 
     @classmethod
     def from_config(cls, config: AgentConfig, catalogue: Catalogue | None = None) -> LocalPolicy:
@@ -48,6 +57,11 @@ class LocalPolicy:
             analyses=_resolve(config.analyses, catalogue),
             disclosure=config.policy,
             datasets={name: ds.schema for name, ds in config.datasets.items()},
+            keys={
+                name: key
+                for name, ds in config.datasets.items()
+                if (key := getattr(ds, "key", None))
+            },
         )
 
     def check_task(self, task: TaskSpec) -> list[str]:

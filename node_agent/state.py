@@ -1,10 +1,19 @@
-"""The agent's own SQLite state: every task it received and every output it released."""
+"""The agent's own SQLite state: tasks received, outputs released, cohorts answered, the airlock.
+
+Tables:
+- tasks: every task received and its recorded output (HELD until the output checker decides).
+- releases: one row per output that left the TRE, with the SHA-256 of what left.
+- cohorts: per project and dataset, the cohorts answered (differencing protection).
+- reviews: outputs held for the TRE's output checker: what would leave, and the decision.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,10 +21,19 @@ from typing import Any
 import sqlalchemy as sa
 
 from fedtre.analyses.base import NodeOutput, Outcome, RuleResult
+from fedtre.disclosure.differencing import (
+    Cohort,
+    closest_difference,
+    decode_members,
+    encode_members,
+)
+from fedtre.disclosure.policy import DisclosurePolicy
+from fedtre.disclosure.rules import REVIEW
 from fedtre.errors import Conflict, InvalidRequest, NotFound
 from node_agent.task import TaskSpec
 
-SCHEMA_VERSION = 1
+# 2: cohorts and reviews tables (created on an existing version-1 file).
+SCHEMA_VERSION = 2
 # Outcomes whose payload leaves the TRE; only these enter the released-outputs log.
 RELEASING = frozenset({Outcome.RELEASED, Outcome.SUPPRESSED})
 
@@ -53,6 +71,66 @@ releases = sa.Table(
 )
 
 
+cohorts = sa.Table(
+    "cohorts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("project", sa.String, nullable=False),
+    sa.Column("dataset", sa.String, nullable=False),
+    # how records were identified; cohorts compare only under the same scheme
+    sa.Column("scheme", sa.String, nullable=False),
+    sa.Column("size", sa.Integer, nullable=False),
+    sa.Column("digest", sa.String(64), nullable=False),
+    sa.Column("members", sa.LargeBinary, nullable=False),
+    sa.Column("task_id", sa.String, nullable=False),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_cohorts_lookup", "project", "dataset", "scheme", "size"),
+)
+
+reviews = sa.Table(
+    "reviews",
+    metadata,
+    sa.Column("task_id", sa.String, sa.ForeignKey("tasks.task_id"), primary_key=True),
+    sa.Column("held_at", sa.DateTime(timezone=True), nullable=False),
+    # the output as it would leave if approved
+    sa.Column("outcome", sa.String, nullable=False),
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Column("rules", sa.JSON, nullable=False),
+    sa.Column("decision", sa.String),  # null (pending), "approved" or "denied"
+    sa.Column("decided_by", sa.String),
+    sa.Column("decided_at", sa.DateTime(timezone=True)),
+    sa.Column("reason", sa.Text),
+    # when the final outcome reached the coordinator
+    sa.Column("reported_at", sa.DateTime(timezone=True)),
+)
+
+APPROVED = "approved"
+DENIED = "denied"
+
+
+@dataclass(frozen=True)
+class Review:
+    """One held output: the task, what would leave, and the output checker's decision."""
+
+    task_id: str
+    job_id: int
+    project: str
+    analysis: str
+    dataset: str
+    params: dict[str, Any]
+    held_at: datetime
+    candidate: NodeOutput
+    decision: str | None
+    decided_by: str | None
+    decided_at: datetime | None
+    reason: str | None
+    reported_at: datetime | None
+
+    @property
+    def pending(self) -> bool:
+        return self.decision is None
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -76,6 +154,8 @@ class AgentState:
         self.path = path
         self._clock = clock
         self._engine = sa.create_engine(sa.URL.create("sqlite", database=str(path)))
+        # check-then-record of cohorts must not interleave between tasks of this agent
+        self._cohort_lock = threading.Lock()
         sa.event.listen(self._engine, "connect", _set_pragmas)
         try:
             self._migrate()
@@ -130,12 +210,7 @@ class AgentState:
             ).first()
         if row is None:
             return None
-        return NodeOutput(
-            outcome=Outcome(row.outcome),
-            payload=row.payload,
-            rules=tuple(RuleResult(**rule) for rule in row.rules),
-            error=row.error,
-        )
+        return _output(row.outcome, row.payload, row.rules, row.error)
 
     def record_result(self, task_id: str, output: NodeOutput) -> None:
         """Record task_id's output and, if it leaves the TRE, log the release; one transaction.
@@ -143,27 +218,11 @@ class AgentState:
         Raises NotFound when the task was never received and Conflict when it already has
         a result (an output is recorded, and released, once).
         """
+        if output.outcome is Outcome.HELD:
+            raise ValueError("a held output is recorded with record_held")
         now = self._clock()
-        rules = [{"rule": r.rule, "passed": r.passed, "detail": r.detail} for r in output.rules]
         with self._engine.begin() as conn:
-            job_id = conn.execute(
-                sa.select(tasks.c.job_id).where(tasks.c.task_id == task_id)
-            ).scalar_one_or_none()
-            if job_id is None:
-                raise NotFound(f"task {task_id!r} was never recorded as received")
-            updated = conn.execute(
-                tasks.update()
-                .where(tasks.c.task_id == task_id, tasks.c.finished_at.is_(None))
-                .values(
-                    finished_at=now,
-                    outcome=output.outcome.value,
-                    payload=output.payload,
-                    rules=rules,
-                    error=output.error,
-                )
-            )
-            if updated.rowcount == 0:
-                raise Conflict(f"task {task_id!r} already has a recorded result")
+            job_id = self._finish(conn, task_id, output, now)
             if output.outcome in RELEASING:
                 conn.execute(
                     releases.insert().values(
@@ -175,10 +234,222 @@ class AgentState:
                     )
                 )
 
+    # -- differencing ---------------------------------------------------------------------
+
+    def check_and_record_cohort(
+        self, project: str, dataset: str, cohort: Cohort, policy: DisclosurePolicy, task_id: str
+    ) -> int | None:
+        """Compare cohort with those answered before in project/dataset; record it if safe.
+
+        Returns None, and records the cohort, when it differs from each earlier one by 0 or
+        at least policy.threshold records; otherwise returns the smallest offending
+        difference and records nothing. Check and record are one step per agent.
+        """
+        t = policy.threshold
+        with self._cohort_lock, self._engine.begin() as conn:
+            where = (
+                cohorts.c.project == project,
+                cohorts.c.dataset == dataset,
+                cohorts.c.scheme == cohort.scheme,
+                cohorts.c.size > cohort.size - t,
+                cohorts.c.size < cohort.size + t,
+            )
+            rows = conn.execute(sa.select(cohorts.c.digest, cohorts.c.members).where(*where))
+            digest = cohort.digest
+            earlier = (decode_members(r.members) for r in rows if r.digest != digest)
+            worst = closest_difference(cohort, earlier, policy)
+            if worst is not None:
+                return worst
+            known = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(cohorts)
+                .where(*where[:3], cohorts.c.digest == digest)
+            ).scalar_one()
+            if not known:
+                conn.execute(
+                    cohorts.insert().values(
+                        project=project,
+                        dataset=dataset,
+                        scheme=cohort.scheme,
+                        size=cohort.size,
+                        digest=digest,
+                        members=encode_members(cohort.members),
+                        task_id=task_id,
+                        recorded_at=self._clock(),
+                    )
+                )
+            return None
+
+    def cohort_count(self, project: str | None = None) -> int:
+        """Return how many distinct cohorts are remembered (in one project, if given)."""
+        query = sa.select(sa.func.count()).select_from(cohorts)
+        if project is not None:
+            query = query.where(cohorts.c.project == project)
+        with self._engine.connect() as conn:
+            return conn.execute(query).scalar_one()
+
+    # -- airlock ---------------------------------------------------------------------------
+
+    def record_held(self, task_id: str, held: NodeOutput, candidate: NodeOutput) -> None:
+        """Record task_id as HELD and keep `candidate` (what would leave) for review; one step.
+
+        Raises NotFound when the task was never received and Conflict when it already has
+        a result.
+        """
+        if held.outcome is not Outcome.HELD or held.payload:
+            raise ValueError("a held output is recorded with outcome HELD and no payload")
+        now = self._clock()
+        with self._engine.begin() as conn:
+            self._finish(conn, task_id, held, now)
+            conn.execute(
+                reviews.insert().values(
+                    task_id=task_id,
+                    held_at=now,
+                    outcome=candidate.outcome.value,
+                    payload=candidate.payload,
+                    rules=_rules(candidate.rules),
+                )
+            )
+
+    def reviews(self, *, pending_only: bool = False) -> list[Review]:
+        """Return held outputs, oldest first (only those awaiting a decision, if asked)."""
+        query = _review_query().order_by(reviews.c.held_at, reviews.c.task_id)
+        if pending_only:
+            query = query.where(reviews.c.decision.is_(None))
+        with self._engine.connect() as conn:
+            return [_review(row) for row in conn.execute(query)]
+
+    def review(self, task_id: str) -> Review:
+        """Return one held output; raises NotFound when task_id was never held."""
+        with self._engine.connect() as conn:
+            row = conn.execute(_review_query().where(reviews.c.task_id == task_id)).first()
+        if row is None:
+            raise NotFound(
+                f"no held output for task {task_id!r}; `fedtre agent inbox list` shows them"
+            )
+        return _review(row)
+
+    def decide(self, task_id: str, *, approve: bool, checker: str, reason: str) -> NodeOutput:
+        """Record the output checker's decision on a held output; return the final output.
+
+        Approved: the held output becomes the task's result and is logged as released.
+        Denied: the task's result is BLOCKED with no payload. Either way a "review" rule
+        names the checker and the reason. Raises NotFound for an unknown task and
+        Conflict when it was already decided (a decision is made once).
+        """
+        now = self._clock()
+        with self._engine.begin() as conn:
+            row = conn.execute(
+                sa.select(reviews, tasks.c.job_id)
+                .join(tasks, tasks.c.task_id == reviews.c.task_id)
+                .where(reviews.c.task_id == task_id)
+            ).first()
+            if row is None:
+                raise NotFound(
+                    f"no held output for task {task_id!r}; `fedtre agent inbox list` shows them"
+                )
+            if row.decision is not None:
+                raise Conflict(
+                    f"the output of task {task_id!r} was already {row.decision} by "
+                    f"{row.decided_by}; a decision is made once"
+                )
+            because = f": {reason}" if reason else ""
+            kept = [RuleResult(**r) for r in row.rules if r["rule"] != REVIEW]
+            if approve:
+                verdict = RuleResult(REVIEW, True, f"approved by output checker {checker}{because}")
+                final = NodeOutput(Outcome(row.outcome), row.payload, (*kept, verdict))
+            else:
+                verdict = RuleResult(REVIEW, False, f"denied by output checker {checker}{because}")
+                final = NodeOutput(
+                    Outcome.BLOCKED,
+                    {},
+                    (*kept, verdict),
+                    error=f"the TRE's output checker did not release this output{because}",
+                )
+            conn.execute(
+                reviews.update()
+                .where(reviews.c.task_id == task_id)
+                .values(
+                    decision=APPROVED if approve else DENIED,
+                    decided_by=checker,
+                    decided_at=now,
+                    reason=reason,
+                )
+            )
+            conn.execute(
+                tasks.update()
+                .where(tasks.c.task_id == task_id)
+                .values(
+                    outcome=final.outcome.value,
+                    payload=final.payload,
+                    rules=_rules(final.rules),
+                    error=final.error,
+                )
+            )
+            if final.outcome in RELEASING:
+                conn.execute(
+                    releases.insert().values(
+                        task_id=task_id,
+                        job_id=row.job_id,
+                        outcome=final.outcome.value,
+                        released_at=now,
+                        payload_sha256=payload_digest(final.payload),
+                    )
+                )
+        return final
+
+    def decided_unreported(self) -> list[tuple[str, NodeOutput]]:
+        """Return (task_id, final output) of decided outputs not yet reported, oldest first."""
+        query = (
+            sa.select(
+                tasks.c.task_id, tasks.c.outcome, tasks.c.payload, tasks.c.rules, tasks.c.error
+            )
+            .join(reviews, reviews.c.task_id == tasks.c.task_id)
+            .where(reviews.c.decision.is_not(None), reviews.c.reported_at.is_(None))
+            .order_by(reviews.c.decided_at)
+        )
+        with self._engine.connect() as conn:
+            return [
+                (r.task_id, _output(r.outcome, r.payload, r.rules, r.error))
+                for r in conn.execute(query)
+            ]
+
+    def mark_reported(self, task_id: str) -> None:
+        """Record that a decided output's final outcome reached the coordinator."""
+        with self._engine.begin() as conn:
+            conn.execute(
+                reviews.update()
+                .where(reviews.c.task_id == task_id, reviews.c.reported_at.is_(None))
+                .values(reported_at=self._clock())
+            )
+
     def released_count(self) -> int:
         """Return how many outputs this agent has released."""
         with self._engine.connect() as conn:
             return conn.execute(sa.select(sa.func.count()).select_from(releases)).scalar_one()
+
+    @staticmethod
+    def _finish(conn: sa.Connection, task_id: str, output: NodeOutput, now: datetime) -> int:
+        """Record a received task's output; return its job id (NotFound, Conflict)."""
+        job_id = conn.execute(
+            sa.select(tasks.c.job_id).where(tasks.c.task_id == task_id)
+        ).scalar_one_or_none()
+        if job_id is None:
+            raise NotFound(f"task {task_id!r} was never recorded as received")
+        updated = conn.execute(
+            tasks.update()
+            .where(tasks.c.task_id == task_id, tasks.c.finished_at.is_(None))
+            .values(
+                finished_at=now,
+                outcome=output.outcome.value,
+                payload=output.payload,
+                rules=_rules(output.rules),
+                error=output.error,
+            )
+        )
+        if updated.rowcount == 0:
+            raise Conflict(f"task {task_id!r} already has a recorded result")
+        return int(job_id)
 
     def close(self) -> None:
         """Close the database's pooled connections."""
@@ -200,3 +471,52 @@ def _set_pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor.execute("PRAGMA busy_timeout = 5000")
     finally:
         cursor.close()
+
+
+def _rules(rules: Any) -> list[dict[str, Any]]:
+    return [{"rule": r.rule, "passed": r.passed, "detail": r.detail} for r in rules]
+
+
+def _output(outcome: str, payload: Any, rules: Any, error: str | None) -> NodeOutput:
+    return NodeOutput(
+        outcome=Outcome(outcome),
+        payload=payload or {},
+        rules=tuple(RuleResult(**rule) for rule in rules or []),
+        error=error or "",
+    )
+
+
+def _review_query() -> sa.Select[Any]:
+    return sa.select(
+        reviews,
+        tasks.c.job_id,
+        tasks.c.project,
+        tasks.c.analysis,
+        tasks.c.dataset,
+        tasks.c.params,
+    ).join(tasks, tasks.c.task_id == reviews.c.task_id)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    # SQLite returns naive datetimes; everything stored is UTC.
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+def _review(row: Any) -> Review:
+    return Review(
+        task_id=row.task_id,
+        job_id=row.job_id,
+        project=row.project,
+        analysis=row.analysis,
+        dataset=row.dataset,
+        params=row.params,
+        held_at=_aware(row.held_at),  # type: ignore[arg-type]
+        candidate=_output(row.outcome, row.payload, row.rules, ""),
+        decision=row.decision,
+        decided_by=row.decided_by,
+        decided_at=_aware(row.decided_at),
+        reason=row.reason,
+        reported_at=_aware(row.reported_at),
+    )

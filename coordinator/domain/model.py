@@ -31,6 +31,8 @@ FINAL_JOB_STATES = frozenset(
 class TaskState(enum.StrEnum):
     QUEUED = "queued"
     DELIVERED = "delivered"
+    # The node holds the output for its TRE's output checker; a final report follows.
+    HELD = "held"
     DONE = "done"
 
 
@@ -54,6 +56,7 @@ class Task:
     node: str
     state: TaskState
     output: NodeOutput | None = None
+    queued_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,7 @@ class Job:
     reason: str = ""
     tasks: tuple[Task, ...] = ()
     combined: dict[str, Any] | None = None
+    decided_at: datetime | None = None
 
 
 @dataclass(frozen=True)

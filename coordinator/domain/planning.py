@@ -8,6 +8,7 @@ from typing import Any
 from coordinator.domain.model import JobSpec, Node, Plan, Problem
 from fedtre.analyses import get_analysis
 from fedtre.errors import InvalidRequest
+from fedtre.identity.peer import NAME_PATTERN
 
 
 def plan_job(
@@ -32,6 +33,12 @@ def plan_job(
         problems.append(Problem(str(exc)))
     if not dataset:
         problems.append(Problem("no dataset given; name one with dataset=... (see `fedtre nodes`)"))
+    if not NAME_PATTERN.match(project):
+        problems.append(
+            Problem(
+                "a project name is 1 to 63 lowercase letters, digits or '-', e.g. 'diabetes-2026'"
+            )
+        )
 
     targets = tuple(dict.fromkeys(nodes))
     if not targets:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterator
 
 import grpc
@@ -36,23 +37,33 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     ) -> AsyncIterator[agent_pb2.AgentMessage]:
         node_id = identity.name
         datasets = schemas_from_pb(request.datasets)
+        connection_id = str(uuid.uuid4())
         wake = self._notifier.subscribe(node_id)
         await asyncio.to_thread(
-            self._service.node_connected, node_id, datasets, list(request.analyses)
+            self._service.node_connected, node_id, datasets, list(request.analyses), connection_id
         )
+        # Headers now tell the agent its stream is registered (it reports itself ready),
+        # rather than with the first task or ping, which may be ping_interval away.
+        await context.send_initial_metadata(())
         try:
             while self._notifier.is_current(node_id, wake):
                 wake.clear()
-                for task, job in await asyncio.to_thread(self._service.take_tasks, node_id):
+                taken = await asyncio.to_thread(self._service.take_tasks, node_id)
+                if not self._notifier.is_current(node_id, wake):
+                    # A newer stream replaced this one while the tasks were being taken.
+                    await asyncio.to_thread(self._service.requeue, [task for task, _ in taken])
+                    break
+                for task, job in taken:
                     yield task_to_pb(task, job)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), timeout=self._ping_interval)
                     continue
                 yield agent_pb2.AgentMessage(ping=agent_pb2.Ping())
         finally:
-            if self._notifier.is_current(node_id, wake):
-                self._notifier.unsubscribe(node_id, wake)
-                await asyncio.shield(asyncio.to_thread(self._service.node_disconnected, node_id))
+            self._notifier.unsubscribe(node_id, wake)
+            await asyncio.shield(
+                asyncio.to_thread(self._service.node_disconnected, node_id, connection_id)
+            )
 
     @rpc_method(*NODES)
     async def ReportResult(

@@ -7,6 +7,7 @@ from datetime import datetime
 from google.protobuf import timestamp_pb2
 
 from coordinator.domain.model import Job, JobState, Node, Task, TaskState
+from coordinator.domain.status import NetworkStatus
 from fedtre.v1 import agent_pb2, jobs_pb2
 from fedtre.wire import OUTCOME_TO_PB, dict_to_struct, rules_to_pb, schema_to_pb
 
@@ -24,6 +25,8 @@ TASK_STATE_TO_PB = {
     TaskState.QUEUED: jobs_pb2.TASK_STATE_QUEUED,
     TaskState.DELIVERED: jobs_pb2.TASK_STATE_DELIVERED,
     TaskState.DONE: jobs_pb2.TASK_STATE_DONE,
+    # jobs.proto has no held state: a held task is delivered with outcome OUTCOME_HELD.
+    TaskState.HELD: jobs_pb2.TASK_STATE_DELIVERED,
 }
 
 
@@ -91,4 +94,37 @@ def node_to_pb(node: Node) -> jobs_pb2.NodeInfo:
         last_seen=_timestamp(node.last_seen),
         datasets=[schema_to_pb(d) for d in node.datasets],
         analyses=list(node.analyses),
+    )
+
+
+def network_status_to_pb(status: NetworkStatus) -> jobs_pb2.GetNetworkStatusResponse:
+    return jobs_pb2.GetNetworkStatusResponse(
+        nodes=[
+            jobs_pb2.NodeQueue(
+                node_id=n.node_id,
+                online=n.online,
+                last_seen=_timestamp(n.last_seen),
+                queued=n.queued,
+                delivered=n.delivered,
+                oldest_queued_at=_timestamp(n.oldest_queued_at),
+                oldest_delivered_at=_timestamp(n.oldest_delivered_at),
+            )
+            for n in status.nodes
+        ],
+        jobs=[
+            jobs_pb2.JobStateCount(state=JOB_STATE_TO_PB[state], count=count)
+            for state, count in status.jobs_by_state.items()
+        ],
+        recent_failures=[
+            jobs_pb2.TaskFailure(
+                task_id=f.task_id,
+                job_id=f.job_id,
+                node=f.node,
+                analysis=f.analysis,
+                outcome=OUTCOME_TO_PB[f.outcome],
+                error=f.error,
+                reported_at=_timestamp(f.reported_at),
+            )
+            for f in status.recent_failures
+        ],
     )

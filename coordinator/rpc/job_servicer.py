@@ -6,7 +6,7 @@ import asyncio
 
 import grpc
 
-from coordinator.rpc.convert import JOB_STATE_FROM_PB, job_to_pb, node_to_pb
+from coordinator.rpc.convert import JOB_STATE_FROM_PB, job_to_pb, network_status_to_pb, node_to_pb
 from coordinator.rpc.errors import rpc_method
 from coordinator.rpc.notifier import TaskNotifier
 from coordinator.service import CoordinatorService
@@ -53,7 +53,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     async def GetJob(
         self, request: jobs_pb2.GetJobRequest, context: grpc.aio.ServicerContext, identity: Identity
     ) -> jobs_pb2.GetJobResponse:
-        job = await asyncio.to_thread(self._service.job, request.job_id)
+        job = await asyncio.to_thread(self._service.job, request.job_id, identity)
         return jobs_pb2.GetJobResponse(job=job_to_pb(job))
 
     @rpc_method(*USERS)
@@ -69,7 +69,13 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         state = JOB_STATE_FROM_PB.get(request.state)
         if request.state and state is None:
             raise InvalidRequest(f"unknown job state {request.state}")
-        jobs = await asyncio.to_thread(self._service.jobs, state, limit)
+        jobs = await asyncio.to_thread(
+            self._service.jobs,
+            state,
+            limit,
+            project=request.project or None,
+            node=request.node or None,
+        )
         return jobs_pb2.ListJobsResponse(jobs=[job_to_pb(j) for j in jobs])
 
     @rpc_method(*ADMINS)
@@ -104,3 +110,19 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     ) -> jobs_pb2.ListNodesResponse:
         nodes = await asyncio.to_thread(self._service.nodes)
         return jobs_pb2.ListNodesResponse(nodes=[node_to_pb(n) for n in nodes])
+
+    @rpc_method(*ADMINS)
+    async def GetNetworkStatus(
+        self,
+        request: jobs_pb2.GetNetworkStatusRequest,
+        context: grpc.aio.ServicerContext,
+        identity: Identity,
+    ) -> jobs_pb2.GetNetworkStatusResponse:
+        if not 0 <= request.recent_failures <= MAX_LIST:
+            raise InvalidRequest(
+                f"recent_failures must be between 0 (the default, 10) and {MAX_LIST}"
+            )
+        status = await asyncio.to_thread(
+            self._service.network_status, request.recent_failures or 10
+        )
+        return network_status_to_pb(status)

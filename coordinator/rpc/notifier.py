@@ -11,19 +11,27 @@ class TaskNotifier:
 
     def __init__(self) -> None:
         self._events: dict[str, asyncio.Event] = {}
+        self._closed = False
 
     def subscribe(self, node_id: str) -> asyncio.Event:
         # A reconnecting node replaces its old stream: setting the old event lets the
         # old generator notice it has been superseded.
         old = self._events.get(node_id)
         event = asyncio.Event()
-        self._events[node_id] = event
+        if not self._closed:
+            self._events[node_id] = event
         if old is not None:
             old.set()
         return event
 
     def is_current(self, node_id: str, event: asyncio.Event) -> bool:
-        return self._events.get(node_id) is event
+        return not self._closed and self._events.get(node_id) is event
+
+    def close(self) -> None:
+        """End every stream: each generator wakes, finds itself no longer current, and returns."""
+        self._closed = True
+        for event in self._events.values():
+            event.set()
 
     def unsubscribe(self, node_id: str, event: asyncio.Event) -> None:
         if self._events.get(node_id) is event:

@@ -15,11 +15,12 @@ def create_engine(url: str) -> sa.Engine:
     """Return an engine for url; raise InvalidRequest for a URL SQLAlchemy cannot use."""
     try:
         parsed = make_url(url)
-    except ArgumentError as exc:
+    except ArgumentError:
+        # The parser's message would echo the URL, password included: say only what to do.
         raise InvalidRequest(
-            f"cannot parse database URL; use e.g. sqlite:///coordinator.sqlite or "
-            f"postgresql+psycopg://user@host/db ({exc})"
-        ) from exc
+            "cannot parse the database URL; use e.g. sqlite:///coordinator.sqlite or "
+            "postgresql+psycopg://user@host/db"
+        ) from None
     if parsed.get_backend_name() == "sqlite":
         engine = sa.create_engine(parsed, connect_args={"timeout": 30})
         _serialise_sqlite_writers(engine)

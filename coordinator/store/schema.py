@@ -18,6 +18,9 @@ class NodeRow(Base):
 
     node_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     online: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The stream that last connected: a late disconnect of an older stream must not
+    # mark the node offline while its newer stream is open.
+    connection_id: Mapped[str | None] = mapped_column(String(36))
     last_seen: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Advertised metadata only: dataset names, column names and declared types.
     datasets: Mapped[list[Any]] = mapped_column(JSON, default=list)
@@ -45,6 +48,7 @@ class JobRow(Base):
     state: Mapped[str] = mapped_column(String(32), index=True)
     submitted_by: Mapped[str] = mapped_column(String(64))
     decided_by: Mapped[str] = mapped_column(String(64), default="")
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     reason: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -62,6 +66,9 @@ class TaskRow(Base):
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
     node: Mapped[str] = mapped_column(String(64), index=True)
     state: Mapped[str] = mapped_column(String(16), index=True)
+    # When the task (re-)entered its node's queue: at approval, or when a reconnecting
+    # node's unreported task is queued again.
+    queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     reported_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # The node's checked output, exactly as it arrived.

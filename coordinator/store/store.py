@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from coordinator.domain.model import Job, JobSpec, JobState, Node, Task, TaskState
+from coordinator.domain.status import FAILURE_OUTCOMES, NetworkStatus, NodeQueue, TaskFailure
 from coordinator.store.engine import create_engine
 from coordinator.store.schema import Base, JobRow, NodeRow, ProjectRow, ResultRow, TaskRow
 from fedtre.analyses.base import DatasetSchema, NodeOutput, Outcome, RuleResult
@@ -28,13 +32,18 @@ class Store:
         except OperationalError as exc:
             raise Unavailable(f"cannot open the coordinator database: {exc.orig}") from exc
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # SQLite runs one writer at a time; queuing our own threads on a lock is far faster
+        # than SQLite's busy handler, which sleeps in steps of milliseconds.
+        self._sqlite_lock = (
+            threading.Lock() if self.engine.dialect.name == "sqlite" else contextlib.nullcontext()
+        )
 
     def close(self) -> None:
         self.engine.dispose()
 
     @contextmanager
     def _tx(self) -> Iterator[Session]:
-        with self._sessions.begin() as session:
+        with self._sqlite_lock, self._sessions.begin() as session:
             yield session
 
     # -- nodes -------------------------------------------------------------------------
@@ -45,11 +54,13 @@ class Store:
         datasets: Sequence[DatasetSchema],
         analyses: Sequence[str],
         now: datetime,
+        connection_id: str = "",
     ) -> None:
         """Record a node's advertisement and put its undelivered-but-unreported tasks back in the queue."""
         with self._tx() as s:
             row = s.get(NodeRow, node_id) or NodeRow(node_id=node_id)
             row.online = True
+            row.connection_id = connection_id
             row.last_seen = now
             row.datasets = [{"name": d.name, "columns": dict(d.columns)} for d in datasets]
             row.analyses = list(analyses)
@@ -59,15 +70,26 @@ class Store:
             s.execute(
                 sa.update(TaskRow)
                 .where(TaskRow.node == node_id, TaskRow.state == TaskState.DELIVERED.value)
-                .values(state=TaskState.QUEUED.value, delivered_at=None)
+                .values(state=TaskState.QUEUED.value, delivered_at=None, queued_at=now)
             )
 
-    def node_disconnected(self, node_id: str, now: datetime) -> None:
+    def node_disconnected(self, node_id: str, now: datetime, connection_id: str = "") -> None:
+        """Mark the node offline, unless a newer stream (another connection_id) has replaced this one."""
         with self._tx() as s:
-            row = s.get(NodeRow, node_id)
-            if row is not None:
-                row.online = False
-                row.last_seen = now
+            s.execute(
+                sa.update(NodeRow)
+                .where(NodeRow.node_id == node_id, NodeRow.connection_id == connection_id)
+                .values(online=False, last_seen=now)
+            )
+
+    def requeue_tasks(self, task_ids: Sequence[str], now: datetime) -> None:
+        """Put delivered tasks back in their queue (their stream ended before sending them)."""
+        with self._tx() as s:
+            s.execute(
+                sa.update(TaskRow)
+                .where(TaskRow.task_id.in_(task_ids), TaskRow.state == TaskState.DELIVERED.value)
+                .values(state=TaskState.QUEUED.value, delivered_at=None, queued_at=now)
+            )
 
     def nodes(self) -> dict[str, Node]:
         with self._tx() as s:
@@ -100,11 +122,29 @@ class Store:
         with self._tx() as s:
             return _job(self._job_row(s, job_id))
 
-    def list_jobs(self, state: JobState | None, limit: int) -> list[Job]:
+    def list_jobs(
+        self,
+        state: JobState | None,
+        limit: int,
+        *,
+        project: str | None = None,
+        node: str | None = None,
+    ) -> list[Job]:
+        """Return the newest limit jobs, optionally only those in state, project or addressed to node."""
         with self._tx() as s:
             query = sa.select(JobRow).order_by(JobRow.id.desc()).limit(limit)
             if state is not None:
                 query = query.where(JobRow.state == state.value)
+            if project:
+                query = query.where(JobRow.project == project)
+            if node:
+                # nodes is a JSON list of ids: match one whole element, quotes included,
+                # with LIKE's wildcards escaped (portable across SQLite and PostgreSQL).
+                element = json.dumps(node)
+                escaped = element.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                query = query.where(
+                    sa.cast(JobRow.nodes, sa.Text).like(f"%{escaped}%", escape="\\")
+                )
             return [_job(r) for r in s.scalars(query).all()]
 
     def approve_job(self, job_id: int, approver: str, now: datetime) -> Job:
@@ -114,6 +154,7 @@ class Store:
             _require_pending(row, "approve")
             row.state = JobState.RUNNING.value
             row.decided_by = approver
+            row.decided_at = now
             row.updated_at = now
             for node in row.nodes:
                 s.add(
@@ -122,6 +163,7 @@ class Store:
                         job_id=row.id,
                         node=node,
                         state=TaskState.QUEUED.value,
+                        queued_at=now,
                     )
                 )
             s.flush()
@@ -134,6 +176,7 @@ class Store:
             _require_pending(row, "reject")
             row.state = JobState.REJECTED.value
             row.decided_by = approver
+            row.decided_at = now
             row.reason = reason
             row.updated_at = now
             return _job(row)
@@ -167,15 +210,26 @@ class Store:
         A repeated report of an already-recorded task changes nothing and returns None.
         """
         with self._tx() as s:
-            task = s.get(TaskRow, task_id)
-            if task is None:
+            found = s.get(TaskRow, task_id)
+            if found is None:
                 raise NotFound(f"no task '{task_id}'")
-            if task.node != node_id:
+            if found.node != node_id:
                 raise PermissionDenied(f"task '{task_id}' is not addressed to node '{node_id}'")
-            job = self._job_row(s, task.job_id, lock=True)
+            # Lock the job, then read the task afresh: two reports of the same task (or the
+            # last two of a job) then serialise here, on PostgreSQL as on SQLite.
+            job = self._job_row(s, found.job_id, lock=True)
+            task = s.scalars(
+                sa.select(TaskRow)
+                .where(TaskRow.task_id == task_id)
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            ).one()
             if task.state == TaskState.DONE.value:
-                return None
-            task.state = TaskState.DONE.value
+                return None  # a final report is never overwritten
+            # HELD: the node's output checker has it; the job waits for the final report,
+            # which replaces this one exactly once.
+            held = output.outcome is Outcome.HELD
+            task.state = (TaskState.HELD if held else TaskState.DONE).value
             task.reported_at = now
             task.outcome = output.outcome.value
             task.payload = output.payload
@@ -184,19 +238,24 @@ class Store:
             ]
             task.error = output.error
             s.flush()
-            if job.state != JobState.RUNNING.value:
+            if held or job.state != JobState.RUNNING.value:
                 return None
             if any(t.state != TaskState.DONE.value for t in job.tasks):
                 return None
             s.refresh(job)
             return _job(job)
 
-    def complete_job(self, job_id: int, state: JobState, combined: dict, now: datetime) -> Job:
-        """Move a running job to its final state with its combined result (once)."""
+    def complete_job(
+        self, job_id: int, state: JobState, combined: dict, now: datetime
+    ) -> Job | None:
+        """Move a running job to its final state with its combined result.
+
+        Returns None, changing nothing, when the job is no longer running (completed once already).
+        """
         with self._tx() as s:
             row = self._job_row(s, job_id, lock=True)
             if row.state != JobState.RUNNING.value:
-                raise Conflict(f"job {job_id} is {row.state}, not running")
+                return None
             row.state = state.value
             row.updated_at = now
             s.add(ResultRow(job_id=job_id, combined=combined, created_at=now))
@@ -214,6 +273,81 @@ class Store:
                 sa.select(JobRow).where(JobRow.state == JobState.RUNNING.value, ~pending)
             ).all()
             return [_job(r) for r in rows]
+
+    # -- operations (read-only) ---------------------------------------------------------
+
+    def ping(self) -> None:
+        """Return when the database answers a query on the coordinator's tables; raise Unavailable."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(sa.select(JobRow.id).limit(1)).all()
+        except SQLAlchemyError as exc:
+            raise Unavailable(
+                f"the coordinator database does not answer ({type(exc).__name__})"
+            ) from exc
+
+    def network_status(self, recent_failures: int = 10) -> NetworkStatus:
+        """Return nodes with their queues, jobs by state, and the latest failed or refused tasks."""
+        with self._tx() as s:
+            node_rows = s.scalars(sa.select(NodeRow).order_by(NodeRow.node_id)).all()
+            jobs = dict(
+                s.execute(sa.select(JobRow.state, sa.func.count()).group_by(JobRow.state)).all()
+            )
+            tasks = s.execute(
+                sa.select(
+                    TaskRow.node,
+                    TaskRow.state,
+                    sa.func.count(),
+                    sa.func.min(TaskRow.queued_at),
+                    sa.func.min(TaskRow.delivered_at),
+                ).group_by(TaskRow.node, TaskRow.state)
+            ).all()
+            failures = s.execute(
+                sa.select(TaskRow, JobRow.analysis)
+                .join(JobRow, TaskRow.job_id == JobRow.id)
+                .where(TaskRow.outcome.in_([o.value for o in FAILURE_OUTCOMES]))
+                .order_by(TaskRow.reported_at.desc(), TaskRow.task_id)
+                .limit(recent_failures)
+            ).all()
+        known = {row.node_id: row for row in node_rows}
+        counts: dict[tuple[str, TaskState], int] = {}
+        oldest: dict[tuple[str, TaskState], datetime | None] = {}
+        for node, state, count, min_queued, min_delivered in tasks:
+            key = (node, TaskState(state))
+            counts[key] = count
+            oldest[key] = _utc(min_queued if key[1] is TaskState.QUEUED else min_delivered)
+        node_ids = sorted(set(known) | {node for node, _ in counts})
+        for node in node_ids:
+            for state in TaskState:
+                counts.setdefault((node, state), 0)
+        return NetworkStatus(
+            nodes=tuple(
+                NodeQueue(
+                    node_id=node,
+                    online=bool(known[node].online) if node in known else False,
+                    last_seen=_utc(known[node].last_seen) if node in known else None,
+                    queued=counts[(node, TaskState.QUEUED)],
+                    delivered=counts[(node, TaskState.DELIVERED)],
+                    oldest_queued_at=oldest.get((node, TaskState.QUEUED)),
+                    oldest_delivered_at=oldest.get((node, TaskState.DELIVERED)),
+                )
+                for node in node_ids
+            ),
+            jobs_by_state={state: jobs.get(state.value, 0) for state in JobState},
+            tasks_by_node_state=counts,
+            recent_failures=tuple(
+                TaskFailure(
+                    task_id=task.task_id,
+                    job_id=task.job_id,
+                    node=task.node,
+                    analysis=analysis,
+                    outcome=Outcome(str(task.outcome)),  # filtered to failure outcomes
+                    error=task.error,
+                    reported_at=_utc(task.reported_at),
+                )
+                for task, analysis in failures
+            ),
+        )
 
     @staticmethod
     def _job_row(s: Session, job_id: int, lock: bool = False) -> JobRow:
@@ -254,7 +388,9 @@ def _task(row: TaskRow) -> Task:
             rules=tuple(RuleResult(r["rule"], r["passed"], r["detail"]) for r in row.rules or []),
             error=row.error,
         )
-    return Task(row.task_id, row.job_id, row.node, TaskState(row.state), output)
+    return Task(
+        row.task_id, row.job_id, row.node, TaskState(row.state), output, _utc(row.queued_at)
+    )
 
 
 def _job(row: JobRow, with_tasks: bool = True) -> Job:
@@ -270,4 +406,5 @@ def _job(row: JobRow, with_tasks: bool = True) -> Job:
         reason=row.reason,
         tasks=tuple(_task(t) for t in row.tasks) if with_tasks else (),
         combined=row.result.combined if with_tasks and row.result is not None else None,
+        decided_at=_utc(row.decided_at),
     )

@@ -34,6 +34,8 @@ class Outcome(enum.StrEnum):
     BLOCKED = "blocked"
     REFUSED = "refused"
     FAILED = "failed"
+    # Waiting for the TRE's output checker; nothing has left the agent yet.
+    HELD = "held"
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,10 @@ class NodeOutput:
 
     payload is JSON-compatible and must survive a round trip through
     google.protobuf.Struct (numbers come back as floats, keys as strings).
+
+    check() returns RELEASED, SUPPRESSED or BLOCKED. A failed rule named "review" among
+    `rules` asks the agent to hold the output for the TRE's output checker instead of
+    releasing it (the agent then reports HELD and sends the payload only once approved).
     """
 
     outcome: Outcome
@@ -112,6 +118,20 @@ class Analysis(ABC):
         self, params: Mapping[str, Any], outputs: Mapping[str, NodeOutput]
     ) -> dict[str, Any]:
         """Run at the coordinator: combine the nodes' outputs into one JSON-compatible result."""
+
+    def cohort_filter(self, params: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Return the filter selecting the records an output describes (None: every record).
+
+        The agent's differencing protection compares these cohorts between outputs. The
+        default is the validated "filter" parameter; an analysis that ignores some of the
+        filter's records (a summary ignores NULLs of its column) narrows it.
+        """
+        filter_ = self.validate(params).get("filter")
+        return dict(filter_) if filter_ is not None else None
+
+    def universe_filter(self, params: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Return the cohort filter of the same output without the researcher's filter."""
+        return self.cohort_filter({k: v for k, v in params.items() if k != "filter"})
 
     def to_frame(
         self, params: Mapping[str, Any], payload: Mapping[str, Any]

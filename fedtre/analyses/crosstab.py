@@ -4,17 +4,25 @@ Payloads (labels are strings, null is the NULL level; counts are floats after a 
 round trip and are cast back to int by combine):
 
 - node:     {"rows": col, "columns": col | null,
-             "cells": [[row_label, column_label, n | null], ...]}
-  One entry per combination present at the node; n is rounded to the policy's base and
-  null when withheld. In a one-way table ("columns": null) every column_label is null.
+             "cells": [[row_label, column_label, n | null], ...],
+             "margins": {"rows": [[label, n | null], ...],        (only with margins=true;
+                         "columns": [[label, n | null], ...],      rows/columns only in a
+                         "total": n | null}}                       two-way table)
+  One-way: one entry per level present at the node. Two-way: the full grid of the row
+  and column levels present at the node, zero cells included. n is rounded after
+  suppression and null when withheld: below the threshold, a zero cell (when zeros are
+  disclosive), or withheld by secondary suppression so that no withheld cell can be
+  recovered from the totals (fedtre.disclosure.tables). In a one-way table every
+  column_label is null.
 - combined: node shape plus
              "withheld": [[row_label, column_label, [node, ...]], ...],
              "nodes": {"included": [node, ...], "excluded": {node: outcome}}
   Included nodes are those whose outcome is RELEASED or SUPPRESSED. Cells are the union
-  over them; a cell absent at a node counts 0 there. A cell is null, never a partial
-  sum, when a node withheld it; "withheld" names those nodes. A BLOCKED node withheld
-  every cell, so then every cell is null. REFUSED and FAILED nodes are left out and
-  listed under "excluded".
+  over them; a cell absent at a node (its level does not occur there) counts 0 there. A
+  cell or total is null, never a partial sum, when a node withheld it; "withheld" names
+  those nodes. A BLOCKED node withheld every cell, so then every cell is null. REFUSED,
+  FAILED and HELD nodes are left out and listed under "excluded". Every combined value
+  is a sum of values the nodes released, so it reveals nothing a node withheld.
 
 Cells are ordered by row label, then column label: numeric labels numerically, then
 other strings, then null.
@@ -46,7 +54,7 @@ from fedtre.analyses.params import (
     schema_filter_problems,
 )
 from fedtre.analyses.pooling import as_count, as_label, as_rows, partition
-from fedtre.disclosure import rules
+from fedtre.disclosure import tables
 from fedtre.errors import InvalidRequest
 
 if TYPE_CHECKING:
@@ -56,6 +64,8 @@ if TYPE_CHECKING:
 
 _EXAMPLE = '{"rows": "sex", "columns": "smoking"}'
 Cell = tuple[str | None, str | None]
+# The label of the totals row and column in a table frame with margins.
+MARGINS_LABEL = "Total"
 
 
 def _cell_key(cell: Cell) -> tuple[Any, ...]:
@@ -73,7 +83,7 @@ class CrosstabAnalysis(Analysis):
             params,
             analysis=self.name,
             required=("rows",),
-            optional=("columns", "filter"),
+            optional=("columns", "filter", "margins"),
             example=_EXAMPLE,
         )
         rows = column_param(p, "rows", analysis=self.name, example=_EXAMPLE)
@@ -85,7 +95,15 @@ class CrosstabAnalysis(Analysis):
                 f"crosstab 'rows' and 'columns' are both {rows!r}; cross two different "
                 "columns, or leave out 'columns' for a one-way table"
             )
-        return {"rows": rows, "columns": columns, "filter": filter_param(p)}
+        margins = p.get("margins", False)
+        if margins is None:
+            margins = False
+        if not isinstance(margins, bool):
+            raise InvalidRequest(
+                "crosstab parameter 'margins' must be true or false (release the row, column "
+                'and grand totals), e.g. {"rows": "sex", "margins": true}'
+            )
+        return {"rows": rows, "columns": columns, "filter": filter_param(p), "margins": margins}
 
     def schema_problems(self, params: Mapping[str, Any], schema: DatasetSchema) -> list[str]:
         p = self.validate(params)
@@ -114,6 +132,13 @@ class CrosstabAnalysis(Analysis):
                 cell = (labels[0], labels[1] if len(names) == 2 else None)
                 # Two raw values may share a label (1 and 1.0): their counts add up.
                 cells[cell] = cells.get(cell, 0) + int(row[-1])
+        if len(names) == 2:
+            # The full grid: a combination absent here is a zero cell, judged like any cell.
+            row_levels = {r for r, _ in cells}
+            col_levels = {c for _, c in cells}
+            for r in row_levels:
+                for c in col_levels:
+                    cells.setdefault((r, c), 0)
         ordered = sorted(cells, key=_cell_key)
         return {"cells": [[r, c, cells[(r, c)]] for r, c in ordered]}
 
@@ -121,13 +146,24 @@ class CrosstabAnalysis(Analysis):
         self, params: Mapping[str, Any], raw: Mapping[str, Any], policy: DisclosurePolicy
     ) -> NodeOutput:
         p = self.validate(params)
-        cells = raw["cells"]
-        checked = rules.check_cells([int(n) for _, _, n in cells], policy)
-        released = [[r, c, v] for (r, c, _), v in zip(cells, checked.values, strict=True)]
-        if checked.outcome == Outcome.BLOCKED:
-            released = []  # nothing leaves a blocked output, not even which cells exist
-        payload = {"rows": p["rows"], "columns": p["columns"], "cells": released}
-        return NodeOutput(checked.outcome, payload, checked.rules)
+        cells = {(r, c): int(n) for r, c, n in raw["cells"]}
+        protected = tables.protect_table(cells, policy, two_way=p["columns"] is not None)
+        released: list[list[Any]] = [[r, c, protected.cells[(r, c)]] for r, c, _ in raw["cells"]]
+        payload: dict[str, Any] = {"rows": p["rows"], "columns": p["columns"], "cells": released}
+        outcome = protected.outcome
+        if outcome == Outcome.BLOCKED and p["margins"] and protected.total is not None:
+            # every cell withheld, but the totals are safe and were asked for
+            outcome = Outcome.SUPPRESSED
+        if outcome == Outcome.BLOCKED:
+            # nothing leaves a blocked output, not even which cells exist
+            payload["cells"] = []
+        elif p["margins"]:
+            margins: dict[str, Any] = {"total": protected.total}
+            if p["columns"] is not None:
+                margins["rows"] = _labelled(protected.row_totals)
+                margins["columns"] = _labelled(protected.column_totals)
+            payload["margins"] = margins
+        return NodeOutput(outcome, payload, protected.rules)
 
     def combine(
         self, params: Mapping[str, Any], outputs: Mapping[str, NodeOutput]
@@ -148,7 +184,7 @@ class CrosstabAnalysis(Analysis):
             for cell in set(totals) | set(withheld):
                 withheld.setdefault(cell, []).extend(part.blocked)
         ordered = sorted(set(totals) | set(withheld), key=_cell_key)
-        return {
+        combined: dict[str, Any] = {
             "rows": p["rows"],
             "columns": p["columns"],
             "cells": [[r, c, None if (r, c) in withheld else totals[(r, c)]] for r, c in ordered],
@@ -157,6 +193,9 @@ class CrosstabAnalysis(Analysis):
             ],
             "nodes": part.nodes,
         }
+        if p["margins"]:
+            combined["margins"] = _combine_margins(part.included, part.blocked, p)
+        return combined
 
     def to_frame(self, params: Mapping[str, Any], payload: Mapping[str, Any]) -> pd.DataFrame:
         """Return the table: one-way, index = row labels and column "n"; two-way, rows x columns.
@@ -173,18 +212,82 @@ class CrosstabAnalysis(Analysis):
         cells = as_rows(payload, "cells", 3, "(payload)")
         row_labels = sorted({r for r, _, _ in cells}, key=label_key)
         row_index = pd.Index(row_labels, dtype=object, name=p["rows"])
+        margins = payload.get("margins")
         if p["columns"] is None:
             values = {r: (np.nan if n is None else float(n)) for r, _, n in cells}
             frame = pd.DataFrame({"n": [values[r] for r in row_labels]}, index=row_index)
+            if isinstance(margins, Mapping) and row_labels:
+                total = pd.DataFrame({"n": [_nan(margins.get("total"))]}, index=[MARGINS_LABEL])
+                frame = pd.concat([frame, total])
+                frame.index.name = p["rows"]
             return frame.astype("Int64")
         col_labels = sorted({c for _, c, _ in cells}, key=label_key)
         excluded = payload.get("nodes", {}).get("excluded", {})
-        absent = np.nan if Outcome.BLOCKED.value in excluded.values() else 0.0
+        withholding = {Outcome.BLOCKED.value, Outcome.HELD.value}
+        absent = np.nan if withholding & set(excluded.values()) else 0.0
         grid = np.full((len(row_labels), len(col_labels)), absent)
         row_pos = {r: i for i, r in enumerate(row_labels)}
         col_pos = {c: j for j, c in enumerate(col_labels)}
         for r, c, n in cells:
             grid[row_pos[r], col_pos[c]] = np.nan if n is None else float(n)
         col_index = pd.Index(col_labels, dtype=object, name=p["columns"])
+        frame = pd.DataFrame(grid, index=row_index, columns=col_index)
+        if isinstance(margins, Mapping) and row_labels:
+            row_totals = {r: n for r, n in margins.get("rows") or []}
+            col_totals = {c: n for c, n in margins.get("columns") or []}
+            frame[MARGINS_LABEL] = [_nan(row_totals.get(r)) for r in row_labels]
+            bottom = [_nan(col_totals.get(c)) for c in col_labels] + [_nan(margins.get("total"))]
+            frame.loc[MARGINS_LABEL] = bottom
+            frame.index.name, frame.columns.name = p["rows"], p["columns"]
         # Nullable integers: counts print as counts, withheld cells as <NA>.
-        return pd.DataFrame(grid, index=row_index, columns=col_index).astype("Int64")
+        return frame.astype("Int64")
+
+
+def _labelled(values: Mapping[str | None, int | None]) -> list[list[Any]]:
+    return [[label, values[label]] for label in sorted(values, key=label_key)]
+
+
+def _nan(value: Any) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def _combine_margins(
+    included: Mapping[str, Mapping[str, Any]], blocked: list[str], p: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Sum the nodes' released totals; a total withheld at any node (or blocked) is null."""
+
+    def combine(entries: dict[str, list[tuple[str | None, Any]]]) -> list[list[Any]]:
+        sums: dict[str | None, int] = {}
+        missing: set[str | None] = set()
+        for node, pairs in entries.items():
+            for label, n in pairs:
+                label = as_label(label, node, "a total's label")
+                count = as_count(n, node, "a total")
+                if count is None:
+                    missing.add(label)
+                else:
+                    sums[label] = sums.get(label, 0) + count
+        labels = sorted(set(sums) | missing, key=label_key)
+        return [[lab, None if lab in missing or blocked else sums[lab]] for lab in labels]
+
+    def pairs(node: str, margins: Any, key: str) -> list[tuple[str | None, Any]]:
+        rows = margins.get(key) if isinstance(margins, Mapping) else None
+        if rows is None:
+            return []
+        return [(r[0], r[1]) for r in as_rows(margins, key, 2, node)]
+
+    result: dict[str, Any] = {}
+    totals: list[int | None] = []
+    by_node = {node: payload.get("margins") for node, payload in included.items()}
+    for node, margins in by_node.items():
+        if not isinstance(margins, Mapping):
+            totals.append(None)
+            continue
+        totals.append(as_count(margins.get("total"), node, "the grand total"))
+    result["total"] = (
+        None if blocked or not totals or None in totals else sum(t for t in totals if t is not None)
+    )
+    if p["columns"] is not None:
+        result["rows"] = combine({n: pairs(n, m, "rows") for n, m in by_node.items()})
+        result["columns"] = combine({n: pairs(n, m, "columns") for n, m in by_node.items()})
+    return result

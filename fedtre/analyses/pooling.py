@@ -30,8 +30,13 @@ class Partition:
 
     @property
     def blocked(self) -> list[str]:
-        """Nodes that withheld every value (outcome BLOCKED), sorted."""
-        return sorted(n for n, o in self.excluded.items() if o == Outcome.BLOCKED.value)
+        """Nodes that withheld every value, sorted: BLOCKED, or still HELD for review.
+
+        A job normally waits for held outputs; should one be combined while a node's
+        output is still held, that node's part is withheld like a blocked node's.
+        """
+        withholding = (Outcome.BLOCKED.value, Outcome.HELD.value)
+        return sorted(n for n, o in self.excluded.items() if o in withholding)
 
     @property
     def nodes(self) -> dict[str, Any]:

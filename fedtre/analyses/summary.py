@@ -6,22 +6,30 @@ Payloads (numbers are floats after a Struct round trip; combine casts n back to 
              "groups": [[label, n | null, mean | null, sd | null], ...]}
   n counts the non-missing values of `column`; sd is the sample sd (ddof=1), null when
   n < 2. Ungrouped ("by": null) there is one group, labelled null. A group with n below
-  the threshold is withheld whole: [label, null, null, null].
+  the threshold, or whose total is dominated (NK or p% rule), is withheld whole:
+  [label, null, null, null]; a group with n - 1 below the threshold keeps n and mean
+  and withholds sd: [label, n, mean, null].
 - combined: node shape plus
              "withheld": [[label, [node, ...]], ...],
              "nodes": {"included": [node, ...], "excluded": {node: outcome}}
   Included nodes are those whose outcome is RELEASED or SUPPRESSED. Each group is
   pooled exactly over them (Chan et al.); a group absent at a node has n = 0 there. A
   group is null when a node withheld it; a BLOCKED node withheld every group, so then
-  every group is null. REFUSED and FAILED nodes are left out, listed under "excluded".
+  every group is null. A pooled sd is null when a node withheld its sd of that group
+  (its n and mean still pool). REFUSED, FAILED and HELD nodes are left out, listed
+  under "excluded".
 
 n, mean and sd are released unrounded: pooling needs each node's exact weight n and
-moments, and rounding them would bias the pooled mean and sd. (A later rule engine
-must weigh the differencing risk of an exact n beside rounded counts.)
+moments, and rounding them would bias the pooled mean and sd. The agent's differencing
+protection covers the exact n (its cohort is the filter's records with a non-missing
+`column`). Minimum and maximum are never released.
 
-Local computation is two aggregate queries, so no row reaches Python: query 1 gives
-each group's count and mean; query 2 joins those means back to the rows (null-safe on
-the group) and sums squared deviations, the numerically stable two-pass variance.
+Local computation is three aggregate queries, so no row reaches Python: query 1 gives
+each group's count, mean and minimum; query 2 joins those means back to the rows
+(null-safe on the group) and sums squared deviations, the numerically stable two-pass
+variance; query 3 ranks values within each group (a window function) and returns each
+group's largest few, for the dominance rules. Minimum and top values never leave the
+agent.
 """
 
 from __future__ import annotations
@@ -39,7 +47,9 @@ from fedtre.analyses.base import (
     DataSource,
     NodeOutput,
     Outcome,
+    RuleResult,
 )
+from fedtre.analyses.contributors import top_values_by_group
 from fedtre.analyses.filters import compile_filter
 from fedtre.analyses.labels import category_label, label_key
 from fedtre.analyses.params import (
@@ -51,7 +61,8 @@ from fedtre.analyses.params import (
     schema_filter_problems,
 )
 from fedtre.analyses.pooling import Moments, as_count, as_float, as_label, as_rows, partition, pool
-from fedtre.disclosure import rules
+from fedtre.disclosure import distributions, dominance, rules
+from fedtre.disclosure.policy import MAX_DOMINANCE_N
 from fedtre.errors import InvalidRequest
 
 if TYPE_CHECKING:
@@ -87,6 +98,12 @@ class SummaryAnalysis(Analysis):
             )
         return {"column": column, "by": by, "filter": filter_param(p)}
 
+    def cohort_filter(self, params: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The filter's records with a non-missing `column`: the records the summary describes."""
+        p = self.validate(params)
+        present = {"col": p["column"], "op": "not_null"}
+        return present if p["filter"] is None else {"and": [p["filter"], present]}
+
     def schema_problems(self, params: Mapping[str, Any], schema: DatasetSchema) -> list[str]:
         p = self.validate(params)
         return (
@@ -108,7 +125,7 @@ class SummaryAnalysis(Analysis):
         keys = [key] if key is not None else []
 
         firsts = (
-            sa.select(*keys, sa.func.count(column), sa.func.avg(value))
+            sa.select(*keys, sa.func.count(column), sa.func.avg(value), sa.func.min(value))
             .where(*conditions)
             .group_by(*keys)
         )
@@ -129,35 +146,74 @@ class SummaryAnalysis(Analysis):
         with source.engine.connect() as conn:
             first_rows = conn.execute(firsts).all()
             m2_by_key = {tuple(row[:-1]): row[-1] for row in conn.execute(seconds)}
+            tops_by_key = top_values_by_group(conn, value, keys, conditions, limit=MAX_DOMINANCE_N)
 
         by_type = source.schema.columns.get(p["by"] or "", "")
         groups: dict[str | None, Moments] = {}
+        tops: dict[str | None, list[float]] = {}
+        minima: dict[str | None, float | None] = {}
         for row in first_rows:
-            raw_key, n, mean = tuple(row[:-2]), int(row[-2]), row[-1]
+            raw_key, n, mean, low = tuple(row[:-3]), int(row[-3]), row[-2], row[-1]
             m2 = m2_by_key.get(raw_key)
             part = Moments(n, None if mean is None else float(mean), float(m2 or 0.0))
             label = category_label(raw_key[0], by_type) if key is not None else None
             # Two raw values may share a label (1 and 1.0): pool them.
             groups[label] = pool([groups[label], part]) if label in groups else part
+            merged = tops.get(label, []) + tops_by_key.get(raw_key, [])
+            tops[label] = sorted(merged, reverse=True)[:MAX_DOMINANCE_N]
+            lows = [v for v in (minima.get(label), low) if v is not None]
+            minima[label] = float(min(lows)) if lows else None
         ordered = sorted(groups, key=label_key)
-        return {"groups": [[g, groups[g].n, groups[g].mean, groups[g].m2] for g in ordered]}
+        return {
+            "groups": [
+                [g, groups[g].n, groups[g].mean, groups[g].m2, tops[g], minima[g]] for g in ordered
+            ]
+        }
 
     def check(
         self, params: Mapping[str, Any], raw: Mapping[str, Any], policy: DisclosurePolicy
     ) -> NodeOutput:
+        """Withhold small or dominated groups whole, and sd where n - 1 is below threshold."""
         p = self.validate(params)
-        groups = [(label, Moments(int(n), mean, float(m2))) for label, n, mean, m2 in raw["groups"]]
-        checked = rules.check_group_sizes(
-            [m.n for _, m in groups], policy, column=p["column"], grouped=p["by"] is not None
-        )
-        released = [
-            [label, m.n, m.mean, m.sd] if ok else [label, None, None, None]
-            for (label, m), ok in zip(groups, checked.released, strict=True)
+        column = p["column"]
+        groups = [
+            (row[0], Moments(int(row[1]), row[2], float(row[3])), row[4], row[5])
+            for row in raw["groups"]
         ]
-        if checked.outcome == Outcome.BLOCKED:
+        sizes = rules.check_group_sizes(
+            [m.n for _, m, _, _ in groups], policy, column=column, grouped=p["by"] is not None
+        )
+        verdicts = [
+            dominance.judge_group(top, m.n * (m.mean or 0.0), low, policy)
+            for _, m, top, low in groups
+        ]
+        dominated = [v.dominated for v in verdicts]
+        t = policy.threshold
+        released: list[list[Any]] = []
+        sd_withheld = 0
+        for (label, m, _, _), big, small in zip(groups, sizes.released, dominated, strict=True):
+            if not big or small:
+                released.append([label, None, None, None])
+                continue
+            sd = m.sd
+            if sd is not None and m.n - 1 < t:
+                sd, sd_withheld = None, sd_withheld + 1
+            released.append([label, m.n, m.mean, sd])
+        checked: list[RuleResult] = list(sizes.rules)
+        checked.append(_sd_rule(sd_withheld, t, column))
+        if policy.dominance_on:
+            judged = [v for v, ok in zip(verdicts, sizes.released, strict=True) if ok]
+            checked += dominance.dominance_rules(judged, policy, what=f"the mean of {column!r}")
+        checked.append(distributions.EXTREMES_RULE)
+        shown = sum(1 for g in released if g[2] is not None)
+        withheld = len(released) - shown + sd_withheld
+        outcome = (
+            rules.outcome_for(released=shown, withheld=withheld) if released else sizes.outcome
+        )
+        if outcome == Outcome.BLOCKED:
             released = []  # nothing leaves a blocked output, not even which groups exist
-        payload = {"column": p["column"], "by": p["by"], "groups": released}
-        return NodeOutput(checked.outcome, payload, checked.rules)
+        payload = {"column": column, "by": p["by"], "groups": released}
+        return NodeOutput(outcome, payload, tuple(checked))
 
     def combine(
         self, params: Mapping[str, Any], outputs: Mapping[str, NodeOutput]
@@ -166,15 +222,19 @@ class SummaryAnalysis(Analysis):
         part = partition(outputs)
         parts: dict[str | None, list[Moments]] = {}
         withheld: dict[str | None, list[str]] = {}
+        sd_withheld: set[str | None] = set()
         for node, payload in part.included.items():
             for label, n, mean, sd in as_rows(payload, "groups", 4, node):
                 label = as_label(label, node, "a group label")
                 count = as_count(n, node, "a group n")
-                if count is None:
+                mean_f = as_float(mean, node, "a group mean")
+                if count is None or (mean_f is None and count > 0):
                     withheld.setdefault(label, []).append(node)
                     continue
-                mean_f = as_float(mean, node, "a group mean")
                 sd_f = as_float(sd, node, "a group sd")
+                if sd_f is None and count >= 2:
+                    # the node withheld this sd (n - 1 below its threshold): so is the pooled sd
+                    sd_withheld.add(label)
                 m2 = sd_f * sd_f * (count - 1) if sd_f is not None and count >= 2 else 0.0
                 parts.setdefault(label, []).append(Moments(count, mean_f, m2))
         if part.blocked:
@@ -186,7 +246,8 @@ class SummaryAnalysis(Analysis):
                 result_groups.append([label, None, None, None])
             else:
                 pooled = pool(parts[label])
-                result_groups.append([label, pooled.n, pooled.mean, pooled.sd])
+                sd = None if label in sd_withheld else pooled.sd
+                result_groups.append([label, pooled.n, pooled.mean, sd])
         return {
             "column": p["column"],
             "by": p["by"],
@@ -217,3 +278,16 @@ class SummaryAnalysis(Analysis):
 
         frame = pd.DataFrame({"n": column(1), "mean": column(2), "sd": column(3)}, index=index)
         return frame.astype({"n": "Int64"})
+
+
+def _sd_rule(withheld: int, t: int, column: str) -> RuleResult:
+    if withheld:
+        return RuleResult(
+            rules.SD_THRESHOLD,
+            False,
+            f"{withheld} {'group has' if withheld == 1 else 'groups have'} n - 1 below {t}; "
+            f"the standard deviation of {column!r} is withheld there (n and mean are released)",
+        )
+    return RuleResult(
+        rules.SD_THRESHOLD, True, f"every released standard deviation rests on n - 1 >= {t}"
+    )

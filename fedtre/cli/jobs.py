@@ -50,6 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
     listing = jobs_sub.add_parser("list", help="list recent jobs")
     listing.add_argument("--state", help="only jobs in this state, e.g. pending_approval")
+    listing.add_argument("--project", help="only jobs of this project")
+    listing.add_argument("--node", help="only jobs addressed to this node")
     listing.add_argument("--limit", type=int, default=50)
     add_connection_flags(listing)
     listing.set_defaults(func=_jobs_list)
@@ -148,6 +150,13 @@ def _submit(args: argparse.Namespace) -> int:
 def _progress(status: JobStatus) -> None:
     total = len(status.nodes)
     line = f"job {status.id}: {status.state.replace('_', ' ')}, {status.done_count}/{total} nodes answered"
+    if status.held_count:
+        line += f", {status.held_count} held for review by the TRE's output checker"
+    if status.state == "pending_approval":
+        line = (
+            f"job {status.id}: awaiting approval by an admin "
+            f"(Ctrl-C stops waiting; the job stays submitted: `fedtre result {status.id} --wait`)"
+        )
     if sys.stderr.isatty():
         end = "\n" if status.finished else ""
         print(f"\r\033[K{line}", end=end, file=sys.stderr, flush=True)
@@ -159,6 +168,7 @@ def _status_row(job: JobStatus) -> list[Any]:
     return [
         job.id,
         job.state,
+        job.project,
         job.analysis,
         job.dataset,
         ",".join(job.nodes),
@@ -184,14 +194,23 @@ def _job_json(job: JobStatus) -> dict[str, Any]:
 
 def _jobs_list(args: argparse.Namespace) -> int:
     with connect(args) as client:
-        jobs = client.jobs(state=args.state, limit=args.limit)
+        jobs = client.jobs(state=args.state, limit=args.limit, project=args.project, node=args.node)
     if args.json:
         print_json([_job_json(j) for j in jobs])
     elif not jobs:
         print("no jobs")
     else:
         print_table(
-            ["id", "state", "analysis", "dataset", "nodes", "submitted by", "created (UTC)"],
+            [
+                "id",
+                "state",
+                "project",
+                "analysis",
+                "dataset",
+                "nodes",
+                "submitted by",
+                "created (UTC)",
+            ],
             [_status_row(j) for j in jobs],
         )
     return 0

@@ -10,7 +10,7 @@ from fedtre.errors import FedtreError
 
 # Each module adds its sub-commands through register(subparsers); a handler takes the
 # parsed args and returns the process exit code.
-_COMMAND_MODULES: tuple[str, ...] = ("network", "synth", "services", "jobs", "demo")
+_COMMAND_MODULES: tuple[str, ...] = ("network", "synth", "services", "jobs", "status", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +33,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FedtreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except TimeoutError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # Output piped into e.g. `head`, which stopped reading: not an error of ours.
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

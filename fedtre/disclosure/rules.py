@@ -4,10 +4,13 @@ Conventions every analysis follows:
 
 - A count below `policy.threshold` is withheld: its value is replaced by None and the
   "threshold" rule fails with a detail that never states the withheld value.
-- A released count is rounded to the nearest multiple of `policy.rounding_base`; an exact
-  half rounds up (base 10: 15 -> 20, 14 -> 10). Base 1 releases counts exactly.
+- Released counts are rounded after suppression (suppression decides on exact counts).
+  "nearest": to the nearest multiple of `policy.rounding_base`, an exact half rounding up
+  (base 10: 15 -> 20, 14 -> 10); base 1 releases counts exactly. "midpoint": bins of width
+  rounding_base released as their midpoint (base 6: 0 -> 0, 1-6 -> 3, 7-12 -> 9).
 - Outcome: nothing withheld -> RELEASED; some values withheld -> SUPPRESSED; nothing
   left to release -> BLOCKED.
+- A failed "review" rule holds the output for the TRE's output checker (see needs_review).
 
 The analyses import this module rather than names from it (`from fedtre.disclosure
 import rules`) because it imports fedtre.analyses.base, whose package imports them.
@@ -23,6 +26,25 @@ from fedtre.disclosure.policy import DisclosurePolicy
 
 THRESHOLD = "threshold"
 ROUNDING = "rounding"
+ZERO_CELLS = "zero_cells"
+SECONDARY = "secondary_suppression"
+NK_DOMINANCE = "nk_dominance"
+P_PERCENT = "p_percent"
+SD_THRESHOLD = "sd_threshold"
+EXTREMES = "extremes"
+COHORT_SIZE = "cohort_size"
+DIFFERENCING = "differencing"
+REVIEW = "review"
+RESIDUAL_DF = "residual_df"
+PARAMETERS = "parameters"
+LEVEL_COUNTS = "level_counts"
+SURVIVAL = "survival_threshold"
+QUANTILE = "quantile_position"
+
+
+def needs_review(rules: Sequence[RuleResult]) -> bool:
+    """Return True when a failed "review" rule asks for the TRE's output checker."""
+    return any(r.rule == REVIEW and not r.passed for r in rules)
 
 
 def meets_threshold(n: int, policy: DisclosurePolicy) -> bool:
@@ -38,11 +60,28 @@ def round_count(n: int, base: int) -> int:
     return (2 * n + base) // (2 * base) * base
 
 
+def round_midpoint(n: int, base: int) -> int:
+    """Return n as the midpoint of its bin of width base: 0 -> 0, 1..base -> base/2, ...
+
+    base must be even (base 6 is "midpoint-6": 1-6 -> 3, 7-12 -> 9, 13-18 -> 15).
+    """
+    if n <= 0:
+        return 0
+    return -(-n // base) * base - base // 2
+
+
+def apply_rounding(n: int, policy: DisclosurePolicy) -> int:
+    """Return a count rounded by the policy's scheme (the threshold is not applied here)."""
+    if policy.rounding == "midpoint":
+        return round_midpoint(n, policy.rounding_base)
+    return round_count(n, policy.rounding_base)
+
+
 def release_count(n: int, policy: DisclosurePolicy) -> int | None:
     """Return the count as it may be released (rounded), or None when it is withheld."""
     if not meets_threshold(n, policy):
         return None
-    return round_count(n, policy.rounding_base)
+    return apply_rounding(n, policy)
 
 
 def outcome_for(*, released: int, withheld: int) -> Outcome:
@@ -57,6 +96,13 @@ def outcome_for(*, released: int, withheld: int) -> Outcome:
 def rounding_result(policy: DisclosurePolicy) -> RuleResult:
     """Return the rounding rule as applied to released counts."""
     base = policy.rounding_base
+    if policy.rounding == "midpoint":
+        return RuleResult(
+            ROUNDING,
+            True,
+            f"counts are released as the midpoint of their bin of width {base} "
+            f"(1-{base} -> {base // 2}, {base + 1}-{2 * base} -> {base + base // 2}, ...)",
+        )
     if base == 1:
         return RuleResult(ROUNDING, True, "counts are released exactly (rounding base 1)")
     return RuleResult(

@@ -29,7 +29,10 @@ DEFAULT_CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
 # The server must accept the clients' pings: by default it treats pings more often than
 # every 5 minutes as abuse and closes the connection (GOAWAY too_many_pings). 20 s stays
 # below the clients' 30 s interval. The server pings too, to drop agents that vanished.
+# so_reuseport off: gRPC enables it by default, which lets a second coordinator bind the
+# same port silently and share the agents with the first.
 DEFAULT_SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.so_reuseport", 0),
     ("grpc.http2.min_ping_interval_without_data_ms", 20_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.keepalive_time_ms", 60_000),

@@ -15,12 +15,14 @@ class Outcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OUTCOME_BLOCKED: _ClassVar[Outcome]
     OUTCOME_REFUSED: _ClassVar[Outcome]
     OUTCOME_FAILED: _ClassVar[Outcome]
+    OUTCOME_HELD: _ClassVar[Outcome]
 OUTCOME_UNSPECIFIED: Outcome
 OUTCOME_RELEASED: Outcome
 OUTCOME_SUPPRESSED: Outcome
 OUTCOME_BLOCKED: Outcome
 OUTCOME_REFUSED: Outcome
 OUTCOME_FAILED: Outcome
+OUTCOME_HELD: Outcome
 
 class ColumnSpec(_message.Message):
     __slots__ = ("name", "type")

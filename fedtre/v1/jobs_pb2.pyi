@@ -133,12 +133,16 @@ class GetJobResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
-    __slots__ = ("state", "limit")
+    __slots__ = ("state", "limit", "project", "node")
     STATE_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
     state: JobState
     limit: int
-    def __init__(self, state: _Optional[_Union[JobState, str]] = ..., limit: _Optional[int] = ...) -> None: ...
+    project: str
+    node: str
+    def __init__(self, state: _Optional[_Union[JobState, str]] = ..., limit: _Optional[int] = ..., project: _Optional[str] = ..., node: _Optional[str] = ...) -> None: ...
 
 class ListJobsResponse(_message.Message):
     __slots__ = ("jobs",)
@@ -195,3 +199,63 @@ class ListNodesResponse(_message.Message):
     NODES_FIELD_NUMBER: _ClassVar[int]
     nodes: _containers.RepeatedCompositeFieldContainer[NodeInfo]
     def __init__(self, nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ...) -> None: ...
+
+class GetNetworkStatusRequest(_message.Message):
+    __slots__ = ("recent_failures",)
+    RECENT_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    recent_failures: int
+    def __init__(self, recent_failures: _Optional[int] = ...) -> None: ...
+
+class NodeQueue(_message.Message):
+    __slots__ = ("node_id", "online", "last_seen", "queued", "delivered", "oldest_queued_at", "oldest_delivered_at")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ONLINE_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    DELIVERED_FIELD_NUMBER: _ClassVar[int]
+    OLDEST_QUEUED_AT_FIELD_NUMBER: _ClassVar[int]
+    OLDEST_DELIVERED_AT_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    online: bool
+    last_seen: _timestamp_pb2.Timestamp
+    queued: int
+    delivered: int
+    oldest_queued_at: _timestamp_pb2.Timestamp
+    oldest_delivered_at: _timestamp_pb2.Timestamp
+    def __init__(self, node_id: _Optional[str] = ..., online: _Optional[bool] = ..., last_seen: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., queued: _Optional[int] = ..., delivered: _Optional[int] = ..., oldest_queued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., oldest_delivered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class JobStateCount(_message.Message):
+    __slots__ = ("state", "count")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    state: JobState
+    count: int
+    def __init__(self, state: _Optional[_Union[JobState, str]] = ..., count: _Optional[int] = ...) -> None: ...
+
+class TaskFailure(_message.Message):
+    __slots__ = ("task_id", "job_id", "node", "analysis", "outcome", "error", "reported_at")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    ANALYSIS_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    REPORTED_AT_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    job_id: int
+    node: str
+    analysis: str
+    outcome: _common_pb2.Outcome
+    error: str
+    reported_at: _timestamp_pb2.Timestamp
+    def __init__(self, task_id: _Optional[str] = ..., job_id: _Optional[int] = ..., node: _Optional[str] = ..., analysis: _Optional[str] = ..., outcome: _Optional[_Union[_common_pb2.Outcome, str]] = ..., error: _Optional[str] = ..., reported_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GetNetworkStatusResponse(_message.Message):
+    __slots__ = ("nodes", "jobs", "recent_failures")
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    RECENT_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    nodes: _containers.RepeatedCompositeFieldContainer[NodeQueue]
+    jobs: _containers.RepeatedCompositeFieldContainer[JobStateCount]
+    recent_failures: _containers.RepeatedCompositeFieldContainer[TaskFailure]
+    def __init__(self, nodes: _Optional[_Iterable[_Union[NodeQueue, _Mapping]]] = ..., jobs: _Optional[_Iterable[_Union[JobStateCount, _Mapping]]] = ..., recent_failures: _Optional[_Iterable[_Union[TaskFailure, _Mapping]]] = ...) -> None: ...

@@ -64,6 +64,11 @@ class JobServiceStub:
                 request_serializer=fedtre_dot_v1_dot_jobs__pb2.ListNodesRequest.SerializeToString,
                 response_deserializer=fedtre_dot_v1_dot_jobs__pb2.ListNodesResponse.FromString,
                 _registered_method=True)
+        self.GetNetworkStatus = channel.unary_unary(
+                '/fedtre.v1.JobService/GetNetworkStatus',
+                request_serializer=fedtre_dot_v1_dot_jobs__pb2.GetNetworkStatusRequest.SerializeToString,
+                response_deserializer=fedtre_dot_v1_dot_jobs__pb2.GetNetworkStatusResponse.FromString,
+                _registered_method=True)
 
 
 class JobServiceServicer:
@@ -109,6 +114,13 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetNetworkStatus(self, request, context):
+        """Admin only: nodes online/offline with their queues, jobs by state, recent failures.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -141,6 +153,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.ListNodes,
                     request_deserializer=fedtre_dot_v1_dot_jobs__pb2.ListNodesRequest.FromString,
                     response_serializer=fedtre_dot_v1_dot_jobs__pb2.ListNodesResponse.SerializeToString,
+            ),
+            'GetNetworkStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetNetworkStatus,
+                    request_deserializer=fedtre_dot_v1_dot_jobs__pb2.GetNetworkStatusRequest.FromString,
+                    response_serializer=fedtre_dot_v1_dot_jobs__pb2.GetNetworkStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -305,6 +322,33 @@ class JobService:
             '/fedtre.v1.JobService/ListNodes',
             fedtre_dot_v1_dot_jobs__pb2.ListNodesRequest.SerializeToString,
             fedtre_dot_v1_dot_jobs__pb2.ListNodesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetNetworkStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedtre.v1.JobService/GetNetworkStatus',
+            fedtre_dot_v1_dot_jobs__pb2.GetNetworkStatusRequest.SerializeToString,
+            fedtre_dot_v1_dot_jobs__pb2.GetNetworkStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

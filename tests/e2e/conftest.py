@@ -50,7 +50,7 @@ def parts(pooled: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 @pytest.fixture(scope="module")
 def permissive_network(parts, tmp_path_factory):
-    """Thresholds off (0, rounding 1): federated answers must equal pooled ones exactly.
+    """Every disclosure rule off: federated answers must equal pooled ones exactly.
 
     tre-a's data is a DataFrame (SQLite), tre-b's a CSV file, tre-c's a SQLite file.
     """
@@ -69,5 +69,12 @@ def permissive_network(parts, tmp_path_factory):
         "tre-b": {"cohort": csv_path},
         "tre-c": {"cohort": sqlite_path},
     }
-    with LocalNetwork(data, policy={"threshold": 0, "rounding_base": 1}) as net:
+    exact = {
+        "threshold": 0,
+        "rounding_base": 1,
+        "zeros_disclosive": False,
+        "dominance_n": 0,
+        "p_percent": 0,
+    }
+    with LocalNetwork(data, policy=exact) as net:
         yield net

@@ -135,3 +135,25 @@ def test_rejected_job_never_reaches_an_agent(network):
     assert status.state == "rejected"
     assert status.reason == "outside the project's scope"
     assert status.tasks == {}
+
+
+def test_a_researcher_cannot_see_another_researchers_job(network):
+    from fedtre.client import Client
+    from fedtre.identity.ca import issue_user
+
+    bundle = issue_user(network.pki, "bob", "researcher")
+    with (
+        network.client() as alice,
+        Client(network.address, bundle) as bob,
+        network.client("admin") as admin,
+    ):
+        job_id = alice.submit("count", dataset="cohort").id
+        with pytest.raises(NotFound, match=f"no job {job_id}"):
+            bob.job(job_id)
+        assert admin.job(job_id).submitted_by == "researcher"
+        assert alice.job(job_id).id == job_id
+
+
+def test_a_bad_project_name_is_refused(network):
+    with network.client() as client, pytest.raises(InvalidRequest, match="project name"):
+        client.submit("count", dataset="cohort", project="x" * 100)

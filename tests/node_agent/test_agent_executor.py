@@ -61,8 +61,11 @@ def test_task_runs_and_its_checked_output_is_recorded(
 
     output = executor.run(task(params={"columns": ["bmi"]}))
 
-    # 20 rows have a bmi; rounded to base 5
-    assert output == NodeOutput(Outcome.RELEASED, {"n": 20}, (RuleResult("threshold", True, ""),))
+    # 20 rows have a bmi; rounded to base 5. Around the analysis's own rules, the agent
+    # adds its cohort rules: the cohort's size first, differencing once the output passed.
+    assert (output.outcome, output.payload) == (Outcome.RELEASED, {"n": 20})
+    assert [r.rule for r in output.rules] == ["cohort_size", "threshold", "differencing"]
+    assert all(r.passed for r in output.rules)
     assert state.stored_result("t-1") == output
     assert state.released_count() == 1
 
@@ -148,6 +151,12 @@ class Exploding:
 
     def schema_problems(self, params: Mapping[str, Any], schema: Any) -> list[str]:
         return []
+
+    def cohort_filter(self, params: Mapping[str, Any]) -> None:
+        return None
+
+    def universe_filter(self, params: Mapping[str, Any]) -> None:
+        return None
 
     def compute(self, params: Mapping[str, Any], source: DataSource) -> dict[str, Any]:
         raise self.error

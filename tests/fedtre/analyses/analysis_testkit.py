@@ -32,7 +32,10 @@ SCHEMA = DatasetSchema(
     },
 )
 
-EXACT = DisclosurePolicy(threshold=0, rounding_base=1)
+# Every rule off, so federated results can be compared with pooled ones exactly.
+EXACT = DisclosurePolicy(
+    threshold=0, rounding_base=1, zeros_disclosive=False, dominance_n=0, p_percent=0
+)
 
 
 def cohort(n: int, seed: int) -> pd.DataFrame:

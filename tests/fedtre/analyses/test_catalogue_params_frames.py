@@ -63,6 +63,7 @@ def test_validate_fills_optional_params() -> None:
         "rows": "sex",
         "columns": None,
         "filter": None,
+        "margins": False,
     }
     assert get_analysis("summary").validate({"column": "bmi", "by": None}) == {
         "column": "bmi",

@@ -1,0 +1,176 @@
+"""Dominance (NK, p%), the sd rule and negative values, alone and in the summary analysis."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from fedtre.analyses import DatasetSchema, DataSource, Outcome, get_analysis
+from fedtre.disclosure import DisclosurePolicy
+from fedtre.disclosure.dominance import judge_group, nk_dominated, p_percent_unsafe
+from fedtre.disclosure.rules import needs_review
+
+POLICY = DisclosurePolicy()  # NK 2/90, p 10%, threshold 10
+
+
+# ----------------------------------------------------------------------------- rules
+
+
+@pytest.mark.parametrize(
+    ("top", "total", "dominated"),
+    [
+        ([50.0, 39.9], 100.0, False),  # 89.9%: just safe
+        ([50.0, 40.0], 100.0, True),  # exactly 90%: fails ("reaches")
+        ([50.0, 40.1], 100.0, True),
+        ([0.0, 0.0], 0.0, True),  # a total of 0 reveals every value
+    ],
+)
+def test_nk_rule_fails_when_the_top_two_reach_90_percent(
+    top: list[float], total: float, dominated: bool
+) -> None:
+    assert nk_dominated(top, total, 2, 90) is dominated
+
+
+def test_nk_rule_with_n_3_counts_three_contributors() -> None:
+    assert not nk_dominated([40.0, 30.0, 19.0], 100.0, 2, 90)
+    assert nk_dominated([40.0, 30.0, 20.0], 100.0, 3, 90)
+    assert not nk_dominated([100.0], 100.0, 0, 90)  # n = 0: rule off
+
+
+@pytest.mark.parametrize(
+    ("top", "total", "unsafe"),
+    [
+        ([50.0, 30.0], 85.0, False),  # remainder 5 = 10% of 50: just safe
+        ([50.0, 30.0], 84.9, True),  # remainder 4.9 < 5
+        ([50.0], 50.0, True),  # one contributor: remainder 0
+    ],
+)
+def test_p_percent_rule(top: list[float], total: float, unsafe: bool) -> None:
+    assert p_percent_unsafe(top, total, 10) is unsafe
+    assert not p_percent_unsafe(top, total, 0)  # p = 0: rule off
+
+
+def test_negative_values_send_the_group_to_review_not_to_a_verdict() -> None:
+    verdict = judge_group([50.0, 40.0], 100.0, -3.0, POLICY)
+    assert verdict.has_negative and not verdict.dominated
+
+
+# ----------------------------------------------------------------------------- summary
+
+SCHEMA = DatasetSchema("firms", {"sector": "string", "income": "float"})
+
+
+def make_source(tmp_path: Path, frame: pd.DataFrame) -> DataSource:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'firms.db'}")
+    frame.to_sql("firms", engine, index=False)
+    table = sa.Table("firms", sa.MetaData(), autoload_with=engine)
+    return DataSource(engine, table, SCHEMA)
+
+
+def summarise(source: DataSource, policy: DisclosurePolicy = POLICY, **params: Any) -> Any:
+    analysis = get_analysis("summary")
+    p = {"column": "income", "by": "sector", **params}
+    return analysis.check(p, analysis.compute(p, source), policy)
+
+
+@pytest.fixture
+def firms(tmp_path: Path) -> DataSource:
+    rng = np.random.default_rng(3)
+    # "even": 30 similar incomes; "giant": 20 incomes, two of which are 95% of the total;
+    # "p": 12 incomes, the largest estimable by the second to within 10%
+    even = rng.uniform(90, 110, 30)
+    giant = np.concatenate([[5000.0, 4500.0], np.full(18, 25.0)])  # top two = 95.5%
+    p_case = np.concatenate([[1000.0, 850.0], np.full(10, 5.0)])  # remainder 50 < 100
+    frame = pd.DataFrame(
+        {
+            "sector": ["even"] * 30 + ["giant"] * 20 + ["p"] * 12,
+            "income": np.concatenate([even, giant, p_case]),
+        }
+    )
+    source = make_source(tmp_path, frame)
+    yield source
+    source.engine.dispose()
+
+
+def test_dominated_groups_are_withheld_whole_and_the_rest_released(firms: DataSource) -> None:
+    output = summarise(firms)
+
+    groups = {g: rest for g, *rest in output.payload["groups"]}
+    assert groups["giant"] == [None, None, None]
+    assert groups["p"] == [None, None, None]
+    assert groups["even"][0] == 30 and groups["even"][1] is not None
+    assert output.outcome is Outcome.SUPPRESSED
+    failed = {r.rule for r in output.rules if not r.passed}
+    assert failed == {"nk_dominance", "p_percent"}
+    # the largest contributions never leave the agent
+    text = repr(output.payload) + repr(output.rules)
+    assert "5000" not in text and "4500" not in text
+
+
+def test_dominance_can_be_turned_off_by_a_rehearsal_policy(firms: DataSource) -> None:
+    output = summarise(firms, DisclosurePolicy(dominance_n=0, p_percent=0))
+    assert output.outcome is Outcome.RELEASED
+    assert not any(r.rule in ("nk_dominance", "p_percent") for r in output.rules)
+
+
+def test_top_contributors_are_computed_per_group_in_sql(firms: DataSource) -> None:
+    raw = get_analysis("summary").compute({"column": "income", "by": "sector"}, firms)
+    by_group = {g[0]: g for g in raw["groups"]}
+    assert by_group["giant"][4][:3] == [5000.0, 4500.0, 25.0]
+    assert by_group["p"][5] == 5.0  # the minimum, for the negative-value check
+
+
+def test_a_mean_needs_n_at_threshold_and_an_sd_needs_n_minus_1(tmp_path: Path) -> None:
+    frame = pd.DataFrame(
+        {
+            "sector": ["ten"] * 10 + ["eleven"] * 11 + ["nine"] * 9,
+            "income": np.linspace(100, 130, 30),
+        }
+    )
+    source = make_source(tmp_path, frame)
+    output = summarise(source)
+    source.engine.dispose()
+
+    groups = {g: rest for g, *rest in output.payload["groups"]}
+    assert groups["nine"] == [None, None, None]  # n = 9 < 10: nothing
+    assert groups["ten"][:2] == [10, pytest.approx(frame.income[:10].mean())]
+    assert groups["ten"][2] is None  # n - 1 = 9 < 10: sd withheld
+    assert groups["eleven"][2] == pytest.approx(frame.income[10:21].std(ddof=1))
+    sd_rule = next(r for r in output.rules if r.rule == "sd_threshold")
+    assert not sd_rule.passed and "1 group has n - 1 below 10" in sd_rule.detail
+    assert any(r.rule == "extremes" and r.passed for r in output.rules)
+
+
+def test_negative_values_hold_the_output_for_review(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"sector": ["a"] * 20, "income": np.r_[-5.0, np.full(19, 40.0)]})
+    source = make_source(tmp_path, frame)
+    output = summarise(source)
+    source.engine.dispose()
+
+    assert output.outcome is Outcome.RELEASED  # the payload is what would leave...
+    assert needs_review(output.rules)  # ...once the output checker approves it
+    review = next(r for r in output.rules if r.rule == "review")
+    assert "negative values" in review.detail
+
+
+def test_combined_sd_is_withheld_where_a_node_withheld_its_sd() -> None:
+    from fedtre.analyses.base import NodeOutput
+
+    analysis = get_analysis("summary")
+    params = {"column": "income", "by": None}
+    outputs = {
+        "a": NodeOutput(
+            Outcome.SUPPRESSED, {"column": "income", "by": None, "groups": [[None, 10, 50.0, None]]}
+        ),
+        "b": NodeOutput(
+            Outcome.RELEASED, {"column": "income", "by": None, "groups": [[None, 30, 60.0, 5.0]]}
+        ),
+    }
+    combined = analysis.combine(params, outputs)
+    [[_, n, mean, sd]] = combined["groups"]
+    assert (n, mean, sd) == (40, pytest.approx(57.5), None)

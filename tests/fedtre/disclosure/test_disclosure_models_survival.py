@@ -1,0 +1,127 @@
+"""Rules for the analyses still to come: models, survival tables, quantiles and histograms."""
+
+from __future__ import annotations
+
+import pytest
+
+from fedtre.analyses import Outcome
+from fedtre.disclosure import DisclosurePolicy
+from fedtre.disclosure.distributions import (
+    check_bins,
+    outer_edges,
+    quantile_is_safe,
+    quantile_rule,
+)
+from fedtre.disclosure.models import check_model
+from fedtre.disclosure.survival import protect_survival_table
+
+POLICY = DisclosurePolicy()
+
+
+def levels(**counts: dict[str | None, int]) -> dict[str, dict[str | None, int]]:
+    return dict(counts)
+
+
+# ----------------------------------------------------------------------------- models
+
+
+@pytest.mark.parametrize(
+    ("records", "parameters", "passed"),
+    [(40, 13, True), (39, 14, False), (30, 10, True), (30, 11, False)],
+)
+def test_parameters_at_most_a_third_of_records(records: int, parameters: int, passed: bool) -> None:
+    checked = check_model(records=records, parameters=parameters, levels={}, policy=POLICY)
+    rule = next(r for r in checked.rules if r.rule == "parameters")
+    assert rule.passed is passed
+
+
+@pytest.mark.parametrize(("records", "passed"), [(14, True), (13, False)])
+def test_residual_degrees_of_freedom_at_least_10(records: int, passed: bool) -> None:
+    # 4 parameters: 14 - 4 = 10 residual df passes, 13 - 4 = 9 fails
+    strict = DisclosurePolicy(min_residual_df=10)
+    checked = check_model(records=records, parameters=4, levels={}, policy=strict)
+    rule = next(r for r in checked.rules if r.rule == "residual_df")
+    assert rule.passed is passed
+
+
+def test_every_level_of_the_outcome_and_covariates_needs_threshold_records() -> None:
+    ok = check_model(
+        records=200,
+        parameters=4,
+        levels=levels(died={"0": 150, "1": 50}, sex={"F": 100, "M": 100}),
+        policy=POLICY,
+    )
+    assert ok.passed
+
+    rare = check_model(
+        records=200,
+        parameters=4,
+        levels=levels(died={"0": 191, "1": 9}, sex={"F": 100, "M": 100}),
+        policy=POLICY,
+    )
+    assert not rare.passed
+    rule = next(r for r in rare.rules if r.rule == "level_counts")
+    assert "died = 1" in rule.detail and "9" not in rule.detail.replace("died = 1", "")
+
+
+# ----------------------------------------------------------------------------- survival
+
+
+def test_survival_rows_are_merged_until_every_count_is_safe() -> None:
+    rows = [(1.0, 4, 0), (2.0, 7, 0), (3.0, 12, 0), (5.0, 3, 10), (8.0, 9, 0), (9.0, 20, 5)]
+    protected = protect_survival_table(rows, POLICY)
+
+    assert protected.outcome is Outcome.SUPPRESSED  # times were grouped
+    for interval in protected.intervals:
+        assert interval.at_risk >= 10 and interval.events >= 10
+        assert interval.censored == 0 or interval.censored >= 10
+    assert sum(i.events + i.censored for i in protected.intervals) == 70
+    assert protected.intervals[0].at_risk == 70
+
+
+def test_a_survival_table_that_is_safe_as_it_stands_is_released_unchanged() -> None:
+    rows = [(1.0, 10, 0), (2.0, 15, 10), (4.0, 12, 0)]
+    protected = protect_survival_table(rows, POLICY)
+    assert protected.outcome is Outcome.RELEASED
+    assert [i.events for i in protected.intervals] == [10, 15, 12]
+
+
+def test_a_small_survival_table_is_withheld() -> None:
+    protected = protect_survival_table([(1.0, 4, 1), (2.0, 3, 0)], POLICY)
+    assert protected.outcome is Outcome.BLOCKED and protected.intervals == ()
+
+
+# ----------------------------------------------------------------------------- distributions
+
+
+@pytest.mark.parametrize(
+    ("q", "n", "safe"),
+    [
+        (0.5, 19, True),  # the 10th of 19 values: 10 at or below, 10 at or above
+        (0.5, 18, False),  # between the 9th and 10th: only 9 at or below the 9th
+        (0.5, 20, True),
+        (0.0, 100, False),  # the minimum
+        (1.0, 100, False),  # the maximum
+        (0.1, 101, True),
+        (0.05, 100, False),
+    ],
+)
+def test_quantiles_need_threshold_values_on_each_side(q: float, n: int, safe: bool) -> None:
+    assert quantile_is_safe(q, n, POLICY) is safe
+
+
+def test_quantile_rule_names_the_unsafe_quantiles() -> None:
+    rule = quantile_rule([0.05, 0.5], 100, POLICY)
+    assert not rule.passed and "0.05" in rule.detail and "0.5," not in rule.detail
+
+
+def test_histogram_bins_hold_zero_or_at_least_threshold() -> None:
+    safe, rule = check_bins([0, 10, 9, 25], POLICY)
+    assert safe == [True, True, False, True]
+    assert not rule.passed and "1 of 4 bins" in rule.detail
+
+
+def test_histogram_edges_are_rounded_outward_beyond_the_data() -> None:
+    low, high = outer_edges(17.3, 88.0, 5.0)
+    assert (low, high) == (15.0, 90.0)
+    assert outer_edges(15.0, 90.0, 5.0)[1] == 95.0  # never the exact maximum

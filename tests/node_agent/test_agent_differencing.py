@@ -1,0 +1,209 @@
+"""Differencing attacks against a real agent executor: blocked, remembered per project."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from fedtre.analyses import DataSource, Outcome, get_analysis
+from fedtre.disclosure import DisclosurePolicy
+from node_agent.executor import Executor, TaskSpec
+from node_agent.policy import LocalPolicy
+from node_agent.sources.sql import open_sql_source
+from node_agent.state import AgentState
+
+COLUMNS = {"age": "integer", "sex": "string", "bmi": "float"}
+_ids = itertools.count(1)
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Iterator[DataSource]:
+    # 100 people aged 20..69 (two of each age, F and M); bmi missing for 12 of them.
+    # The only 45-year-old woman is person p050.
+    rows = []
+    for i in range(100):
+        age, sex = 20 + i // 2, "F" if i % 2 == 0 else "M"
+        rows.append(
+            {
+                "pid": f"p{i:03d}",
+                "age": age,
+                "sex": sex,
+                "bmi": None if i % 8 == 3 else 20.0 + i % 13,
+            }
+        )
+    path = tmp_path / "cohort.db"
+    engine = sa.create_engine(f"sqlite:///{path}")
+    pd.DataFrame(rows).to_sql("cohort", engine, index=False)
+    engine.dispose()
+    s = open_sql_source("cohort", f"sqlite:///{path}", "cohort", COLUMNS)
+    yield s
+    s.engine.dispose()
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Iterator[AgentState]:
+    with AgentState(tmp_path / "state.sqlite") as s:
+        yield s
+
+
+def executor(source: DataSource, state: AgentState, *, key: str | None = None) -> Executor:
+    policy = LocalPolicy(
+        node_id="tre-a",
+        analyses={n: get_analysis(n) for n in ("count", "crosstab", "summary")},
+        disclosure=DisclosurePolicy(threshold=10, rounding_base=5),
+        datasets={"cohort": source.schema},
+        keys={"cohort": key} if key else {},
+    )
+    return Executor(policy, {"cohort": source}, state)
+
+
+def ask(ex: Executor, analysis: str, project: str = "p1", **params: Any) -> Any:
+    task = TaskSpec(
+        task_id=f"t-{next(_ids)}",
+        job_id=1,
+        node="tre-a",
+        analysis=analysis,
+        dataset="cohort",
+        params=params,
+        project=project,
+    )
+    return ex.run(task)
+
+
+OLDER = {"col": "age", "op": ">=", "value": 40}
+# everyone aged 40+ except the only 45-year-old woman
+OLDER_BUT_ONE = {
+    "and": [
+        OLDER,
+        {
+            "not": {
+                "and": [
+                    {"col": "age", "op": "==", "value": 45},
+                    {"col": "sex", "op": "==", "value": "F"},
+                ]
+            }
+        },
+    ]
+}
+
+
+def failed(output: Any) -> set[str]:
+    return {r.rule for r in output.rules if not r.passed}
+
+
+@pytest.mark.parametrize("key", [None, "pid"], ids=["by-values", "by-key"])
+def test_two_filters_differing_by_one_person_block_the_second(
+    source: DataSource, state: AgentState, key: str | None
+) -> None:
+    ex = executor(source, state, key=key)
+    first = ask(ex, "count", filter=OLDER)
+    assert first.outcome is Outcome.RELEASED
+
+    second = ask(ex, "count", filter=OLDER_BUT_ONE)
+
+    assert second.outcome is Outcome.BLOCKED
+    assert second.payload == {}
+    assert failed(second) == {"differencing"}
+    assert state.released_count() == 1
+
+
+def test_the_order_does_not_matter(source: DataSource, state: AgentState) -> None:
+    ex = executor(source, state)
+    assert ask(ex, "count", filter=OLDER_BUT_ONE).outcome is Outcome.RELEASED
+    assert ask(ex, "crosstab", rows="sex", filter=OLDER).outcome is Outcome.BLOCKED
+
+
+def test_the_complement_attack_is_blocked_before_anything_is_computed(
+    source: DataSource, state: AgentState
+) -> None:
+    # "everyone but the two 45-year-olds" against "everyone"
+    ex = executor(source, state)
+    everyone_but = {"col": "age", "op": "!=", "value": 45}
+
+    output = ask(ex, "summary", column="age", filter=everyone_but)
+
+    assert output.outcome is Outcome.BLOCKED
+    assert failed(output) == {"cohort_size"}
+    assert "leaves out fewer than 10" in next(r.detail for r in output.rules if not r.passed)
+
+
+def test_a_difference_of_exactly_the_threshold_is_allowed(
+    source: DataSource, state: AgentState
+) -> None:
+    ex = executor(source, state)
+    # aged 45 or over: the 10 people aged 40..44 fewer than OLDER
+    ten_fewer = {"col": "age", "op": ">=", "value": 45}
+    # aged 45 or over, or the 44-year-old man: 9 fewer
+    nine_fewer = {
+        "or": [
+            ten_fewer,
+            {
+                "and": [
+                    {"col": "age", "op": "==", "value": 44},
+                    {"col": "sex", "op": "==", "value": "M"},
+                ]
+            },
+        ]
+    }
+    assert ask(ex, "count", project="ten", filter=OLDER).outcome is Outcome.RELEASED
+    assert ask(ex, "count", project="ten", filter=ten_fewer).outcome is Outcome.RELEASED
+    assert ask(ex, "count", project="nine", filter=OLDER).outcome is Outcome.RELEASED
+    assert ask(ex, "count", project="nine", filter=nine_fewer).outcome is Outcome.BLOCKED
+
+
+def test_asking_the_same_question_again_is_not_differencing(
+    source: DataSource, state: AgentState
+) -> None:
+    ex = executor(source, state)
+    assert ask(ex, "count", filter=OLDER).outcome is Outcome.RELEASED
+    assert ask(ex, "crosstab", rows="sex", filter=OLDER).outcome is Outcome.RELEASED
+    assert state.cohort_count("p1") == 1
+
+
+def test_cohorts_are_remembered_per_project(source: DataSource, state: AgentState) -> None:
+    ex = executor(source, state)
+    assert ask(ex, "count", project="p1", filter=OLDER).outcome is Outcome.RELEASED
+    assert ask(ex, "count", project="p2", filter=OLDER_BUT_ONE).outcome is Outcome.RELEASED
+    assert ask(ex, "count", project="p1", filter=OLDER_BUT_ONE).outcome is Outcome.BLOCKED
+
+
+def test_cohorts_survive_an_agent_restart(source: DataSource, tmp_path: Path) -> None:
+    path = tmp_path / "restart.sqlite"
+    with AgentState(path) as before:
+        assert ask(executor(source, before), "count", filter=OLDER).outcome is Outcome.RELEASED
+    with AgentState(path) as after:
+        assert (
+            ask(executor(source, after), "count", filter=OLDER_BUT_ONE).outcome is Outcome.BLOCKED
+        )
+
+
+def test_a_summary_cohort_leaves_out_missing_values(source: DataSource, state: AgentState) -> None:
+    # Padding a filter with people whose bmi is missing does not hide a one-person difference
+    ex = executor(source, state)
+    assert ask(ex, "summary", column="bmi", filter=OLDER).outcome is Outcome.RELEASED
+    padded = {"or": [OLDER_BUT_ONE, {"col": "bmi", "op": "is_null"}]}
+    output = ask(ex, "summary", column="bmi", filter=padded)
+    assert output.outcome is Outcome.BLOCKED
+    assert failed(output) == {"differencing"}
+
+
+def test_blocked_outputs_are_not_remembered(source: DataSource, state: AgentState) -> None:
+    ex = executor(source, state)
+    tiny = {"col": "age", "op": "<", "value": 23}  # 6 people
+    assert ask(ex, "count", filter=tiny).outcome is Outcome.BLOCKED
+    assert state.cohort_count() == 0
+
+
+def test_an_unreadable_key_column_stops_the_agent_at_start_up(
+    source: DataSource, state: AgentState
+) -> None:
+    from fedtre.errors import NotFound
+
+    with pytest.raises(NotFound, match="key column 'patient_no'"):
+        executor(source, state, key="patient_no")
