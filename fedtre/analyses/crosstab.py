@@ -13,14 +13,18 @@ round trip and are cast back to int by combine):
   suppression and null when withheld: below the threshold, a zero cell (when zeros are
   disclosive), or withheld by secondary suppression so that no withheld cell can be
   recovered from the totals (fedtre.disclosure.tables). In a one-way table every
-  column_label is null.
+  column_label is null. Levels beside which every released figure (cell or total) is
+  withheld are dropped, labels included, and counted in "hidden": {"rows": k,
+  "columns": k} (present only when something was hidden): the label alone would tell
+  that someone in the cohort has that value.
 - combined: node shape plus
              "withheld": [[row_label, column_label, [node, ...]], ...],
              "nodes": {"included": [node, ...], "excluded": {node: outcome}}
   Included nodes are those whose outcome is RELEASED or SUPPRESSED. Cells are the union
   over them; a cell absent at a node (its level does not occur there) counts 0 there. A
   cell or total is null, never a partial sum, when a node withheld it; "withheld" names
-  those nodes. A BLOCKED node withheld every cell, so then every cell is null. REFUSED,
+  those nodes; a node that hid levels may hold a withheld value at every label it did
+  not report, so those cells are null too. A BLOCKED node withheld every cell, so then every cell is null. REFUSED,
   FAILED and HELD nodes are left out and listed under "excluded". Every combined value
   is a sum of values the nodes released, so it reveals nothing a node withheld.
 
@@ -30,7 +34,7 @@ other strings, then null.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -53,7 +57,7 @@ from fedtre.analyses.params import (
     raise_problems,
     schema_filter_problems,
 )
-from fedtre.analyses.pooling import as_count, as_label, as_rows, partition
+from fedtre.analyses.pooling import as_count, as_label, as_rows, hiding_nodes, partition
 from fedtre.disclosure import tables
 from fedtre.errors import InvalidRequest
 
@@ -157,13 +161,14 @@ class CrosstabAnalysis(Analysis):
         if outcome == Outcome.BLOCKED:
             # nothing leaves a blocked output, not even which cells exist
             payload["cells"] = []
-        elif p["margins"]:
+            return NodeOutput(outcome, payload, protected.rules)
+        if p["margins"]:
             margins: dict[str, Any] = {"total": protected.total}
             if p["columns"] is not None:
                 margins["rows"] = _labelled(protected.row_totals)
                 margins["columns"] = _labelled(protected.column_totals)
             payload["margins"] = margins
-        return NodeOutput(outcome, payload, protected.rules)
+        return NodeOutput(outcome, _hide_unsupported_levels(payload), protected.rules)
 
     def combine(
         self, params: Mapping[str, Any], outputs: Mapping[str, NodeOutput]
@@ -183,6 +188,16 @@ class CrosstabAnalysis(Analysis):
         if part.blocked:
             for cell in set(totals) | set(withheld):
                 withheld.setdefault(cell, []).extend(part.blocked)
+        # A node that hid levels may hold a withheld value at any label it did not report.
+        hid_rows = hiding_nodes(part.included, "rows", _reported(0, "rows"))
+        hid_cols = hiding_nodes(part.included, "columns", _reported(1, "columns"))
+        for r, c in set(totals):
+            for node, reported in hid_rows.items():
+                if r not in reported:
+                    withheld.setdefault((r, c), []).append(node)
+            for node, reported in hid_cols.items():
+                if c not in reported:
+                    withheld.setdefault((r, c), []).append(node)
         ordered = sorted(set(totals) | set(withheld), key=_cell_key)
         combined: dict[str, Any] = {
             "rows": p["rows"],
@@ -194,7 +209,9 @@ class CrosstabAnalysis(Analysis):
             "nodes": part.nodes,
         }
         if p["margins"]:
-            combined["margins"] = _combine_margins(part.included, part.blocked, p)
+            combined["margins"] = _combine_margins(
+                part.included, part.blocked, p, {"rows": hid_rows, "columns": hid_cols}
+            )
         return combined
 
     def to_frame(self, params: Mapping[str, Any], payload: Mapping[str, Any]) -> pd.DataFrame:
@@ -243,6 +260,43 @@ class CrosstabAnalysis(Analysis):
         return frame.astype("Int64")
 
 
+def _hide_unsupported_levels(payload: dict[str, Any]) -> dict[str, Any]:
+    """Drop the levels beside which every released figure is withheld.
+
+    Such a label would itself disclose that someone in the cohort has that value (say,
+    age 97 in a table by age). The payload says only how many levels were hidden.
+    """
+    cells = payload["cells"]
+    margins = payload.get("margins") or {}
+
+    def supported(axis: int, totals: str) -> set[str | None]:
+        labels = {cell[axis] for cell in cells if cell[2] is not None}
+        return labels | {label for label, n in margins.get(totals) or [] if n is not None}
+
+    rows_ok = supported(0, "rows")
+    cols_ok = supported(1, "columns") if payload["columns"] is not None else None
+    hidden = {"rows": len({c[0] for c in cells} - rows_ok)}
+    if cols_ok is not None:
+        hidden["columns"] = len({c[1] for c in cells} - cols_ok)
+    if not any(hidden.values()):
+        return payload
+    kept = dict(payload, hidden=hidden)
+    kept["cells"] = [c for c in cells if c[0] in rows_ok and (cols_ok is None or c[1] in cols_ok)]
+    if margins:
+        kept["margins"] = dict(margins)
+        for key, ok in (("rows", rows_ok), ("columns", cols_ok)):
+            if key in margins and ok is not None:
+                kept["margins"][key] = [pair for pair in margins[key] if pair[0] in ok]
+    return kept
+
+
+def _reported(axis: int, key: str) -> Callable[[str, Mapping[str, Any]], set[str | None]]:
+    def labels_of(node: str, payload: Mapping[str, Any]) -> set[str | None]:
+        return {as_label(c[axis], node, "a label") for c in as_rows(payload, "cells", 3, node)}
+
+    return labels_of
+
+
 def _labelled(values: Mapping[str | None, int | None]) -> list[list[Any]]:
     return [[label, values[label]] for label in sorted(values, key=label_key)]
 
@@ -252,11 +306,17 @@ def _nan(value: Any) -> float:
 
 
 def _combine_margins(
-    included: Mapping[str, Mapping[str, Any]], blocked: list[str], p: Mapping[str, Any]
+    included: Mapping[str, Mapping[str, Any]],
+    blocked: list[str],
+    p: Mapping[str, Any],
+    hiders: Mapping[str, Mapping[str, set[str | None]]],
 ) -> dict[str, Any]:
-    """Sum the nodes' released totals; a total withheld at any node (or blocked) is null."""
+    """Sum the nodes' released totals; a total withheld (or hidden) at any node, or any
+    total when a node blocked, is null."""
 
-    def combine(entries: dict[str, list[tuple[str | None, Any]]]) -> list[list[Any]]:
+    def combine(
+        entries: dict[str, list[tuple[str | None, Any]]], hid: Mapping[str, set[str | None]]
+    ) -> list[list[Any]]:
         sums: dict[str | None, int] = {}
         missing: set[str | None] = set()
         for node, pairs in entries.items():
@@ -267,6 +327,8 @@ def _combine_margins(
                     missing.add(label)
                 else:
                     sums[label] = sums.get(label, 0) + count
+        for reported in hid.values():
+            missing |= set(sums) - reported
         labels = sorted(set(sums) | missing, key=label_key)
         return [[lab, None if lab in missing or blocked else sums[lab]] for lab in labels]
 
@@ -288,6 +350,10 @@ def _combine_margins(
         None if blocked or not totals or None in totals else sum(t for t in totals if t is not None)
     )
     if p["columns"] is not None:
-        result["rows"] = combine({n: pairs(n, m, "rows") for n, m in by_node.items()})
-        result["columns"] = combine({n: pairs(n, m, "columns") for n, m in by_node.items()})
+        result["rows"] = combine(
+            {n: pairs(n, m, "rows") for n, m in by_node.items()}, hiders["rows"]
+        )
+        result["columns"] = combine(
+            {n: pairs(n, m, "columns") for n, m in by_node.items()}, hiders["columns"]
+        )
     return result

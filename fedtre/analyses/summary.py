@@ -6,23 +6,28 @@ Payloads (numbers are floats after a Struct round trip; combine casts n back to 
              "groups": [[label, n | null, mean | null, sd | null], ...]}
   n counts the non-missing values of `column`; sd is the sample sd (ddof=1), null when
   n < 2. Ungrouped ("by": null) there is one group, labelled null. A group with n below
-  the threshold, or whose total is dominated (NK or p% rule), is withheld whole:
-  [label, null, null, null]; a group with n - 1 below the threshold keeps n and mean
-  and withholds sd: [label, n, mean, null].
+  the threshold, or whose total is dominated (NK or p% rule), is withheld whole, label
+  included (the label alone would say the group exists), and counted in
+  "hidden": {"groups": k}; when exactly one group would be withheld, the smallest other
+  group is withheld too (secondary suppression), so subtracting the released groups
+  from an ungrouped summary yields only a blend of two. A group with n - 1 below the
+  threshold keeps n and mean and withholds sd: [label, n, mean, null].
 - combined: node shape plus
              "withheld": [[label, [node, ...]], ...],
              "nodes": {"included": [node, ...], "excluded": {node: outcome}}
   Included nodes are those whose outcome is RELEASED or SUPPRESSED. Each group is
   pooled exactly over them (Chan et al.); a group absent at a node has n = 0 there. A
-  group is null when a node withheld it; a BLOCKED node withheld every group, so then
+  group is null when a node withheld it, or when the node hid groups and did not report
+  this one (its part there is unknown); a BLOCKED node withheld every group, so then
   every group is null. A pooled sd is null when a node withheld its sd of that group
   (its n and mean still pool). REFUSED, FAILED and HELD nodes are left out, listed
   under "excluded".
 
-n, mean and sd are released unrounded: pooling needs each node's exact weight n and
-moments, and rounding them would bias the pooled mean and sd. The agent's differencing
-protection covers the exact n (its cohort is the filter's records with a non-missing
-`column`). Minimum and maximum are never released.
+n is rounded like every released count (so a summary cannot undo the rounding of a
+count of the same cohort); mean and sd are released as computed. Pooling weights each
+node by its released n, so under rounding the pooled mean and sd are close to, not
+exactly, the pooled data's; with rounding_base = 1 they are exact. Minimum and maximum
+are never released.
 
 Local computation is three aggregate queries, so no row reaches Python: query 1 gives
 each group's count, mean and minimum; query 2 joins those means back to the rows
@@ -60,7 +65,16 @@ from fedtre.analyses.params import (
     raise_problems,
     schema_filter_problems,
 )
-from fedtre.analyses.pooling import Moments, as_count, as_float, as_label, as_rows, partition, pool
+from fedtre.analyses.pooling import (
+    Moments,
+    as_count,
+    as_float,
+    as_label,
+    as_rows,
+    hiding_nodes,
+    partition,
+    pool,
+)
 from fedtre.disclosure import distributions, dominance, rules
 from fedtre.disclosure.policy import MAX_DOMINANCE_N
 from fedtre.errors import InvalidRequest
@@ -188,31 +202,39 @@ class SummaryAnalysis(Analysis):
             for _, m, top, low in groups
         ]
         dominated = [v.dominated for v in verdicts]
+        keep = [big and not small for big, small in zip(sizes.released, dominated, strict=True)]
+        secondary = _secondary_group(groups, keep) if p["by"] is not None else None
+        if secondary is not None:
+            keep[secondary] = False
         t = policy.threshold
         released: list[list[Any]] = []
         sd_withheld = 0
-        for (label, m, _, _), big, small in zip(groups, sizes.released, dominated, strict=True):
-            if not big or small:
-                released.append([label, None, None, None])
-                continue
+        for (label, m, _, _), kept in zip(groups, keep, strict=True):
+            if not kept:
+                continue  # withheld whole, label included: it would say the group exists
             sd = m.sd
             if sd is not None and m.n - 1 < t:
                 sd, sd_withheld = None, sd_withheld + 1
-            released.append([label, m.n, m.mean, sd])
+            released.append([label, rules.apply_rounding(m.n, policy), m.mean, sd])
         checked: list[RuleResult] = list(sizes.rules)
+        checked.append(_secondary_rule(secondary is not None))
         checked.append(_sd_rule(sd_withheld, t, column))
         if policy.dominance_on:
             judged = [v for v, ok in zip(verdicts, sizes.released, strict=True) if ok]
             checked += dominance.dominance_rules(judged, policy, what=f"the mean of {column!r}")
+        checked.append(rules.rounding_result(policy))
         checked.append(distributions.EXTREMES_RULE)
-        shown = sum(1 for g in released if g[2] is not None)
-        withheld = len(released) - shown + sd_withheld
+        hidden = len(groups) - len(released)
         outcome = (
-            rules.outcome_for(released=shown, withheld=withheld) if released else sizes.outcome
+            rules.outcome_for(released=len(released), withheld=hidden + sd_withheld)
+            if groups
+            else sizes.outcome
         )
+        payload: dict[str, Any] = {"column": column, "by": p["by"], "groups": released}
         if outcome == Outcome.BLOCKED:
-            released = []  # nothing leaves a blocked output, not even which groups exist
-        payload = {"column": column, "by": p["by"], "groups": released}
+            payload["groups"] = []  # nothing leaves a blocked output
+        elif hidden:
+            payload["hidden"] = {"groups": hidden}
         return NodeOutput(outcome, payload, tuple(checked))
 
     def combine(
@@ -240,6 +262,10 @@ class SummaryAnalysis(Analysis):
         if part.blocked:
             for label in set(parts) | set(withheld):
                 withheld.setdefault(label, []).extend(part.blocked)
+        # A node that hid groups may hold a withheld one at any label it did not report.
+        for node, reported in hiding_nodes(part.included, "groups", _reported_groups).items():
+            for label in set(parts) - reported:
+                withheld.setdefault(label, []).append(node)
         result_groups: list[list[Any]] = []
         for label in sorted(set(parts) | set(withheld), key=label_key):
             if label in withheld:
@@ -278,6 +304,32 @@ class SummaryAnalysis(Analysis):
 
         frame = pd.DataFrame({"n": column(1), "mean": column(2), "sd": column(3)}, index=index)
         return frame.astype({"n": "Int64"})
+
+
+def _reported_groups(node: str, payload: Mapping[str, Any]) -> set[str | None]:
+    return {as_label(g[0], node, "a group label") for g in as_rows(payload, "groups", 4, node)}
+
+
+def _secondary_group(groups: list[Any], keep: list[bool]) -> int | None:
+    """The group to withhold besides a single withheld one, or None.
+
+    With one group withheld, an ungrouped summary of the same cohort gives its n and
+    mean by subtraction; withholding the smallest other group too leaves only a blend.
+    """
+    if keep.count(False) != 1 or keep.count(True) < 1:
+        return None
+    return min((i for i, k in enumerate(keep) if k), key=lambda i: groups[i][1].n)
+
+
+def _secondary_rule(applied: bool) -> RuleResult:
+    if applied:
+        return RuleResult(
+            rules.SECONDARY,
+            False,
+            "one more group withheld so that the withheld group cannot be recovered by "
+            "subtracting the others from an ungrouped summary",
+        )
+    return RuleResult(rules.SECONDARY, True, "no single withheld group to protect")
 
 
 def _sd_rule(withheld: int, t: int, column: str) -> RuleResult:

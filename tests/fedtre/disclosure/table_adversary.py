@@ -34,9 +34,27 @@ class Seen:
     total: int | None
 
 
-def seen_from_payload(payload: Mapping, *, two_way: bool) -> Seen:
-    """What a researcher sees in a crosstab node payload released with margins=true."""
+def seen_from_payload(
+    payload: Mapping, *, two_way: bool, all_cells: Mapping[tuple[Label, Label], int] | None = None
+) -> Seen:
+    """What a researcher sees in a crosstab node payload released with margins=true.
+
+    A payload may hide levels whose every figure is withheld, saying only how many. The
+    adversary still knows the grid has them, so given all_cells (the true table) the
+    hidden levels come back under their true labels with every value unknown: a label
+    carries no count, so this is exactly the adversary's knowledge.
+    """
     cells = {(r, c): n for r, c, n in payload["cells"]}
+    hidden = payload.get("hidden", {})
+    if all_cells is not None:
+        shown_totals = payload.get("margins", {})
+        rows_before = {r for r, _ in cells} | {r for r, _ in shown_totals.get("rows", [])}
+        cols_before = {c for _, c in cells} | {c for c, _ in shown_totals.get("columns", [])}
+        for key in all_cells:
+            cells.setdefault(key, None)
+        assert len({r for r, _ in cells} - rows_before) == hidden.get("rows", 0)
+        if two_way:
+            assert len({c for _, c in cells} - cols_before) == hidden.get("columns", 0)
     rows = sorted({r for r, _ in cells}, key=str)
     cols = sorted({c for _, c in cells}, key=str)
     margins = payload.get("margins", {})

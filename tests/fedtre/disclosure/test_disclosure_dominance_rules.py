@@ -101,8 +101,9 @@ def test_dominated_groups_are_withheld_whole_and_the_rest_released(firms: DataSo
     output = summarise(firms)
 
     groups = {g: rest for g, *rest in output.payload["groups"]}
-    assert groups["giant"] == [None, None, None]
-    assert groups["p"] == [None, None, None]
+    # withheld whole, labels included
+    assert "giant" not in groups and "p" not in groups
+    assert output.payload["hidden"] == {"groups": 2}
     assert groups["even"][0] == 30 and groups["even"][1] is not None
     assert output.outcome is Outcome.SUPPRESSED
     failed = {r.rule for r in output.rules if not r.passed}
@@ -128,8 +129,9 @@ def test_top_contributors_are_computed_per_group_in_sql(firms: DataSource) -> No
 def test_a_mean_needs_n_at_threshold_and_an_sd_needs_n_minus_1(tmp_path: Path) -> None:
     frame = pd.DataFrame(
         {
-            "sector": ["ten"] * 10 + ["eleven"] * 11 + ["nine"] * 9,
-            "income": np.linspace(100, 130, 30),
+            # two small groups, so no secondary suppression clouds the rule under test
+            "sector": ["ten"] * 10 + ["eleven"] * 11 + ["nine"] * 9 + ["eight"] * 8,
+            "income": np.linspace(100, 130, 38),
         }
     )
     source = make_source(tmp_path, frame)
@@ -137,7 +139,8 @@ def test_a_mean_needs_n_at_threshold_and_an_sd_needs_n_minus_1(tmp_path: Path) -
     source.engine.dispose()
 
     groups = {g: rest for g, *rest in output.payload["groups"]}
-    assert groups["nine"] == [None, None, None]  # n = 9 < 10: nothing
+    assert "nine" not in groups and "eight" not in groups  # n < 10: nothing, not even the label
+    assert output.payload["hidden"] == {"groups": 2}
     assert groups["ten"][:2] == [10, pytest.approx(frame.income[:10].mean())]
     assert groups["ten"][2] is None  # n - 1 = 9 < 10: sd withheld
     assert groups["eleven"][2] == pytest.approx(frame.income[10:21].std(ddof=1))
