@@ -17,12 +17,13 @@ from coordinator.rpc.agent_servicer import AgentServicer
 from coordinator.rpc.interceptors import MetricsInterceptor
 from coordinator.rpc.job_servicer import JobServicer
 from coordinator.rpc.notifier import TaskNotifier
+from coordinator.rpc.registration import add_servicer
 from coordinator.service import CoordinatorService
 from coordinator.store.store import Store
 from fedtre.errors import Unavailable
 from fedtre.identity.tls import DEFAULT_SERVER_OPTIONS, server_credentials
 from fedtre.ops_http import OpsServer
-from fedtre.v1 import agent_pb2, agent_pb2_grpc, jobs_pb2, jobs_pb2_grpc
+from fedtre.v1 import agent_pb2, jobs_pb2
 
 logger = logging.getLogger(__name__)
 
@@ -57,10 +58,13 @@ class CoordinatorServer:
             options=list(DEFAULT_SERVER_OPTIONS), interceptors=[MetricsInterceptor(self.metrics)]
         )
         notifier = self._notifier
-        jobs_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(self.service, notifier), server)
-        agent_pb2_grpc.add_AgentServiceServicer_to_server(
-            AgentServicer(self.service, notifier, self.config.ping_interval), server
+        add_servicer(
+            server,
+            jobs_pb2.DESCRIPTOR.services_by_name["JobService"],
+            JobServicer(self.service, notifier),
         )
+        self._agents = AgentServicer(self.service, notifier, self.config.ping_interval)
+        add_servicer(server, agent_pb2.DESCRIPTOR.services_by_name["AgentService"], self._agents)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
@@ -121,6 +125,7 @@ class CoordinatorServer:
             self._notifier.close()
             await asyncio.sleep(0)
             await self._server.stop(grace)
+            await self._agents.drain()
             self._server = None
         self.store.close()
 

@@ -27,6 +27,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self._service = service
         self._notifier = notifier
         self._ping_interval = ping_interval
+        self._disconnecting: set[asyncio.Future[None]] = set()
 
     @rpc_method(*NODES)
     async def OpenTaskStream(
@@ -61,9 +62,19 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 yield agent_pb2.AgentMessage(ping=agent_pb2.Ping())
         finally:
             self._notifier.unsubscribe(node_id, wake)
-            await asyncio.shield(
+            # Shielded so a cancelled stream still records the disconnect; tracked so
+            # shutdown can wait for it rather than destroy it half done.
+            done = asyncio.ensure_future(
                 asyncio.to_thread(self._service.node_disconnected, node_id, connection_id)
             )
+            self._disconnecting.add(done)
+            done.add_done_callback(self._disconnecting.discard)
+            await asyncio.shield(done)
+
+    async def drain(self, timeout: float = 5.0) -> None:
+        """Wait for the disconnect bookkeeping of streams that have ended."""
+        if self._disconnecting:
+            await asyncio.wait(set(self._disconnecting), timeout=timeout)
 
     @rpc_method(*NODES)
     async def ReportResult(

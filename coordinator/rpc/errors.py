@@ -10,7 +10,8 @@ from typing import Any
 
 import grpc
 
-from fedtre.errors import FedtreError, PermissionDenied
+from coordinator.rpc.registration import Undecodable
+from fedtre.errors import FedtreError, InvalidRequest, PermissionDenied
 from fedtre.identity.peer import Identity, identity_from_auth_context
 from fedtre.status import status_for
 
@@ -27,9 +28,34 @@ def authorize(context: grpc.aio.ServicerContext, roles: Collection[str]) -> Iden
     return identity
 
 
+def _require_decoded(request: Any) -> None:
+    if isinstance(request, Undecodable):
+        raise InvalidRequest(
+            f"the request is not a valid {request.type_name} message (corrupt or nested "
+            "too deeply); send it with the fedtre client or the generated fedtre.v1 code"
+        )
+
+
+# Status details travel percent-encoded in metadata, which clients refuse past 8 KiB in
+# all; messages can quote the caller's own (possibly huge) input, so they are cut to a
+# budget of encoded bytes.
+MAX_DETAILS_BYTES = 6000
+
+
+def public_message(exc: FedtreError) -> str:
+    """The error's message, cut so that its encoded form fits in a status."""
+    message = str(exc)
+    spent = 0
+    for i, char in enumerate(message):
+        spent += 1 if " " <= char <= "~" and char != "%" else 3 * len(char.encode())
+        if spent > MAX_DETAILS_BYTES:
+            return message[:i] + " ... (message truncated)"
+    return message
+
+
 async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, method: str) -> None:
     if isinstance(exc, FedtreError):
-        await context.abort(status_for(exc), str(exc))
+        await context.abort(status_for(exc), public_message(exc))
     logger.exception("unexpected error in %s", method, exc_info=exc)
     await context.abort(
         grpc.StatusCode.INTERNAL, "internal error; the coordinator's log has details"
@@ -52,6 +78,7 @@ def rpc_method(*roles: str) -> Callable[[Callable[..., Any]], Callable[..., Any]
             ) -> AsyncIterator[Any]:
                 try:
                     identity = authorize(context, roles)
+                    _require_decoded(request)
                     async for item in method(self, request, context, identity):
                         yield item
                 except grpc.aio.AbortError:
@@ -65,6 +92,7 @@ def rpc_method(*roles: str) -> Callable[[Callable[..., Any]], Callable[..., Any]
         async def unary(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
             try:
                 identity = authorize(context, roles)
+                _require_decoded(request)
                 return await method(self, request, context, identity)
             except grpc.aio.AbortError:
                 raise

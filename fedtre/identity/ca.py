@@ -18,6 +18,12 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from fedtre.errors import Conflict, InvalidRequest
 from fedtre.identity.peer import NAME_PATTERN, NAME_RULE, USER_ROLES
+from fedtre.identity.signing import (
+    SIGNING_KEY_FILE,
+    VERIFY_KEY_FILE,
+    generate_signing_key,
+    write_verify_key,
+)
 
 CA_DIR = "ca"
 COORDINATOR_DIR = "coordinator"
@@ -63,8 +69,9 @@ def init_network(
     """Create a network CA and issue the coordinator, node and user identities.
 
     User "admin" gets role admin, every other user role researcher. The CA outlives the
-    identities (ca_validity_days) so nodes can still be added and renewed later.
-    Returns the paths written. Raises InvalidRequest for a bad name, host or duration,
+    identities (ca_validity_days) so nodes can still be added and renewed later. Also
+    creates the network's Ed25519 job-signing key: private in the coordinator's folder
+    (0600), public in the CA folder and in every node's bundle. Returns the paths written. Raises InvalidRequest for a bad name, host or duration,
     and Conflict if DIR already holds a network or any identity folder.
     """
     root = Path(directory)
@@ -99,6 +106,11 @@ def init_network(
         for bundle, name, role in plan:
             sans = hosts if role == "coordinator" else ()
             created.append(_issue(bundle, ca_cert, ca_key, name, role, now, not_after, sans))
+        # The job-signing key: private in the coordinator's folder, public beside the CA
+        # (for bundles issued later) and in each node's bundle, pinned by its agent.
+        signing = generate_signing_key(root / COORDINATOR_DIR / SIGNING_KEY_FILE)
+        for folder in (ca_dir, *(root / NODES_DIR / n for n in node_ids)):
+            write_verify_key(folder / VERIFY_KEY_FILE, signing.public_key())
     except BaseException:
         # A half-written network would block the retry with Conflict; leave nothing behind.
         for path in reversed(created):
@@ -126,7 +138,12 @@ def issue_node(
     Raises InvalidRequest for a bad id or a missing CA, Conflict if the name is taken.
     """
     _check_name(node_id, "node id")
-    return _add_identity(Path(directory), NODES_DIR, node_id, "node", validity_days, now)
+    root = Path(directory)
+    bundle = _add_identity(root, NODES_DIR, node_id, "node", validity_days, now)
+    verify_key = root / CA_DIR / VERIFY_KEY_FILE
+    if verify_key.is_file():  # absent only in networks created before signed approvals
+        shutil.copyfile(verify_key, bundle / VERIFY_KEY_FILE)
+    return bundle
 
 
 def issue_user(
