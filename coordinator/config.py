@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
+from fedtre.identity.lifecycle import CRL_FILE
+from fedtre.identity.signing import SIGNING_KEY_FILE
 from fedtre.identity.tls import TlsFiles
 
 
@@ -17,6 +20,11 @@ class CoordinatorConfig:
     metrics_listen: host:port of the plain-HTTP /metrics, /livez and /readyz endpoint;
         None serves none.
     health_interval: seconds between database checks behind gRPC health and /readyz.
+    api_listen: host:port of the people's API (TLS, API tokens, no client certificate);
+        None serves none, and people then reach `listen` with a client certificate too.
+    signing_key: the job-signing key (default: job-signing-key.pem beside the TLS files).
+    crl: the CA's revocation list (default: crl.pem beside the TLS files; may be absent).
+    revocation_interval: seconds between checks of the CRL for streams to close.
     """
 
     tls: TlsFiles
@@ -26,3 +34,15 @@ class CoordinatorConfig:
     ping_interval: float = 15.0
     metrics_listen: str | None = None
     health_interval: float = 5.0
+    api_listen: str | None = None
+    signing_key: Path | None = None
+    crl: Path | None = None
+    revocation_interval: float = 1.0
+
+    @property
+    def signing_key_file(self) -> Path:
+        return self.signing_key or self.tls.cert.parent / SIGNING_KEY_FILE
+
+    @property
+    def crl_file(self) -> Path:
+        return self.crl or self.tls.cert.parent / CRL_FILE

@@ -1,18 +1,27 @@
-"""Assembling and running the coordinator's gRPC server (mTLS only, health and reflection on)."""
+"""Assembling and running the coordinator's gRPC server (TLS only, health and reflection on).
+
+Two ports, one server: `listen` requires a client certificate from the network CA
+(agents; people may use it too, with their token), `api_listen` serves people over
+TLS without one (they authenticate with API tokens). coordinator.auth has the rules.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
+from collections.abc import Sequence
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from coordinator.admin import Admin
+from coordinator.auth import Authenticator, RevocationList
 from coordinator.config import CoordinatorConfig
 from coordinator.health import DatabaseHealth
 from coordinator.metrics import CoordinatorMetrics
+from coordinator.rpc.admin_servicer import AdminServicer
 from coordinator.rpc.agent_servicer import AgentServicer
 from coordinator.rpc.interceptors import MetricsInterceptor
 from coordinator.rpc.job_servicer import JobServicer
@@ -21,15 +30,21 @@ from coordinator.rpc.registration import add_servicer
 from coordinator.service import CoordinatorService
 from coordinator.store.store import Store
 from fedtre.errors import Unavailable
-from fedtre.identity.tls import DEFAULT_SERVER_OPTIONS, server_credentials
+from fedtre.identity.signing import Signer, load_signing_key
+from fedtre.identity.tls import (
+    DEFAULT_SERVER_OPTIONS,
+    api_server_credentials,
+    server_credentials,
+)
 from fedtre.ops_http import OpsServer
-from fedtre.v1 import agent_pb2, jobs_pb2
+from fedtre.v1 import admin_pb2, agent_pb2, jobs_pb2
 
 logger = logging.getLogger(__name__)
 
 SERVICE_NAMES = (
     jobs_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
     agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
+    admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
 )
 
 
@@ -40,9 +55,15 @@ class CoordinatorServer:
         self.config = config
         self.store = Store(config.database_url)
         self.metrics = CoordinatorMetrics()
+        self.signer = Signer(load_signing_key(config.signing_key_file))
         self.service = CoordinatorService(
-            self.store, auto_approve=config.auto_approve, metrics=self.metrics
+            self.store, auto_approve=config.auto_approve, metrics=self.metrics, signer=self.signer
         )
+        self.admin = Admin(self.store, self.service.clock)
+        self.revocations = RevocationList.beside(config.tls.ca, config.crl_file)
+        self.auth = Authenticator(self.store.governance, self.revocations, clock=self.service.clock)
+        self._watcher: asyncio.Task[None] | None = None
+        self.api_port = 0
         self.metrics.watch_store(self.store, self.service.clock)
         self._server: grpc.aio.Server | None = None
         self._notifier = TaskNotifier()
@@ -58,13 +79,26 @@ class CoordinatorServer:
             options=list(DEFAULT_SERVER_OPTIONS), interceptors=[MetricsInterceptor(self.metrics)]
         )
         notifier = self._notifier
+        # Later rounds of multi-round jobs are queued on worker threads: wake their
+        # nodes' streams on this loop.
+        loop = asyncio.get_running_loop()
+
+        def wake(nodes: Sequence[str]) -> None:
+            loop.call_soon_threadsafe(notifier.wake, list(nodes))
+
+        self.service.on_tasks_queued = wake
         add_servicer(
             server,
             jobs_pb2.DESCRIPTOR.services_by_name["JobService"],
-            JobServicer(self.service, notifier),
+            JobServicer(self.service, notifier, self.auth),
         )
-        self._agents = AgentServicer(self.service, notifier, self.config.ping_interval)
+        self._agents = AgentServicer(self.service, notifier, self.config.ping_interval, self.auth)
         add_servicer(server, agent_pb2.DESCRIPTOR.services_by_name["AgentService"], self._agents)
+        add_servicer(
+            server,
+            admin_pb2.DESCRIPTOR.services_by_name["AdminService"],
+            AdminServicer(self.admin, self.auth),
+        )
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
@@ -79,6 +113,18 @@ class CoordinatorServer:
                 f"cannot listen on '{self.config.listen}': give HOST:PORT, e.g. 127.0.0.1:50051, "
                 "on a free port (is another coordinator running?)"
             )
+        if self.config.api_listen:
+            try:
+                self.api_port = server.add_secure_port(
+                    self.config.api_listen, api_server_credentials(self.config.tls)
+                )
+            except RuntimeError:
+                self.api_port = 0
+            if self.api_port == 0:
+                raise Unavailable(
+                    f"cannot listen on '{self.config.api_listen}' (the API port): give "
+                    "HOST:PORT on a free port, e.g. 127.0.0.1:50052"
+                )
         finished = await asyncio.to_thread(self.service.complete_leftovers)
         if finished:
             logger.info("completed jobs left over from a previous run", extra={"jobs": finished})
@@ -104,16 +150,34 @@ class CoordinatorServer:
                 self.config.metrics_listen, self.metrics.registry, ready=self.ready
             )
             self.metrics_port = self._ops.start()
+        self._watcher = asyncio.create_task(self._watch_revocations())
         logger.info(
-            "coordinator serving", extra={"port": self.port, "metrics_port": self.metrics_port}
+            "coordinator serving",
+            extra={"port": self.port, "api_port": self.api_port, "metrics_port": self.metrics_port},
         )
         return self.port
+
+    async def _watch_revocations(self) -> None:
+        """Close the open streams of certificates revoked since the last look."""
+        seen = self.revocations.generation
+        while True:
+            await asyncio.sleep(self.config.revocation_interval)
+            try:
+                await asyncio.to_thread(self.revocations.refresh)
+            except Exception:
+                logger.exception("checking the revocation list failed")
+            if self.revocations.generation != seen:
+                seen = self.revocations.generation
+                self._agents.recheck_certificates()
 
     def ready(self) -> bool:
         """Whether the coordinator serves: the gRPC server runs and the database answers."""
         return self._server is not None and self._health is not None and self._health.healthy
 
     async def stop(self, grace: float = 5.0) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            self._watcher = None
         if self._ops is not None:
             self._ops.close()
             self._ops = None
@@ -139,6 +203,9 @@ async def serve_forever(config: CoordinatorConfig) -> None:
     server = CoordinatorServer(config)
     port = await server.start()
     print(f"coordinator listening on {config.listen.rsplit(':', 1)[0]}:{port}", flush=True)
+    if server.api_port and config.api_listen:
+        host = config.api_listen.rsplit(":", 1)[0]
+        print(f"API (TLS, API tokens) on {host}:{server.api_port}", flush=True)
     if server.metrics_port:
         host = config.metrics_listen.rsplit(":", 1)[0] if config.metrics_listen else ""
         print(f"metrics on http://{host}:{server.metrics_port}/metrics", flush=True)

@@ -7,15 +7,18 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from coordinator.approvals import Approvals, Withheld
+from coordinator.domain import rounds
 from coordinator.domain.completion import finish
 from coordinator.domain.model import Job, JobState, Node, Plan, Task
 from coordinator.domain.planning import plan_job
 from coordinator.domain.status import NetworkStatus
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.store.store import Store
-from fedtre.analyses.base import DatasetSchema, NodeOutput
-from fedtre.errors import InvalidRequest, NotFound
+from fedtre.analyses.base import DatasetSchema, NodeOutput, Outcome
+from fedtre.errors import InvalidRequest
 from fedtre.identity.peer import Identity
+from fedtre.identity.signing import Signer
 
 logger = logging.getLogger(__name__)
 
@@ -36,11 +39,17 @@ class CoordinatorService:
         auto_approve: bool = False,
         clock: Clock = utc_now,
         metrics: CoordinatorMetrics | None = None,
+        signer: Signer | None = None,
     ) -> None:
         self.store = store
         self.auto_approve = auto_approve
         self.clock = clock
         self.metrics = metrics if metrics is not None else CoordinatorMetrics()
+        # Project scope, approval policy, signed grants and visibility (coordinator.approvals).
+        self.approvals = Approvals(store, signer, clock)
+        # Called with node ids whenever a later round queues tasks for them outside a
+        # request (the server wakes their task streams); None outside a server.
+        self.on_tasks_queued: Callable[[Sequence[str]], None] | None = None
 
     # -- researchers ---------------------------------------------------------------------
 
@@ -53,7 +62,9 @@ class CoordinatorService:
         project: str,
     ) -> Plan:
         """Check a submission without queuing anything; the plan lists every problem."""
-        return plan_job(analysis, dataset, params, nodes, project or "default", self.store.nodes())
+        project = project or "default"
+        known = self.approvals.candidate_nodes(project, nodes, self.store.nodes())
+        return plan_job(analysis, dataset, params, nodes, project, known)
 
     def submit(self, plan: Plan, submitted_by: str) -> Job:
         """Create a job from a problem-free plan; raise InvalidRequest listing every problem."""
@@ -69,10 +80,13 @@ class CoordinatorService:
         logger.info("job submitted", extra={"job_id": job.id, "analysis": job.spec.analysis})
         if self.auto_approve:
             job = self.approve(job.id, "auto-approval")
+        else:
+            job = self.approvals.after_submit(job)
         return job
 
     def approve(self, job_id: int, approver: str) -> Job:
-        job = self.store.approve_job(job_id, approver, self.clock())
+        """Add approver's approval; the job runs once its project's policy is met."""
+        job = self.approvals.approve(job_id, approver)
         logger.info("job approved", extra={"job_id": job_id, "tasks": len(job.tasks)})
         return job
 
@@ -87,13 +101,13 @@ class CoordinatorService:
         return job
 
     def job(self, job_id: int, viewer: Identity) -> Job:
-        """The job, if viewer may see it: admins see every job, researchers their own.
+        """The job, if viewer may see it: approvers and admins see every job, researchers
+        those of their projects.
 
-        Raises NotFound alike for a missing job and another researcher's, so ids reveal nothing.
+        Raises NotFound alike for a missing job and one of another project, so ids reveal nothing.
         """
         job = self.store.get_job(job_id)
-        if viewer.role != "admin" and job.submitted_by != viewer.name:
-            raise NotFound(f"no job {job_id}; `fedtre jobs list` shows the jobs you can see")
+        self.approvals.check_visible(viewer, job)
         return job
 
     def jobs(
@@ -103,8 +117,11 @@ class CoordinatorService:
         *,
         project: str | None = None,
         node: str | None = None,
+        viewer: Identity | None = None,
     ) -> list[Job]:
-        return self.store.list_jobs(state, limit, project=project, node=node)
+        """The newest jobs; with a viewer, only those of projects the viewer may see."""
+        projects = None if viewer is None else self.approvals.visible_projects(viewer)
+        return self.store.list_jobs(state, limit, project=project, node=node, projects=projects)
 
     def network_status(self, recent_failures: int) -> NetworkStatus:
         return self.store.network_status(recent_failures)
@@ -132,16 +149,42 @@ class CoordinatorService:
         """Return tasks taken by a stream that ended before it could send them."""
         self.store.requeue_tasks([t.task_id for t in tasks], self.clock())
 
-    def take_tasks(self, node_id: str) -> list[tuple[Task, Job]]:
+    def take_tasks(self, node_id: str) -> list[tuple[Task, Job, bytes, bytes]]:
+        """Take a node's queued tasks, each with its signed grant (grant, signature).
+
+        A task the coordinator may not dispatch (its project's approval lapsed, or its
+        approval record does not verify) is recorded as refused instead of being sent.
+        """
         now = self.clock()
         taken = self.store.take_queued_tasks(node_id, now)
         self.metrics.tasks_delivered((task for task, _ in taken), now)
+        signed = []
         for task, job in taken:
+            try:
+                grant, signature = self.approvals.sign_task(task, job, now)
+            except Withheld as exc:
+                self._withhold(task, str(exc))
+                continue
+            signed.append((task, job, grant, signature))
             logger.info(
                 "task delivered",
                 extra={"task_id": task.task_id, "job_id": job.id, "node_id": node_id},
             )
-        return taken
+        return signed
+
+    def _withhold(self, task: Task, reason: str) -> None:
+        logger.warning(
+            "task withheld",
+            extra={"task_id": task.task_id, "job_id": task.job_id, "reason": reason},
+        )
+        self.store.governance.audit(
+            actor="coordinator", event="task.withheld", subject=f"task:{task.task_id}",
+            details={"job_id": task.job_id, "node": task.node, "reason": reason}, now=self.clock(),
+        )  # fmt: skip
+        output = NodeOutput(
+            Outcome.REFUSED, {}, error=f"not dispatched by the coordinator: {reason}"
+        )
+        self.record_result(task.node, task.task_id, output)
 
     def record_result(self, node_id: str, task_id: str, output: NodeOutput) -> None:
         """Store a node's output; complete the job when it was the last one outstanding."""
@@ -161,6 +204,9 @@ class CoordinatorService:
         return len(jobs)
 
     def _complete(self, job: Job) -> None:
+        if rounds.iterative(job.spec.analysis) is not None:
+            self._advance_rounds(job)
+            return
         try:
             state, combined = finish(job.spec, job.tasks)
         except Exception:
@@ -172,3 +218,28 @@ class CoordinatorService:
             return  # someone else completed it first
         self.metrics.job_finished(job, state, now)
         logger.info("job finished", extra={"job_id": job.id, "state": state.value})
+
+    def _advance_rounds(self, job: Job) -> None:
+        """Queue the next round of a multi-round job, or finish it (coordinator.domain.rounds)."""
+        step = rounds.next_step(job)
+        now = self.clock()
+        if isinstance(step, rounds.NextRound):
+            advanced = self.store.start_round(job.id, job.round, step.round_state, step.nodes, now)
+            if advanced is None:
+                return  # someone else advanced it first
+            logger.info(
+                "job round started",
+                extra={"job_id": job.id, "round": step.round, "tasks": len(step.nodes)},
+            )
+            if self.on_tasks_queued is not None:
+                self.on_tasks_queued(step.nodes)
+            return
+        done = self.store.finish_rounds(
+            job.id, job.round, step.state, step.combined, step.round_state, now
+        )
+        if done is None:
+            return
+        self.metrics.job_finished(job, step.state, now)
+        logger.info(
+            "job finished", extra={"job_id": job.id, "state": step.state.value, "round": job.round}
+        )

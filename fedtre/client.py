@@ -13,8 +13,10 @@ import grpc
 
 from fedtre.analyses import get_analysis
 from fedtre.analyses.base import DatasetSchema, NodeOutput, Outcome
+from fedtre.analyses.regression import ModelFit
+from fedtre.credentials import person_credentials
 from fedtre.errors import Conflict, FedtreError, InvalidRequest
-from fedtre.identity.tls import DEFAULT_CHANNEL_OPTIONS, TlsFiles, channel_credentials
+from fedtre.identity.tls import DEFAULT_CHANNEL_OPTIONS, TlsFiles
 from fedtre.status import error_from_rpc
 from fedtre.v1 import jobs_pb2, jobs_pb2_grpc
 from fedtre.wire import (
@@ -80,6 +82,26 @@ class NodeResult:
 
 
 @dataclass(frozen=True)
+class JobProgress:
+    """How far a multi-round job (e.g. glm) has got: round k of at most max_rounds.
+
+    figures: the latest combined round's figures, e.g. {"iteration": 3, "deviance": 812.4}.
+    """
+
+    round: int
+    max_rounds: int
+    figures: dict[str, Any]
+
+    def describe(self) -> str:
+        """e.g. "round 3 of at most 25, deviance 812.4"."""
+        text = f"round {self.round} of at most {self.max_rounds}"
+        deviance = self.figures.get("deviance")
+        if isinstance(deviance, int | float):
+            text += f", deviance {deviance:.8g}"
+        return text
+
+
+@dataclass(frozen=True)
 class JobStatus:
     """A snapshot of a job as the coordinator reports it."""
 
@@ -97,6 +119,11 @@ class JobStatus:
     updated_at: datetime
     tasks: dict[str, NodeResult]
     combined: dict[str, Any] | None
+    # Who approved the job so far, and how many approvals its project requires.
+    approved_by: tuple[str, ...] = ()
+    approvals_required: int = 1
+    # Multi-round analyses (glm): round k of at most N, and the latest round's figures.
+    progress: JobProgress | None = None
 
     @property
     def finished(self) -> bool:
@@ -136,6 +163,14 @@ class Result:
         if not self.combined or "error" in self.combined:
             return None
         return get_analysis(self.job.analysis).to_frame(self.job.params, self.combined)
+
+    @property
+    def model(self) -> ModelFit | None:
+        """A fitted model's figures (linear_regression, glm): n, df_model, df_resid,
+        deviance, iterations, converged, r_squared... (fedtre.analyses.regression.ModelFit);
+        None for other analyses or when no model was combined."""
+        model = self.combined.get("model")
+        return ModelFit.from_payload(model) if isinstance(model, Mapping) else None
 
 
 @dataclass(frozen=True)
@@ -215,10 +250,11 @@ class JobHandle:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = 0.005
-        last: tuple[str, int, int] | None = None
+        last: tuple[str, int, int, int] | None = None
         while True:
             status = self.status()
-            seen = (status.state, status.done_count, status.held_count)
+            round_ = status.progress.round if status.progress is not None else 0
+            seen = (status.state, status.done_count, status.held_count, round_)
             if progress is not None and seen != last:
                 progress(status)
                 last = seen
@@ -241,15 +277,41 @@ class JobHandle:
 
 
 class Client:
-    """A connection to a coordinator over mutual TLS."""
+    """A connection to a coordinator over TLS, authenticated with an API token.
 
-    def __init__(self, target: str, tls: TlsFiles | str | Path, *, timeout: float = 30.0) -> None:
-        files = tls if isinstance(tls, TlsFiles) else TlsFiles.from_dir(Path(tls))
+        Client("coordinator.example.org:50052", ca="ca.pem", token=token)
+        Client("coordinator.example.org:50052", "pki/users/alice")  # folder: ca.pem, token
+
+    identity is an identity folder (fedtre.credentials) or TlsFiles; token and ca override
+    the folder's. With a client certificate in the folder, the connection is mutual TLS
+    (the coordinator's agent port accepts people that way too).
+    """
+
+    def __init__(
+        self,
+        target: str,
+        identity: TlsFiles | str | Path | None = None,
+        *,
+        token: str | None = None,
+        ca: str | Path | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        credentials = person_credentials(identity, token=token, ca=ca)
         self._channel = grpc.secure_channel(
-            target, channel_credentials(files), options=list(DEFAULT_CHANNEL_OPTIONS)
+            target, credentials, options=list(DEFAULT_CHANNEL_OPTIONS)
         )
         self._stub = jobs_pb2_grpc.JobServiceStub(self._channel)
         self._timeout = timeout
+        self._admin: Any = None
+
+    @property
+    def admin(self) -> Any:
+        """People, tokens, projects and the audit log (fedtre.admin_client.AdminClient)."""
+        if self._admin is None:
+            from fedtre.admin_client import AdminClient
+
+            self._admin = AdminClient(self._channel, self._timeout)
+        return self._admin
 
     def __enter__(self) -> Client:
         return self
@@ -410,6 +472,13 @@ def _job_status(job: jobs_pb2.Job) -> JobStatus:
         updated_at=job.updated_at.ToDatetime(),
         tasks=tasks,
         combined=struct_to_dict(job.combined) if job.HasField("combined") else None,
+        approved_by=tuple(job.approved_by),
+        approvals_required=job.approvals_required or 1,
+        progress=JobProgress(
+            job.progress.round, job.progress.max_rounds, struct_to_dict(job.progress.figures)
+        )
+        if job.HasField("progress")
+        else None,
     )
 
 

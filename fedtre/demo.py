@@ -1,8 +1,12 @@
 """`fedtre demo`: a coordinator and three agents as separate processes, on synthetic data.
 
-A researcher submits each analysis, an admin approves it, the agents run it on their own
-cohorts with the default disclosure policy (threshold 10, rounding to 5), and the
-combined result is printed with each TRE's outcome.
+The governance is on, as in a real network: the first admin is bootstrapped with a
+token; the admin creates a researcher and an approver (each with their own API token)
+and a project naming the TREs, the dataset and the analyses it may use. The researcher
+submits each analysis, the approver approves it, the coordinator signs the approved
+tasks, the agents verify the signature, run the task on their own cohorts with the
+default disclosure policy (threshold 10, rounding to 5), and the combined result is
+printed with each TRE's outcome.
 """
 
 from __future__ import annotations
@@ -16,17 +20,19 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from fedtre.client import Client, Result
 from fedtre.disclosure import DisclosurePolicy
 from fedtre.errors import Unavailable
 from fedtre.identity.ca import init_network
-from fedtre.identity.tls import TlsFiles
+from fedtre.identity.signing import VERIFY_KEY_FILE
 from fedtre.report import result_lines
 from fedtre.synth import COLUMN_TYPES, write_cohorts
 
 NODES = 3
+PROJECT = "demo"
 START_TIMEOUT_S = 30.0
 # (title, analysis, params) run in order; the thresholds are the TREs' defaults.
 ANALYSES: tuple[tuple[str, str, dict], ...] = (
@@ -72,42 +78,43 @@ def run_demo(
         data = write_cohorts(home / "data", n_nodes=NODES, rows=rows, seed=2026, fmt="sqlite")
         say(f"synthetic cohorts: {NODES} TREs x {rows} people")
 
+        database = ["--database-url", f"sqlite:///{home / 'coordinator.sqlite'}"]
+        tls_dir = ["--tls-dir", str(home / "pki" / "coordinator")]
+        _run(["coordinator", "bootstrap-admin", "admin", "--out", str(home / "people" / "admin"),
+              *tls_dir, *database])  # fmt: skip
         coordinator = _spawn(
-            [
-                "coordinator",
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--tls-dir",
-                str(home / "pki" / "coordinator"),
-                "--database-url",
-                f"sqlite:///{home / 'coordinator.sqlite'}",
-            ],
+            ["coordinator", "serve", "--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0",
+             *tls_dir, *database],
             home / "coordinator.log",
-        )
+        )  # fmt: skip
         processes.append(coordinator)
-        address = _read_address(coordinator, home / "coordinator.log")
-        say(f"coordinator listening on {address} (mutual TLS)")
+        address, api_address = _read_addresses(coordinator, home / "coordinator.log")
+        say(f"coordinator: agents on {address} (mutual TLS), people on {api_address} (TLS + token)")
         for node_id in node_ids:
             config = _write_agent_config(home, node_id, address, data[node_id])
             processes.append(
                 _spawn(["agent", "run", "--config", str(config)], home / f"{node_id}.log")
             )
 
-        researcher = Client(address, TlsFiles.from_dir(home / "pki" / "users" / "researcher"))
-        admin = Client(address, TlsFiles.from_dir(home / "pki" / "users" / "admin"))
-        _wait_for_nodes(admin, node_ids)
+        with Client(api_address, home / "people" / "admin") as admin:
+            tokens = _set_up_governance(admin, node_ids, say)
+            _wait_for_nodes(admin, node_ids, processes, home)
         say(f"agents online: {', '.join(node_ids)}\n")
 
+        ca = home / "pki" / "ca" / "ca.pem"
         results = []
-        for title, analysis, params in ANALYSES:
-            handle = researcher.submit(analysis, dataset="cohort", params=params)
-            admin.approve(handle.id)
-            result = handle.result(timeout=30)
-            results.append(result)
-            _show(title, analysis, result, say)
-        researcher.close()
-        admin.close()
+        with (
+            Client(api_address, token=tokens["researcher"], ca=ca) as researcher,
+            Client(api_address, token=tokens["approver"], ca=ca) as approver,
+        ):
+            for title, analysis, params in ANALYSES:
+                handle = researcher.submit(
+                    analysis, dataset="cohort", params=params, project=PROJECT
+                )
+                approver.approve(handle.id)
+                result = handle.result(timeout=30)
+                results.append(result)
+                _show(title, analysis, result, say)
         return results
     finally:
         for process in reversed(processes):
@@ -125,6 +132,36 @@ def run_demo(
         say(f"demo finished in {time.monotonic() - started:.1f} s; all processes stopped")
 
 
+def _set_up_governance(
+    admin: Client, node_ids: list[str], say: Callable[[str], None]
+) -> dict[str, str]:
+    """Create a researcher, an approver and the demo project; return their tokens."""
+    tokens = {}
+    for name, role in (("researcher", "researcher"), ("approver", "approver")):
+        admin.admin.create_user(name, role)
+        _, tokens[name] = admin.admin.issue_token(name, valid_days=1, description="demo")
+    admin.admin.create_project(
+        PROJECT,
+        description="fedtre demo: smoking, blood pressure and deprivation",
+        expires=datetime.now(UTC) + timedelta(days=1),
+        nodes=node_ids,
+        datasets=["cohort"],
+        analyses=sorted({analysis for _, analysis, _ in ANALYSES}),
+        members=["researcher"],
+        approvals_required=1,
+    )
+    say(f"project {PROJECT!r}: researcher 'researcher', approver 'approver' (API tokens)")
+    return tokens
+
+
+def _run(args: list[str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "fedtre.cli.main", *args], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise Unavailable(f"`fedtre {' '.join(args[:2])}` failed: {done.stderr.strip()}")
+
+
 def _spawn(args: list[str], log: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
@@ -136,13 +173,18 @@ def _spawn(args: list[str], log: Path) -> subprocess.Popen:
     )
 
 
-def _read_address(process: subprocess.Popen, log: Path) -> str:
+def _read_addresses(process: subprocess.Popen, log: Path) -> tuple[str, str]:
+    """Return the coordinator's (agents' mutual-TLS address, people's API address)."""
     assert process.stdout is not None
-    line = process.stdout.readline()
-    match = re.search(r"listening on (\S+)", line)
-    if not match:
-        raise Unavailable(f"the coordinator did not start; see {log}:\n{log.read_text()[-2000:]}")
-    return match.group(1)
+    found = []
+    for pattern in (r"listening on (\S+)", r"API \(TLS, API tokens\) on (\S+)"):
+        match = re.search(pattern, process.stdout.readline())
+        if not match:
+            raise Unavailable(
+                f"the coordinator did not start; see {log}:\n{log.read_text()[-2000:]}"
+            )
+        found.append(match.group(1))
+    return found[0], found[1]
 
 
 def _write_agent_config(home: Path, node_id: str, address: str, data: Path) -> Path:
@@ -156,7 +198,12 @@ def _write_agent_config(home: Path, node_id: str, address: str, data: Path) -> P
             node_id=node_id,
             coordinator=address,
             state_db=home / f"{node_id}-state.sqlite",
-            tls=TlsConfig(bundle / "ca.pem", bundle / "cert.pem", bundle / "key.pem"),
+            tls=TlsConfig(
+                bundle / "ca.pem",
+                bundle / "cert.pem",
+                bundle / "key.pem",
+                verify_key=bundle / VERIFY_KEY_FILE,
+            ),
             datasets={
                 "cohort": DatasetConfig(
                     name="cohort",
@@ -171,9 +218,19 @@ def _write_agent_config(home: Path, node_id: str, address: str, data: Path) -> P
     return path
 
 
-def _wait_for_nodes(client: Client, node_ids: list[str]) -> None:
+def _wait_for_nodes(
+    client: Client, node_ids: list[str], processes: list[subprocess.Popen], home: Path
+) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
+        for process in processes:
+            if process.poll() is not None:
+                logs = "\n".join(
+                    f"{log.name}: {log.read_text().strip()[-500:]}"
+                    for log in sorted(home.glob("*.log"))
+                    if log.read_text().strip()
+                )
+                raise Unavailable(f"a demo process stopped early:\n{logs}")
         try:
             if {n.node_id for n in client.nodes() if n.online} >= set(node_ids):
                 return

@@ -6,6 +6,8 @@ from typing import Any
 
 from fedtre.client import Result
 
+# Longer tables (survival tables of exact times) are shown head and tail.
+MAX_ROWS = 60
 # Bookkeeping keys of a combined payload, shown separately from the figures.
 _META_KEYS = frozenset({"nodes", "withheld", "withheld_by", "rows", "columns", "column", "by"})
 
@@ -15,7 +17,8 @@ def result_lines(result: Result) -> list[str]:
     lines = []
     frame = result.to_frame()
     if frame is not None:
-        lines += frame.to_string().splitlines()
+        lines += frame.to_string(max_rows=MAX_ROWS).splitlines()
+        lines += _extra_lines(result)
     else:
         figures = {k: v for k, v in result.combined.items() if k not in _META_KEYS}
         lines.append(
@@ -34,6 +37,36 @@ def result_lines(result: Result) -> list[str]:
         if part.error:
             line += f" - {part.error}"
         lines.append(line)
+    return lines
+
+
+def _extra_lines(result: Result) -> list[str]:
+    """Model figures, survival medians and the log-rank test, warnings."""
+    lines: list[str] = []
+    model = result.model
+    if model is not None:
+        lines += model.lines()
+    combined = result.combined
+    groups = combined.get("groups")
+    if result.job.analysis == "kaplan_meier" and isinstance(groups, list):
+        for label, curve in groups:
+            name = "all" if combined.get("by") is None else f"{combined['by']} = {label}"
+            if isinstance(curve, dict):
+                lines.append(
+                    f"{name}: n = {_figure(curve.get('n'))}, events = "
+                    f"{_figure(curve.get('events'))}, median survival = "
+                    f"{'not reached' if curve.get('median') is None else _figure(curve['median'])}"
+                )
+            else:
+                lines.append(f"{name}: withheld")
+        logrank = combined.get("logrank")
+        if isinstance(logrank, dict):
+            lines.append(
+                f"log-rank test: chi2 = {_figure(logrank.get('chi2'))} on "
+                f"{_figure(logrank.get('df'))} df, p = {_figure(logrank.get('p_value'))}"
+            )
+    if combined.get("warning"):
+        lines.append(f"warning: {combined['warning']}")
     return lines
 
 

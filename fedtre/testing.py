@@ -3,28 +3,41 @@
     with LocalNetwork({"tre-a": {"cohort": df_a}, "tre-b": {"cohort": "b.csv"}}) as net:
         result = net.client().submit("count", dataset="cohort").result()
 
-Everything is real: gRPC over mutual TLS on 127.0.0.1, SQLite files, the agents' own
-config files and state; only the processes are threads of this one.
+Everything is real: gRPC over TLS on 127.0.0.1 (agents with their certificates, people
+with API tokens), SQLite files, the agents' own config files and state, signed
+approvals; only the processes are threads of this one.
+
+Governance is set up as a small network would be: people "admin", "approver" and
+"researcher", each with a token (and an identity folder pki/users/<name>/ holding
+ca.pem and token), and a project "default" with every node, dataset and catalogue
+analysis, whose member is "researcher". With auto_approve (the default) the project
+approves every analysis automatically; otherwise each job needs one approver.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import tempfile
 import threading
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pandas as pd
 import sqlalchemy as sa
 
+from fedtre.analyses import CATALOGUE
 from fedtre.client import Client
 from fedtre.disclosure import DisclosurePolicy
 from fedtre.errors import InvalidRequest, Unavailable
 from fedtre.identity.ca import init_network
+from fedtre.identity.peer import Identity
+from fedtre.identity.signing import VERIFY_KEY_FILE
 from fedtre.identity.tls import TlsFiles
 
 DataSpec = Mapping[str, Mapping[str, "pd.DataFrame | str | Path"]]
@@ -62,6 +75,8 @@ class LocalNetwork:
         metrics: bool = False,
         database_url: str | None = None,
         health_interval: float = 5.0,
+        governance: Mapping[str, Mapping[str, Any]] | None = None,
+        approvals_required: int = 1,
     ) -> None:
         if not data:
             raise InvalidRequest("give at least one node, e.g. {'tre-a': {'cohort': frame}}")
@@ -83,7 +98,14 @@ class LocalNetwork:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         self.coordinator: Any = None
+        # address: the coordinator's mutual-TLS port (agents, and people with certificates);
+        # api_address: its TLS port for people with API tokens.
         self.address = ""
+        self.api_address = ""
+        # Per node: the agent's [governance] settings (node_agent.sovereignty).
+        self.governance = dict(governance or {})
+        self.approvals_required = approvals_required
+        self.tokens: dict[str, str] = {}
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -107,8 +129,8 @@ class LocalNetwork:
         config = CoordinatorConfig(
             tls=TlsFiles.from_dir(self.pki / "coordinator"),
             listen="127.0.0.1:0",
+            api_listen="127.0.0.1:0",
             database_url=self.database_url or f"sqlite:///{self.directory / 'coordinator.sqlite'}",
-            auto_approve=self.auto_approve,
             ping_interval=self.ping_interval,
             metrics_listen="127.0.0.1:0" if self.metrics else None,
             health_interval=self.health_interval,
@@ -121,14 +143,100 @@ class LocalNetwork:
         self.coordinator = CoordinatorServer(config)
         port = asyncio.run_coroutine_threadsafe(self.coordinator.start(), self._loop).result(30)
         self.address = f"127.0.0.1:{port}"
+        self.api_address = f"127.0.0.1:{self.coordinator.api_port}"
+        self._set_up_governance()
         for node_id, datasets in self.data.items():
             self.start_agent(node_id, datasets)
         self.wait_until_online(list(self.data))
 
-    def start_agent(self, node_id: str, datasets: Mapping[str, Any]) -> None:
+    def _set_up_governance(self) -> None:
+        """People with tokens, and the project "default" (in-process, as an admin would)."""
+        admin = self.coordinator.admin
+        operator = Identity("local-network", "admin")
+        for name in ("admin", "approver", "researcher"):
+            self.add_user(name, name, projects=())
+        if admin.governance.project("default") is None:
+            self.add_project(
+                "default", description="every node, dataset and analysis of this LocalNetwork"
+            )
+
+    def add_project(
+        self,
+        name: str,
+        *,
+        members: tuple[str, ...] = ("researcher",),
+        nodes: tuple[str, ...] | None = None,
+        datasets: tuple[str, ...] | None = None,
+        analyses: tuple[str, ...] | None = None,
+        approvals_required: int | None = None,
+        auto_approve: tuple[str, ...] | None = None,
+        expires: datetime | None = None,
+        description: str = "",
+    ) -> Any:
+        """Create a project (by default like "default": every node, dataset and analysis)."""
+        from coordinator.domain.governance import Project
+
+        every_dataset = tuple(sorted({d for node in self.data.values() for d in node}))
+        return self.coordinator.admin.create_project(
+            Identity("local-network", "admin"),
+            Project(
+                name=name,
+                description=description,
+                members=members,
+                nodes=tuple(self.data) if nodes is None else nodes,
+                datasets=every_dataset if datasets is None else datasets,
+                analyses=tuple(CATALOGUE) if analyses is None else analyses,
+                approval_expires_at=expires or datetime.now(UTC) + timedelta(days=365),
+                approvals_required=approvals_required or self.approvals_required,
+                auto_approve=(
+                    auto_approve
+                    if auto_approve is not None
+                    else tuple(CATALOGUE)
+                    if self.auto_approve
+                    else ()
+                ),
+                created_at=datetime.now(UTC),
+                created_by="",
+            ),
+        )
+
+    def add_user(
+        self, name: str, role: str = "researcher", *, projects: tuple[str, ...] = ("default",)
+    ) -> str:
+        """Create a person (if new) with a fresh token, member of projects; return the token.
+
+        The token also goes to pki/users/<name>/token, beside a copy of ca.pem.
+        """
+        from fedtre.credentials import TOKEN_FILE
+
+        admin = self.coordinator.admin
+        operator = Identity("local-network", "admin")
+        if name not in {u.name for u in admin.users()}:
+            admin.create_user(operator, name, role)
+        for project in projects:
+            admin.add_member(operator, project, name)
+        _, token = admin.issue_token(operator, name, 0, "LocalNetwork")
+        self.tokens[name] = token
+        folder = self.pki / "users" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self.pki / "ca" / "ca.pem", folder / "ca.pem")
+        (folder / TOKEN_FILE).unlink(missing_ok=True)
+        fd = os.open(folder / TOKEN_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(token + "\n")
+        return token
+
+    def start_agent(
+        self,
+        node_id: str,
+        datasets: Mapping[str, Any],
+        *,
+        governance: Mapping[str, Any] | None = None,
+    ) -> None:
         """Write the node's data and agent config, and start its agent."""
         from node_agent.app import Agent
         from node_agent.config import AgentConfig, DatasetConfig, TlsConfig, write_config
+        from node_agent.sovereignty import parse_governance
 
         home = self.directory / "nodes" / node_id
         home.mkdir(parents=True, exist_ok=True)
@@ -143,10 +251,19 @@ class LocalNetwork:
                 node_id=node_id,
                 coordinator=self.address,
                 state_db=home / "agent-state.sqlite",
-                tls=TlsConfig(bundle / "ca.pem", bundle / "cert.pem", bundle / "key.pem"),
+                tls=TlsConfig(
+                    bundle / "ca.pem",
+                    bundle / "cert.pem",
+                    bundle / "key.pem",
+                    verify_key=bundle / VERIFY_KEY_FILE,
+                ),
                 datasets=declared,
                 policy=self.policy,
+                analyses=tuple(CATALOGUE),  # a rehearsal network serves the whole catalogue
                 metrics_listen="127.0.0.1:0" if self.metrics else None,
+                governance=parse_governance(
+                    governance if governance is not None else self.governance.get(node_id, {})
+                ),
             ),
         )
         agent = Agent(config)
@@ -192,8 +309,21 @@ class LocalNetwork:
     # -- clients ---------------------------------------------------------------------
 
     def client(self, user: str = "researcher") -> Client:
-        """A Client over mTLS as `user` ("researcher" or "admin")."""
-        return Client(self.address, TlsFiles.from_dir(self.pki / "users" / user))
+        """A Client on the API port (TLS) with `user`'s token ("researcher", "approver",
+        "admin", or one from add_user)."""
+        return Client(self.api_address, ca=self.pki / "ca" / "ca.pem", token=self.tokens[user])
+
+    def channel(self, user: str = "researcher") -> grpc.Channel:
+        """A raw gRPC channel on the API port carrying `user`'s token (for fedtre.v1 stubs)."""
+        from fedtre.credentials import person_credentials
+
+        credentials = person_credentials(ca=self.pki / "ca" / "ca.pem", token=self.tokens[user])
+        return grpc.secure_channel(self.api_address, credentials)
+
+    def identity(self, user: str = "researcher") -> Path:
+        """The identity folder of `user` (ca.pem and token; cert.pem and key.pem as well
+        for "admin" and "researcher"), for the CLI's --identity."""
+        return self.pki / "users" / user
 
 
 def _dataset_config(name: str, value: Any, home: Path, dataset_config: Any) -> Any:
@@ -211,6 +341,12 @@ def _dataset_config(name: str, value: Any, home: Path, dataset_config: Any) -> A
         return dataset_config(
             name=name, columns=column_types(pd.read_csv(path, nrows=1000)), csv=path
         )
+    if path.suffix.lower() == ".parquet":
+        import duckdb
+
+        with duckdb.connect() as conn:
+            sample = conn.execute("SELECT * FROM read_parquet(?) LIMIT 1000", [str(path)]).df()
+        return dataset_config(name=name, columns=column_types(sample), parquet=path)
     if path.suffix.lower() in (".sqlite", ".db", ".sqlite3"):
         engine = sa.create_engine(f"sqlite:///{path}")
         with engine.connect() as conn:
@@ -221,5 +357,6 @@ def _dataset_config(name: str, value: Any, home: Path, dataset_config: Any) -> A
             name=name, columns=column_types(frame), url=f"sqlite:///{path}", table=name
         )
     raise InvalidRequest(
-        f"dataset '{name}': give a DataFrame, a .csv file or a SQLite file holding table '{name}'"
+        f"dataset '{name}': give a DataFrame, a .csv or .parquet file, or a SQLite file "
+        f"holding table '{name}'"
     )

@@ -8,16 +8,21 @@ import threading
 
 from fedtre.errors import InvalidRequest
 from fedtre.identity.peer import identity_from_pem
-from fedtre.identity.tls import DEFAULT_CHANNEL_OPTIONS, TlsFiles, channel_credentials
+from fedtre.identity.signing import Verifier, load_verify_key
+from fedtre.identity.tls import DEFAULT_CHANNEL_OPTIONS, TlsFiles
 from fedtre.ops_http import OpsServer
 from node_agent.airlock import Courier
+from node_agent.approvals import ApprovalRunner, OperatorApprovals
 from node_agent.config import AgentConfig
 from node_agent.connection import AGENT_VERSION, AgentConnection
+from node_agent.credentials import ReloadingCredentials
 from node_agent.executor import Executor
+from node_agent.gate import TaskGate
 from node_agent.metrics import AgentMetrics, instrument_run, watch_sources
 from node_agent.policy import LocalPolicy
 from node_agent.sources import close_sources, open_sources
 from node_agent.state import AgentState
+from node_agent.verify import TaskVerifier
 
 logger = logging.getLogger(__name__)
 
@@ -29,19 +34,32 @@ class Agent:
         self.config = config
         tls = TlsFiles(config.tls.ca, config.tls.cert, config.tls.key)
         _check_certificate_matches(config, tls)
-        credentials = channel_credentials(tls)
+        if config.tls.verify_key is None:
+            raise InvalidRequest(
+                "no job-verification key: this agent cannot check that tasks were approved. "
+                "Put job-signing-pub.pem from this node's enrolment bundle in [tls] dir, or "
+                "name it with [tls] verify_key"
+            )
+        # Pinned here, at start-up: tasks must carry a grant signed by this key.
+        verifier = TaskVerifier(config.node_id, Verifier(load_verify_key(config.tls.verify_key)))
+        credentials = ReloadingCredentials(tls, config.node_id)
         self.sources = open_sources(config)
         self.metrics = AgentMetrics(config.node_id, AGENT_VERSION, config.analyses)
         watch_sources(self.sources, self.metrics)
         self.state = AgentState(config.state_db)
-        self.executor = Executor(LocalPolicy.from_config(config), self.sources, self.state)
+        policy = LocalPolicy.from_config(config)
+        self.executor = Executor(policy, self.sources, self.state)
+        self.approvals = OperatorApprovals(self.state)
+        self.gate = TaskGate(
+            verifier, self.executor, policy, config.governance, self.state, self.approvals
+        )
         self.connection = AgentConnection(
             config.coordinator,
             credentials,
             [d.schema for d in config.datasets.values()],
             config.analyses,
             instrument_run(
-                self.executor.run,
+                self.gate.run,
                 lambda task_id: self.state.stored_result(task_id) is not None,
                 self.metrics,
             ),
@@ -51,6 +69,10 @@ class Agent:
         self.metrics.connected.set_function(lambda: float(self.connection.connected.is_set()))
         # Sends the final outcome of each output the TRE's output checker decided on.
         self.courier = Courier(self.state, self.connection.report)
+        # Runs, or refuses, the tasks that waited for the TRE operator's approval.
+        self.approval_runner = ApprovalRunner(
+            self.approvals, self.gate.run_verified, self.connection.report
+        )
         self._thread: threading.Thread | None = None
         self._ops: OpsServer | None = None
         self.metrics_port = 0
@@ -66,6 +88,7 @@ class Agent:
         )
         self._thread.start()
         self.courier.start()
+        self.approval_runner.start()
         logger.info(
             "agent started",
             extra={
@@ -88,8 +111,10 @@ class Agent:
             self._ops.close()
             self._ops = None
         self.courier.stop(wait=False)
+        self.approval_runner.stop(wait=False)
         self.connection.stop()  # ends a report in flight, so the courier stops promptly
         self.courier.stop()
+        self.approval_runner.stop()
         if self._thread is not None:
             self._thread.join(timeout=10)
         self.state.close()

@@ -16,7 +16,9 @@ import sqlalchemy as sa
 from fedtre.analyses.base import COLUMN_TYPES, DatasetSchema
 from fedtre.disclosure import DisclosurePolicy
 from fedtre.errors import InvalidRequest
+from fedtre.identity.signing import VERIFY_KEY_FILE
 from fedtre.ops_http import parse_listen
+from node_agent.sovereignty import GovernanceConfig, parse_governance
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +33,10 @@ NODE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 # A table or view, optionally schema-qualified ("research.cohort").
 TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
 
-_TOP_KEYS = ("node_id", "coordinator", "state_db", "tls", "policy", "datasets", "metrics")
-_TLS_KEYS = ("ca", "cert", "key", "dir")
+_TOP_KEYS = (
+    "node_id", "coordinator", "state_db", "tls", "policy", "datasets", "metrics", "governance",
+)  # fmt: skip
+_TLS_KEYS = ("ca", "cert", "key", "dir", "verify_key")
 _POLICY_KEYS = (
     "threshold",
     "rounding_base",
@@ -46,22 +50,27 @@ _POLICY_KEYS = (
     "projects",
     "analyses",
 )
-_DATASET_KEYS = ("url", "table", "csv", "columns", "key")
+_DATASET_KEYS = ("url", "table", "csv", "columns", "key", "parquet")
 _METRICS_KEYS = ("listen",)
 
 
 @dataclass(frozen=True)
 class TlsConfig:
-    """Paths of the network CA certificate and this agent's certificate and private key."""
+    """Paths of the network CA certificate and this agent's certificate and private key.
+
+    verify_key: the network's job-verification key, pinned at enrolment
+    (job-signing-pub.pem in the bundle); the agent refuses to start without it.
+    """
 
     ca: Path
     cert: Path
     key: Path
+    verify_key: Path | None = None
 
 
 @dataclass(frozen=True)
 class DatasetConfig:
-    """One declared dataset: either a SQLAlchemy url + table/view, or a CSV file.
+    """One declared dataset: a SQLAlchemy url + table/view, or a CSV or Parquet file.
 
     columns maps each analysable column to its declared type; nothing else exists to the network.
     """
@@ -71,6 +80,8 @@ class DatasetConfig:
     url: str | None = None
     table: str | None = None
     csv: Path | None = None
+    # A Parquet file, read in place through DuckDB like a CSV (node_agent.sources.duckdb_source).
+    parquet: Path | None = None
     # A column identifying records, used only for differencing protection (never
     # advertised or analysable unless also declared); url datasets only.
     key: str | None = None
@@ -94,6 +105,8 @@ class AgentConfig:
     analyses: tuple[str, ...] = DEFAULT_ANALYSES
     # host:port of the plain-HTTP /metrics, /livez and /readyz endpoint; None serves none.
     metrics_listen: str | None = None
+    # The projects served, and whether the TRE's operator approves them (node_agent.sovereignty).
+    governance: GovernanceConfig = field(default_factory=GovernanceConfig)
 
     def to_toml(self) -> str:
         """Return this config as TOML text that load_config reads back to an equal config."""
@@ -104,6 +117,14 @@ class AgentConfig:
             "",
             "[tls]",
             *(f"{k} = {_toml_str(str(getattr(self.tls, k)))}" for k in TLS_FILES),
+            *(
+                [f"verify_key = {_toml_str(str(self.tls.verify_key))}"]
+                if self.tls.verify_key is not None
+                else []
+            ),
+            "",
+            "[governance]",
+            *self.governance.to_toml_lines(),
             "",
             "[policy]",
             *self.policy.to_toml_lines(),
@@ -116,6 +137,8 @@ class AgentConfig:
             lines += ["", f"[datasets.{name}]"]
             if ds.csv is not None:
                 lines.append(f"csv = {_toml_str(str(ds.csv))}")
+            elif ds.parquet is not None:
+                lines.append(f"parquet = {_toml_str(str(ds.parquet))}")
             else:
                 lines.append(f"url = {_toml_str(ds.url or '')}")
                 lines.append(f"table = {_toml_str(ds.table or '')}")
@@ -189,7 +212,16 @@ class _Parser:
             policy=policy,
             analyses=analyses,
             metrics_listen=self.parse_metrics(self.table(raw, "metrics", section="metrics") or {}),
+            governance=self.parse_governance(
+                self.table(raw, "governance", section="governance") or {}
+            ),
         )
+
+    def parse_governance(self, raw: dict[str, Any]) -> GovernanceConfig:
+        try:
+            return parse_governance(raw)
+        except InvalidRequest as exc:
+            raise self.error("[governance]", str(exc)) from exc
 
     def parse_metrics(self, raw: dict[str, Any]) -> str | None:
         """Return [metrics] listen checked to be HOST:PORT, or None when not given."""
@@ -205,6 +237,15 @@ class _Parser:
 
     def parse_tls(self, raw: dict[str, Any]) -> TlsConfig:
         self.reject_unknown("[tls]", raw, _TLS_KEYS)
+        verify_key: Path | None = None
+        if "verify_key" in raw:
+            verify_key = self.path_value(raw["verify_key"], "[tls] verify_key")
+            if not verify_key.is_file():
+                raise self.error(
+                    "[tls] verify_key",
+                    f"file {verify_key} does not exist; it is {VERIFY_KEY_FILE} in this "
+                    "node's enrolment bundle",
+                )
         if "dir" in raw:
             if set(raw) & set(TLS_FILES):
                 raise self.error(
@@ -212,6 +253,8 @@ class _Parser:
                 )
             bundle = self.path_value(raw["dir"], "[tls] dir")
             paths = {k: bundle / f"{k}.pem" for k in TLS_FILES}
+            if verify_key is None and (bundle / VERIFY_KEY_FILE).is_file():
+                verify_key = bundle / VERIFY_KEY_FILE
         else:
             paths = {}
             for key in TLS_FILES:
@@ -229,7 +272,7 @@ class _Parser:
                     f"file {file} does not exist; issue this agent's certificate "
                     "or correct the path",
                 )
-        return TlsConfig(**paths)
+        return TlsConfig(**paths, verify_key=verify_key)
 
     def parse_policy(self, raw: dict[str, Any]) -> tuple[DisclosurePolicy, tuple[str, ...]]:
         self.reject_unknown("[policy]", raw, _POLICY_KEYS)
@@ -283,24 +326,30 @@ class _Parser:
         columns = self.parse_columns(
             name, self.required_table(raw, "columns", section=f"datasets.{name}.columns")
         )
-        if "csv" in raw:
+        if "csv" in raw and "parquet" in raw:
+            raise self.error(where, "give either csv or parquet, not both")
+        for kind in ("csv", "parquet"):
+            if kind not in raw:
+                continue
             if "url" in raw or "table" in raw:
-                raise self.error(where, "give either csv or url + table, not both")
-            csv = self.path_value(raw["csv"], f"{where} csv")
-            if not csv.is_file():
-                raise self.error(f"{where} csv", f"file {csv} does not exist; correct the path")
+                raise self.error(where, f"give either {kind} or url + table, not both")
+            file = self.path_value(raw[kind], f"{where} {kind}")
+            if not file.is_file():
+                raise self.error(f"{where} {kind}", f"file {file} does not exist; correct the path")
             if "key" in raw:
                 raise self.error(
                     f"{where} key",
-                    "a key column is for url datasets only; CSV records are identified by "
-                    "their declared values (docs/disclosure.md); remove key",
+                    f"a key column is for url datasets only; {kind.upper()} records are "
+                    "identified by their declared values (docs/disclosure.md); remove key",
                 )
-            return DatasetConfig(name=name, columns=columns, csv=csv)
+            if kind == "csv":
+                return DatasetConfig(name=name, columns=columns, csv=file)
+            return DatasetConfig(name=name, columns=columns, parquet=file)
         if "url" not in raw or "table" not in raw:
             raise self.error(
                 where,
                 'needs url = "<SQLAlchemy URL>" and table = "<table or view>", '
-                'or csv = "<file.csv>"',
+                'or csv = "<file.csv>", or parquet = "<file.parquet>"',
             )
         url = self.string(raw, "url", f"{where} url")
         table = self.string(raw, "table", f"{where} table")

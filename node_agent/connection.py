@@ -13,6 +13,7 @@ import grpc
 from fedtre.analyses.base import DatasetSchema, NodeOutput
 from fedtre.v1 import agent_pb2, agent_pb2_grpc
 from fedtre.wire import OUTCOME_TO_PB, dict_to_struct, rules_to_pb, schema_to_pb, struct_to_dict
+from node_agent.credentials import ReloadingCredentials
 from node_agent.task import TaskSpec
 
 logger = logging.getLogger(__name__)
@@ -52,6 +53,9 @@ def task_from_pb(task: agent_pb2.Task) -> TaskSpec:
         dataset=task.dataset,
         params=struct_to_dict(task.params),
         project=task.project,
+        grant=task.grant,
+        signature=task.signature,
+        round=struct_to_dict(task.round) if task.HasField("round") else None,
     )
 
 
@@ -71,7 +75,7 @@ class AgentConnection:
     def __init__(
         self,
         target: str,
-        credentials: grpc.ChannelCredentials,
+        credentials: grpc.ChannelCredentials | ReloadingCredentials,
         datasets: Sequence[DatasetSchema],
         analyses: Sequence[str],
         run_task: Callable[[TaskSpec], NodeOutput],
@@ -80,8 +84,13 @@ class AgentConnection:
         workers: int = 2,
         on_reconnect: Callable[[], None] | None = None,
     ) -> None:
-        self._channel = grpc.secure_channel(target, credentials, options=list(channel_options))
+        # With ReloadingCredentials, a renewed certificate is picked up on reconnect.
+        self._source = credentials if isinstance(credentials, ReloadingCredentials) else None
+        self._target, self._options = target, list(channel_options)
+        current = self._source.credentials if self._source is not None else credentials
+        self._channel = grpc.secure_channel(target, current, options=self._options)
         self._stub = agent_pb2_grpc.AgentServiceStub(self._channel)
+        self._retired: list[grpc.Channel] = []
         self._open_request = agent_pb2.OpenTaskStreamRequest(
             agent_version=AGENT_VERSION,
             datasets=[schema_to_pb(d) for d in datasets],
@@ -100,6 +109,7 @@ class AgentConnection:
         backoff = Backoff()
         while not self._stopping.is_set():
             try:
+                self._refresh_channel()
                 self._stream_once(backoff)
             except grpc.RpcError as exc:
                 code = exc.code()
@@ -134,7 +144,22 @@ class AgentConnection:
             self.connected.set()
             if message.HasField("task"):
                 self._pool.submit(self._handle, message.task)
+            if self._source is not None and self._source.changed():
+                logger.info("certificate files changed; reconnecting with them")
+                call.cancel()
+                return
         logger.warning("coordinator closed the task stream")
+
+    def _refresh_channel(self) -> None:
+        """Open a new channel when the certificate files changed (rotation, no restart)."""
+        if self._source is None or not self._source.reload():
+            return
+        channel = grpc.secure_channel(self._target, self._source.credentials, options=self._options)
+        with self._lock:
+            # The old channel may carry a report in flight: retire it, close it at stop().
+            self._retired.append(self._channel)
+            self._channel = channel
+            self._stub = agent_pb2_grpc.AgentServiceStub(channel)
 
     def _handle(self, task: agent_pb2.Task) -> None:
         # Runs on the pool, whose futures nobody reads: log here or the failure is silent.
@@ -177,4 +202,6 @@ class AgentConnection:
             if self._call is not None:
                 self._call.cancel()
         self._pool.shutdown(wait=True, cancel_futures=True)
+        for channel in self._retired:
+            channel.close()
         self._channel.close()

@@ -26,6 +26,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from fedtre.analyses.base import DataSource, NodeOutput, Outcome, RuleResult
+from fedtre.analyses.iterative import with_round
 from fedtre.disclosure import differencing
 from fedtre.disclosure.rules import REVIEW, needs_review
 from fedtre.errors import Conflict, DisclosureBlocked, FedtreError, InvalidRequest, NotFound
@@ -92,6 +93,9 @@ class Executor:
             analysis = self._policy.analyses[task.analysis]
             try:
                 params = analysis.validate(task.params)
+                if task.round is not None:
+                    # a round of a multi-round job: the coordinator's parameters, checked
+                    params = with_round(analysis, params, task.round)
             except InvalidRequest as exc:
                 return NodeOutput(Outcome.REFUSED, {}, error=str(exc)), None
             policy = self._policy.disclosure_for(task.project)

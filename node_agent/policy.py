@@ -25,6 +25,8 @@ class LocalPolicy:
     datasets: the declared datasets; undeclared datasets and columns do not exist.
     keys: per dataset, the column identifying records for differencing protection
         (datasets without one are identified by their declared values).
+    projects: the projects this node serves; None serves every project the network
+        approved ([governance] projects).
     """
 
     node_id: str
@@ -32,6 +34,7 @@ class LocalPolicy:
     disclosure: DisclosurePolicy
     datasets: Mapping[str, DatasetSchema]
     keys: Mapping[str, str] = field(default_factory=dict)
+    projects: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "analyses", MappingProxyType(dict(self.analyses)))
@@ -62,6 +65,7 @@ class LocalPolicy:
                 for name, ds in config.datasets.items()
                 if (key := getattr(ds, "key", None))
             },
+            projects=config.governance.projects,
         )
 
     def check_task(self, task: TaskSpec) -> list[str]:
@@ -70,6 +74,11 @@ class LocalPolicy:
         if task.node != self.node_id:
             reasons.append(
                 f"task is addressed to node {task.node!r}, but this node is {self.node_id!r}"
+            )
+        if self.projects is not None and task.project not in self.projects:
+            reasons.append(
+                f"project {task.project!r} is not served by this node; "
+                f"it serves {sorted(self.projects)}"
             )
         analysis = self.analyses.get(task.analysis)
         if analysis is None:

@@ -30,10 +30,12 @@ from fedtre.disclosure.differencing import (
 from fedtre.disclosure.policy import DisclosurePolicy
 from fedtre.disclosure.rules import REVIEW
 from fedtre.errors import Conflict, InvalidRequest, NotFound
+from node_agent import audit as agent_audit
 from node_agent.task import TaskSpec
 
 # 2: cohorts and reviews tables (created on an existing version-1 file).
-SCHEMA_VERSION = 2
+# 3: the hash-chained audit log (node_agent.audit), created on an existing file.
+SCHEMA_VERSION = 3
 # Outcomes whose payload leaves the TRE; only these enter the released-outputs log.
 RELEASING = frozenset({Outcome.RELEASED, Outcome.SUPPRESSED})
 
@@ -172,7 +174,13 @@ class AgentState:
                     f"(schema {version}); upgrade this agent or use a new state_db"
                 )
             metadata.create_all(conn)
+            agent_audit.create(conn)
             conn.exec_driver_sql(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @property
+    def engine(self) -> sa.Engine:
+        """The state database's engine, for the agent's other tables (approvals, audit)."""
+        return self._engine
 
     def record_received(self, task: TaskSpec) -> None:
         """Record that task arrived; a redelivery of the same task is a no-op.
@@ -193,7 +201,13 @@ class AgentState:
                 sa.select(*(tasks.c[key] for key in row)).where(tasks.c.task_id == task.task_id)
             ).first()
             if existing is None:
-                conn.execute(tasks.insert().values(**row, received_at=self._clock()))
+                now = self._clock()
+                conn.execute(tasks.insert().values(**row, received_at=now))
+                agent_audit.record(
+                    conn, event="task.received", subject=f"task:{task.task_id}",
+                    details={k: row[k] for k in ("job_id", "project", "analysis", "dataset")},
+                    now=now,
+                )  # fmt: skip
             elif existing._asdict() != row:
                 raise Conflict(
                     f"task {task.task_id!r} was received before with different content; "
@@ -223,16 +237,29 @@ class AgentState:
         now = self._clock()
         with self._engine.begin() as conn:
             job_id = self._finish(conn, task_id, output, now)
+            agent_audit.record(
+                conn, event="task.finished", subject=f"task:{task_id}",
+                details={"job_id": job_id, "outcome": output.outcome.value,
+                         "error": output.error[:500]},
+                now=now,
+            )  # fmt: skip
             if output.outcome in RELEASING:
+                digest = payload_digest(output.payload)
                 conn.execute(
                     releases.insert().values(
                         task_id=task_id,
                         job_id=job_id,
                         outcome=output.outcome.value,
                         released_at=now,
-                        payload_sha256=payload_digest(output.payload),
+                        payload_sha256=digest,
                     )
                 )
+                agent_audit.record(
+                    conn, event="output.released", subject=f"task:{task_id}",
+                    details={"job_id": job_id, "outcome": output.outcome.value,
+                             "payload_sha256": digest},
+                    now=now,
+                )  # fmt: skip
 
     # -- differencing ---------------------------------------------------------------------
 
@@ -300,7 +327,12 @@ class AgentState:
             raise ValueError("a held output is recorded with outcome HELD and no payload")
         now = self._clock()
         with self._engine.begin() as conn:
-            self._finish(conn, task_id, held, now)
+            job_id = self._finish(conn, task_id, held, now)
+            agent_audit.record(
+                conn, event="output.held", subject=f"task:{task_id}",
+                details={"job_id": job_id, "payload_sha256": payload_digest(candidate.payload)},
+                now=now,
+            )  # fmt: skip
             conn.execute(
                 reviews.insert().values(
                     task_id=task_id,
@@ -386,16 +418,28 @@ class AgentState:
                     error=final.error,
                 )
             )
+            agent_audit.record(
+                conn, actor=checker, event="review.approved" if approve else "review.denied",
+                subject=f"task:{task_id}", details={"job_id": row.job_id, "reason": reason},
+                now=now,
+            )  # fmt: skip
             if final.outcome in RELEASING:
+                digest = payload_digest(final.payload)
                 conn.execute(
                     releases.insert().values(
                         task_id=task_id,
                         job_id=row.job_id,
                         outcome=final.outcome.value,
                         released_at=now,
-                        payload_sha256=payload_digest(final.payload),
+                        payload_sha256=digest,
                     )
                 )
+                agent_audit.record(
+                    conn, actor=checker, event="output.released", subject=f"task:{task_id}",
+                    details={"job_id": row.job_id, "outcome": final.outcome.value,
+                             "payload_sha256": digest},
+                    now=now,
+                )  # fmt: skip
         return final
 
     def decided_unreported(self) -> list[tuple[str, NodeOutput]]:

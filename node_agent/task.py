@@ -21,3 +21,9 @@ class TaskSpec:
     dataset: str
     params: Mapping[str, Any] = field(default_factory=dict)
     project: str = ""
+    # The signed approval as received (node_agent.verify checks it before anything runs).
+    grant: bytes = field(default=b"", repr=False)
+    signature: bytes = field(default=b"", repr=False)
+    # A round of a multi-round analysis: the coordinator's parameters for this round
+    # (fedtre.analyses.iterative); None for single-round analyses.
+    round: Mapping[str, Any] | None = None

@@ -57,6 +57,8 @@ class Task:
     state: TaskState
     output: NodeOutput | None = None
     queued_at: datetime | None = None
+    # The round of its job the task belongs to (1 for single-round analyses).
+    round: int = 1
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,10 @@ class Job:
     tasks: tuple[Task, ...] = ()
     combined: dict[str, Any] | None = None
     decided_at: datetime | None = None
+    # Iterative analyses (coordinator.domain.rounds): the current round, from 1, and the
+    # round state (None until a round has been combined); tasks are the current round's.
+    round: int = 1
+    round_state: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

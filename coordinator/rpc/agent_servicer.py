@@ -9,10 +9,12 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from coordinator.auth import Authenticator, peer_certificate
 from coordinator.rpc.convert import task_to_pb
 from coordinator.rpc.errors import rpc_method
 from coordinator.rpc.notifier import TaskNotifier
 from coordinator.service import CoordinatorService
+from fedtre.errors import Unauthenticated
 from fedtre.identity.peer import Identity
 from fedtre.v1 import agent_pb2, agent_pb2_grpc
 from fedtre.wire import output_from_parts, schemas_from_pb
@@ -22,12 +24,36 @@ NODES = ("node",)
 
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     def __init__(
-        self, service: CoordinatorService, notifier: TaskNotifier, ping_interval: float
+        self,
+        service: CoordinatorService,
+        notifier: TaskNotifier,
+        ping_interval: float,
+        auth: Authenticator | None = None,
     ) -> None:
         self._service = service
         self._notifier = notifier
         self._ping_interval = ping_interval
         self._disconnecting: set[asyncio.Future[None]] = set()
+        self.auth = auth  # read by rpc_method: certificates checked against the CRL
+        # The wake event of every open stream, so a revocation can end them at once.
+        self._open: set[asyncio.Event] = set()
+
+    def recheck_certificates(self) -> None:
+        """Wake every open stream to check its certificate against the revocation list."""
+        for event in list(self._open):
+            event.set()
+
+    def _check_still_valid(self, context: grpc.aio.ServicerContext, node_id: str) -> None:
+        cert = peer_certificate(context.auth_context())
+        if self.auth is not None and cert is not None and self.auth.certificate_revoked(cert):
+            self._service.store.governance.audit(
+                actor=node_id, event="node.stream_closed", subject=f"node:{node_id}",
+                details={"reason": "certificate revoked", "serial": f"{cert.serial_number:x}"},
+                now=self._service.clock(),
+            )  # fmt: skip
+            raise Unauthenticated(
+                f"the certificate of node '{node_id}' was revoked; this stream is closed"
+            )
 
     @rpc_method(*NODES)
     async def OpenTaskStream(
@@ -46,21 +72,24 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         # Headers now tell the agent its stream is registered (it reports itself ready),
         # rather than with the first task or ping, which may be ping_interval away.
         await context.send_initial_metadata(())
+        self._open.add(wake)
         try:
             while self._notifier.is_current(node_id, wake):
                 wake.clear()
+                await asyncio.to_thread(self._check_still_valid, context, node_id)
                 taken = await asyncio.to_thread(self._service.take_tasks, node_id)
                 if not self._notifier.is_current(node_id, wake):
                     # A newer stream replaced this one while the tasks were being taken.
-                    await asyncio.to_thread(self._service.requeue, [task for task, _ in taken])
+                    await asyncio.to_thread(self._service.requeue, [task for task, *_ in taken])
                     break
-                for task, job in taken:
-                    yield task_to_pb(task, job)
+                for task, job, grant, signature in taken:
+                    yield task_to_pb(task, job, grant, signature)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), timeout=self._ping_interval)
                     continue
                 yield agent_pb2.AgentMessage(ping=agent_pb2.Ping())
         finally:
+            self._open.discard(wake)
             self._notifier.unsubscribe(node_id, wake)
             # Shielded so a cancelled stream still records the disconnect; tracked so
             # shutdown can wait for it rather than destroy it half done.

@@ -6,6 +6,7 @@ from datetime import datetime
 
 from google.protobuf import timestamp_pb2
 
+from coordinator.domain import rounds
 from coordinator.domain.model import Job, JobState, Node, Task, TaskState
 from coordinator.domain.status import NetworkStatus
 from fedtre.v1 import agent_pb2, jobs_pb2
@@ -38,8 +39,11 @@ def _timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
     return ts
 
 
-def task_to_pb(task: Task, job: Job) -> agent_pb2.AgentMessage:
-    return agent_pb2.AgentMessage(
+def task_to_pb(
+    task: Task, job: Job, grant: bytes = b"", signature: bytes = b""
+) -> agent_pb2.AgentMessage:
+    """The task message; grant and signature are its signed approval (coordinator.approvals)."""
+    message = agent_pb2.AgentMessage(
         task=agent_pb2.Task(
             task_id=task.task_id,
             job_id=job.id,
@@ -48,8 +52,14 @@ def task_to_pb(task: Task, job: Job) -> agent_pb2.AgentMessage:
             dataset=job.spec.dataset,
             params=dict_to_struct(job.spec.params),
             project=job.spec.project,
+            grant=grant,
+            signature=signature,
         )
     )
+    round_params = rounds.task_round_params(job)
+    if round_params is not None:
+        message.task.round.CopyFrom(dict_to_struct(round_params))
+    return message
 
 
 def _task_status_to_pb(task: Task) -> jobs_pb2.TaskStatus:
@@ -84,6 +94,15 @@ def job_to_pb(job: Job) -> jobs_pb2.Job:
     )
     if job.combined is not None:
         message.combined.CopyFrom(dict_to_struct(job.combined))
+    progress = rounds.progress(job)
+    if progress is not None:
+        message.progress.CopyFrom(
+            jobs_pb2.JobProgress(
+                round=progress.round,
+                max_rounds=progress.max_rounds,
+                figures=dict_to_struct(progress.figures),
+            )
+        )
     return message
 
 

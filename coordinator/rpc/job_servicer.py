@@ -1,11 +1,14 @@
-"""fedtre.v1.JobService: what researchers and admins call."""
+"""fedtre.v1.JobService: what researchers, approvers and admins call (with API tokens)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import grpc
 
+from coordinator.auth import Authenticator
+from coordinator.domain.model import Job
 from coordinator.rpc.convert import JOB_STATE_FROM_PB, job_to_pb, network_status_to_pb, node_to_pb
 from coordinator.rpc.errors import rpc_method
 from coordinator.rpc.notifier import TaskNotifier
@@ -15,15 +18,46 @@ from fedtre.identity.peer import Identity
 from fedtre.v1 import jobs_pb2, jobs_pb2_grpc
 from fedtre.wire import struct_to_dict
 
-USERS = ("researcher", "admin")
+USERS = ("researcher", "approver", "admin")
+APPROVERS = ("approver", "admin")
 ADMINS = ("admin",)
 MAX_LIST = 1000
 
 
 class JobServicer(jobs_pb2_grpc.JobServiceServicer):
-    def __init__(self, service: CoordinatorService, notifier: TaskNotifier) -> None:
+    def __init__(
+        self,
+        service: CoordinatorService,
+        notifier: TaskNotifier,
+        auth: Authenticator | None = None,
+    ) -> None:
         self._service = service
         self._notifier = notifier
+        self.auth = auth  # read by rpc_method: people authenticate with API tokens
+
+    async def _pbs(self, jobs: Sequence[Job]) -> list[jobs_pb2.Job]:
+        """The jobs as messages, with who approved each and how many approvals it needs."""
+        approvals = await asyncio.to_thread(self._service.approvals.approvals_of, jobs)
+        messages = []
+        for job in jobs:
+            message = job_to_pb(job)
+            approvers, required = approvals[job.id]
+            message.approved_by.extend(approvers)
+            message.approvals_required = required
+            messages.append(message)
+        return messages
+
+    def _audit_read(self, identity: Identity, jobs: Sequence[Job], event: str) -> None:
+        # Reading a finished job's results is a download, and downloads are audited.
+        finished = [j.id for j in jobs if j.combined is not None]
+        if finished:
+            self._service.store.governance.audit(
+                actor=identity.name,
+                event=event,
+                subject=f"job:{finished[0]}" if len(finished) == 1 else "",
+                details={"jobs": finished},
+                now=self._service.clock(),
+            )
 
     @rpc_method(*USERS)
     async def SubmitJob(
@@ -41,20 +75,27 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
             list(spec.nodes),
             spec.project,
         )
+        scope = await asyncio.to_thread(self._service.approvals.scope_problems, identity, plan)
         if request.dry_run:
             return jobs_pb2.SubmitJobResponse(
-                problems=[jobs_pb2.Problem(node=p.node, message=p.message) for p in plan.problems]
+                problems=[
+                    jobs_pb2.Problem(node=p.node, message=p.message)
+                    for p in (*plan.problems, *scope)
+                ]
             )
+        if not plan.problems:  # a malformed job is INVALID_ARGUMENT before it is out of scope
+            await asyncio.to_thread(self._service.approvals.refuse_out_of_scope, identity, scope)
         job = await asyncio.to_thread(self._service.submit, plan, identity.name)
         self._notifier.wake(t.node for t in job.tasks)
-        return jobs_pb2.SubmitJobResponse(job=job_to_pb(job))
+        return jobs_pb2.SubmitJobResponse(job=(await self._pbs([job]))[0])
 
     @rpc_method(*USERS)
     async def GetJob(
         self, request: jobs_pb2.GetJobRequest, context: grpc.aio.ServicerContext, identity: Identity
     ) -> jobs_pb2.GetJobResponse:
         job = await asyncio.to_thread(self._service.job, request.job_id, identity)
-        return jobs_pb2.GetJobResponse(job=job_to_pb(job))
+        await asyncio.to_thread(self._audit_read, identity, [job], "result.read")
+        return jobs_pb2.GetJobResponse(job=(await self._pbs([job]))[0])
 
     @rpc_method(*USERS)
     async def ListJobs(
@@ -75,10 +116,12 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
             limit,
             project=request.project or None,
             node=request.node or None,
+            viewer=identity,
         )
-        return jobs_pb2.ListJobsResponse(jobs=[job_to_pb(j) for j in jobs])
+        await asyncio.to_thread(self._audit_read, identity, jobs, "results.listed")
+        return jobs_pb2.ListJobsResponse(jobs=await self._pbs(jobs))
 
-    @rpc_method(*ADMINS)
+    @rpc_method(*APPROVERS)
     async def ApproveJob(
         self,
         request: jobs_pb2.ApproveJobRequest,
@@ -87,9 +130,9 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     ) -> jobs_pb2.ApproveJobResponse:
         job = await asyncio.to_thread(self._service.approve, request.job_id, identity.name)
         self._notifier.wake(t.node for t in job.tasks)
-        return jobs_pb2.ApproveJobResponse(job=job_to_pb(job))
+        return jobs_pb2.ApproveJobResponse(job=(await self._pbs([job]))[0])
 
-    @rpc_method(*ADMINS)
+    @rpc_method(*APPROVERS)
     async def RejectJob(
         self,
         request: jobs_pb2.RejectJobRequest,
@@ -99,7 +142,7 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         job = await asyncio.to_thread(
             self._service.reject, request.job_id, identity.name, request.reason
         )
-        return jobs_pb2.RejectJobResponse(job=job_to_pb(job))
+        return jobs_pb2.RejectJobResponse(job=(await self._pbs([job]))[0])
 
     @rpc_method(*USERS)
     async def ListNodes(

@@ -32,6 +32,16 @@ class ProjectRow(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Governance (coordinator/store/governance.py): what the project may use, until when,
+    # and how its jobs are approved. Members are in project_members.
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[str] = mapped_column(String(64), default="")
+    nodes: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    datasets: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    analyses: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    approval_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    approvals_required: Mapped[int] = mapped_column(Integer, default=1)
+    auto_approve: Mapped[list[Any]] = mapped_column(JSON, default=list)
 
 
 class JobRow(Base):
@@ -52,6 +62,9 @@ class JobRow(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Iterative analyses (coordinator/store/rounds.py): the current round and its state.
+    round_no: Mapped[int] = mapped_column(Integer, default=1)
+    round_state: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     tasks: Mapped[list[TaskRow]] = relationship(
         back_populates="job", order_by="TaskRow.node", lazy="selectin"
@@ -66,6 +79,8 @@ class TaskRow(Base):
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
     node: Mapped[str] = mapped_column(String(64), index=True)
     state: Mapped[str] = mapped_column(String(16), index=True)
+    # The job round this task belongs to (1 for single-round analyses).
+    round_no: Mapped[int] = mapped_column(Integer, default=1)
     # When the task (re-)entered its node's queue: at approval, or when a reconnecting
     # node's unreported task is queued again.
     queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

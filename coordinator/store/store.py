@@ -16,13 +16,17 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from coordinator.domain.model import Job, JobSpec, JobState, Node, Task, TaskState
 from coordinator.domain.status import FAILURE_OUTCOMES, NetworkStatus, NodeQueue, TaskFailure
+from coordinator.store import audit_log
+from coordinator.store.audit_log import COORDINATOR
 from coordinator.store.engine import create_engine
+from coordinator.store.governance import GovernanceStore
+from coordinator.store.rounds import RoundStore
 from coordinator.store.schema import Base, JobRow, NodeRow, ProjectRow, ResultRow, TaskRow
 from fedtre.analyses.base import DatasetSchema, NodeOutput, Outcome, RuleResult
 from fedtre.errors import Conflict, NotFound, PermissionDenied, Unavailable
 
 
-class Store:
+class Store(RoundStore):
     """Jobs, tasks, nodes and results, in SQLite or PostgreSQL."""
 
     def __init__(self, url: str) -> None:
@@ -37,6 +41,8 @@ class Store:
         self._sqlite_lock = (
             threading.Lock() if self.engine.dialect.name == "sqlite" else contextlib.nullcontext()
         )
+        # People, tokens, projects, approvals and the audit log (same database).
+        self.governance = GovernanceStore(self)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -67,29 +73,43 @@ class Store:
             s.add(row)
             # A delivered task whose result never came may have been lost with the old
             # stream; deliver it again (the agent's task-id record makes this safe).
-            s.execute(
+            requeued = s.execute(
                 sa.update(TaskRow)
                 .where(TaskRow.node == node_id, TaskRow.state == TaskState.DELIVERED.value)
                 .values(state=TaskState.QUEUED.value, delivered_at=None, queued_at=now)
-            )
+            ).rowcount
+            audit_log.record(
+                s, actor=node_id, event="node.connected", subject=f"node:{node_id}",
+                details={"datasets": [d.name for d in datasets], "requeued": requeued}, now=now,
+            )  # fmt: skip
 
     def node_disconnected(self, node_id: str, now: datetime, connection_id: str = "") -> None:
         """Mark the node offline, unless a newer stream (another connection_id) has replaced this one."""
         with self._tx() as s:
-            s.execute(
+            marked = s.execute(
                 sa.update(NodeRow)
                 .where(NodeRow.node_id == node_id, NodeRow.connection_id == connection_id)
                 .values(online=False, last_seen=now)
-            )
+            ).rowcount
+            if marked:
+                audit_log.record(
+                    s, actor=node_id, event="node.disconnected", subject=f"node:{node_id}",
+                    now=now,
+                )  # fmt: skip
 
     def requeue_tasks(self, task_ids: Sequence[str], now: datetime) -> None:
         """Put delivered tasks back in their queue (their stream ended before sending them)."""
         with self._tx() as s:
-            s.execute(
+            requeued = s.execute(
                 sa.update(TaskRow)
                 .where(TaskRow.task_id.in_(task_ids), TaskRow.state == TaskState.DELIVERED.value)
                 .values(state=TaskState.QUEUED.value, delivered_at=None, queued_at=now)
-            )
+            ).rowcount
+            if requeued:
+                audit_log.record(
+                    s, actor=COORDINATOR, event="task.requeued",
+                    details={"tasks": list(task_ids)}, now=now,
+                )  # fmt: skip
 
     def nodes(self) -> dict[str, Node]:
         with self._tx() as s:
@@ -116,6 +136,12 @@ class Store:
             )
             s.add(row)
             s.flush()
+            audit_log.record(
+                s, actor=submitted_by, event="job.submitted", subject=f"job:{row.id}",
+                details={"project": spec.project, "analysis": spec.analysis,
+                         "dataset": spec.dataset, "nodes": list(spec.nodes)},
+                now=now,
+            )  # fmt: skip
             return _job(row)
 
     def get_job(self, job_id: int) -> Job:
@@ -129,14 +155,20 @@ class Store:
         *,
         project: str | None = None,
         node: str | None = None,
+        projects: Sequence[str] | None = None,
     ) -> list[Job]:
-        """Return the newest limit jobs, optionally only those in state, project or addressed to node."""
+        """Return the newest limit jobs, optionally only those in state, project or addressed to node.
+
+        projects, when given, limits the jobs to those projects (what a viewer may see).
+        """
         with self._tx() as s:
             query = sa.select(JobRow).order_by(JobRow.id.desc()).limit(limit)
             if state is not None:
                 query = query.where(JobRow.state == state.value)
             if project:
                 query = query.where(JobRow.project == project)
+            if projects is not None:
+                query = query.where(JobRow.project.in_(list(projects)))
             if node:
                 # nodes is a JSON list of ids: match one whole element, quotes included,
                 # with LIKE's wildcards escaped (portable across SQLite and PostgreSQL).
@@ -168,6 +200,10 @@ class Store:
                 )
             s.flush()
             s.refresh(row)
+            audit_log.record(
+                s, actor=approver, event="job.approved", subject=f"job:{row.id}",
+                details={"tasks": {t.node: t.task_id for t in row.tasks}}, now=now,
+            )  # fmt: skip
             return _job(row)
 
     def reject_job(self, job_id: int, approver: str, reason: str, now: datetime) -> Job:
@@ -179,6 +215,10 @@ class Store:
             row.decided_at = now
             row.reason = reason
             row.updated_at = now
+            audit_log.record(
+                s, actor=approver, event="job.rejected", subject=f"job:{row.id}",
+                details={"reason": reason}, now=now,
+            )  # fmt: skip
             return _job(row)
 
     # -- tasks -------------------------------------------------------------------------
@@ -200,6 +240,10 @@ class Store:
                 row.state = TaskState.DELIVERED.value
                 row.delivered_at = now
                 taken.append((_task(row), _job(row.job, with_tasks=False)))
+                audit_log.record(
+                    s, actor=COORDINATOR, event="task.dispatched", subject=f"task:{row.task_id}",
+                    details={"job_id": row.job_id, "node": node_id}, now=now,
+                )  # fmt: skip
             return taken
 
     def record_result(
@@ -238,6 +282,12 @@ class Store:
             ]
             task.error = output.error
             s.flush()
+            audit_log.record(
+                s, actor=node_id, event="task.reported", subject=f"task:{task_id}",
+                details={"job_id": task.job_id, "outcome": output.outcome.value,
+                         "error": output.error[:500]},
+                now=now,
+            )  # fmt: skip
             if held or job.state != JobState.RUNNING.value:
                 return None
             if any(t.state != TaskState.DONE.value for t in job.tasks):
@@ -259,6 +309,10 @@ class Store:
             row.state = state.value
             row.updated_at = now
             s.add(ResultRow(job_id=job_id, combined=combined, created_at=now))
+            audit_log.record(
+                s, actor=COORDINATOR, event="job.completed", subject=f"job:{job_id}",
+                details={"state": state.value}, now=now,
+            )  # fmt: skip
             s.flush()
             s.refresh(row)
             return _job(row)
@@ -389,7 +443,13 @@ def _task(row: TaskRow) -> Task:
             error=row.error,
         )
     return Task(
-        row.task_id, row.job_id, row.node, TaskState(row.state), output, _utc(row.queued_at)
+        row.task_id,
+        row.job_id,
+        row.node,
+        TaskState(row.state),
+        output,
+        _utc(row.queued_at),
+        round=row.round_no or 1,
     )
 
 
@@ -404,7 +464,12 @@ def _job(row: JobRow, with_tasks: bool = True) -> Job:
         updated_at=_utc(row.updated_at),  # type: ignore[arg-type]
         decided_by=row.decided_by,
         reason=row.reason,
-        tasks=tuple(_task(t) for t in row.tasks) if with_tasks else (),
+        # Only the current round's tasks: earlier rounds' are history (coordinator.store.rounds).
+        tasks=tuple(_task(t) for t in row.tasks if (t.round_no or 1) == (row.round_no or 1))
+        if with_tasks
+        else (),
         combined=row.result.combined if with_tasks and row.result is not None else None,
         decided_at=_utc(row.decided_at),
+        round=row.round_no or 1,
+        round_state=row.round_state,
     )

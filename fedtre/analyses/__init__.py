@@ -13,13 +13,30 @@ from fedtre.analyses.base import (
     Outcome,
     RuleResult,
 )
+from fedtre.analyses.correlation import CorrelationAnalysis
 from fedtre.analyses.count import CountAnalysis
 from fedtre.analyses.crosstab import CrosstabAnalysis
+from fedtre.analyses.glm import GlmAnalysis
+from fedtre.analyses.histogram import HistogramAnalysis
+from fedtre.analyses.kaplan_meier import KaplanMeierAnalysis
+from fedtre.analyses.linear_regression import LinearRegressionAnalysis
+from fedtre.analyses.quantiles import QuantilesAnalysis
 from fedtre.analyses.summary import SummaryAnalysis
 from fedtre.errors import NotFound
 
 CATALOGUE: dict[str, Analysis] = {
-    a.name: a for a in (CountAnalysis(), CrosstabAnalysis(), SummaryAnalysis())
+    a.name: a
+    for a in (
+        CountAnalysis(),
+        CrosstabAnalysis(),
+        SummaryAnalysis(),
+        HistogramAnalysis(),
+        QuantilesAnalysis(),
+        CorrelationAnalysis(),
+        LinearRegressionAnalysis(),
+        GlmAnalysis(),
+        KaplanMeierAnalysis(),
+    )
 }
 
 
@@ -37,12 +54,18 @@ __all__ = [
     "COLUMN_TYPES",
     "NUMERIC_TYPES",
     "Analysis",
+    "CorrelationAnalysis",
     "CountAnalysis",
     "CrosstabAnalysis",
     "DataSource",
     "DatasetSchema",
+    "GlmAnalysis",
+    "HistogramAnalysis",
+    "KaplanMeierAnalysis",
+    "LinearRegressionAnalysis",
     "NodeOutput",
     "Outcome",
+    "QuantilesAnalysis",
     "RuleResult",
     "SummaryAnalysis",
     "get_analysis",

@@ -131,7 +131,7 @@ class SummaryAnalysis(Analysis):
         raise_problems(self.name, self.schema_problems(p, source.schema))
         table = source.table
         column = table.c[p["column"]]
-        value = sa.cast(column, sa.Float)
+        value = sa.cast(column, sa.Double)
         conditions = [column.is_not(None)]
         if p["filter"] is not None:
             conditions.append(compile_filter(p["filter"], table))

@@ -13,7 +13,9 @@ from typing import Any
 from fedtre.client import Client
 from fedtre.errors import InvalidRequest
 
-DEFAULT_COORDINATOR = "127.0.0.1:50051"
+# The coordinator's API port (TLS, API tokens); its agent port (50051) takes people too
+# when their identity folder also holds a client certificate.
+DEFAULT_COORDINATOR = "127.0.0.1:50052"
 
 
 def add_connection_flags(parser: argparse.ArgumentParser) -> None:
@@ -24,22 +26,45 @@ def add_connection_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--identity",
         type=Path,
-        help="folder holding your ca.pem, cert.pem and key.pem from `fedtre network init` "
-        "(env FEDTRE_IDENTITY)",
+        help="your identity folder: ca.pem (the network CA) and token (your API token), as "
+        "`fedtre tokens issue --out` writes them (env FEDTRE_IDENTITY)",
+    )
+    parser.add_argument(
+        "--token-file",
+        type=Path,
+        help="a file holding your API token (env FEDTRE_TOKEN_FILE, or the token itself in "
+        "FEDTRE_TOKEN); never put a token on the command line",
+    )
+    parser.add_argument(
+        "--ca", type=Path, help="the network CA certificate, ca.pem (env FEDTRE_CA)"
     )
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
 
 
 def connect(args: argparse.Namespace) -> Client:
-    """A Client from flags, then environment, then defaults."""
+    """A Client from flags, then environment, then defaults.
+
+    Raises InvalidRequest saying what to give when the CA certificate or the token is missing.
+    """
+    from fedtre.credentials import TOKEN_FILE, read_token_file
+
     target = args.coordinator or os.environ.get("FEDTRE_COORDINATOR") or DEFAULT_COORDINATOR
     identity = args.identity or os.environ.get("FEDTRE_IDENTITY")
-    if not identity:
+    ca = getattr(args, "ca", None) or os.environ.get("FEDTRE_CA")
+    if not identity and not ca:
         raise InvalidRequest(
-            "no identity given: pass --identity DIR (or set FEDTRE_IDENTITY), a folder with the "
-            "ca.pem, cert.pem and key.pem that `fedtre network init` wrote for you under users/"
+            "no identity given: pass --identity DIR (or set FEDTRE_IDENTITY), a folder holding "
+            "ca.pem and your API token in a file named token; or --ca FILE with --token-file FILE"
         )
-    return Client(target, Path(identity))
+    token_file = getattr(args, "token_file", None) or os.environ.get("FEDTRE_TOKEN_FILE")
+    token = read_token_file(token_file) if token_file else os.environ.get("FEDTRE_TOKEN")
+    if not token and not (identity and (Path(identity) / TOKEN_FILE).is_file()):
+        raise InvalidRequest(
+            "no API token given: pass --token-file FILE, set FEDTRE_TOKEN_FILE or FEDTRE_TOKEN, "
+            f"or put it in {Path(identity) / TOKEN_FILE if identity else 'your identity folder'}"
+            "; an admin issues one with `fedtre tokens issue`"
+        )
+    return Client(target, Path(identity) if identity else None, token=token or None, ca=ca or None)
 
 
 def print_json(value: Any) -> None:

@@ -5,7 +5,9 @@
     fedtre agent inbox approve TASK --config agent.toml [--reason TEXT] [--checker NAME]
     fedtre agent inbox deny    TASK --config agent.toml --reason TEXT [--checker NAME]
 
-TASK is a task id or a unique prefix of one. The commands read and write the agent's
+TASK is a task id or a unique prefix of one, or the id of an approval request ("r-...":
+a project or job waiting for the TRE operator's approval, node_agent.approvals), which
+list shows above the held outputs. The commands read and write the agent's
 state database directly (inside the TRE, beside the running agent), which sends an
 approved output, or the denial, within a second or so. `review`, `release` and
 `reject` are aliases of `inbox`, `approve` and `deny`.
@@ -19,6 +21,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fedtre.cli import inbox_requests
 from fedtre.cli.common import print_json, print_table
 from fedtre.errors import InvalidRequest, NotFound
 
@@ -130,9 +133,13 @@ def _as_json(review: Review) -> dict[str, Any]:
 def _list(args: argparse.Namespace) -> int:
     with _open_state(args) as state:
         reviews = state.reviews(pending_only=not args.all)
+        asked = inbox_requests.requests(state, pending_only=not args.all)
     if args.json:
-        print_json([_as_json(r) for r in reviews])
+        print_json([_as_json(r) for r in reviews] + [inbox_requests.as_json(q) for q in asked])
         return 0
+    if asked:
+        inbox_requests.print_requests(asked)
+        print()
     if not reviews:
         print("no held outputs" if args.all else "no held outputs await a decision")
         return 0
@@ -155,6 +162,14 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
+    if inbox_requests.is_request(args.task):
+        with _open_state(args) as state:
+            request = inbox_requests.OperatorRequests(state).get(args.task)
+        if args.json:
+            print_json(inbox_requests.as_json(request))
+        else:
+            print("\n".join(inbox_requests.show_lines(request)))
+        return 0
     with _open_state(args) as state:
         review = state.review(_resolve(state, args.task))
     if args.json:
@@ -208,6 +223,8 @@ def _who(args: argparse.Namespace) -> str:
 def _approve(args: argparse.Namespace) -> int:
     from node_agent.airlock import Airlock
 
+    if inbox_requests.is_request(args.task):
+        return _decide_request(args, approve=True)
     with _open_state(args) as state:
         task_id = _resolve(state, args.task)
         output = Airlock(state).approve(task_id, checker=_who(args), reason=args.reason)
@@ -221,6 +238,8 @@ def _approve(args: argparse.Namespace) -> int:
 def _deny(args: argparse.Namespace) -> int:
     from node_agent.airlock import Airlock
 
+    if inbox_requests.is_request(args.task):
+        return _decide_request(args, approve=False)
     with _open_state(args) as state:
         task_id = _resolve(state, args.task)
         output = Airlock(state).deny(task_id, checker=_who(args), reason=args.reason)
@@ -228,4 +247,19 @@ def _deny(args: argparse.Namespace) -> int:
         print_json({"task_id": task_id, "decision": "denied", "outcome": output.outcome.value})
     else:
         print(f"task {task_id}: denied; the researcher sees it blocked with your reason")
+    return 0
+
+
+def _decide_request(args: argparse.Namespace, *, approve: bool) -> int:
+    """Approve or deny a project or job waiting for the TRE operator (ids "r-...")."""
+    with _open_state(args) as state:
+        request = inbox_requests.decide(
+            state, args.task, approve=approve, who=_who(args), reason=args.reason
+        )
+    if args.json:
+        print_json(inbox_requests.as_json(request))
+    elif approve:
+        print(f"request {request.request_id}: approved; the running agent runs its tasks")
+    else:
+        print(f"request {request.request_id}: denied; its tasks are refused with your reason")
     return 0

@@ -72,6 +72,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     result = sub.add_parser("result", help="show a job's combined result and per-node outcomes")
     result.add_argument("job_id", type=int)
     result.add_argument("--wait", action="store_true", help="wait until the job has finished")
+    result.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        help="kaplan_meier: also draw the survival curves to this PNG file (needs matplotlib)",
+    )
     add_connection_flags(result)
     result.set_defaults(func=_result)
 
@@ -152,6 +157,8 @@ def _progress(status: JobStatus) -> None:
     line = f"job {status.id}: {status.state.replace('_', ' ')}, {status.done_count}/{total} nodes answered"
     if status.held_count:
         line += f", {status.held_count} held for review by the TRE's output checker"
+    if status.progress is not None:
+        line += f", {status.progress.describe()}"
     if status.state == "pending_approval":
         line = (
             f"job {status.id}: awaiting approval by an admin "
@@ -223,6 +230,8 @@ def _print_job(job: JobStatus) -> None:
     print(f"  submitted {job.created_at:%Y-%m-%d %H:%M:%S} UTC by {job.submitted_by}")
     if job.decided_by:
         print(f"  decided   by {job.decided_by}{': ' + job.reason if job.reason else ''}")
+    if job.progress is not None:
+        print(f"  progress  {job.progress.describe()}")
     if job.tasks:
         print()
         print_table(
@@ -283,6 +292,12 @@ def _result(args: argparse.Namespace) -> int:
             handle.wait(progress=None if args.json else _progress) if args.wait else handle.status()
         )
     _print_result(Result(status), args.json)
+    if getattr(args, "plot", None):
+        from fedtre.plot import plot_survival
+
+        plot_survival(Result(status), args.plot)
+        if not args.json:
+            print(f"survival curves drawn to {args.plot}")
     return 0
 
 

@@ -10,7 +10,9 @@ from fedtre.errors import FedtreError
 
 # Each module adds its sub-commands through register(subparsers); a handler takes the
 # parsed args and returns the process exit code.
-_COMMAND_MODULES: tuple[str, ...] = ("network", "synth", "services", "jobs", "status", "demo")
+_COMMAND_MODULES: tuple[str, ...] = (
+    "network", "ca", "synth", "services", "jobs", "status", "admin", "demo",
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

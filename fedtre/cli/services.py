@@ -50,8 +50,32 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="approve every job on submission: for rehearsal networks only",
     )
+    serve.add_argument(
+        "--api-listen",
+        help="HOST:PORT for people's API calls: TLS with API tokens, no client certificate "
+        "(env FEDTRE_API_LISTEN; default 127.0.0.1:50052; 'off' serves none)",
+    )
     serve.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS)
     serve.set_defaults(func=_serve)
+
+    bootstrap = coordinator_sub.add_parser(
+        "bootstrap-admin",
+        help="create the first admin and write their token (only while there is no admin)",
+    )
+    bootstrap.add_argument("name", help="the admin's user name, e.g. admin")
+    bootstrap.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="identity folder to write: DIR/token (0600) and DIR/ca.pem",
+    )
+    bootstrap.add_argument(
+        "--tls-dir", type=Path, help="the coordinator's folder, for its ca.pem (env FEDTRE_TLS_DIR)"
+    )
+    bootstrap.add_argument("--database-url", help="as for serve (env FEDTRE_DATABASE_URL)")
+    bootstrap.add_argument("--database-url-file", type=Path, help="as for serve")
+    bootstrap.set_defaults(func=_bootstrap_admin)
 
     agent = sub.add_parser("agent", help="run a node agent inside a TRE")
     agent_sub = agent.add_subparsers(dest="agent_command", required=True, metavar="ACTION")
@@ -62,6 +86,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     from fedtre.cli import inbox
 
     inbox.register(agent_sub)  # the output checker's airlock: `fedtre agent inbox ...`
+    from fedtre.cli import agent_audit
+
+    agent_audit.register(agent_sub)  # `fedtre agent audit verify|export`
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -83,10 +110,44 @@ def _serve(args: argparse.Namespace) -> int:
         database_url=_database_url(args),
         auto_approve=args.auto_approve,
         metrics_listen=args.metrics_listen or os.environ.get("FEDTRE_METRICS_LISTEN") or None,
+        api_listen=_api_listen(args),
     )
     if config.metrics_listen:
         parse_listen(config.metrics_listen, "--metrics-listen")
     asyncio.run(serve_forever(config))
+    return 0
+
+
+def _api_listen(args: argparse.Namespace) -> str | None:
+    value = args.api_listen or os.environ.get("FEDTRE_API_LISTEN") or "127.0.0.1:50052"
+    if value.lower() == "off":
+        return None
+    parse_listen(value, "--api-listen")
+    return str(value)
+
+
+def _bootstrap_admin(args: argparse.Namespace) -> int:
+    import shutil
+
+    from coordinator.admin import Admin
+    from coordinator.store.store import Store
+    from fedtre.credentials import TOKEN_FILE, write_token_file
+    from fedtre.errors import InvalidRequest
+
+    target = args.out / TOKEN_FILE
+    if target.exists():
+        raise InvalidRequest(f"{target} already exists; choose another --out folder")
+    store = Store(_database_url(args))
+    try:
+        user, record, token = Admin(store).bootstrap_admin(args.name)
+    finally:
+        store.close()
+    write_token_file(target, token)
+    tls_dir = args.tls_dir or os.environ.get("FEDTRE_TLS_DIR")
+    if tls_dir and (Path(tls_dir) / "ca.pem").is_file():
+        shutil.copyfile(Path(tls_dir) / "ca.pem", args.out / "ca.pem")
+    print(f"created admin {user.name} with token {record.token_id}: {target} (mode 0600)")
+    print(f"use it with --identity {args.out} (or FEDTRE_IDENTITY={args.out})")
     return 0
 
 

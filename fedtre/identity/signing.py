@@ -106,7 +106,9 @@ def generate_signing_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
 def write_verify_key(path: str | os.PathLike[str], key: Ed25519PublicKey) -> None:
     """Write the public half of the signing key as PEM (world-readable: it is public)."""
     Path(path).write_bytes(
-        key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
     )
 
 
@@ -274,9 +276,7 @@ class Verifier:
             approved_at=parse_time(c["approved_at"]),
         )
 
-    def task_grant(
-        self, data: bytes, signature: bytes, *, node: str, now: datetime
-    ) -> TaskGrant:
+    def task_grant(self, data: bytes, signature: bytes, *, node: str, now: datetime) -> TaskGrant:
         """Return the TaskGrant in data, checked to be for `node` and unexpired at `now`.
 
         Raises GrantError (public message) for an unsigned, altered, foreign-key,

@@ -93,6 +93,16 @@ def server_credentials(files: TlsFiles) -> grpc.ServerCredentials:
     )
 
 
+def api_server_credentials(files: TlsFiles) -> grpc.ServerCredentials:
+    """Return credentials that serve `files` over TLS without asking for a client certificate.
+
+    For the people's API port: callers prove who they are with an API token instead.
+    Raises InvalidRequest if a file is missing or wrong.
+    """
+    _, cert, key = files.read()
+    return grpc.ssl_server_credentials([(key, cert)], require_client_auth=False)
+
+
 def channel_credentials(files: TlsFiles) -> grpc.ChannelCredentials:
     """Return client credentials presenting `files` and trusting only the network CA.
 

@@ -19,7 +19,7 @@ class OpenTaskStreamRequest(_message.Message):
     def __init__(self, agent_version: _Optional[str] = ..., datasets: _Optional[_Iterable[_Union[_common_pb2.DatasetSpec, _Mapping]]] = ..., analyses: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "job_id", "node", "analysis", "dataset", "params", "project")
+    __slots__ = ("task_id", "job_id", "node", "analysis", "dataset", "params", "project", "grant", "signature", "round")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
@@ -27,6 +27,9 @@ class Task(_message.Message):
     DATASET_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     PROJECT_FIELD_NUMBER: _ClassVar[int]
+    GRANT_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     job_id: int
     node: str
@@ -34,7 +37,10 @@ class Task(_message.Message):
     dataset: str
     params: _struct_pb2.Struct
     project: str
-    def __init__(self, task_id: _Optional[str] = ..., job_id: _Optional[int] = ..., node: _Optional[str] = ..., analysis: _Optional[str] = ..., dataset: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., project: _Optional[str] = ...) -> None: ...
+    grant: bytes
+    signature: bytes
+    round: _struct_pb2.Struct
+    def __init__(self, task_id: _Optional[str] = ..., job_id: _Optional[int] = ..., node: _Optional[str] = ..., analysis: _Optional[str] = ..., dataset: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., project: _Optional[str] = ..., grant: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., round: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class Ping(_message.Message):
     __slots__ = ()

@@ -27,17 +27,17 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x66\x65\x64tre/v1/jobs.proto\x12\tfedtre.v1\x1a\x16\x66\x65\x64tre/v1/common.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"u\n\x07JobSpec\x12\x10\n\x08\x61nalysis\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\'\n\x06params\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05nodes\x18\x04 \x03(\t\x12\x0f\n\x07project\x18\x05 \x01(\t\"E\n\x10SubmitJobRequest\x12 \n\x04spec\x18\x01 \x01(\x0b\x32\x12.fedtre.v1.JobSpec\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\"(\n\x07Problem\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"V\n\x11SubmitJobResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.fedtre.v1.Job\x12$\n\x08problems\x18\x02 \x03(\x0b\x32\x12.fedtre.v1.Problem\"\xd3\x01\n\nTaskStatus\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.fedtre.v1.TaskState\x12#\n\x07outcome\x18\x04 \x01(\x0e\x32\x12.fedtre.v1.Outcome\x12#\n\x05rules\x18\x05 \x03(\x0b\x32\x14.fedtre.v1.RuleCheck\x12(\n\x07payload\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05\x65rror\x18\x07 \x01(\t\"\xc2\x02\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\x03\x12 \n\x04spec\x18\x02 \x01(\x0b\x32\x12.fedtre.v1.JobSpec\x12\"\n\x05state\x18\x03 \x01(\x0e\x32\x13.fedtre.v1.JobState\x12\x14\n\x0csubmitted_by\x18\x04 \x01(\t\x12\x12\n\ndecided_by\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12$\n\x05tasks\x18\t \x03(\x0b\x32\x15.fedtre.v1.TaskStatus\x12)\n\x08\x63ombined\x18\n \x01(\x0b\x32\x17.google.protobuf.Struct\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\x03\"-\n\x0eGetJobResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.fedtre.v1.Job\"c\n\x0fListJobsRequest\x12\"\n\x05state\x18\x01 \x01(\x0e\x32\x13.fedtre.v1.JobState\x12\r\n\x05limit\x18\x02 \x01(\x05\x12\x0f\n\x07project\x18\x03 \x01(\t\x12\x0c\n\x04node\x18\x04 \x01(\t\"0\n\x10ListJobsResponse\x12\x1c\n\x04jobs\x18\x01 \x03(\x0b\x32\x0e.fedtre.v1.Job\"#\n\x11\x41pproveJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\x03\"1\n\x12\x41pproveJobResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.fedtre.v1.Job\"2\n\x10RejectJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\x03\x12\x0e\n\x06reason\x18\x02 \x01(\t\"0\n\x11RejectJobResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.fedtre.v1.Job\"\x12\n\x10ListNodesRequest\"\x96\x01\n\x08NodeInfo\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06online\x18\x02 \x01(\x08\x12-\n\tlast_seen\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x08\x64\x61tasets\x18\x04 \x03(\x0b\x32\x16.fedtre.v1.DatasetSpec\x12\x10\n\x08\x61nalyses\x18\x05 \x03(\t\"7\n\x11ListNodesResponse\x12\"\n\x05nodes\x18\x01 \x03(\x0b\x32\x13.fedtre.v1.NodeInfo\"2\n\x17GetNetworkStatusRequest\x12\x17\n\x0frecent_failures\x18\x01 \x01(\x05\"\xed\x01\n\tNodeQueue\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06online\x18\x02 \x01(\x08\x12-\n\tlast_seen\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06queued\x18\x04 \x01(\x03\x12\x11\n\tdelivered\x18\x05 \x01(\x03\x12\x34\n\x10oldest_queued_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x13oldest_delivered_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"B\n\rJobStateCount\x12\"\n\x05state\x18\x01 \x01(\x0e\x32\x13.fedtre.v1.JobState\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"\xb3\x01\n\x0bTaskFailure\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\x03\x12\x0c\n\x04node\x18\x03 \x01(\t\x12\x10\n\x08\x61nalysis\x18\x04 \x01(\t\x12#\n\x07outcome\x18\x05 \x01(\x0e\x32\x12.fedtre.v1.Outcome\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12/\n\x0breported_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x98\x01\n\x18GetNetworkStatusResponse\x12#\n\x05nodes\x18\x01 \x03(\x0b\x32\x14.fedtre.v1.NodeQueue\x12&\n\x04jobs\x18\x02 \x03(\x0b\x32\x18.fedtre.v1.JobStateCount\x12/\n\x0frecent_failures\x18\x03 \x03(\x0b\x32\x16.fedtre.v1.TaskFailure*\xba\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x1e\n\x1aJOB_STATE_PENDING_APPROVAL\x10\x01\x12\x16\n\x12JOB_STATE_REJECTED\x10\x02\x12\x15\n\x11JOB_STATE_RUNNING\x10\x03\x12\x17\n\x13JOB_STATE_COMPLETED\x10\x04\x12\x15\n\x11JOB_STATE_PARTIAL\x10\x05\x12\x14\n\x10JOB_STATE_FAILED\x10\x06*m\n\tTaskState\x12\x1a\n\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11TASK_STATE_QUEUED\x10\x01\x12\x18\n\x14TASK_STATE_DELIVERED\x10\x02\x12\x13\n\x0fTASK_STATE_DONE\x10\x03\x32\x90\x04\n\nJobService\x12\x46\n\tSubmitJob\x12\x1b.fedtre.v1.SubmitJobRequest\x1a\x1c.fedtre.v1.SubmitJobResponse\x12=\n\x06GetJob\x12\x18.fedtre.v1.GetJobRequest\x1a\x19.fedtre.v1.GetJobResponse\x12\x43\n\x08ListJobs\x12\x1a.fedtre.v1.ListJobsRequest\x1a\x1b.fedtre.v1.ListJobsResponse\x12I\n\nApproveJob\x12\x1c.fedtre.v1.ApproveJobRequest\x1a\x1d.fedtre.v1.ApproveJobResponse\x12\x46\n\tRejectJob\x12\x1b.fedtre.v1.RejectJobRequest\x1a\x1c.fedtre.v1.RejectJobResponse\x12\x46\n\tListNodes\x12\x1b.fedtre.v1.ListNodesRequest\x1a\x1c.fedtre.v1.ListNodesResponse\x12[\n\x10GetNetworkStatus\x12\".fedtre.v1.GetNetworkStatusRequest\x1a#.fedtre.v1.GetNetworkStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x66\x65\x64tre/v1/jobs.proto\x12\tfedtre.v1\x1a\x16\x66\x65\x64tre/v1/common.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"u\n\x07JobSpec\x12\x10\n\x08\x61nalysis\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\'\n\x06params\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05nodes\x18\x04 \x03(\t\x12\x0f\n\x07project\x18\x05 \x01(\t\"E\n\x10SubmitJobRequest\x12 \n\x04spec\x18\x01 \x01(\x0b\x32\x12.fedtre.v1.JobSpec\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\"(\n\x07Problem\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"V\n\x11SubmitJobResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.fedtre.v1.Job\x12$\n\x08problems\x18\x02 \x03(\x0b\x32\x12.fedtre.v1.Problem\"\xd3\x01\n\nTaskStatus\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.fedtre.v1.TaskState\x12#\n\x07outcome\x18\x04 \x01(\x0e\x32\x12.fedtre.v1.Outcome\x12#\n\x05rules\x18\x05 \x03(\x0b\x32\x14.fedtre.v1.RuleCheck\x12(\n\x07payload\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05\x65rror\x18\x07 \x01(\t\"\x9d\x03\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\x03\x12 \n\x04spec\x18\x02 \x01(\x0b\x32\x12.fedtre.v1.JobSpec\x12\"\n\x05state\x18\x03 \x01(\x0e\x32\x13.fedtre.v1.JobState\x12\x14\n\x0csubmitted_by\x18\x04 \x01(\t\x12\x12\n\ndecided_by\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12$\n\x05tasks\x18\t \x03(\x0b\x32\x15.fedtre.v1.TaskStatus\x12)\n\x08\x63ombined\x18\n \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x0b\x61pproved_by\x18\x0b \x03(\t\x12\x1a\n\x12\x61pprovals_required\x18\x0c \x01(\x05\x12(\n\x08progress\x18\x10 \x01(\x0b\x32\x16.fedtre.v1.JobProgress\"Z\n\x0bJobProgress\x12\r\n\x05round\x18\x01 \x01(\x05\x12\x12\n\nmax_rounds\x18\x02 \x01(\x05\x12(\n\x07\x66igures\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\x03\"-\n\x0eGetJobResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.fedtre.v1.Job\"c\n\x0fListJobsRequest\x12\"\n\x05state\x18\x01 \x01(\x0e\x32\x13.fedtre.v1.JobState\x12\r\n\x05limit\x18\x02 \x01(\x05\x12\x0f\n\x07project\x18\x03 \x01(\t\x12\x0c\n\x04node\x18\x04 \x01(\t\"0\n\x10ListJobsResponse\x12\x1c\n\x04jobs\x18\x01 \x03(\x0b\x32\x0e.fedtre.v1.Job\"#\n\x11\x41pproveJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\x03\"1\n\x12\x41pproveJobResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.fedtre.v1.Job\"2\n\x10RejectJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\x03\x12\x0e\n\x06reason\x18\x02 \x01(\t\"0\n\x11RejectJobResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.fedtre.v1.Job\"\x12\n\x10ListNodesRequest\"\x96\x01\n\x08NodeInfo\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06online\x18\x02 \x01(\x08\x12-\n\tlast_seen\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x08\x64\x61tasets\x18\x04 \x03(\x0b\x32\x16.fedtre.v1.DatasetSpec\x12\x10\n\x08\x61nalyses\x18\x05 \x03(\t\"7\n\x11ListNodesResponse\x12\"\n\x05nodes\x18\x01 \x03(\x0b\x32\x13.fedtre.v1.NodeInfo\"2\n\x17GetNetworkStatusRequest\x12\x17\n\x0frecent_failures\x18\x01 \x01(\x05\"\xed\x01\n\tNodeQueue\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06online\x18\x02 \x01(\x08\x12-\n\tlast_seen\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06queued\x18\x04 \x01(\x03\x12\x11\n\tdelivered\x18\x05 \x01(\x03\x12\x34\n\x10oldest_queued_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x13oldest_delivered_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"B\n\rJobStateCount\x12\"\n\x05state\x18\x01 \x01(\x0e\x32\x13.fedtre.v1.JobState\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"\xb3\x01\n\x0bTaskFailure\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\x03\x12\x0c\n\x04node\x18\x03 \x01(\t\x12\x10\n\x08\x61nalysis\x18\x04 \x01(\t\x12#\n\x07outcome\x18\x05 \x01(\x0e\x32\x12.fedtre.v1.Outcome\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12/\n\x0breported_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x98\x01\n\x18GetNetworkStatusResponse\x12#\n\x05nodes\x18\x01 \x03(\x0b\x32\x14.fedtre.v1.NodeQueue\x12&\n\x04jobs\x18\x02 \x03(\x0b\x32\x18.fedtre.v1.JobStateCount\x12/\n\x0frecent_failures\x18\x03 \x03(\x0b\x32\x16.fedtre.v1.TaskFailure*\xba\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x1e\n\x1aJOB_STATE_PENDING_APPROVAL\x10\x01\x12\x16\n\x12JOB_STATE_REJECTED\x10\x02\x12\x15\n\x11JOB_STATE_RUNNING\x10\x03\x12\x17\n\x13JOB_STATE_COMPLETED\x10\x04\x12\x15\n\x11JOB_STATE_PARTIAL\x10\x05\x12\x14\n\x10JOB_STATE_FAILED\x10\x06*m\n\tTaskState\x12\x1a\n\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11TASK_STATE_QUEUED\x10\x01\x12\x18\n\x14TASK_STATE_DELIVERED\x10\x02\x12\x13\n\x0fTASK_STATE_DONE\x10\x03\x32\x90\x04\n\nJobService\x12\x46\n\tSubmitJob\x12\x1b.fedtre.v1.SubmitJobRequest\x1a\x1c.fedtre.v1.SubmitJobResponse\x12=\n\x06GetJob\x12\x18.fedtre.v1.GetJobRequest\x1a\x19.fedtre.v1.GetJobResponse\x12\x43\n\x08ListJobs\x12\x1a.fedtre.v1.ListJobsRequest\x1a\x1b.fedtre.v1.ListJobsResponse\x12I\n\nApproveJob\x12\x1c.fedtre.v1.ApproveJobRequest\x1a\x1d.fedtre.v1.ApproveJobResponse\x12\x46\n\tRejectJob\x12\x1b.fedtre.v1.RejectJobRequest\x1a\x1c.fedtre.v1.RejectJobResponse\x12\x46\n\tListNodes\x12\x1b.fedtre.v1.ListNodesRequest\x1a\x1c.fedtre.v1.ListNodesResponse\x12[\n\x10GetNetworkStatus\x12\".fedtre.v1.GetNetworkStatusRequest\x1a#.fedtre.v1.GetNetworkStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fedtre.v1.jobs_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBSTATE']._serialized_start=2330
-  _globals['_JOBSTATE']._serialized_end=2516
-  _globals['_TASKSTATE']._serialized_start=2518
-  _globals['_TASKSTATE']._serialized_end=2627
+  _globals['_JOBSTATE']._serialized_start=2513
+  _globals['_JOBSTATE']._serialized_end=2699
+  _globals['_TASKSTATE']._serialized_start=2701
+  _globals['_TASKSTATE']._serialized_end=2810
   _globals['_JOBSPEC']._serialized_start=122
   _globals['_JOBSPEC']._serialized_end=239
   _globals['_SUBMITJOBREQUEST']._serialized_start=241
@@ -49,39 +49,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TASKSTATUS']._serialized_start=443
   _globals['_TASKSTATUS']._serialized_end=654
   _globals['_JOB']._serialized_start=657
-  _globals['_JOB']._serialized_end=979
-  _globals['_GETJOBREQUEST']._serialized_start=981
-  _globals['_GETJOBREQUEST']._serialized_end=1012
-  _globals['_GETJOBRESPONSE']._serialized_start=1014
-  _globals['_GETJOBRESPONSE']._serialized_end=1059
-  _globals['_LISTJOBSREQUEST']._serialized_start=1061
-  _globals['_LISTJOBSREQUEST']._serialized_end=1160
-  _globals['_LISTJOBSRESPONSE']._serialized_start=1162
-  _globals['_LISTJOBSRESPONSE']._serialized_end=1210
-  _globals['_APPROVEJOBREQUEST']._serialized_start=1212
-  _globals['_APPROVEJOBREQUEST']._serialized_end=1247
-  _globals['_APPROVEJOBRESPONSE']._serialized_start=1249
-  _globals['_APPROVEJOBRESPONSE']._serialized_end=1298
-  _globals['_REJECTJOBREQUEST']._serialized_start=1300
-  _globals['_REJECTJOBREQUEST']._serialized_end=1350
-  _globals['_REJECTJOBRESPONSE']._serialized_start=1352
-  _globals['_REJECTJOBRESPONSE']._serialized_end=1400
-  _globals['_LISTNODESREQUEST']._serialized_start=1402
-  _globals['_LISTNODESREQUEST']._serialized_end=1420
-  _globals['_NODEINFO']._serialized_start=1423
-  _globals['_NODEINFO']._serialized_end=1573
-  _globals['_LISTNODESRESPONSE']._serialized_start=1575
-  _globals['_LISTNODESRESPONSE']._serialized_end=1630
-  _globals['_GETNETWORKSTATUSREQUEST']._serialized_start=1632
-  _globals['_GETNETWORKSTATUSREQUEST']._serialized_end=1682
-  _globals['_NODEQUEUE']._serialized_start=1685
-  _globals['_NODEQUEUE']._serialized_end=1922
-  _globals['_JOBSTATECOUNT']._serialized_start=1924
-  _globals['_JOBSTATECOUNT']._serialized_end=1990
-  _globals['_TASKFAILURE']._serialized_start=1993
-  _globals['_TASKFAILURE']._serialized_end=2172
-  _globals['_GETNETWORKSTATUSRESPONSE']._serialized_start=2175
-  _globals['_GETNETWORKSTATUSRESPONSE']._serialized_end=2327
-  _globals['_JOBSERVICE']._serialized_start=2630
-  _globals['_JOBSERVICE']._serialized_end=3158
+  _globals['_JOB']._serialized_end=1070
+  _globals['_JOBPROGRESS']._serialized_start=1072
+  _globals['_JOBPROGRESS']._serialized_end=1162
+  _globals['_GETJOBREQUEST']._serialized_start=1164
+  _globals['_GETJOBREQUEST']._serialized_end=1195
+  _globals['_GETJOBRESPONSE']._serialized_start=1197
+  _globals['_GETJOBRESPONSE']._serialized_end=1242
+  _globals['_LISTJOBSREQUEST']._serialized_start=1244
+  _globals['_LISTJOBSREQUEST']._serialized_end=1343
+  _globals['_LISTJOBSRESPONSE']._serialized_start=1345
+  _globals['_LISTJOBSRESPONSE']._serialized_end=1393
+  _globals['_APPROVEJOBREQUEST']._serialized_start=1395
+  _globals['_APPROVEJOBREQUEST']._serialized_end=1430
+  _globals['_APPROVEJOBRESPONSE']._serialized_start=1432
+  _globals['_APPROVEJOBRESPONSE']._serialized_end=1481
+  _globals['_REJECTJOBREQUEST']._serialized_start=1483
+  _globals['_REJECTJOBREQUEST']._serialized_end=1533
+  _globals['_REJECTJOBRESPONSE']._serialized_start=1535
+  _globals['_REJECTJOBRESPONSE']._serialized_end=1583
+  _globals['_LISTNODESREQUEST']._serialized_start=1585
+  _globals['_LISTNODESREQUEST']._serialized_end=1603
+  _globals['_NODEINFO']._serialized_start=1606
+  _globals['_NODEINFO']._serialized_end=1756
+  _globals['_LISTNODESRESPONSE']._serialized_start=1758
+  _globals['_LISTNODESRESPONSE']._serialized_end=1813
+  _globals['_GETNETWORKSTATUSREQUEST']._serialized_start=1815
+  _globals['_GETNETWORKSTATUSREQUEST']._serialized_end=1865
+  _globals['_NODEQUEUE']._serialized_start=1868
+  _globals['_NODEQUEUE']._serialized_end=2105
+  _globals['_JOBSTATECOUNT']._serialized_start=2107
+  _globals['_JOBSTATECOUNT']._serialized_end=2173
+  _globals['_TASKFAILURE']._serialized_start=2176
+  _globals['_TASKFAILURE']._serialized_end=2355
+  _globals['_GETNETWORKSTATUSRESPONSE']._serialized_start=2358
+  _globals['_GETNETWORKSTATUSRESPONSE']._serialized_end=2510
+  _globals['_JOBSERVICE']._serialized_start=2813
+  _globals['_JOBSERVICE']._serialized_end=3341
 # @@protoc_insertion_point(module_scope)

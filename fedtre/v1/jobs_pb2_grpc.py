@@ -95,14 +95,15 @@ class JobServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ApproveJob(self, request, context):
-        """Admin only.
+        """Approvers and admins; never the job's submitter. The job runs once its project's
+        required number of approvals is reached.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RejectJob(self, request, context):
-        """Admin only.
+        """Approvers and admins.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

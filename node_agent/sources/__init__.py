@@ -7,21 +7,24 @@ from pathlib import Path
 
 from fedtre.analyses.base import DataSource
 from node_agent.config import AgentConfig, DatasetConfig
-from node_agent.sources.csvfile import load_csv
+from node_agent.sources.duckdb_source import open_file_source
 from node_agent.sources.sql import open_sql_source
 
 __all__ = ["cache_dir_for", "close_sources", "open_source", "open_sources"]
 
 
 def cache_dir_for(config: AgentConfig) -> Path:
-    """Return the private folder, next to the state db, that holds loaded CSV datasets."""
+    """Return the agent's private folder for dataset files, next to the state db.
+
+    CSV and Parquet files are read in place through DuckDB, so nothing is written here today.
+    """
     return config.state_db.parent / f"{config.state_db.stem}-datasets"
 
 
 def open_source(dataset: DatasetConfig, cache_dir: Path) -> DataSource:
-    """Return a checked DataSource for one declared dataset (see open_sql_source, load_csv)."""
-    if dataset.csv is not None:
-        return load_csv(dataset, cache_dir)
+    """Return a checked DataSource for one declared dataset (open_sql_source, open_file_source)."""
+    if dataset.csv is not None or dataset.parquet is not None:
+        return open_file_source(dataset)
     assert dataset.url is not None and dataset.table is not None
     return open_sql_source(dataset.name, dataset.url, dataset.table, dataset.columns)
 

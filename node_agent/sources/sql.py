@@ -17,7 +17,7 @@ from fedtre.errors import InvalidRequest, NotFound
 # dates as ISO text, which these types read back as bool and datetime.date).
 SQL_TYPES: Mapping[str, type[TypeEngine[Any]]] = {
     "integer": sa.Integer,
-    "float": sa.Float,
+    "float": sa.Double,
     "string": sa.String,
     "boolean": sa.Boolean,
     "date": sa.Date,
@@ -74,8 +74,12 @@ def _create_engine(name: str, url: sa.URL) -> sa.Engine:
         url = readonly_sqlite_url(url)
     except NotFound as exc:
         raise NotFound(f"dataset {name!r}: {exc}") from exc
+    backend = url.get_backend_name()
+    options: dict[str, Any] = {}
+    if backend == "duckdb" and url.database not in (None, "", ":memory:"):
+        options["connect_args"] = {"read_only": True}  # like SQLite files: never written
     try:
-        return sa.create_engine(url, pool_pre_ping=url.get_backend_name() != "sqlite")
+        return sa.create_engine(url, pool_pre_ping=backend not in ("sqlite", "duckdb"), **options)
     except (sa.exc.ArgumentError, ImportError) as exc:
         raise InvalidRequest(
             f"dataset {name!r}: cannot use url {url.render_as_string(hide_password=True)} "
@@ -96,7 +100,13 @@ def _check_columns(
                     f"dataset {name!r}: table or view {shown!r} does not exist in {where}; "
                     "correct the dataset's table or create it"
                 )
-            present = {column["name"] for column in inspector.get_columns(table, schema=schema)}
+            if engine.dialect.name == "duckdb":
+                # duckdb-engine's column reflection queries catalogs DuckDB lacks: ask the table
+                named = sa.table(table, schema=schema)
+                keys = conn.execute(sa.select(sa.text("*")).select_from(named).limit(0)).keys()
+                present = set(keys)
+            else:
+                present = {c["name"] for c in inspector.get_columns(table, schema=schema)}
     except sa.exc.SQLAlchemyError as exc:
         raise InvalidRequest(
             f"dataset {name!r}: cannot read {where} ({type(exc).__name__}: "

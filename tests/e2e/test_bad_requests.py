@@ -6,7 +6,6 @@ import grpc
 import pytest
 
 from fedtre.errors import Conflict, InvalidRequest, NotFound
-from fedtre.identity.tls import TlsFiles, channel_credentials
 from fedtre.testing import LocalNetwork
 from fedtre.v1 import jobs_pb2, jobs_pb2_grpc
 from fedtre.wire import dict_to_struct
@@ -22,8 +21,7 @@ def network(parts):
 
 
 def submit_raw(net, analysis: str, dataset: str, params: dict, dry_run: bool = False):
-    files = TlsFiles.from_dir(net.pki / "users" / "researcher")
-    with grpc.secure_channel(net.address, channel_credentials(files)) as ch:
+    with net.channel("researcher") as ch:
         spec = jobs_pb2.JobSpec(analysis=analysis, dataset=dataset, params=dict_to_struct(params))
         return jobs_pb2_grpc.JobServiceStub(ch).SubmitJob(
             jobs_pb2.SubmitJobRequest(spec=spec, dry_run=dry_run), timeout=TIMEOUT
@@ -137,14 +135,11 @@ def test_rejected_job_never_reaches_an_agent(network):
     assert status.tasks == {}
 
 
-def test_a_researcher_cannot_see_another_researchers_job(network):
-    from fedtre.client import Client
-    from fedtre.identity.ca import issue_user
-
-    bundle = issue_user(network.pki, "bob", "researcher")
+def test_a_researcher_cannot_see_a_job_of_a_project_they_are_not_in(network):
+    network.add_user("bob", projects=())
     with (
         network.client() as alice,
-        Client(network.address, bundle) as bob,
+        network.client("bob") as bob,
         network.client("admin") as admin,
     ):
         job_id = alice.submit("count", dataset="cohort").id

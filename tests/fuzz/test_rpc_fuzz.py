@@ -18,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fedtre.credentials import person_credentials
 from fedtre.identity.tls import TlsFiles, channel_credentials
 from fedtre.testing import LocalNetwork
 from fedtre.v1 import agent_pb2, agent_pb2_grpc, jobs_pb2, jobs_pb2_grpc
@@ -70,6 +71,10 @@ def network():
 
 
 def stub(net, cls, *identity):
+    if identity[0] == "users":
+        # People: their client certificate (optional) and their API token (required).
+        credentials = person_credentials(net.pki.joinpath(*identity))
+        return cls(grpc.secure_channel(net.address, credentials))
     files = TlsFiles.from_dir(net.pki.joinpath(*identity))
     return cls(grpc.secure_channel(net.address, channel_credentials(files)))
 
@@ -161,9 +166,11 @@ METHODS = [
 @FUZZ
 @given(method=st.sampled_from(METHODS), data=st.binary(max_size=2000))
 def test_raw_bytes(network, method, data):
-    identity = ("nodes", "tre-a") if "Agent" in method else ("users", "admin")
-    files = TlsFiles.from_dir(network.pki.joinpath(*identity))
-    with grpc.secure_channel(network.address, channel_credentials(files)) as channel:
+    if "Agent" in method:
+        credentials = channel_credentials(TlsFiles.from_dir(network.pki / "nodes" / "tre-a"))
+    else:
+        credentials = person_credentials(network.pki / "users" / "admin")
+    with grpc.secure_channel(network.address, credentials) as channel:
         call = channel.unary_unary(method, request_serializer=bytes, response_deserializer=bytes)
         code_of(call, data)
 

@@ -26,6 +26,8 @@ def network():
     """
     with LocalNetwork(DATA, auto_approve=False) as net:
         researcher, admin = net.client(), net.client("admin")
+        net.add_project("alpha")
+        net.add_project("beta")
         net.stop_agent("tre-c")
         path = net.directory / "nodes" / "tre-b" / "cohort.sqlite"
         engine = sa.create_engine(f"sqlite:///{path}")

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import sqlalchemy as sa
 
 from coordinator.domain.model import JobSpec, JobState, TaskState
+from coordinator.store.schema import Base
 from coordinator.store.store import Store
 from fedtre.analyses.base import DatasetSchema, NodeOutput, Outcome
 from fedtre.errors import Unavailable
@@ -109,9 +109,7 @@ def test_recent_failures_are_the_newest_failed_or_refused_tasks(store):
 def test_ping_raises_unavailable_when_the_tables_are_gone(store):
     store.ping()
     with store.engine.begin() as conn:
-        conn.execute(sa.text("DROP TABLE results"))
-        conn.execute(sa.text("DROP TABLE tasks"))
-        conn.execute(sa.text("DROP TABLE jobs"))
+        Base.metadata.drop_all(conn)
 
     with pytest.raises(Unavailable):
         store.ping()

@@ -117,7 +117,7 @@ def test_nodes_lists_online_nodes_with_their_columns(network, capsys):
         ),
         (["submit", "count", "--dataset", "cohort", "--param", "novalue"], "KEY=VALUE"),
         (["jobs", "show", "987654"], "no job 987654"),
-        (["jobs", "approve", "1"], "needs one of ['admin']"),
+        (["jobs", "approve", "1"], "needs one of ['admin', 'approver']"),
     ],
 )
 def test_bad_input_is_a_clear_error_with_exit_code_2(network, capsys, args, message):

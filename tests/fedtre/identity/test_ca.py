@@ -17,6 +17,8 @@ from fedtre.identity.ca import NetworkPaths, init_network, issue_node, issue_use
 from fedtre.identity.peer import Identity, identity_from_pem
 
 BUNDLE_FILES = {"ca.pem", "cert.pem", "key.pem"}
+# A node's bundle also carries the network's job-signing public key, which its agent pins.
+NODE_BUNDLE_FILES = BUNDLE_FILES | {"job-signing-pub.pem"}
 
 
 def _cert(folder: Path) -> x509.Certificate:
@@ -34,12 +36,16 @@ def _snapshot(root: Path) -> dict[Path, bytes]:
 def test_init_writes_one_bundle_per_identity(network: NetworkPaths) -> None:
     root = network.directory
     assert network.ca_cert == root / "ca" / "ca.pem" and network.ca_key == root / "ca" / "ca.key"
-    assert {p.name for p in (root / "ca").iterdir()} == {"ca.pem", "ca.key"}
+    assert {p.name for p in (root / "ca").iterdir()} == {"ca.pem", "ca.key", "job-signing-pub.pem"}
     assert network.coordinator == root / "coordinator"
     assert network.nodes == {n: root / "nodes" / n for n in ("tre-a", "tre-b", "tre-c")}
     assert network.users == {u: root / "users" / u for u in ("admin", "researcher")}
-    for folder in [network.coordinator, *network.nodes.values(), *network.users.values()]:
+    assert {p.name for p in network.coordinator.iterdir()} == BUNDLE_FILES | {"job-signing-key.pem"}
+    for folder in network.nodes.values():
+        assert {p.name for p in folder.iterdir()} == NODE_BUNDLE_FILES
+    for folder in network.users.values():
         assert {p.name for p in folder.iterdir()} == BUNDLE_FILES
+    for folder in [network.coordinator, *network.nodes.values(), *network.users.values()]:
         assert (folder / "ca.pem").read_bytes() == network.ca_cert.read_bytes()
 
 
@@ -123,7 +129,11 @@ def test_node_bundle_holds_only_its_own_key(network: NetworkPaths) -> None:
     others += [folder / "key.pem" for folder in network.users.values()]
     own = (bundle / "key.pem").read_bytes()
     assert all(path.read_bytes() != own for path in others)
-    assert {p.name for p in bundle.iterdir()} == BUNDLE_FILES
+    assert {p.name for p in bundle.iterdir()} == NODE_BUNDLE_FILES
+    # the signing key's public half only: the private half stays with the coordinator
+    pinned = (bundle / "job-signing-pub.pem").read_bytes()
+    assert b"PRIVATE" not in pinned
+    assert pinned == (network.directory / "ca" / "job-signing-pub.pem").read_bytes()
 
 
 def test_init_refuses_an_existing_network_and_changes_nothing(network: NetworkPaths) -> None:
@@ -179,7 +189,7 @@ def test_issue_node_adds_a_bundle_without_touching_others(tmp_path: Path) -> Non
     assert folder == tmp_path / "nodes" / "tre-d"
     after = _snapshot(tmp_path)
     assert {p: after[p] for p in before} == before
-    assert set(after) - set(before) == {folder / name for name in BUNDLE_FILES}
+    assert set(after) - set(before) == {folder / name for name in NODE_BUNDLE_FILES}
     _cert(folder).verify_directly_issued_by(_ca(paths))
     assert identity_from_pem((folder / "cert.pem").read_bytes()) == Identity("tre-d", "node")
     assert stat.S_IMODE((folder / "key.pem").stat().st_mode) == 0o600

@@ -1,0 +1,226 @@
+"""Approvals with teeth: project scope, approval policy, and the signed grants agents obey.
+
+- A submission must stay inside its project: a member submits, only the project's
+  nodes, datasets and analyses, and only while its data-access approval runs.
+- A job runs once its project's policy is met: N different approvers (never the
+  submitter), or at once for the analyses the project approves automatically.
+- On approval the coordinator signs what was approved (a JobGrant) and stores it. Each
+  task is dispatched from that signed record, never from the job row: it is verified
+  again, and one node's part is signed as a TaskGrant that the agent checks against its
+  pinned key. A job row altered in the database after approval therefore reaches no
+  agent as an altered task: the agent sees its fields differ from the grant and refuses.
+- A task whose project's approval has lapsed is not dispatched: the coordinator records
+  it as refused, so its job still completes (partial).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+
+from coordinator.domain.governance import (
+    AUTO_APPROVER,
+    Project,
+    approval_problem,
+    can_see_job,
+    scope_problems,
+    visible_projects,
+)
+from coordinator.domain.model import Job, JobState, Node, Plan, Problem, Task
+from coordinator.store.store import Store
+from fedtre.errors import NotFound, PermissionDenied, Unavailable
+from fedtre.identity.peer import Identity
+from fedtre.identity.signing import GrantError, JobGrant, Signer, TaskGrant
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+class Withheld(Exception):
+    """The coordinator will not dispatch a task; the message says why (public)."""
+
+
+class Approvals:
+    """The governance half of the coordinator's job use cases."""
+
+    def __init__(self, store: Store, signer: Signer | None, clock: Clock) -> None:
+        self.store = store
+        self.governance = store.governance
+        self.signer = signer
+        self.clock = clock
+
+    # -- submission --------------------------------------------------------------------
+
+    def candidate_nodes(
+        self, project: str, requested: Sequence[str], known: Mapping[str, Node]
+    ) -> Mapping[str, Node]:
+        """The nodes a submission without explicit targets goes to: its project's."""
+        found = self.governance.project(project)
+        if requested or found is None:
+            return known
+        return {n: node for n, node in known.items() if n in found.nodes}
+
+    def scope_problems(self, identity: Identity, plan: Plan) -> list[Problem]:
+        """Every way plan steps outside its project for identity (empty: in scope)."""
+        spec = plan.spec
+        return scope_problems(
+            self.governance.project(spec.project),
+            identity,
+            spec.project,
+            spec.analysis,
+            spec.dataset,
+            spec.nodes,
+            self.clock(),
+        )
+
+    def refuse_out_of_scope(self, identity: Identity, problems: Sequence[Problem]) -> None:
+        """Raise PermissionDenied listing problems, having audited the refusal."""
+        if not problems:
+            return
+        self.governance.audit(
+            actor=identity.name,
+            event="job.refused",
+            details={"problems": [p.message for p in problems]},
+            now=self.clock(),
+        )
+        raise PermissionDenied(
+            "the job was not submitted: it steps outside its project\n"
+            + "\n".join(f"- {p.node + ': ' if p.node else ''}{p.message}" for p in problems)
+        )
+
+    def after_submit(self, job: Job) -> Job:
+        """Approve job at once when its project approves its analysis automatically."""
+        project = self.governance.project(job.spec.project)
+        if project is None or not project.approves_automatically(job.spec.analysis):
+            return job
+        return self.approve(job.id, AUTO_APPROVER)
+
+    # -- approval ----------------------------------------------------------------------
+
+    def approve(self, job_id: int, approver: str) -> Job:
+        """Record approver's approval; release the job once its project's policy is met.
+
+        Returns the job (still pending approval while more approvals are needed). Raises
+        NotFound, Conflict (not pending, or approved by approver already) or
+        PermissionDenied (the submitter, or the project's approval lapsed), audited.
+        """
+        now = self.clock()
+        job = self.store.get_job(job_id)
+        project = self.governance.project(job.spec.project)
+        already = self.governance.approvers([job_id]).get(job_id, [])
+        problem = "" if job.state is not JobState.PENDING_APPROVAL else approval_problem(
+            Identity(approver, ""), job, project, already, now
+        )  # fmt: skip
+        if problem:
+            self.governance.audit(
+                actor=approver, event="approval.refused", subject=f"job:{job_id}",
+                details={"reason": problem}, now=now,
+            )  # fmt: skip
+            raise PermissionDenied(problem)
+        approvers = self.governance.add_approval(job_id, approver, now)
+        assert project is not None  # approval_problem refuses a job without a project
+        if approver != AUTO_APPROVER and len(approvers) < project.approvals_required:
+            logger.info(
+                "approval recorded",
+                extra={"job_id": job_id, "approvals": len(approvers),
+                       "required": project.approvals_required},
+            )  # fmt: skip
+            return self.store.get_job(job_id)
+        return self._release(job, project, approvers, now)
+
+    def _release(self, job: Job, project: Project, approvers: list[str], now: datetime) -> Job:
+        if self.signer is None:
+            raise Unavailable(
+                "this coordinator has no job-signing key, so it cannot approve jobs; start it "
+                "with the key `fedtre ca init` wrote into its folder"
+            )
+        grant = JobGrant(
+            job_id=job.id,
+            project=job.spec.project,
+            analysis=job.spec.analysis,
+            dataset=job.spec.dataset,
+            params=job.spec.params,
+            nodes=job.spec.nodes,
+            expires_at=project.approval_expires_at,  # type: ignore[arg-type]  # not lapsed
+            approved_by=tuple(approvers),
+            approved_at=now,
+        )
+        data, signature = self.signer.sign(grant)
+        # Signed before the tasks exist, so no task is ever queued without its grant.
+        self.governance.save_grant(job.id, data, signature, now)
+        return self.store.approve_job(job.id, ", ".join(approvers), now)
+
+    # -- dispatch ----------------------------------------------------------------------
+
+    def sign_task(self, task: Task, job: Job, now: datetime) -> tuple[bytes, bytes]:
+        """Return (grant, signature) for one task, built from the job's signed approval.
+
+        Raises Withheld when the approval record is missing or does not verify, does not
+        cover this node, or the project's approval has lapsed.
+        """
+        if self.signer is None:
+            raise Withheld("the coordinator has no job-signing key")
+        stored = self.governance.grant(job.id)
+        if stored is None:
+            raise Withheld(f"job {job.id} has no signed approval record")
+        try:
+            approved = self.signer.verifier().job_grant(*stored)
+        except GrantError as exc:
+            raise Withheld(
+                f"job {job.id}'s signed approval record does not verify ({exc}); the "
+                "database was altered after approval"
+            ) from exc
+        if approved.job_id != job.id or task.node not in approved.nodes:
+            raise Withheld(f"job {job.id}'s approval does not cover node {task.node!r}")
+        project = self.governance.project(approved.project)
+        expires = approved.expires_at
+        if project is not None and project.approval_expires_at is not None:
+            expires = min(expires, project.approval_expires_at)
+        if project is None or now >= expires:
+            raise Withheld(
+                f"project {approved.project!r}'s data-access approval lapsed on "
+                f"{expires:%Y-%m-%d %H:%M} UTC; the task was not dispatched"
+            )
+        return self.signer.sign(
+            TaskGrant(
+                task_id=task.task_id,
+                job_id=job.id,
+                node=task.node,
+                project=approved.project,
+                analysis=approved.analysis,
+                dataset=approved.dataset,
+                params=approved.params,
+                expires_at=expires,
+                approved_by=approved.approved_by,
+                approved_at=approved.approved_at,
+            )
+        )
+
+    # -- visibility --------------------------------------------------------------------
+
+    def visible_projects(self, viewer: Identity) -> tuple[str, ...] | None:
+        """The projects whose jobs viewer may see; None means all."""
+        if viewer.role == "node":
+            return ()
+        return visible_projects(viewer, self.governance.member_of(viewer.name))
+
+    def check_visible(self, viewer: Identity, job: Job) -> None:
+        """Raise NotFound (as for a missing job, so ids reveal nothing) unless viewer may see job."""
+        if not can_see_job(viewer, job, self.governance.member_of(viewer.name)):
+            self.governance.audit(
+                actor=viewer.name, event="access.denied", subject=f"job:{job.id}",
+                details={"reason": "not a member of the job's project"}, now=self.clock(),
+            )  # fmt: skip
+            raise NotFound(f"no job {job.id}; `fedtre jobs list` shows the jobs you can see")
+
+    def approvals_of(self, jobs: Sequence[Job]) -> dict[int, tuple[list[str], int]]:
+        """Each job's (approvers so far, approvals its project requires)."""
+        approvers = self.governance.approvers([j.id for j in jobs])
+        required: dict[str, int] = {}
+        for job in jobs:
+            if job.spec.project not in required:
+                project = self.governance.project(job.spec.project)
+                required[job.spec.project] = project.approvals_required if project else 1
+        return {j.id: (approvers.get(j.id, []), required[j.spec.project]) for j in jobs}

@@ -1,0 +1,198 @@
+"""Safe people and safe projects: who may do what, and what a project's jobs may touch.
+
+Plain rules over dataclasses; the store keeps them, the service applies them.
+
+Roles (people authenticate with API tokens; nodes with certificates):
+
+| role       | may                                                                      |
+| ---------- | ------------------------------------------------------------------------ |
+| researcher | submit jobs to, and read the jobs and results of, projects they belong to |
+| approver   | also approve or reject any project's jobs (never their own), read all jobs |
+| admin      | everything: people, tokens, projects, network status, the audit log       |
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from coordinator.domain.model import Job, Problem
+from fedtre.identity.peer import Identity
+
+AUTO_APPROVER = "auto-approval"
+
+
+class Role(enum.StrEnum):
+    RESEARCHER = "researcher"
+    APPROVER = "approver"
+    ADMIN = "admin"
+
+
+PEOPLE = tuple(r.value for r in Role)
+APPROVERS = (Role.APPROVER.value, Role.ADMIN.value)
+ADMINS = (Role.ADMIN.value,)
+# Roles that read every project's jobs.
+OVERSEERS = frozenset(APPROVERS)
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    role: str
+    disabled: bool
+    created_at: datetime
+    created_by: str
+
+
+@dataclass(frozen=True)
+class Token:
+    """An API token's public record; the secret itself is never stored, only its hash."""
+
+    token_id: str
+    user: str
+    description: str
+    created_at: datetime
+    created_by: str
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+    last_used_at: datetime | None = None
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None
+
+
+@dataclass(frozen=True)
+class Project:
+    """A project: its members, what its jobs may use, until when, and how they are approved."""
+
+    name: str
+    description: str
+    members: tuple[str, ...]
+    nodes: tuple[str, ...]
+    datasets: tuple[str, ...]
+    analyses: tuple[str, ...]
+    approval_expires_at: datetime | None
+    approvals_required: int
+    auto_approve: tuple[str, ...]
+    created_at: datetime
+    created_by: str
+
+    def lapsed(self, now: datetime) -> bool:
+        """Whether the project's data-access approval has lapsed (or was never given)."""
+        return self.approval_expires_at is None or now >= self.approval_expires_at
+
+    def approves_automatically(self, analysis: str) -> bool:
+        return analysis in self.auto_approve
+
+
+@dataclass(frozen=True)
+class ProjectChanges:
+    """The fields an admin changes on a project; None leaves a field as it is."""
+
+    description: str | None = None
+    nodes: tuple[str, ...] | None = None
+    datasets: tuple[str, ...] | None = None
+    analyses: tuple[str, ...] | None = None
+    approval_expires_at: datetime | None = None
+    approvals_required: int | None = None
+    auto_approve: tuple[str, ...] | None = None
+
+
+def is_member(identity: Identity, project: Project) -> bool:
+    return identity.name in project.members
+
+
+def can_read_project(identity: Identity, project: Project) -> bool:
+    """Members read their project; approvers and admins read every project."""
+    return identity.role in OVERSEERS or is_member(identity, project)
+
+
+def visible_projects(identity: Identity, member_of: Iterable[str]) -> tuple[str, ...] | None:
+    """The projects whose jobs identity may see: None means every project."""
+    if identity.role in OVERSEERS:
+        return None
+    return tuple(member_of)
+
+
+def can_see_job(identity: Identity, job: Job, member_of: Iterable[str]) -> bool:
+    projects = visible_projects(identity, member_of)
+    return projects is None or job.spec.project in projects
+
+
+def scope_problems(
+    project: Project | None,
+    identity: Identity,
+    project_name: str,
+    analysis: str,
+    dataset: str,
+    targets: Sequence[str],
+    now: datetime,
+) -> list[Problem]:
+    """Every way a submission steps outside its project; empty when it may be submitted."""
+    if project is None:
+        return [
+            Problem(
+                f"there is no project {project_name!r}; an admin creates it with "
+                f"`fedtre projects create {project_name} ...`"
+            )
+        ]
+    problems: list[Problem] = []
+    if not is_member(identity, project):
+        problems.append(
+            Problem(
+                f"you ({identity.name}) are not a member of project {project.name!r}; an admin "
+                f"adds you with `fedtre projects add-member {project.name} {identity.name}`"
+            )
+        )
+    if project.lapsed(now):
+        when = (
+            f"lapsed on {project.approval_expires_at:%Y-%m-%d}"
+            if project.approval_expires_at
+            else "has no expiry date set"
+        )
+        problems.append(Problem(f"project {project.name!r}'s data-access approval {when}"))
+    if analysis and analysis not in project.analyses:
+        problems.append(
+            Problem(
+                f"project {project.name!r} does not allow analysis {analysis!r}; "
+                f"it allows {list(project.analyses)}"
+            )
+        )
+    if dataset and dataset not in project.datasets:
+        problems.append(
+            Problem(
+                f"project {project.name!r} does not allow dataset {dataset!r}; "
+                f"it allows {list(project.datasets)}"
+            )
+        )
+    for node in targets:
+        if node not in project.nodes:
+            problems.append(
+                Problem(
+                    f"project {project.name!r} may not use node {node!r}; "
+                    f"it may use {list(project.nodes)}",
+                    node,
+                )
+            )
+    return problems
+
+
+def approval_problem(
+    identity: Identity, job: Job, project: Project | None, already: Sequence[str], now: datetime
+) -> str:
+    """Why identity may not approve job now; empty when the approval counts."""
+    if identity.name == job.submitted_by:
+        return (
+            f"{identity.name} submitted job {job.id}; nobody approves their own job: "
+            "another approver must"
+        )
+    if identity.name in already:
+        return f"{identity.name} has already approved job {job.id}; another approver must"
+    if project is None:
+        return f"job {job.id}'s project {job.spec.project!r} no longer exists"
+    if project.lapsed(now):
+        return f"project {project.name!r}'s data-access approval has lapsed; extend it first"
+    return ""

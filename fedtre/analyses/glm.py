@@ -1,0 +1,568 @@
+"""The glm analysis: logistic (binomial, logit) and Poisson (log link) regression over rounds.
+
+Parameters: `outcome`, `covariates` (list; fedtre.analyses.design), `family` ("binomial"
+or "poisson"), optional `offset` (a numeric column added to the linear predictor, e.g. log
+person-years), `filter`, `levels`, `max_iter` (default 25, at most 100) and `tol` (default
+1e-10).
+
+The fit is federated iteratively reweighted least squares (Newton-Raphson for these
+canonical links), one round of tasks per iteration:
+
+- round 1 starts from the data, as statsmodels does (mu = (y + 0.5) / 2 for binomial,
+  mu = y + 0.1 for Poisson): each node returns X'WX and X'Wz over its own design columns
+  (every level it has, reference included) and reports which levels it has; the
+  coordinator takes the union of the levels (fedtre.analyses.design), maps each node's
+  sums into the agreed design, and solves for beta_1;
+- round k > 1 sends beta_{k-1} and the agreed levels; each node streams its complete
+  cases in bounded chunks (CHUNK_ROWS rows; the design columns themselves are computed
+  in SQL) and returns, at that beta, the information X'WX, X'Wz (z the working response)
+  and the deviance; the coordinator solves beta_k = (sum X'WX)^-1 (sum X'Wz).
+- It stops when every coefficient moved by at most tol x max(1, |coefficient|) in the
+  last step, or after max_iter rounds (converged = false). A round whose deviance rose or
+  was not finite is retried at half the step. The reported standard errors are the
+  square roots of diag((sum X'WX)^-1) at the final round's beta, which differs from the
+  reported coefficients by less than tol: they equal the pooled maximum-likelihood fit's.
+
+Each round's output is checked at the node by fedtre.disclosure.models.check_model before
+any matrix leaves (residual degrees of freedom, parameters at most a third of the
+records, and at least `threshold` records at every level of the binary outcome and of
+each categorical covariate; from round 2 on a level of the agreed design that the node
+lacks counts 0 when zeros are disclosive). A failing round is BLOCKED: nothing leaves.
+
+- node payload: {"n", "covariates": [[spec, kind, type, [levels]]...],
+                 "basis": [[spec, level | null], ...], "xtwx": [[...]], "xtwz": [...],
+                 "deviance", "ll_const", "finite"} (intercept first in xtwx/xtwz).
+- combined: fedtre.analyses.regression's table with z statistics and model figures
+  (family, link, n, df_model, df_resid, deviance, log_likelihood, aic, iterations,
+  converged), plus "nodes".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from fedtre.analyses.base import (
+    NUMERIC_TYPES,
+    DatasetSchema,
+    DataSource,
+    NodeOutput,
+    Outcome,
+)
+from fedtre.analyses.design import (
+    CATEGORICAL,
+    GlobalDesign,
+    as_matrix,
+    as_vector,
+    basis_expr,
+    column_param_name,
+    complete_cases,
+    covariate_problems,
+    covariate_report,
+    covariates_param,
+    expand,
+    finite_or_none,
+    levels_param,
+    local_levels,
+    node_basis,
+    numeric_expr,
+    order_levels,
+    parse_covariate,
+    unify_design,
+)
+from fedtre.analyses.iterative import IterativeAnalysis, RoundStep, split_round
+from fedtre.analyses.linear_regression import scaled_inverse
+from fedtre.analyses.params import (
+    check_keys,
+    column_problems,
+    filter_param,
+    raise_problems,
+    schema_filter_problems,
+)
+from fedtre.analyses.pooling import as_count, as_float, malformed
+from fedtre.analyses.regression import coefficient_table, regression_frame
+from fedtre.disclosure.models import check_model
+from fedtre.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from fedtre.disclosure import DisclosurePolicy
+
+_EXAMPLE = '{"outcome": "diabetic", "covariates": ["age", "sex"], "family": "binomial"}'
+FAMILIES = ("binomial", "poisson")
+DEFAULT_MAX_ITER = 25
+MAX_ITER = 100
+DEFAULT_TOL = 1e-10
+CHUNK_ROWS = 50_000
+# A round whose deviance rises (or overflows) is retried at half the step, at most this often in a row.
+MAX_HALVINGS = 10
+
+
+@dataclass(frozen=True)
+class _Family:
+    name: str
+    link: str
+
+    def start_mu(self, y: np.ndarray) -> np.ndarray:
+        return (y + 0.5) / 2.0 if self.name == "binomial" else y + 0.1
+
+    def eta_of(self, mu: np.ndarray) -> np.ndarray:
+        return np.log(mu / (1.0 - mu)) if self.name == "binomial" else np.log(mu)
+
+    def mu_of(self, eta: np.ndarray) -> np.ndarray:
+        from scipy.special import expit
+
+        return expit(eta) if self.name == "binomial" else np.exp(eta)
+
+    def weights(self, mu: np.ndarray) -> np.ndarray:
+        return mu * (1.0 - mu) if self.name == "binomial" else mu
+
+    def deviance(self, y: np.ndarray, eta: np.ndarray, mu: np.ndarray) -> float:
+        from scipy.special import xlogy
+
+        if self.name == "binomial":
+            # -2 log-likelihood of 0/1 outcomes, from eta without forming log(mu) or log(1 - mu)
+            return float(
+                2.0 * np.sum(y * np.logaddexp(0.0, -eta) + (1.0 - y) * np.logaddexp(0.0, eta))
+            )
+        return float(2.0 * np.sum(xlogy(y, y) - y * eta - y + mu))
+
+    def ll_const(self, y: np.ndarray) -> float:
+        """The part of the log-likelihood that does not depend on beta: llf = ll_const - D / 2."""
+        from scipy.special import gammaln, xlogy
+
+        if self.name == "binomial":
+            return 0.0
+        return float(np.sum(xlogy(y, y) - y - gammaln(y + 1.0)))
+
+
+class GlmAnalysis(IterativeAnalysis):
+    """Binomial (logit) and Poisson (log) regression, fitted over several rounds."""
+
+    name = "glm"
+    description = "Logistic or Poisson regression by federated IRLS: coefficients, SE, z, p, CIs."
+
+    # -- parameters ------------------------------------------------------------------
+
+    def validate(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        p = check_keys(
+            params,
+            analysis=self.name,
+            required=("outcome", "family"),
+            optional=("covariates", "offset", "filter", "levels", "max_iter", "tol"),
+            example=_EXAMPLE,
+        )
+        outcome = column_param_name(p, "outcome", analysis=self.name, example=_EXAMPLE)
+        if outcome is None:
+            raise InvalidRequest(f"glm needs an 'outcome' column, e.g. {_EXAMPLE}")
+        family = p.get("family")
+        if family not in FAMILIES:
+            raise InvalidRequest(
+                f"glm parameter 'family' must be one of {list(FAMILIES)} (logit and log links), "
+                f"e.g. {_EXAMPLE}"
+            )
+        covariates = covariates_param(p, analysis=self.name, example=_EXAMPLE)
+        offset = column_param_name(p, "offset", analysis=self.name, example=_EXAMPLE)
+        columns = [parse_covariate(c).column for c in covariates]
+        if outcome in columns or outcome == offset:
+            raise InvalidRequest(f"glm: the outcome {outcome!r} is also a covariate or the offset")
+        if offset is not None and offset in columns:
+            raise InvalidRequest(f"glm: the offset {offset!r} is also a covariate")
+        max_iter = p.get("max_iter", DEFAULT_MAX_ITER)
+        if max_iter is None:
+            max_iter = DEFAULT_MAX_ITER
+        if (
+            isinstance(max_iter, bool)
+            or not isinstance(max_iter, int | float)
+            or max_iter != int(max_iter)
+            or not 2 <= max_iter <= MAX_ITER
+        ):
+            raise InvalidRequest(
+                f"glm parameter 'max_iter' must be a whole number from 2 to {MAX_ITER}"
+            )
+        tol = p.get("tol", DEFAULT_TOL)
+        if tol is None:
+            tol = DEFAULT_TOL
+        if isinstance(tol, bool) or not isinstance(tol, int | float) or not 0 < tol <= 1e-3:
+            raise InvalidRequest("glm parameter 'tol' must be a number above 0 and at most 0.001")
+        return {
+            "outcome": outcome,
+            "family": family,
+            "covariates": covariates,
+            "offset": offset,
+            "filter": filter_param(p),
+            "levels": levels_param(p, covariates, analysis=self.name),
+            "max_iter": int(max_iter),
+            "tol": float(tol),
+        }
+
+    def _columns(self, p: Mapping[str, Any]) -> list[str]:
+        columns = [p["outcome"], *(parse_covariate(c).column for c in p["covariates"])]
+        return columns + ([p["offset"]] if p["offset"] else [])
+
+    def cohort_filter(self, params: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The filter's complete cases: the records the model is fitted on."""
+        p = self.validate(split_round(params)[0])
+        present: list[dict[str, Any]] = [
+            {"col": c, "op": "not_null"} for c in dict.fromkeys(self._columns(p))
+        ]
+        if p["filter"] is not None:
+            present.insert(0, p["filter"])
+        return {"and": present}
+
+    def schema_problems(self, params: Mapping[str, Any], schema: DatasetSchema) -> list[str]:
+        p = self.validate(split_round(params)[0])
+        outcome_types = (
+            frozenset({"integer", "boolean"}) if p["family"] == "binomial" else NUMERIC_TYPES
+        )
+        return (
+            column_problems(p["outcome"], role="outcome", schema=schema, allowed=outcome_types)
+            + covariate_problems(p["covariates"], schema)
+            + column_problems(p["offset"], role="offset", schema=schema, allowed=NUMERIC_TYPES)
+            + schema_filter_problems(p["filter"], schema)
+        )
+
+    def validate_round(self, params: Mapping[str, Any], round_params: Any) -> dict[str, Any]:
+        r = super().validate_round(params, round_params)
+        if not r:
+            return {}
+        beta, levels = r.get("beta"), r.get("levels")
+        if not isinstance(beta, list) or not all(
+            isinstance(b, int | float) and not isinstance(b, bool) and math.isfinite(b)
+            for b in beta
+        ):
+            raise InvalidRequest("glm: the round's 'beta' is not a list of finite numbers")
+        if not isinstance(levels, Mapping) or not all(
+            isinstance(v, list) and all(isinstance(x, str) for x in v) for v in levels.values()
+        ):
+            raise InvalidRequest("glm: the round's 'levels' are malformed")
+        return {"beta": [float(b) for b in beta], "levels": {k: list(v) for k, v in levels.items()}}
+
+    # -- at the node -------------------------------------------------------------------
+
+    def compute(self, params: Mapping[str, Any], source: DataSource) -> dict[str, Any]:
+        job_params, round_params = split_round(params)
+        p = self.validate(job_params)
+        raise_problems(self.name, self.schema_problems(p, source.schema))
+        r = self.validate_round(p, round_params) if round_params else {}
+        family = _Family(p["family"], "logit" if p["family"] == "binomial" else "log")
+        table, types = source.table, source.schema.columns
+        specs = p["covariates"]
+        conditions = complete_cases(table, self._columns(p), p["filter"])
+        y_expr = numeric_expr(table, p["outcome"], types[p["outcome"]])
+        with source.engine.connect() as conn:
+            counts = local_levels(conn, table, specs, types, conditions)
+            _check_outcome(conn, family, y_expr, conditions, p["outcome"])
+            if r:
+                levels = dict(r["levels"])
+                for spec, present in counts.items():
+                    unknown = set(present) - set(levels.get(spec, ()))
+                    if unknown:
+                        raise InvalidRequest(
+                            f"covariate {spec!r} has a level at this node that the agreed design "
+                            "lacks (did the data change during the job?); submit the job again"
+                        )
+                basis = node_basis(specs, types, levels, drop_reference=True)
+                beta = np.asarray(r["beta"], dtype=float)
+                if len(beta) != len(basis) + 1:
+                    raise InvalidRequest("glm: the round's beta does not match the model's terms")
+            else:
+                levels = {
+                    s: order_levels(c, types[parse_covariate(s).column]) for s, c in counts.items()
+                }
+                basis = node_basis(specs, types, levels, drop_reference=False)
+                beta = None
+            offset = (
+                numeric_expr(table, p["offset"], types[p["offset"]])
+                if p["offset"]
+                else sa.literal(0.0, sa.Double)
+            )
+            exprs = [y_expr, offset, *(basis_expr(table, b, types) for b in basis)]
+            query = sa.select(*exprs).where(*conditions)
+            sums = _Sums(len(basis) + 1)
+            result = conn.execution_options(yield_per=CHUNK_ROWS).execute(query)
+            for rows in result.partitions():
+                sums.add(np.asarray(rows, dtype=float), family, beta)
+        if beta is not None:
+            # absent levels of the agreed design count 0 (zero cells), for check_model
+            for spec, labels in levels.items():
+                for label in labels:
+                    counts.setdefault(spec, {}).setdefault(label, 0)
+        return {
+            "n": sums.n,
+            "covariates": covariate_report(specs, types, counts),
+            "basis": [b.key() for b in basis],
+            "xtwx": sums.xtwx.tolist(),
+            "xtwz": sums.xtwz.tolist(),
+            "deviance": sums.deviance,
+            "ll_const": sums.ll_const,
+            "finite": sums.finite(),
+            "level_counts": counts,
+            "outcome_counts": {"0": sums.n - sums.events, "1": sums.events}
+            if family.name == "binomial"
+            else {},
+            "start": beta is None,
+        }
+
+    def check(
+        self, params: Mapping[str, Any], raw: Mapping[str, Any], policy: DisclosurePolicy
+    ) -> NodeOutput:
+        """Release the round's sums only when every model rule passes (check_model)."""
+        p = self.validate(split_round(params)[0])
+        levels: dict[str, dict[str | None, int]] = {}
+        if raw["outcome_counts"]:
+            levels[p["outcome"]] = {k: int(v) for k, v in raw["outcome_counts"].items()}
+        for spec, counts in raw["level_counts"].items():
+            levels[spec] = {k: int(v) for k, v in counts.items()}
+        if not policy.zeros_disclosive:
+            # a level the node lacks is not a cell it could disclose
+            levels = {v: {k: n for k, n in c.items() if n > 0} for v, c in levels.items()}
+        parameters = len(raw["xtwz"])
+        if raw["start"]:
+            parameters -= sum(1 for c in raw["covariates"] if c[1] == CATEGORICAL and c[3])
+        checked = check_model(
+            records=int(raw["n"]), parameters=parameters, levels=levels, policy=policy
+        )
+        if not checked.passed:
+            return NodeOutput(Outcome.BLOCKED, {}, checked.rules)
+        if not raw["finite"]:
+            # beta overflowed this node's linear predictor: say so, release no figures
+            return NodeOutput(Outcome.RELEASED, {"finite": False, "n": raw["n"]}, checked.rules)
+        keys = ("n", "covariates", "basis", "xtwx", "xtwz", "deviance", "ll_const", "finite")
+        return NodeOutput(Outcome.RELEASED, {k: raw[k] for k in keys}, checked.rules)
+
+    # -- at the coordinator ------------------------------------------------------------
+
+    def max_rounds(self, params: Mapping[str, Any]) -> int:
+        return int(self.validate(params)["max_iter"])
+
+    def initial_state(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return {"iteration": 0, "design": None, "beta": None}
+
+    def round_params(self, params: Mapping[str, Any], state: Mapping[str, Any]) -> dict[str, Any]:
+        if state.get("design") is None:
+            return {}
+        design = GlobalDesign.from_json(state["design"])
+        return {
+            "beta": list(state["beta"]),
+            "levels": {k: list(v) for k, v in design.levels.items()},
+        }
+
+    def advance(
+        self,
+        params: Mapping[str, Any],
+        state: Mapping[str, Any],
+        outputs: Mapping[str, NodeOutput],
+    ) -> RoundStep:
+        p = self.validate(params)
+        payloads = {node: out.payload for node, out in outputs.items()}
+        if not payloads:
+            raise InvalidRequest("no node released this round")
+        iteration = int(state.get("iteration", 0)) + 1
+        if state.get("design") is None:
+            design = unify_design(
+                p["covariates"],
+                {node: payload.get("covariates") for node, payload in payloads.items()},
+                p["levels"],
+            )
+            info, score, n, _, _ = _pooled(design, payloads, start=True)
+            _check_size(n, len(design.terms))
+            beta = _solve(info, score, design.terms)
+            next_state = {
+                "iteration": iteration,
+                "design": design.to_json(),
+                "beta": beta.tolist(),
+                "n": n,
+                "accepted_beta": None,
+                "accepted_deviance": None,
+                "halvings": 0,
+            }
+            return RoundStep(next_state, False, {"iteration": iteration})
+        design = GlobalDesign.from_json(state["design"])
+        beta = np.asarray(state["beta"], dtype=float)
+        finite = all(payload.get("finite") is True for payload in payloads.values())
+        deviance = None
+        if finite:
+            info, score, n, deviance, ll_const = _pooled(design, payloads, start=False)
+        previous = state.get("accepted_deviance")
+        worse = deviance is None or (
+            previous is not None and deviance > previous * (1.0 + 1e-12) + 1e-12
+        )
+        if worse and state.get("accepted_beta") is not None:
+            halvings = int(state.get("halvings", 0)) + 1
+            if halvings > MAX_HALVINGS or iteration >= p["max_iter"]:
+                raise InvalidRequest(
+                    "the fit diverged (the deviance kept rising); the model may be separated "
+                    "(a covariate predicts the outcome perfectly): remove or merge covariates"
+                )
+            accepted = np.asarray(state["accepted_beta"], dtype=float)
+            half = accepted + (beta - accepted) / 2.0
+            next_state = {
+                **state,
+                "iteration": iteration,
+                "beta": half.tolist(),
+                "halvings": halvings,
+            }
+            return RoundStep(next_state, False, {"iteration": iteration, "deviance": previous})
+        if deviance is None:
+            raise InvalidRequest(
+                "the fit overflowed in its first step; rescale the covariates or the offset"
+            )
+        new_beta = _solve(info, score, design.terms)
+        step = np.abs(new_beta - beta) / np.maximum(1.0, np.abs(new_beta))
+        converged = bool(np.all(step <= p["tol"]))
+        if not (converged or iteration >= p["max_iter"]):
+            next_state = {
+                **state,
+                "iteration": iteration,
+                "beta": new_beta.tolist(),
+                "n": n,
+                "accepted_beta": beta.tolist(),
+                "accepted_deviance": deviance,
+                "halvings": 0,
+            }
+            return RoundStep(next_state, False, {"iteration": iteration, "deviance": deviance})
+        cov = scaled_inverse(info, list(design.terms))
+        parameters = len(design.terms)
+        llf = ll_const - deviance / 2.0
+        model = {
+            "kind": "glm",
+            "family": p["family"],
+            "link": "logit" if p["family"] == "binomial" else "log",
+            "n": n,
+            "df_model": float(parameters - 1),
+            "df_resid": float(n - parameters),
+            "scale": 1.0,
+            "deviance": finite_or_none(deviance),
+            "log_likelihood": finite_or_none(llf),
+            "aic": finite_or_none(-2.0 * llf + 2.0 * parameters),
+            "iterations": iteration,
+            "converged": converged,
+        }
+        result = {
+            "outcome": p["outcome"],
+            **coefficient_table(design.terms, new_beta, cov, df=None),
+            "model": model,
+        }
+        if not converged:
+            result["warning"] = (
+                f"the fit did not converge within {p['max_iter']} iterations; the estimates are "
+                "the last iteration's (raise max_iter, or simplify the model)"
+            )
+        final = {**state, "iteration": iteration, "beta": new_beta.tolist(), "n": n}
+        return RoundStep(final, True, {"iteration": iteration, "deviance": deviance}, result)
+
+    def to_frame(
+        self, params: Mapping[str, Any], payload: Mapping[str, Any]
+    ) -> pd.DataFrame | None:
+        """Return the coefficient table indexed by term; a node's round payload is not tabular."""
+        if "terms" not in payload:
+            return None
+        return regression_frame(payload)
+
+
+class _Sums:
+    """Running sums of one round over streamed chunks: X'WX, X'Wz, deviance, n."""
+
+    def __init__(self, size: int) -> None:
+        self.xtwx = np.zeros((size, size))
+        self.xtwz = np.zeros(size)
+        self.deviance = 0.0
+        self.ll_const = 0.0
+        self.n = 0
+        self.events = 0
+
+    def add(self, block: np.ndarray, family: _Family, beta: np.ndarray | None) -> None:
+        if block.size == 0:
+            return
+        y, offset = block[:, 0], block[:, 1]
+        x = np.empty((len(block), block.shape[1] - 1))
+        x[:, 0] = 1.0
+        x[:, 1:] = block[:, 2:]
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            if beta is None:
+                mu = family.start_mu(y)
+                eta = family.eta_of(mu)
+            else:
+                eta = x @ beta + offset
+                mu = family.mu_of(eta)
+            w = family.weights(mu)
+            wz = w * (eta - offset) + (y - mu)
+            self.xtwx += x.T @ (x * w[:, None])
+            self.xtwz += x.T @ wz
+            self.deviance += family.deviance(y, eta, mu)
+        self.ll_const += family.ll_const(y)
+        self.n += len(block)
+        self.events += int(np.sum(y))
+
+    def finite(self) -> bool:
+        return bool(
+            np.all(np.isfinite(self.xtwx))
+            and np.all(np.isfinite(self.xtwz))
+            and math.isfinite(self.deviance)
+        )
+
+
+def _check_outcome(
+    conn: sa.Connection,
+    family: _Family,
+    y: sa.ColumnElement[Any],
+    conditions: list[sa.ColumnElement[bool]],
+    name: str,
+) -> None:
+    if family.name == "binomial":
+        bad = sa.and_(y != 0.0, y != 1.0)
+        need = "0 or 1 (binomial)"
+    else:
+        bad = y < 0.0
+        need = "counts of 0 or more (Poisson)"
+    found = conn.execute(sa.select(sa.func.count()).where(*conditions, bad)).scalar_one()
+    if found:
+        raise InvalidRequest(
+            f"the outcome {name!r} has values at this node that are not {need}; "
+            "choose another outcome or family"
+        )
+
+
+def _pooled(
+    design: GlobalDesign, payloads: Mapping[str, Mapping[str, Any]], *, start: bool
+) -> tuple[np.ndarray, np.ndarray, int, float, float]:
+    """Sum the nodes' X'WX and X'Wz in the model's terms; return them with n, deviance, ll_const."""
+    full = len(design.full) + 1  # intercept, then the design's full basis
+    kept = [0, *(i + 1 for i in design.kept)]
+    info = np.zeros((full, full))
+    score = np.zeros(full)
+    n, deviance, ll_const = 0, 0.0, 0.0
+    for node, payload in payloads.items():
+        count = as_count(payload.get("n"), node, "n") or 0
+        n += count
+        if start:
+            positions = [0, *(int(i) + 1 for i in expand(design, payload.get("basis"), node))]
+        else:
+            positions = kept
+            basis = payload.get("basis")
+            if not isinstance(basis, list) or len(basis) != len(kept) - 1:
+                raise malformed(node, "its design columns do not match the model's terms")
+        size = len(positions)
+        info[np.ix_(positions, positions)] += as_matrix(payload.get("xtwx"), size, node, "X'WX")
+        score[positions] += as_vector(payload.get("xtwz"), size, node, "X'Wz")
+        deviance += as_float(payload.get("deviance"), node, "the deviance") or 0.0
+        ll_const += as_float(payload.get("ll_const"), node, "the log-likelihood") or 0.0
+    return info[np.ix_(kept, kept)], score[kept], n, deviance, ll_const
+
+
+def _solve(info: np.ndarray, score: np.ndarray, terms: tuple[str, ...]) -> np.ndarray:
+    return scaled_inverse(info, list(terms)) @ score
+
+
+def _check_size(n: int, parameters: int) -> None:
+    if n <= parameters:
+        raise InvalidRequest(
+            f"the model has {parameters} parameters but only {n} records; use fewer covariates"
+        )

@@ -1,0 +1,80 @@
+"""`fedtre agent audit`: verify or export the agent's own hash-chained audit log.
+
+    fedtre agent audit verify --config agent.toml
+    fedtre agent audit export --config agent.toml [--since N] [--out FILE]
+
+Run inside the TRE, beside the agent: they read its state database directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from fedtre.cli.common import print_json
+
+
+def register(agent_sub: argparse._SubParsersAction) -> None:
+    audit = agent_sub.add_parser("audit", help="the agent's audit log: verify, export")
+    actions = audit.add_subparsers(dest="agent_audit_command", required=True, metavar="ACTION")
+    verify = actions.add_parser(
+        "verify", help="walk the chain; report the first altered, deleted or reordered entry"
+    )
+    verify.add_argument("--config", required=True, type=Path, help="the agent's TOML config")
+    verify.add_argument("--json", action="store_true")
+    verify.set_defaults(func=_verify)
+    export = actions.add_parser("export", help="write the log as JSON lines (for a SIEM)")
+    export.add_argument("--config", required=True, type=Path, help="the agent's TOML config")
+    export.add_argument("--since", type=int, default=0)
+    export.add_argument("--out", type=Path)
+    export.set_defaults(func=_export)
+
+
+def _state(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from node_agent.config import load_config
+    from node_agent.state import AgentState
+
+    return AgentState(load_config(args.config).state_db)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from node_agent import audit
+
+    with _state(args) as state:
+        report = audit.verify(state.engine)
+    if args.json:
+        print_json(
+            {
+                "ok": report.ok,
+                "entries": report.entries,
+                "broken_at": report.broken_at,
+                "problem": report.problem,
+                "head": report.head_hash,
+            }
+        )
+    elif report.ok:
+        print(f"agent audit log intact: {report.entries} entries; head {report.head_hash}")
+    else:
+        print(f"agent audit log BROKEN at entry {report.broken_at}: {report.problem}")
+        print(f"({report.entries} entries verified before it)")
+    return 0 if report.ok else 1
+
+
+def _export(args: argparse.Namespace) -> int:
+    from node_agent import audit
+
+    out = args.out.open("w", encoding="utf-8") if args.out else sys.stdout
+    count = 0
+    try:
+        with _state(args) as state:
+            for entry in audit.entries(state.engine, args.since):
+                out.write(json.dumps(entry.to_json(), sort_keys=True) + "\n")
+                count += 1
+    finally:
+        if args.out:
+            out.close()
+    if args.out:
+        print(f"wrote {count} audit entries to {args.out}", file=sys.stderr)
+    return 0
