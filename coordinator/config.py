@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from coordinator.domain.model import DEFAULT_DEADLINE_S, DEFAULT_MAX_DELIVERIES
 from fedtre.identity.lifecycle import CRL_FILE
 from fedtre.identity.signing import SIGNING_KEY_FILE
 from fedtre.identity.tls import TlsFiles
@@ -25,6 +26,11 @@ class CoordinatorConfig:
     signing_key: the job-signing key (default: job-signing-key.pem beside the TLS files).
     crl: the CA's revocation list (default: crl.pem beside the TLS files; may be absent).
     revocation_interval: seconds between checks of the CRL for streams to close.
+    default_deadline: seconds each node has to answer a running job that names no deadline.
+    offline_after: seconds without a heartbeat (a stream's ping) after which a node is
+        marked offline; keep it above ping_interval.
+    tick_interval: seconds between the scheduler's ticks (deadlines, offline nodes).
+    max_deliveries: how often a task is sent to its node without an answer before it fails.
     """
 
     tls: TlsFiles
@@ -38,6 +44,10 @@ class CoordinatorConfig:
     signing_key: Path | None = None
     crl: Path | None = None
     revocation_interval: float = 1.0
+    default_deadline: int = DEFAULT_DEADLINE_S
+    offline_after: float = 60.0
+    tick_interval: float = 5.0
+    max_deliveries: int = DEFAULT_MAX_DELIVERIES
 
     @property
     def signing_key_file(self) -> Path:

@@ -27,6 +27,7 @@ from coordinator.rpc.interceptors import MetricsInterceptor
 from coordinator.rpc.job_servicer import JobServicer
 from coordinator.rpc.notifier import TaskNotifier
 from coordinator.rpc.registration import add_servicer
+from coordinator.scheduler import Scheduler
 from coordinator.service import CoordinatorService
 from coordinator.store.store import Store
 from fedtre.errors import Unavailable
@@ -57,8 +58,15 @@ class CoordinatorServer:
         self.metrics = CoordinatorMetrics()
         self.signer = Signer(load_signing_key(config.signing_key_file))
         self.service = CoordinatorService(
-            self.store, auto_approve=config.auto_approve, metrics=self.metrics, signer=self.signer
+            self.store,
+            auto_approve=config.auto_approve,
+            metrics=self.metrics,
+            signer=self.signer,
+            default_deadline_s=config.default_deadline,
+            offline_after_s=config.offline_after,
+            max_deliveries=config.max_deliveries,
         )
+        self.scheduler = Scheduler(self.service, config.tick_interval)
         self.admin = Admin(self.store, self.service.clock)
         self.revocations = RevocationList.beside(config.tls.ca, config.crl_file)
         self.auth = Authenticator(self.store.governance, self.revocations, clock=self.service.clock)
@@ -86,7 +94,11 @@ class CoordinatorServer:
         def wake(nodes: Sequence[str]) -> None:
             loop.call_soon_threadsafe(notifier.wake, list(nodes))
 
+        def cancel(tasks: Sequence[tuple[str, str, str]]) -> None:
+            loop.call_soon_threadsafe(notifier.cancel, list(tasks))
+
         self.service.on_tasks_queued = wake
+        self.service.on_tasks_cancelled = cancel
         add_servicer(
             server,
             jobs_pb2.DESCRIPTOR.services_by_name["JobService"],
@@ -130,6 +142,7 @@ class CoordinatorServer:
             logger.info("completed jobs left over from a previous run", extra={"jobs": finished})
         await server.start()
         self._server = server
+        self.scheduler.start()
 
         async def report(healthy: bool) -> None:
             self.metrics.database_up.set(1 if healthy else 0)
@@ -175,6 +188,9 @@ class CoordinatorServer:
         return self._server is not None and self._health is not None and self._health.healthy
 
     async def stop(self, grace: float = 5.0) -> None:
+        """Drain: stop the timers, let calls in flight (results being reported) finish
+        within grace seconds, record the streams' disconnects, then close the database."""
+        await asyncio.to_thread(self.scheduler.stop)
         if self._watcher is not None:
             self._watcher.cancel()
             self._watcher = None

@@ -4,19 +4,28 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from coordinator.approvals import Approvals, Withheld
 from coordinator.domain import rounds
 from coordinator.domain.completion import finish
-from coordinator.domain.model import Job, JobState, Node, Plan, Task
+from coordinator.domain.model import (
+    DEFAULT_DEADLINE_S,
+    DEFAULT_MAX_DELIVERIES,
+    Job,
+    JobState,
+    Node,
+    PauseChoice,
+    Plan,
+    Task,
+)
 from coordinator.domain.planning import plan_job
 from coordinator.domain.status import NetworkStatus
 from coordinator.metrics import CoordinatorMetrics
-from coordinator.store.store import Store
+from coordinator.store.store import Cancellation, Expiry, Store
 from fedtre.analyses.base import DatasetSchema, NodeOutput, Outcome
-from fedtre.errors import InvalidRequest
+from fedtre.errors import InvalidRequest, PermissionDenied
 from fedtre.identity.peer import Identity
 from fedtre.identity.signing import Signer
 
@@ -40,8 +49,14 @@ class CoordinatorService:
         clock: Clock = utc_now,
         metrics: CoordinatorMetrics | None = None,
         signer: Signer | None = None,
+        default_deadline_s: int = DEFAULT_DEADLINE_S,
+        offline_after_s: float | None = None,
+        max_deliveries: int = DEFAULT_MAX_DELIVERIES,
     ) -> None:
         self.store = store
+        self.default_deadline_s = default_deadline_s
+        self.offline_after_s = offline_after_s
+        self.max_deliveries = max_deliveries
         self.auto_approve = auto_approve
         self.clock = clock
         self.metrics = metrics if metrics is not None else CoordinatorMetrics()
@@ -50,6 +65,9 @@ class CoordinatorService:
         # Called with node ids whenever a later round queues tasks for them outside a
         # request (the server wakes their task streams); None outside a server.
         self.on_tasks_queued: Callable[[Sequence[str]], None] | None = None
+        # Called with (node, task id) pairs of delivered tasks whose job was cancelled or
+        # which timed out, so their agents are told to stop them; None outside a server.
+        self.on_tasks_cancelled: Callable[[Sequence[tuple[str, str, str]]], None] | None = None
 
     # -- researchers ---------------------------------------------------------------------
 
@@ -60,14 +78,36 @@ class CoordinatorService:
         params: Mapping[str, Any],
         nodes: Sequence[str],
         project: str,
+        *,
+        deadline_s: int = 0,
+        on_pause: PauseChoice | None = None,
     ) -> Plan:
-        """Check a submission without queuing anything; the plan lists every problem."""
+        """Check a submission without queuing anything; the plan lists every problem.
+
+        deadline_s 0 and on_pause None take the coordinator's defaults.
+        """
         project = project or "default"
         known = self.approvals.candidate_nodes(project, nodes, self.store.nodes())
-        return plan_job(analysis, dataset, params, nodes, project, known)
+        return plan_job(
+            analysis,
+            dataset,
+            params,
+            nodes,
+            project,
+            known,
+            deadline_s=deadline_s or self.default_deadline_s,
+            on_pause=on_pause or PauseChoice.WAIT,
+        )
 
-    def submit(self, plan: Plan, submitted_by: str) -> Job:
-        """Create a job from a problem-free plan; raise InvalidRequest listing every problem."""
+    def submit(self, plan: Plan, submitted_by: str, request_id: str = "") -> Job:
+        """Create a job from a problem-free plan; raise InvalidRequest listing every problem.
+
+        With request_id (the client's idempotency key), a repeated submission by the same
+        person returns the job the first one created, and creates nothing.
+        """
+        previous = self.store.job_by_request(submitted_by, request_id)
+        if previous is not None:
+            return previous
         if plan.problems:
             raise InvalidRequest(
                 "the job was not submitted:\n"
@@ -75,7 +115,7 @@ class CoordinatorService:
                     f"- {p.node + ': ' if p.node else ''}{p.message}" for p in plan.problems
                 )
             )
-        job = self.store.create_job(plan.spec, submitted_by, self.clock())
+        job = self.store.create_job(plan.spec, submitted_by, self.clock(), request_id=request_id)
         self.metrics.job_submitted(job)
         logger.info("job submitted", extra={"job_id": job.id, "analysis": job.spec.analysis})
         if self.auto_approve:
@@ -137,9 +177,71 @@ class CoordinatorService:
         datasets: Sequence[DatasetSchema],
         analyses: Sequence[str],
         connection_id: str = "",
+        paused: bool = False,
     ) -> None:
-        self.store.node_connected(node_id, datasets, analyses, self.clock(), connection_id)
-        logger.info("node connected", extra={"node_id": node_id, "datasets": len(datasets)})
+        finished = self.store.node_connected(
+            node_id,
+            datasets,
+            analyses,
+            self.clock(),
+            connection_id,
+            paused=paused,
+            max_deliveries=self.max_deliveries,
+        )
+        logger.info(
+            "node connected",
+            extra={"node_id": node_id, "datasets": len(datasets), "paused": paused},
+        )
+        for job in finished:
+            self._complete(job)
+
+    def node_seen(self, node_id: str, connection_id: str) -> None:
+        """Record a heartbeat of node's open stream."""
+        self.store.node_seen(node_id, connection_id, self.clock())
+
+    # -- time ------------------------------------------------------------------------------
+
+    def expire_overdue(self, now: datetime | None = None) -> Expiry:
+        """One scheduler tick: time out overdue tasks, complete their jobs, mark silent nodes
+        offline, and complete jobs a crash left uncombined. Idempotent; returns what changed.
+        """
+        now = now or self.clock()
+        offline_before = (
+            None if self.offline_after_s is None else now - timedelta(seconds=self.offline_after_s)
+        )
+        expiry = self.store.expire_overdue(now, offline_before=offline_before)
+        if expiry.timed_out:
+            logger.warning("tasks timed out", extra={"tasks": list(expiry.timed_out)})
+        if expiry.offline:
+            logger.warning("nodes went silent", extra={"nodes": list(expiry.offline)})
+        for job in expiry.jobs:
+            self._complete(job)
+        self.complete_leftovers()
+        return expiry
+
+    def cancel(self, job_id: int, actor: Identity, reason: str) -> Job:
+        """Cancel a job that has not finished, if actor may; tell agents to stop its tasks.
+
+        Its submitter, approvers and admins may cancel it; raises NotFound (also for a job
+        the actor may not see), PermissionDenied and Conflict (already finished).
+        """
+        job = self.job(job_id, actor)
+        if actor.role not in ("approver", "admin") and job.submitted_by != actor.name:
+            raise PermissionDenied(
+                f"only the job's submitter ({job.submitted_by}), approvers and admins may "
+                f"cancel job {job_id}"
+            )
+        cancelled = self.store.cancel_job(job_id, actor.name, reason.strip(), self.clock())
+        self._notify_cancelled(cancelled)
+        logger.info("job cancelled", extra={"job_id": job_id, "running": len(cancelled.running)})
+        return cancelled.job
+
+    def _notify_cancelled(self, cancelled: Cancellation) -> None:
+        if self.on_tasks_cancelled is not None and cancelled.running:
+            reason = cancelled.job.reason
+            self.on_tasks_cancelled(
+                [(node, task_id, reason) for node, task_id in cancelled.running]
+            )
 
     def node_disconnected(self, node_id: str, connection_id: str = "") -> None:
         self.store.node_disconnected(node_id, self.clock(), connection_id)
@@ -214,7 +316,7 @@ class CoordinatorService:
             logger.exception("combining failed", extra={"job_id": job.id})
             state, combined = JobState.FAILED, {"error": "the results could not be combined"}
         now = self.clock()
-        if self.store.complete_job(job.id, state, combined, now) is None:
+        if self.store.complete_job(job.id, state, combined, now, _reason(job)) is None:
             return  # someone else completed it first
         self.metrics.job_finished(job, state, now)
         logger.info("job finished", extra={"job_id": job.id, "state": state.value})
@@ -243,3 +345,13 @@ class CoordinatorService:
         logger.info(
             "job finished", extra={"job_id": job.id, "state": step.state.value, "round": job.round}
         )
+
+
+def _reason(job: Job) -> str:
+    """Why a job is not complete: each node that did not release, and why."""
+    missing = [
+        f"{t.node}: {t.output.error or t.output.outcome.value}"
+        for t in job.tasks
+        if t.output is not None and t.output.outcome in (Outcome.FAILED, Outcome.REFUSED)
+    ]
+    return "; ".join(missing)

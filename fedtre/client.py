@@ -34,9 +34,11 @@ JOB_STATES = {
     jobs_pb2.JOB_STATE_COMPLETED: "completed",
     jobs_pb2.JOB_STATE_PARTIAL: "partial",
     jobs_pb2.JOB_STATE_FAILED: "failed",
+    jobs_pb2.JOB_STATE_CANCELLED: "cancelled",
 }
 JOB_STATE_VALUES = {v: k for k, v in JOB_STATES.items()}
-FINISHED = frozenset({"rejected", "completed", "partial", "failed"})
+FINISHED = frozenset({"rejected", "completed", "partial", "failed", "cancelled"})
+PAUSE_CHOICES = {"wait": jobs_pb2.PAUSE_CHOICE_WAIT, "partial": jobs_pb2.PAUSE_CHOICE_PARTIAL}
 TASK_STATES = {
     jobs_pb2.TASK_STATE_QUEUED: "queued",
     jobs_pb2.TASK_STATE_DELIVERED: "delivered",
@@ -191,6 +193,15 @@ class NodeStatus:
     last_seen: datetime | None
     datasets: tuple[DatasetSchema, ...]
     analyses: tuple[str, ...]
+    # Paused for maintenance by its TRE: its tasks wait (or the job goes on without it).
+    paused: bool = False
+
+    @property
+    def status(self) -> str:
+        """online, paused or offline."""
+        if not self.online:
+            return "offline"
+        return "paused" if self.paused else "online"
 
 
 @dataclass(frozen=True)
@@ -337,11 +348,19 @@ class Client:
         nodes: Sequence[str] | None = None,
         project: str = "default",
         dry_run: bool = False,
+        deadline: float | None = None,
+        on_pause: str | None = None,
+        request_id: str = "",
     ) -> Any:
         """Submit an analysis; return a JobHandle, or a DryRun report when dry_run is set.
 
+        deadline: seconds each node has to answer (default: the coordinator's); on_pause:
+        "wait" for a node paused for maintenance, or "partial" to finish without it.
+        request_id: an idempotency key; resubmitting with it returns the same job.
         Raises InvalidRequest listing every problem when the coordinator refuses the job.
         """
+        if on_pause is not None and on_pause not in PAUSE_CHOICES:
+            raise InvalidRequest(f"on_pause is one of {sorted(PAUSE_CHOICES)}, not {on_pause!r}")
         if isinstance(nodes, str):
             raise InvalidRequest("nodes must be a list of node ids, e.g. nodes=['tre-a', 'tre-b']")
         spec = jobs_pb2.JobSpec(
@@ -350,8 +369,11 @@ class Client:
             params=dict_to_struct(params or {}),
             nodes=list(nodes or []),
             project=project,
+            deadline_seconds=int(deadline or 0),
+            on_pause=PAUSE_CHOICES.get(on_pause or "", jobs_pb2.PAUSE_CHOICE_UNSPECIFIED),
         )
-        response = self._call("SubmitJob", jobs_pb2.SubmitJobRequest(spec=spec, dry_run=dry_run))
+        request = jobs_pb2.SubmitJobRequest(spec=spec, dry_run=dry_run, request_id=request_id)
+        response = self._call("SubmitJob", request)
         if dry_run:
             return DryRun(tuple((p.node, p.message) for p in response.problems))
         return JobHandle(self, response.job.id)
@@ -422,6 +444,11 @@ class Client:
         request = jobs_pb2.RejectJobRequest(job_id=job_id, reason=reason)
         return _job_status(self._call("RejectJob", request).job)
 
+    def cancel(self, job_id: int, reason: str = "") -> JobStatus:
+        """Cancel a job that has not finished (its submitter, approvers, admins)."""
+        request = jobs_pb2.CancelJobRequest(job_id=job_id, reason=reason)
+        return _job_status(self._call("CancelJob", request).job)
+
     def nodes(self) -> list[NodeStatus]:
         response = self._call("ListNodes", jobs_pb2.ListNodesRequest())
         return [
@@ -431,6 +458,7 @@ class Client:
                 last_seen=n.last_seen.ToDatetime() if n.HasField("last_seen") else None,
                 datasets=tuple(schemas_from_pb(n.datasets)),
                 analyses=tuple(n.analyses),
+                paused=n.paused,
             )
             for n in response.nodes
         ]

@@ -17,6 +17,8 @@ class JobState(enum.StrEnum):
     COMPLETED = "completed"
     PARTIAL = "partial"
     FAILED = "failed"
+    # Stopped by a person before it finished (reason says who and why).
+    CANCELLED = "cancelled"
 
     @property
     def is_final(self) -> bool:
@@ -24,8 +26,24 @@ class JobState(enum.StrEnum):
 
 
 FINAL_JOB_STATES = frozenset(
-    {JobState.REJECTED, JobState.COMPLETED, JobState.PARTIAL, JobState.FAILED}
+    {JobState.REJECTED, JobState.COMPLETED, JobState.PARTIAL, JobState.FAILED, JobState.CANCELLED}
 )
+
+# How long each node has to answer a running job, unless the job says otherwise; and the
+# most a job may ask for.
+DEFAULT_DEADLINE_S = 3600
+MAX_DEADLINE_S = 7 * 24 * 3600
+# How often a task is sent to its node without an answer before it fails.
+DEFAULT_MAX_DELIVERIES = 5
+
+
+class PauseChoice(enum.StrEnum):
+    """What a node's maintenance pause does to a job's tasks for it."""
+
+    # The task waits for the node; its deadline is extended by the pause.
+    WAIT = "wait"
+    # The task is given up at once and the job finishes without the node (partial).
+    PARTIAL = "partial"
 
 
 class TaskState(enum.StrEnum):
@@ -45,6 +63,9 @@ class JobSpec:
     params: dict[str, Any]
     nodes: tuple[str, ...]
     project: str
+    # Seconds each node has to answer once the job runs (DEFAULT_DEADLINE_S when unset).
+    deadline_s: int = DEFAULT_DEADLINE_S
+    on_pause: PauseChoice = PauseChoice.WAIT
 
 
 @dataclass(frozen=True)
@@ -59,6 +80,8 @@ class Task:
     queued_at: datetime | None = None
     # The round of its job the task belongs to (1 for single-round analyses).
     round: int = 1
+    # When the node must have answered by; None for tasks from before deadlines existed.
+    deadline_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +110,8 @@ class Node:
     last_seen: datetime | None
     datasets: tuple[DatasetSchema, ...] = ()
     analyses: tuple[str, ...] = ()
+    # Paused for maintenance by its TRE: it takes no new tasks until it resumes.
+    paused: bool = False
 
     def dataset(self, name: str) -> DatasetSchema | None:
         return next((d for d in self.datasets if d.name == name), None)

@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from coordinator.domain.model import JobSpec, Node, Plan, Problem
+from coordinator.domain.model import (
+    DEFAULT_DEADLINE_S,
+    MAX_DEADLINE_S,
+    JobSpec,
+    Node,
+    PauseChoice,
+    Plan,
+    Problem,
+)
 from fedtre.analyses import get_analysis
 from fedtre.errors import InvalidRequest
 from fedtre.identity.peer import NAME_PATTERN
@@ -18,12 +26,22 @@ def plan_job(
     nodes: Iterable[str],
     project: str,
     known_nodes: Mapping[str, Node],
+    *,
+    deadline_s: int = DEFAULT_DEADLINE_S,
+    on_pause: PauseChoice = PauseChoice.WAIT,
 ) -> Plan:
     """Return the validated spec and every problem with it, all at once.
 
     Raises nothing for bad input: a dry run reports the problems, a submission refuses them.
     """
     problems: list[Problem] = []
+    if not 1 <= deadline_s <= MAX_DEADLINE_S:
+        problems.append(
+            Problem(
+                f"the deadline must be from 1 to {MAX_DEADLINE_S} seconds (7 days), "
+                f"not {deadline_s}; leave it unset for the coordinator's default"
+            )
+        )
     normalised: dict[str, Any] = dict(params)
     try:
         impl = get_analysis(analysis)
@@ -72,7 +90,9 @@ def plan_job(
             )
         elif impl is not None and schema is not None and not _shape_problems(problems):
             problems.extend(Problem(m, node_id) for m in impl.schema_problems(normalised, schema))
-    spec = JobSpec(analysis, dataset, normalised, targets, project)
+    spec = JobSpec(
+        analysis, dataset, normalised, targets, project, deadline_s=deadline_s, on_pause=on_pause
+    )
     return Plan(spec, tuple(problems))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -67,8 +68,16 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         connection_id = str(uuid.uuid4())
         wake = self._notifier.subscribe(node_id)
         await asyncio.to_thread(
-            self._service.node_connected, node_id, datasets, list(request.analyses), connection_id
+            self._service.node_connected,
+            node_id,
+            datasets,
+            list(request.analyses),
+            connection_id,
+            request.paused,
         )
+        # The stream's liveness is the node's heartbeat (coordinator.scheduler marks a node
+        # offline after a silence): recorded once per ping interval, however busy.
+        beat = time.monotonic()
         # Headers now tell the agent its stream is registered (it reports itself ready),
         # rather than with the first task or ping, which may be ping_interval away.
         await context.send_initial_metadata(())
@@ -84,6 +93,13 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                     break
                 for task, job, grant, signature in taken:
                     yield task_to_pb(task, job, grant, signature)
+                for task_id, reason in self._notifier.take_cancels(node_id):
+                    yield agent_pb2.AgentMessage(
+                        cancel=agent_pb2.CancelTask(task_id=task_id, reason=reason)
+                    )
+                if time.monotonic() - beat >= self._ping_interval:
+                    beat = time.monotonic()
+                    await asyncio.to_thread(self._service.node_seen, node_id, connection_id)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), timeout=self._ping_interval)
                     continue

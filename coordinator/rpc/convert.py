@@ -7,7 +7,7 @@ from datetime import datetime
 from google.protobuf import timestamp_pb2
 
 from coordinator.domain import rounds
-from coordinator.domain.model import Job, JobState, Node, Task, TaskState
+from coordinator.domain.model import Job, JobState, Node, PauseChoice, Task, TaskState
 from coordinator.domain.status import NetworkStatus
 from fedtre.v1 import agent_pb2, jobs_pb2
 from fedtre.wire import OUTCOME_TO_PB, dict_to_struct, rules_to_pb, schema_to_pb
@@ -19,8 +19,16 @@ JOB_STATE_TO_PB = {
     JobState.COMPLETED: jobs_pb2.JOB_STATE_COMPLETED,
     JobState.PARTIAL: jobs_pb2.JOB_STATE_PARTIAL,
     JobState.FAILED: jobs_pb2.JOB_STATE_FAILED,
+    JobState.CANCELLED: jobs_pb2.JOB_STATE_CANCELLED,
 }
 JOB_STATE_FROM_PB = {v: k for k, v in JOB_STATE_TO_PB.items()}
+
+PAUSE_CHOICE_TO_PB = {
+    PauseChoice.WAIT: jobs_pb2.PAUSE_CHOICE_WAIT,
+    PauseChoice.PARTIAL: jobs_pb2.PAUSE_CHOICE_PARTIAL,
+}
+# Unset (0) is the coordinator's default; unknown values are refused by the servicer.
+PAUSE_CHOICE_FROM_PB = {v: k for k, v in PAUSE_CHOICE_TO_PB.items()}
 
 TASK_STATE_TO_PB = {
     TaskState.QUEUED: jobs_pb2.TASK_STATE_QUEUED,
@@ -83,6 +91,8 @@ def job_to_pb(job: Job) -> jobs_pb2.Job:
             params=dict_to_struct(job.spec.params),
             nodes=list(job.spec.nodes),
             project=job.spec.project,
+            deadline_seconds=job.spec.deadline_s,
+            on_pause=PAUSE_CHOICE_TO_PB[job.spec.on_pause],
         ),
         state=JOB_STATE_TO_PB[job.state],
         submitted_by=job.submitted_by,
@@ -113,6 +123,7 @@ def node_to_pb(node: Node) -> jobs_pb2.NodeInfo:
         last_seen=_timestamp(node.last_seen),
         datasets=[schema_to_pb(d) for d in node.datasets],
         analyses=list(node.analyses),
+        paused=node.paused,
     )
 
 

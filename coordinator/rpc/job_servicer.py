@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Sequence
 
 import grpc
 
 from coordinator.auth import Authenticator
 from coordinator.domain.model import Job
-from coordinator.rpc.convert import JOB_STATE_FROM_PB, job_to_pb, network_status_to_pb, node_to_pb
+from coordinator.rpc.convert import (
+    JOB_STATE_FROM_PB,
+    PAUSE_CHOICE_FROM_PB,
+    job_to_pb,
+    network_status_to_pb,
+    node_to_pb,
+)
 from coordinator.rpc.errors import rpc_method
 from coordinator.rpc.notifier import TaskNotifier
 from coordinator.service import CoordinatorService
@@ -67,8 +74,16 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         identity: Identity,
     ) -> jobs_pb2.SubmitJobResponse:
         spec = request.spec
+        if spec.on_pause and spec.on_pause not in PAUSE_CHOICE_FROM_PB:
+            raise InvalidRequest(f"unknown on_pause choice {spec.on_pause}")
+        if len(request.request_id) > 64:
+            raise InvalidRequest("request_id is at most 64 characters, e.g. a UUID")
         plan = await asyncio.to_thread(
-            self._service.plan,
+            functools.partial(
+                self._service.plan,
+                deadline_s=spec.deadline_seconds,
+                on_pause=PAUSE_CHOICE_FROM_PB.get(spec.on_pause),
+            ),
             spec.analysis,
             spec.dataset,
             struct_to_dict(spec.params),
@@ -85,9 +100,23 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
             )
         if not plan.problems:  # a malformed job is INVALID_ARGUMENT before it is out of scope
             await asyncio.to_thread(self._service.approvals.refuse_out_of_scope, identity, scope)
-        job = await asyncio.to_thread(self._service.submit, plan, identity.name)
+        job = await asyncio.to_thread(self._service.submit, plan, identity.name, request.request_id)
         self._notifier.wake(t.node for t in job.tasks)
         return jobs_pb2.SubmitJobResponse(job=(await self._pbs([job]))[0])
+
+    @rpc_method(*USERS)
+    async def CancelJob(
+        self,
+        request: jobs_pb2.CancelJobRequest,
+        context: grpc.aio.ServicerContext,
+        identity: Identity,
+    ) -> jobs_pb2.CancelJobResponse:
+        if len(request.reason) > 1000:
+            raise InvalidRequest("the reason is at most 1000 characters")
+        job = await asyncio.to_thread(
+            self._service.cancel, request.job_id, identity, request.reason
+        )
+        return jobs_pb2.CancelJobResponse(job=(await self._pbs([job]))[0])
 
     @rpc_method(*USERS)
     async def GetJob(

@@ -13,10 +13,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from coordinator.domain.model import Job, JobState, TaskState
+from coordinator.domain.model import DEFAULT_DEADLINE_S, Job, JobState, TaskState
 from coordinator.store import audit_log
 from coordinator.store.audit_log import COORDINATOR
 from coordinator.store.schema import JobRow, ResultRow, TaskRow
@@ -68,6 +68,8 @@ class RoundStore:
                         state=TaskState.QUEUED.value,
                         queued_at=now,
                         round_no=round_no,
+                        # each round has the job's deadline afresh (coordinator/scheduler.py)
+                        deadline_at=now + timedelta(seconds=row.deadline_s or DEFAULT_DEADLINE_S),
                     )
                 )
             audit_log.record(

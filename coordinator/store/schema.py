@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -25,6 +35,10 @@ class NodeRow(Base):
     # Advertised metadata only: dataset names, column names and declared types.
     datasets: Mapped[list[Any]] = mapped_column(JSON, default=list)
     analyses: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    # Paused for maintenance by its TRE (the agent says so when it opens its stream):
+    # nothing is delivered to it; since when, so waiting tasks' deadlines can be extended.
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    paused_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class ProjectRow(Base):
@@ -65,6 +79,14 @@ class JobRow(Base):
     # Iterative analyses (coordinator/store/rounds.py): the current round and its state.
     round_no: Mapped[int] = mapped_column(Integer, default=1)
     round_state: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Seconds each node has to answer once the job runs (coordinator/scheduler.py times
+    # out tasks past it), and whether a paused node's tasks wait or are given up.
+    deadline_s: Mapped[int] = mapped_column(Integer, default=3600)
+    on_pause: Mapped[str] = mapped_column(String(16), default="wait")
+    # The submitter's idempotency key: a retried submission finds the job it created.
+    request_id: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (UniqueConstraint("submitted_by", "request_id"),)
 
     tasks: Mapped[list[TaskRow]] = relationship(
         back_populates="job", order_by="TaskRow.node", lazy="selectin"
@@ -86,6 +108,12 @@ class TaskRow(Base):
     queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     reported_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When the node must have answered by (set when the task is queued); past it, the
+    # scheduler's tick times the task out.
+    deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    # How often the task has been delivered; a task delivered max_deliveries times without
+    # an answer (it crashes its agent, say) is failed rather than sent again.
+    deliveries: Mapped[int] = mapped_column(Integer, default=0)
     # The node's checked output, exactly as it arrived.
     outcome: Mapped[str | None] = mapped_column(String(16))
     payload: Mapped[dict[str, Any] | None] = mapped_column(JSON)

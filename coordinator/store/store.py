@@ -8,13 +8,24 @@ import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from coordinator.domain.model import Job, JobSpec, JobState, Node, Task, TaskState
+from coordinator.domain.model import (
+    DEFAULT_DEADLINE_S,
+    DEFAULT_MAX_DELIVERIES,
+    Job,
+    JobSpec,
+    JobState,
+    Node,
+    PauseChoice,
+    Task,
+    TaskState,
+)
 from coordinator.domain.status import FAILURE_OUTCOMES, NetworkStatus, NodeQueue, TaskFailure
 from coordinator.store import audit_log
 from coordinator.store.audit_log import COORDINATOR
@@ -24,6 +35,27 @@ from coordinator.store.rounds import RoundStore
 from coordinator.store.schema import Base, JobRow, NodeRow, ProjectRow, ResultRow, TaskRow
 from fedtre.analyses.base import DatasetSchema, NodeOutput, Outcome, RuleResult
 from fedtre.errors import Conflict, NotFound, PermissionDenied, Unavailable
+
+# Tasks a node still owes an answer for (a HELD task awaits the TRE's output checker, a
+# person: its deadline does not apply).
+_UNANSWERED = (TaskState.QUEUED.value, TaskState.DELIVERED.value)
+
+
+@dataclass(frozen=True)
+class Expiry:
+    """What one scheduler tick changed: tasks timed out, jobs left to complete, nodes gone offline."""
+
+    timed_out: tuple[str, ...] = ()
+    jobs: tuple[Job, ...] = ()
+    offline: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Cancellation:
+    """A cancelled job and the (node, task id) pairs agents may be running."""
+
+    job: Job
+    running: tuple[tuple[str, str], ...] = field(default_factory=tuple)
 
 
 class Store(RoundStore):
@@ -61,27 +93,117 @@ class Store(RoundStore):
         analyses: Sequence[str],
         now: datetime,
         connection_id: str = "",
-    ) -> None:
-        """Record a node's advertisement and put its undelivered-but-unreported tasks back in the queue."""
+        *,
+        paused: bool = False,
+        max_deliveries: int = DEFAULT_MAX_DELIVERIES,
+    ) -> list[Job]:
+        """Record a node's advertisement and put its delivered-but-unreported tasks back in the queue.
+
+        paused: the TRE paused the agent for maintenance; nothing is delivered until it
+        connects unpaused, and then the deadlines of tasks that waited for it are extended
+        by the pause. A task already delivered max_deliveries times is failed instead of
+        requeued. Returns the jobs that this left with every task done (to complete).
+        """
         with self._tx() as s:
             row = s.get(NodeRow, node_id) or NodeRow(node_id=node_id)
+            was_paused, paused_since = bool(row.paused), _utc(row.paused_since)
             row.online = True
             row.connection_id = connection_id
             row.last_seen = now
             row.datasets = [{"name": d.name, "columns": dict(d.columns)} for d in datasets]
             row.analyses = list(analyses)
+            row.paused = paused
+            if paused and not was_paused:
+                row.paused_since = now
+            elif not paused:
+                row.paused_since = None
             s.add(row)
+            if was_paused and not paused and paused_since is not None:
+                self._extend_deadlines(s, node_id, now - paused_since)
             # A delivered task whose result never came may have been lost with the old
-            # stream; deliver it again (the agent's task-id record makes this safe).
-            requeued = s.execute(
-                sa.update(TaskRow)
+            # stream; deliver it again (the agent's task-id record makes this safe), but
+            # not without end: a task that keeps its agent from answering fails.
+            delivered = s.scalars(
+                sa.select(TaskRow)
                 .where(TaskRow.node == node_id, TaskRow.state == TaskState.DELIVERED.value)
-                .values(state=TaskState.QUEUED.value, delivered_at=None, queued_at=now)
-            ).rowcount
+                .order_by(TaskRow.task_id)
+                .with_for_update()
+            ).all()
+            requeued, given_up = 0, []
+            for task in delivered:
+                if (task.deliveries or 0) >= max_deliveries:
+                    _give_up(
+                        task, now,
+                        f"node '{node_id}' was sent this task {task.deliveries} times without "
+                        "answering; it is not sent again",
+                    )  # fmt: skip
+                    given_up.append(task)
+                else:
+                    task.state, task.delivered_at, task.queued_at = (
+                        TaskState.QUEUED.value,
+                        None,
+                        now,
+                    )
+                    requeued += 1
             audit_log.record(
                 s, actor=node_id, event="node.connected", subject=f"node:{node_id}",
-                details={"datasets": [d.name for d in datasets], "requeued": requeued}, now=now,
+                details={"datasets": [d.name for d in datasets], "requeued": requeued,
+                         "paused": paused},
+                now=now,
             )  # fmt: skip
+            for task in given_up:
+                audit_log.record(
+                    s, actor=COORDINATOR, event="task.given_up", subject=f"task:{task.task_id}",
+                    details={"job_id": task.job_id, "node": node_id,
+                             "deliveries": task.deliveries},
+                    now=now,
+                )  # fmt: skip
+            s.flush()
+            return self._completable(s, {t.job_id for t in given_up})
+
+    @staticmethod
+    def _extend_deadlines(s: Session, node_id: str, pause: timedelta) -> None:
+        """Give a resumed node's waiting tasks (of jobs that wait for it) the time it was paused."""
+        waiting = s.scalars(
+            sa.select(TaskRow)
+            .join(JobRow, TaskRow.job_id == JobRow.id)
+            .where(
+                TaskRow.node == node_id,
+                TaskRow.state.in_(_UNANSWERED),
+                TaskRow.deadline_at.is_not(None),
+                JobRow.state == JobState.RUNNING.value,
+                JobRow.on_pause == PauseChoice.WAIT.value,
+            )
+        ).all()
+        for task in waiting:
+            deadline = _utc(task.deadline_at)
+            if deadline is not None:
+                task.deadline_at = deadline + pause
+
+    def _completable(self, s: Session, job_ids: set[int]) -> list[Job]:
+        """Of job_ids, the running jobs whose current round's tasks are all done."""
+        if not job_ids:
+            return []
+        rows = s.scalars(
+            sa.select(JobRow)
+            .where(JobRow.id.in_(sorted(job_ids)), JobRow.state == JobState.RUNNING.value)
+            .execution_options(populate_existing=True)
+        ).all()
+        done = []
+        for row in rows:
+            current = [t for t in row.tasks if (t.round_no or 1) == (row.round_no or 1)]
+            if all(t.state == TaskState.DONE.value for t in current):
+                done.append(_job(row))
+        return done
+
+    def node_seen(self, node_id: str, connection_id: str, now: datetime) -> None:
+        """A heartbeat of node's open stream: it is online, last seen now."""
+        with self._tx() as s:
+            s.execute(
+                sa.update(NodeRow)
+                .where(NodeRow.node_id == node_id, NodeRow.connection_id == connection_id)
+                .values(online=True, last_seen=now)
+            )
 
     def node_disconnected(self, node_id: str, now: datetime, connection_id: str = "") -> None:
         """Mark the node offline, unless a newer stream (another connection_id) has replaced this one."""
@@ -90,7 +212,7 @@ class Store(RoundStore):
                 sa.update(NodeRow)
                 .where(NodeRow.node_id == node_id, NodeRow.connection_id == connection_id)
                 .values(online=False, last_seen=now)
-            ).rowcount
+            ).rowcount  # type: ignore[attr-defined]
             if marked:
                 audit_log.record(
                     s, actor=node_id, event="node.disconnected", subject=f"node:{node_id}",
@@ -104,7 +226,7 @@ class Store(RoundStore):
                 sa.update(TaskRow)
                 .where(TaskRow.task_id.in_(task_ids), TaskRow.state == TaskState.DELIVERED.value)
                 .values(state=TaskState.QUEUED.value, delivered_at=None, queued_at=now)
-            ).rowcount
+            ).rowcount  # type: ignore[attr-defined]
             if requeued:
                 audit_log.record(
                     s, actor=COORDINATOR, event="task.requeued",
@@ -118,7 +240,31 @@ class Store(RoundStore):
 
     # -- jobs --------------------------------------------------------------------------
 
-    def create_job(self, spec: JobSpec, submitted_by: str, now: datetime) -> Job:
+    def create_job(
+        self, spec: JobSpec, submitted_by: str, now: datetime, *, request_id: str = ""
+    ) -> Job:
+        """Create a pending job; raise Conflict when submitted_by already used request_id."""
+        try:
+            return self._create_job(spec, submitted_by, now, request_id)
+        except IntegrityError as exc:
+            raise Conflict(
+                f"request id {request_id!r} was already used for another job; "
+                "retry with the same request to get that job"
+            ) from exc
+
+    def job_by_request(self, submitted_by: str, request_id: str) -> Job | None:
+        """The job submitted_by created with idempotency key request_id, if any."""
+        if not request_id:
+            return None
+        with self._tx() as s:
+            row = s.scalars(
+                sa.select(JobRow).where(
+                    JobRow.submitted_by == submitted_by, JobRow.request_id == request_id
+                )
+            ).one_or_none()
+            return None if row is None else _job(row)
+
+    def _create_job(self, spec: JobSpec, submitted_by: str, now: datetime, request_id: str) -> Job:
         with self._tx() as s:
             if s.get(ProjectRow, spec.project) is None:
                 s.add(ProjectRow(name=spec.project, created_at=now))
@@ -133,6 +279,9 @@ class Store(RoundStore):
                 submitted_by=submitted_by,
                 created_at=now,
                 updated_at=now,
+                deadline_s=spec.deadline_s,
+                on_pause=spec.on_pause.value,
+                request_id=request_id or None,
             )
             s.add(row)
             s.flush()
@@ -196,6 +345,7 @@ class Store(RoundStore):
                         node=node,
                         state=TaskState.QUEUED.value,
                         queued_at=now,
+                        deadline_at=now + timedelta(seconds=row.deadline_s or DEFAULT_DEADLINE_S),
                     )
                 )
             s.flush()
@@ -226,8 +376,14 @@ class Store(RoundStore):
     def take_queued_tasks(
         self, node_id: str, now: datetime, limit: int = 100
     ) -> list[tuple[Task, Job]]:
-        """Mark up to limit of a node's queued tasks delivered and return them with their jobs."""
+        """Mark up to limit of a node's queued tasks delivered and return them with their jobs.
+
+        A node paused for maintenance gets nothing.
+        """
         with self._tx() as s:
+            node = s.get(NodeRow, node_id)
+            if node is not None and node.paused:
+                return []
             rows = s.scalars(
                 sa.select(TaskRow)
                 .where(TaskRow.node == node_id, TaskRow.state == TaskState.QUEUED.value)
@@ -239,6 +395,7 @@ class Store(RoundStore):
             for row in rows:
                 row.state = TaskState.DELIVERED.value
                 row.delivered_at = now
+                row.deliveries = (row.deliveries or 0) + 1
                 taken.append((_task(row), _job(row.job, with_tasks=False)))
                 audit_log.record(
                     s, actor=COORDINATOR, event="task.dispatched", subject=f"task:{row.task_id}",
@@ -296,7 +453,7 @@ class Store(RoundStore):
             return _job(job)
 
     def complete_job(
-        self, job_id: int, state: JobState, combined: dict, now: datetime
+        self, job_id: int, state: JobState, combined: dict, now: datetime, reason: str = ""
     ) -> Job | None:
         """Move a running job to its final state with its combined result.
 
@@ -308,6 +465,8 @@ class Store(RoundStore):
                 return None
             row.state = state.value
             row.updated_at = now
+            if reason:
+                row.reason = reason
             s.add(ResultRow(job_id=job_id, combined=combined, created_at=now))
             audit_log.record(
                 s, actor=COORDINATOR, event="job.completed", subject=f"job:{job_id}",
@@ -316,6 +475,128 @@ class Store(RoundStore):
             s.flush()
             s.refresh(row)
             return _job(row)
+
+    # -- time: deadlines, offline nodes, cancellation --------------------------------------
+
+    def expire_overdue(self, now: datetime, *, offline_before: datetime | None = None) -> Expiry:
+        """Time out the unanswered tasks of running jobs whose deadline has passed; idempotent.
+
+        Tasks for a node paused for maintenance do not time out while it is paused when
+        their job waits for it; when their job chose partial, they are given up at once.
+        With offline_before, online nodes last seen before it are marked offline.
+        Returns what changed, with the jobs left with every task done (to complete).
+        """
+        with self._tx() as s:
+            paused = set(s.scalars(sa.select(NodeRow.node_id).where(NodeRow.paused)).all())
+            unanswered = (
+                sa.select(TaskRow.task_id, TaskRow.job_id, TaskRow.node, JobRow.on_pause)
+                .join(JobRow, TaskRow.job_id == JobRow.id)
+                .where(
+                    JobRow.state == JobState.RUNNING.value,
+                    TaskRow.state.in_(_UNANSWERED),
+                    TaskRow.round_no == JobRow.round_no,
+                )
+            )
+            overdue = list(s.execute(unanswered.where(TaskRow.deadline_at <= now)).all())
+            if paused:
+                overdue += s.execute(
+                    unanswered.where(
+                        TaskRow.node.in_(sorted(paused)),
+                        JobRow.on_pause == PauseChoice.PARTIAL.value,
+                    )
+                ).all()
+            due: dict[int, set[str]] = {}
+            for task_id, job_id, node, on_pause in overdue:
+                if node in paused and on_pause == PauseChoice.WAIT.value:
+                    continue  # the deadline stands still while the TRE's agent is paused
+                due.setdefault(job_id, set()).add(task_id)
+            timed_out: list[str] = []
+            # Job first, then its tasks: the lock order of record_result.
+            for job_id in sorted(due):
+                job = self._job_row(s, job_id, lock=True)
+                if job.state != JobState.RUNNING.value:
+                    continue
+                tasks = s.scalars(
+                    sa.select(TaskRow)
+                    .where(TaskRow.task_id.in_(sorted(due[job_id])), TaskRow.state.in_(_UNANSWERED))
+                    .with_for_update()
+                    .execution_options(populate_existing=True)
+                ).all()
+                for task in tasks:
+                    if task.node in paused:
+                        reason = (
+                            f"node '{task.node}' is paused for maintenance by its TRE; "
+                            "this job chose to finish without it"
+                        )
+                    else:
+                        reason = (
+                            f"timed out: node '{task.node}' did not answer within the job's "
+                            f"deadline of {job.deadline_s} s"
+                        )
+                    _give_up(task, now, reason)
+                    timed_out.append(task.task_id)
+                    audit_log.record(
+                        s, actor=COORDINATOR, event="task.timed_out",
+                        subject=f"task:{task.task_id}",
+                        details={"job_id": job_id, "node": task.node, "reason": reason}, now=now,
+                    )  # fmt: skip
+            offline: list[str] = []
+            if offline_before is not None:
+                offline = list(
+                    s.scalars(
+                        sa.select(NodeRow.node_id).where(
+                            NodeRow.online.is_(True), NodeRow.last_seen < offline_before
+                        )
+                    ).all()
+                )
+                if offline:
+                    s.execute(
+                        sa.update(NodeRow)
+                        .where(NodeRow.node_id.in_(offline), NodeRow.last_seen < offline_before)
+                        .values(online=False)
+                    )
+                for node_id in offline:
+                    audit_log.record(
+                        s, actor=COORDINATOR, event="node.offline", subject=f"node:{node_id}",
+                        details={"reason": "no heartbeat"}, now=now,
+                    )  # fmt: skip
+            s.flush()
+            jobs = self._completable(s, set(due))
+            return Expiry(tuple(timed_out), tuple(jobs), tuple(offline))
+
+    def cancel_job(self, job_id: int, actor: str, reason: str, now: datetime) -> Cancellation:
+        """Cancel a job that has not finished; its unanswered tasks are never sent or recorded.
+
+        Returns the job and the delivered tasks whose agents should stop them. Raises
+        NotFound, and Conflict when the job has already finished.
+        """
+        with self._tx() as s:
+            row = self._job_row(s, job_id, lock=True)
+            if JobState(row.state).is_final:
+                raise Conflict(f"cannot cancel job {job_id}: it has already finished ({row.state})")
+            tasks = s.scalars(
+                sa.select(TaskRow)
+                .where(TaskRow.job_id == job_id, TaskRow.state != TaskState.DONE.value)
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            ).all()
+            running = tuple(
+                (t.node, t.task_id)
+                for t in tasks
+                if t.state in (TaskState.DELIVERED.value, TaskState.HELD.value)
+            )
+            for task in tasks:
+                _give_up(task, now, f"cancelled by {actor}")
+            row.state = JobState.CANCELLED.value
+            row.reason = reason or f"cancelled by {actor}"
+            row.updated_at = now
+            audit_log.record(
+                s, actor=actor, event="job.cancelled", subject=f"job:{job_id}",
+                details={"reason": row.reason, "tasks": [t.task_id for t in tasks]}, now=now,
+            )  # fmt: skip
+            s.flush()
+            s.refresh(row)
+            return Cancellation(_job(row), running)
 
     def jobs_awaiting_completion(self) -> list[Job]:
         """Running jobs whose every task is done (left so by a crash between the two steps)."""
@@ -426,10 +707,25 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC)
 
 
+def _give_up(task: TaskRow, now: datetime, reason: str) -> None:
+    """Close an unanswered task as FAILED with reason; a late report of it changes nothing."""
+    task.state = TaskState.DONE.value
+    task.reported_at = now
+    task.outcome = Outcome.FAILED.value
+    task.payload = {}
+    task.rules = []
+    task.error = reason
+
+
 def _node(row: NodeRow) -> Node:
     datasets = tuple(DatasetSchema(d["name"], dict(d["columns"])) for d in row.datasets or [])
     return Node(
-        row.node_id, bool(row.online), _utc(row.last_seen), datasets, tuple(row.analyses or [])
+        row.node_id,
+        bool(row.online),
+        _utc(row.last_seen),
+        datasets,
+        tuple(row.analyses or []),
+        paused=bool(row.paused),
     )
 
 
@@ -450,11 +746,20 @@ def _task(row: TaskRow) -> Task:
         output,
         _utc(row.queued_at),
         round=row.round_no or 1,
+        deadline_at=_utc(row.deadline_at),
     )
 
 
 def _job(row: JobRow, with_tasks: bool = True) -> Job:
-    spec = JobSpec(row.analysis, row.dataset, dict(row.params), tuple(row.nodes), row.project)
+    spec = JobSpec(
+        row.analysis,
+        row.dataset,
+        dict(row.params),
+        tuple(row.nodes),
+        row.project,
+        deadline_s=row.deadline_s or DEFAULT_DEADLINE_S,
+        on_pause=PauseChoice(row.on_pause or PauseChoice.WAIT.value),
+    )
     return Job(
         id=row.id,
         spec=spec,

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import uuid
 from typing import Any
 
 from fedtre.analyses.filters import parse_filter_text
@@ -43,6 +44,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     submit.add_argument(
         "--timeout", type=float, default=None, help="seconds to wait for the result"
     )
+    submit.add_argument(
+        "--deadline",
+        type=int,
+        default=None,
+        metavar="SECONDS",
+        help="seconds each node has to answer once the job runs; a node that has not answered "
+        "by then is timed out and the job finishes without it (default: the coordinator's)",
+    )
+    submit.add_argument(
+        "--on-pause",
+        choices=("wait", "partial"),
+        default=None,
+        help="when a TRE pauses its agent for maintenance: wait for it (its deadline extended "
+        "by the pause; the default) or finish without it (partial)",
+    )
     add_connection_flags(submit)
     submit.set_defaults(func=_submit)
 
@@ -68,6 +84,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     reject.add_argument("--reason", required=True)
     add_connection_flags(reject)
     reject.set_defaults(func=_jobs_reject)
+    cancel = jobs_sub.add_parser(
+        "cancel", help="cancel a job that has not finished (its submitter, approvers, admins)"
+    )
+    cancel.add_argument("job_id", type=int)
+    cancel.add_argument("--reason", default="", help="why, for the job's record")
+    add_connection_flags(cancel)
+    cancel.set_defaults(func=_jobs_cancel)
 
     result = sub.add_parser("result", help="show a job's combined result and per-node outcomes")
     result.add_argument("job_id", type=int)
@@ -136,7 +159,14 @@ def _submit(args: argparse.Namespace) -> int:
                     print(f"  - {node + ': ' if node else ''}{message}")
             return 0 if report.ok else 1
         handle = client.submit(
-            args.analysis, dataset=args.dataset, params=params, nodes=nodes, project=args.project
+            args.analysis,
+            dataset=args.dataset,
+            params=params,
+            nodes=nodes,
+            project=args.project,
+            deadline=args.deadline,
+            on_pause=args.on_pause,
+            request_id=str(uuid.uuid4()),
         )
         if args.no_wait:
             status = handle.status()
@@ -271,6 +301,13 @@ def _jobs_reject(args: argparse.Namespace) -> int:
     return 0
 
 
+def _jobs_cancel(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        job = client.cancel(args.job_id, args.reason)
+    print_json(_job_json(job)) if args.json else print(f"job {job.id} cancelled")
+    return 0
+
+
 def _print_result(result: Result, as_json: bool) -> None:
     if as_json:
         print_json(_job_json(result.job))
@@ -315,7 +352,7 @@ def _nodes(args: argparse.Namespace) -> int:
         [
             [
                 n.node_id,
-                "online" if n.online else "offline",
+                n.status,
                 n.last_seen.strftime("%Y-%m-%d %H:%M:%S") if n.last_seen else None,
                 "; ".join(
                     f"{d.name}({', '.join(f'{c}:{t}' for c, t in d.columns.items())})"

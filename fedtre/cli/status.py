@@ -10,7 +10,15 @@ from fedtre.cli.common import add_connection_flags, connect, print_json, print_t
 from fedtre.client import NetworkStatus
 
 # The order an admin reads job states in: what needs them first.
-_JOB_STATES = ("pending_approval", "running", "completed", "partial", "failed", "rejected")
+_JOB_STATES = (
+    "pending_approval",
+    "running",
+    "completed",
+    "partial",
+    "failed",
+    "rejected",
+    "cancelled",
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -9,14 +9,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class OpenTaskStreamRequest(_message.Message):
-    __slots__ = ("agent_version", "datasets", "analyses")
+    __slots__ = ("agent_version", "datasets", "analyses", "paused")
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     DATASETS_FIELD_NUMBER: _ClassVar[int]
     ANALYSES_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
     agent_version: str
     datasets: _containers.RepeatedCompositeFieldContainer[_common_pb2.DatasetSpec]
     analyses: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, agent_version: _Optional[str] = ..., datasets: _Optional[_Iterable[_Union[_common_pb2.DatasetSpec, _Mapping]]] = ..., analyses: _Optional[_Iterable[str]] = ...) -> None: ...
+    paused: bool
+    def __init__(self, agent_version: _Optional[str] = ..., datasets: _Optional[_Iterable[_Union[_common_pb2.DatasetSpec, _Mapping]]] = ..., analyses: _Optional[_Iterable[str]] = ..., paused: _Optional[bool] = ...) -> None: ...
 
 class Task(_message.Message):
     __slots__ = ("task_id", "job_id", "node", "analysis", "dataset", "params", "project", "grant", "signature", "round")
@@ -46,13 +48,23 @@ class Ping(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class CancelTask(_message.Message):
+    __slots__ = ("task_id", "reason")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    reason: str
+    def __init__(self, task_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
 class AgentMessage(_message.Message):
-    __slots__ = ("task", "ping")
+    __slots__ = ("task", "ping", "cancel")
     TASK_FIELD_NUMBER: _ClassVar[int]
     PING_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_FIELD_NUMBER: _ClassVar[int]
     task: Task
     ping: Ping
-    def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ...) -> None: ...
+    cancel: CancelTask
+    def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., cancel: _Optional[_Union[CancelTask, _Mapping]] = ...) -> None: ...
 
 class ReportResultRequest(_message.Message):
     __slots__ = ("task_id", "outcome", "rules", "payload", "error")

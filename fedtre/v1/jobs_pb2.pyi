@@ -21,6 +21,7 @@ class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_STATE_COMPLETED: _ClassVar[JobState]
     JOB_STATE_PARTIAL: _ClassVar[JobState]
     JOB_STATE_FAILED: _ClassVar[JobState]
+    JOB_STATE_CANCELLED: _ClassVar[JobState]
 
 class TaskState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -28,6 +29,12 @@ class TaskState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TASK_STATE_QUEUED: _ClassVar[TaskState]
     TASK_STATE_DELIVERED: _ClassVar[TaskState]
     TASK_STATE_DONE: _ClassVar[TaskState]
+
+class PauseChoice(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PAUSE_CHOICE_UNSPECIFIED: _ClassVar[PauseChoice]
+    PAUSE_CHOICE_WAIT: _ClassVar[PauseChoice]
+    PAUSE_CHOICE_PARTIAL: _ClassVar[PauseChoice]
 JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_PENDING_APPROVAL: JobState
 JOB_STATE_REJECTED: JobState
@@ -35,32 +42,42 @@ JOB_STATE_RUNNING: JobState
 JOB_STATE_COMPLETED: JobState
 JOB_STATE_PARTIAL: JobState
 JOB_STATE_FAILED: JobState
+JOB_STATE_CANCELLED: JobState
 TASK_STATE_UNSPECIFIED: TaskState
 TASK_STATE_QUEUED: TaskState
 TASK_STATE_DELIVERED: TaskState
 TASK_STATE_DONE: TaskState
+PAUSE_CHOICE_UNSPECIFIED: PauseChoice
+PAUSE_CHOICE_WAIT: PauseChoice
+PAUSE_CHOICE_PARTIAL: PauseChoice
 
 class JobSpec(_message.Message):
-    __slots__ = ("analysis", "dataset", "params", "nodes", "project")
+    __slots__ = ("analysis", "dataset", "params", "nodes", "project", "deadline_seconds", "on_pause")
     ANALYSIS_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
     PROJECT_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ON_PAUSE_FIELD_NUMBER: _ClassVar[int]
     analysis: str
     dataset: str
     params: _struct_pb2.Struct
     nodes: _containers.RepeatedScalarFieldContainer[str]
     project: str
-    def __init__(self, analysis: _Optional[str] = ..., dataset: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., nodes: _Optional[_Iterable[str]] = ..., project: _Optional[str] = ...) -> None: ...
+    deadline_seconds: int
+    on_pause: PauseChoice
+    def __init__(self, analysis: _Optional[str] = ..., dataset: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., nodes: _Optional[_Iterable[str]] = ..., project: _Optional[str] = ..., deadline_seconds: _Optional[int] = ..., on_pause: _Optional[_Union[PauseChoice, str]] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
-    __slots__ = ("spec", "dry_run")
+    __slots__ = ("spec", "dry_run", "request_id")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     spec: JobSpec
     dry_run: bool
-    def __init__(self, spec: _Optional[_Union[JobSpec, _Mapping]] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+    request_id: str
+    def __init__(self, spec: _Optional[_Union[JobSpec, _Mapping]] = ..., dry_run: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class Problem(_message.Message):
     __slots__ = ("node", "message")
@@ -197,24 +214,40 @@ class ListNodesRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class NodeInfo(_message.Message):
-    __slots__ = ("node_id", "online", "last_seen", "datasets", "analyses")
+    __slots__ = ("node_id", "online", "last_seen", "datasets", "analyses", "paused")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     ONLINE_FIELD_NUMBER: _ClassVar[int]
     LAST_SEEN_FIELD_NUMBER: _ClassVar[int]
     DATASETS_FIELD_NUMBER: _ClassVar[int]
     ANALYSES_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     online: bool
     last_seen: _timestamp_pb2.Timestamp
     datasets: _containers.RepeatedCompositeFieldContainer[_common_pb2.DatasetSpec]
     analyses: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, node_id: _Optional[str] = ..., online: _Optional[bool] = ..., last_seen: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., datasets: _Optional[_Iterable[_Union[_common_pb2.DatasetSpec, _Mapping]]] = ..., analyses: _Optional[_Iterable[str]] = ...) -> None: ...
+    paused: bool
+    def __init__(self, node_id: _Optional[str] = ..., online: _Optional[bool] = ..., last_seen: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., datasets: _Optional[_Iterable[_Union[_common_pb2.DatasetSpec, _Mapping]]] = ..., analyses: _Optional[_Iterable[str]] = ..., paused: _Optional[bool] = ...) -> None: ...
 
 class ListNodesResponse(_message.Message):
     __slots__ = ("nodes",)
     NODES_FIELD_NUMBER: _ClassVar[int]
     nodes: _containers.RepeatedCompositeFieldContainer[NodeInfo]
     def __init__(self, nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ...) -> None: ...
+
+class CancelJobRequest(_message.Message):
+    __slots__ = ("job_id", "reason")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    job_id: int
+    reason: str
+    def __init__(self, job_id: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class CancelJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
 
 class GetNetworkStatusRequest(_message.Message):
     __slots__ = ("recent_failures",)

@@ -69,6 +69,11 @@ class JobServiceStub:
                 request_serializer=fedtre_dot_v1_dot_jobs__pb2.GetNetworkStatusRequest.SerializeToString,
                 response_deserializer=fedtre_dot_v1_dot_jobs__pb2.GetNetworkStatusResponse.FromString,
                 _registered_method=True)
+        self.CancelJob = channel.unary_unary(
+                '/fedtre.v1.JobService/CancelJob',
+                request_serializer=fedtre_dot_v1_dot_jobs__pb2.CancelJobRequest.SerializeToString,
+                response_deserializer=fedtre_dot_v1_dot_jobs__pb2.CancelJobResponse.FromString,
+                _registered_method=True)
 
 
 class JobServiceServicer:
@@ -122,6 +127,14 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelJob(self, request, context):
+        """The job's submitter, approvers and admins: stop a job that has not finished. Its
+        queued tasks are never sent; agents running its tasks are told to stop them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -159,6 +172,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.GetNetworkStatus,
                     request_deserializer=fedtre_dot_v1_dot_jobs__pb2.GetNetworkStatusRequest.FromString,
                     response_serializer=fedtre_dot_v1_dot_jobs__pb2.GetNetworkStatusResponse.SerializeToString,
+            ),
+            'CancelJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelJob,
+                    request_deserializer=fedtre_dot_v1_dot_jobs__pb2.CancelJobRequest.FromString,
+                    response_serializer=fedtre_dot_v1_dot_jobs__pb2.CancelJobResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -350,6 +368,33 @@ class JobService:
             '/fedtre.v1.JobService/GetNetworkStatus',
             fedtre_dot_v1_dot_jobs__pb2.GetNetworkStatusRequest.SerializeToString,
             fedtre_dot_v1_dot_jobs__pb2.GetNetworkStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedtre.v1.JobService/CancelJob',
+            fedtre_dot_v1_dot_jobs__pb2.CancelJobRequest.SerializeToString,
+            fedtre_dot_v1_dot_jobs__pb2.CancelJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

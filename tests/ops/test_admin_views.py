@@ -123,6 +123,7 @@ def test_status_json_has_the_queues_and_counts(network, capsys):
         "completed": 0,
         "partial": 1,
         "failed": 0,
+        "cancelled": 0,
     }
     failures = status["recent_failures"]
     assert {(f["job_id"], f["node"], f["outcome"]) for f in failures} == {

@@ -74,6 +74,7 @@ def test_network_status_counts_queues_and_oldest_waits(store):
         JobState.COMPLETED: 0,
         JobState.PARTIAL: 0,
         JobState.FAILED: 0,
+        JobState.CANCELLED: 0,
     }
     assert status.tasks_by_node_state[("tre-a", TaskState.DELIVERED)] == 1
     assert status.tasks_by_node_state[("tre-b", TaskState.DONE)] == 0

@@ -1,0 +1,76 @@
+"""The coordinator's timers: one idempotent tick, run by APScheduler every few seconds.
+
+Deadlines and last-seen times are columns (coordinator.store.schema), so the tick holds
+no state of its own: `expire_overdue(now)` finds what is due in the database and settles
+it, and running it twice, after a restart, or on several replicas at once, changes
+nothing more than running it once. What it does, in one pass:
+
+- times out the unanswered tasks of running jobs past their deadline (a node paused for
+  maintenance stops the clock of jobs that wait for it, or is given up at once by jobs
+  that chose to finish without it), and completes their jobs as partial or failed with
+  the reason per node;
+- marks nodes offline whose stream has not been seen for `offline_after` seconds;
+- completes jobs a crash left with every task done but no combined result.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from coordinator.service import CoordinatorService
+from coordinator.store.store import Expiry
+
+logger = logging.getLogger(__name__)
+
+JOB_ID = "fedtre-expire-overdue"
+
+
+def expire_overdue(service: CoordinatorService, now: datetime) -> Expiry:
+    """Run one tick at time now; return what changed (coordinator.store.store.Expiry)."""
+    return service.expire_overdue(now)
+
+
+class Scheduler:
+    """Runs the tick every `interval` seconds on a background thread, never two at once."""
+
+    def __init__(
+        self,
+        service: CoordinatorService,
+        interval: float,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self._service = service
+        self._interval = interval
+        self._clock = clock or service.clock
+        self._scheduler = BackgroundScheduler(timezone=UTC)
+
+    def start(self) -> None:
+        self._scheduler.add_job(
+            self.tick,
+            "interval",
+            seconds=self._interval,
+            id=JOB_ID,
+            # A tick that overruns is not doubled up nor made up for: the next one sees all.
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+            next_run_time=datetime.now(UTC),
+        )
+        self._scheduler.start()
+
+    def tick(self) -> Expiry | None:
+        """One tick; a failure is logged and the next tick tries again."""
+        try:
+            return expire_overdue(self._service, self._clock())
+        except Exception:
+            logger.exception("the scheduler's tick failed; the next one retries")
+            return None
+
+    def stop(self) -> None:
+        """Stop ticking; waits for a tick in progress to finish."""
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=True)
