@@ -8,8 +8,10 @@ person-years), `filter`, `levels`, `max_iter` (default 25, at most 100) and `tol
 The fit is federated iteratively reweighted least squares (Newton-Raphson for these
 canonical links), one round of tasks per iteration:
 
-- round 1 starts from the data, as statsmodels does (mu = (y + 0.5) / 2 for binomial,
-  mu = y + 0.1 for Poisson): each node returns X'WX and X'Wz over its own design columns
+- round 1 starts from the data, as statsmodels does: mu = (y + 0.5) / 2 for binomial,
+  mu = (y + mean(y)) / 2 for Poisson, where statsmodels' pooled mean is replaced by the
+  node's own (the pooled mean would cost a round; the start only affects how many
+  rounds the fit takes, never where it converges): each node returns X'WX and X'Wz over its own design columns
   (every level it has, reference included) and reports which levels it has; the
   coordinator takes the union of the levels (fedtre.analyses.design), maps each node's
   sums into the agreed design, and solves for beta_1;
@@ -25,9 +27,13 @@ canonical links), one round of tasks per iteration:
 
 Each round's output is checked at the node by fedtre.disclosure.models.check_model before
 any matrix leaves (residual degrees of freedom, parameters at most a third of the
-records, and at least `threshold` records at every level of the binary outcome and of
-each categorical covariate; from round 2 on a level of the agreed design that the node
-lacks counts 0 when zeros are disclosive). A failing round is BLOCKED: nothing leaves.
+records, and at least `threshold` records at every level of the binary outcome (both
+levels, so a node without events counts 0 there when zeros are disclosive) and at every
+level of each categorical covariate the node has). A level of the agreed design that a
+node lacks is not a zero cell of that node (docs/disclosure.md: a level that does not
+occur at a node is not listed by it; its round-1 report already said which levels it
+has): counting it would block round 2 after round 1 had released, so every round applies
+the same rules to the same records. A failing round is BLOCKED: nothing leaves.
 
 - node payload: {"n", "covariates": [[spec, kind, type, [levels]]...],
                  "basis": [[spec, level | null], ...], "xtwx": [[...]], "xtwz": [...],
@@ -109,8 +115,8 @@ class _Family:
     name: str
     link: str
 
-    def start_mu(self, y: np.ndarray) -> np.ndarray:
-        return (y + 0.5) / 2.0 if self.name == "binomial" else y + 0.1
+    def start_mu(self, y: np.ndarray, mean: float) -> np.ndarray:
+        return (y + 0.5) / 2.0 if self.name == "binomial" else (y + mean) / 2.0
 
     def eta_of(self, mu: np.ndarray) -> np.ndarray:
         return np.log(mu / (1.0 - mu)) if self.name == "binomial" else np.log(mu)
@@ -285,15 +291,15 @@ class GlmAnalysis(IterativeAnalysis):
             )
             exprs = [y_expr, offset, *(basis_expr(table, b, types) for b in basis)]
             query = sa.select(*exprs).where(*conditions)
-            sums = _Sums(len(basis) + 1)
+            start_mean = 0.0
+            if beta is None and family.name == "poisson":
+                mean = conn.execute(sa.select(sa.func.avg(y_expr)).where(*conditions)).scalar()
+                start_mean = 0.0 if mean is None else float(mean)
+            sums = _Sums(len(basis) + 1, start_mean)
             result = conn.execution_options(yield_per=CHUNK_ROWS).execute(query)
             for rows in result.partitions():
-                sums.add(np.asarray(rows, dtype=float), family, beta)
-        if beta is not None:
-            # absent levels of the agreed design count 0 (zero cells), for check_model
-            for spec, labels in levels.items():
-                for label in labels:
-                    counts.setdefault(spec, {}).setdefault(label, 0)
+                # tuples first: numpy probes each Row for array interfaces, 7x slower
+                sums.add(np.array(list(map(tuple, rows)), dtype=float), family, beta)
         return {
             "n": sums.n,
             "covariates": covariate_report(specs, types, counts),
@@ -470,7 +476,9 @@ class GlmAnalysis(IterativeAnalysis):
 class _Sums:
     """Running sums of one round over streamed chunks: X'WX, X'Wz, deviance, n."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, start_mean: float = 0.0) -> None:
+        # the round-1 Poisson start mu = (y + mean) / 2 uses the node's mean outcome
+        self.start_mean = start_mean
         self.xtwx = np.zeros((size, size))
         self.xtwz = np.zeros(size)
         self.deviance = 0.0
@@ -487,7 +495,7 @@ class _Sums:
         x[:, 1:] = block[:, 2:]
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             if beta is None:
-                mu = family.start_mu(y)
+                mu = family.start_mu(y, self.start_mean)
                 eta = family.eta_of(mu)
             else:
                 eta = x @ beta + offset

@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import sqlalchemy as sa
 
@@ -63,7 +63,8 @@ _EXAMPLE = '{"column": "age", "edges": [18, 30, 45, 60, 75, 100]} or {"column": 
 MAX_BINS = 1000
 
 
-def _number(value: Any) -> bool:
+def _number(value: Any) -> TypeGuard[int | float]:
+    """True for a finite int or float (not a bool)."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -105,7 +106,7 @@ class HistogramAnalysis(Analysis):
         else:
             origin = p.get("origin", 0.0)
             origin = 0.0 if origin is None else origin
-            if not (_number(width) and _number(origin)) or float(width) <= 0:
+            if not _number(width) or not _number(origin) or width <= 0:
                 raise InvalidRequest(
                     "histogram 'width' must be a positive number (and 'origin' a number), "
                     f"e.g. {_EXAMPLE}"

@@ -22,8 +22,11 @@ and so brackets every order statistic:
 always, with rounding, suppression and merging accounted for (the counts are exact). The
 estimate spreads each interval's records uniformly across it and inverts the pooled CDF
 at rank q (n - 1) + 1/2. With threshold 0 the intervals are the grid bins, so the bracket
-is at most two bins (2 x width) wide; with a threshold it widens to about the span of
-`threshold` records at each node around the quantile. Quantiles are approximate by
+runs from the bin of the order statistic just below the quantile to the bin of the one
+just above (the two values numpy interpolates between): at most 2 x width plus the gap
+between those two values, so 2 x width wherever the data are denser than the grid, wider
+in sparse tails; with a threshold it widens to about the span of `threshold` records at
+each node around the quantile. Quantiles are approximate by
 design: exact pooled quantiles would need values no node may release.
 
 - node payload: {"column", "width", "origin", "n", "intervals": [[i_low, i_high, n], ...]}
@@ -37,7 +40,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import sqlalchemy as sa
 
@@ -77,7 +80,8 @@ MAX_GRID_BINS = 200_000
 MAX_INTERVALS = 2000
 
 
-def _number(value: Any) -> bool:
+def _number(value: Any) -> TypeGuard[int | float]:
+    """True for a finite int or float (not a bool)."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -100,7 +104,7 @@ class QuantilesAnalysis(Analysis):
             raise InvalidRequest(f"quantiles needs a numeric 'column', e.g. {_EXAMPLE}")
         width, origin = p.get("width"), p.get("origin", 0.0)
         origin = 0.0 if origin is None else origin
-        if not (_number(width) and _number(origin)) or float(width) <= 0:
+        if not _number(width) or not _number(origin) or width <= 0:
             raise InvalidRequest(
                 "quantiles 'width' (the resolution) must be a positive number and 'origin' a "
                 f"number, e.g. {_EXAMPLE}"

@@ -1,0 +1,172 @@
+"""Federated Kaplan-Meier curves and the log-rank test equal the pooled analysis.
+
+References on the pooled records: a Kaplan-Meier estimate written out here from the raw
+times (numbers at risk, Greenwood standard errors, log(-log) 95% intervals), statsmodels'
+SurvfuncRight (survival and standard errors at event times, median), and statsmodels'
+survdiff (log-rank chi-squared and p value).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from analysis_testkit import run_federated
+from model_testkit import make_model_nodes, model_cohort, split_with_single_level
+from scipy import stats
+from statsmodels.duration.survfunc import SurvfuncRight, survdiff
+
+from fedtre.analyses import get_analysis
+
+POOLED_N = 900
+SPLITS = {
+    "2 nodes": ([160, 740], ("smoking", "never")),
+    "3 nodes": ([90, 510, 300], ("arm", "a")),
+    "5 nodes": ([60, 300, 70, 350, 120], ("smoking", "current")),
+}
+
+
+@pytest.fixture(params=list(SPLITS), scope="module")
+def network(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    sizes, (column, level) = SPLITS[request.param]
+    pooled = model_cohort(POOLED_N, seed=42)
+    parts = split_with_single_level(pooled, sizes, column, level)
+    nodes = make_model_nodes(tmp_path_factory.mktemp("km"), parts)
+    yield pd.concat(parts, ignore_index=True), nodes
+    for source in nodes.values():
+        source.engine.dispose()
+
+
+def reference_km(time: np.ndarray, died: np.ndarray) -> list[tuple[float, ...]]:
+    """Kaplan-Meier from raw records: one row per distinct time (events or censorings).
+
+    (time, at risk, events, censored, survival, Greenwood se, log(-log) lower, upper).
+    """
+    z = stats.norm.ppf(0.975)
+    rows = []
+    s, var_sum = 1.0, 0.0
+    for t in np.unique(time):
+        n = int(np.sum(time >= t))
+        d = int(np.sum((time == t) & (died == 1)))
+        c = int(np.sum((time == t) & (died == 0)))
+        if d:
+            s *= 1 - d / n
+            var_sum += d / (n * (n - d)) if n > d else math.inf
+        se = s * math.sqrt(var_sum) if s > 0 else math.nan
+        if 0 < s < 1:
+            half = z * math.sqrt(var_sum) / math.log(s)
+            lower, upper = s ** math.exp(-half), s ** math.exp(half)
+        elif s == 1:
+            lower = upper = 1.0
+        else:
+            lower = upper = math.nan
+        rows.append((float(t), n, d, c, s, se, lower, upper))
+    return rows
+
+
+def as_array(rows: Any) -> np.ndarray:
+    return np.array([[math.nan if v is None else v for v in row] for row in rows], dtype=float)
+
+
+def check_curve(curve: dict[str, Any], time: np.ndarray, died: np.ndarray) -> None:
+    got = as_array(curve["table"])
+    expected = np.array(reference_km(time, died), dtype=float)
+    assert got.shape == expected.shape
+    # times, numbers at risk, events, censorings: exact
+    assert np.array_equal(got[:, :4], expected[:, :4])
+    assert np.allclose(got[:, 4:], expected[:, 4:], rtol=1e-10, atol=1e-14, equal_nan=True)
+    assert curve["n"] == len(time)
+    assert curve["events"] == int(died.sum())
+    # statsmodels at the event times: survival and Greenwood standard errors
+    sf = SurvfuncRight(time, died)
+    at_events = got[got[:, 2] > 0]
+    assert np.array_equal(at_events[:, 0], sf.surv_times)
+    assert np.array_equal(at_events[:, 1], sf.n_risk)
+    assert np.allclose(at_events[:, 4], sf.surv_prob, rtol=1e-12, atol=1e-15)
+    finite = np.isfinite(sf.surv_prob_se) & (sf.surv_prob > 0)
+    assert np.allclose(at_events[finite, 5], sf.surv_prob_se[finite], rtol=1e-10)
+    median = sf.quantile(0.5)
+    if np.isnan(median):
+        assert curve["median"] is None
+    else:
+        assert curve["median"] == median
+
+
+def test_kaplan_meier_without_groups_equals_pooled(network) -> None:
+    pooled, nodes = network
+
+    result = run_federated(get_analysis("kaplan_meier"), {"time": "time", "event": "died"}, nodes)
+
+    [[label, curve]] = result["groups"]
+    assert label is None
+    check_curve(curve, pooled.time.to_numpy(), pooled.died.to_numpy())
+    assert result["logrank"] is None
+    assert result["withheld"] == []
+
+
+@pytest.mark.parametrize("by", ["smoking", "arm", "sex", "site"])
+def test_kaplan_meier_by_group_and_log_rank_equal_pooled(network, by: str) -> None:
+    # Given one node holding a single level of some grouping column
+    pooled, nodes = network
+
+    # When curves by group are combined
+    result = run_federated(
+        get_analysis("kaplan_meier"), {"time": "time", "event": "died", "by": by}, nodes
+    )
+
+    # Then each group's curve is the pooled group's, and the log-rank test is statsmodels'
+    labels = sorted(pooled[by].astype(str).unique())
+    assert sorted(label for label, _ in result["groups"]) == labels
+    for label, curve in result["groups"]:
+        group = pooled[pooled[by].astype(str) == label]
+        check_curve(curve, group.time.to_numpy(), group.died.to_numpy())
+    chi2, p = survdiff(pooled.time.to_numpy(), pooled.died.to_numpy(), pooled[by].astype(str))
+    logrank = result["logrank"]
+    assert logrank["df"] == len(labels) - 1
+    assert logrank["chi2"] == pytest.approx(chi2, rel=1e-10)
+    assert logrank["p_value"] == pytest.approx(p, rel=1e-8)
+
+
+def test_kaplan_meier_with_filter_equals_pooled_subset(network) -> None:
+    pooled, nodes = network
+    f = {"col": "age", "op": ">=", "value": 50}
+
+    result = run_federated(
+        get_analysis("kaplan_meier"),
+        {"time": "time", "event": "died", "by": "sex", "filter": f},
+        nodes,
+    )
+
+    subset = pooled[pooled.age >= 50]
+    for label, curve in result["groups"]:
+        group = subset[subset.sex == label]
+        check_curve(curve, group.time.to_numpy(), group.died.to_numpy())
+    chi2, _ = survdiff(subset.time.to_numpy(), subset.died.to_numpy(), subset.sex.to_numpy())
+    assert result["logrank"]["chi2"] == pytest.approx(chi2, rel=1e-10)
+
+
+def test_kaplan_meier_frame_has_the_survival_table(network) -> None:
+    pooled, nodes = network
+    params = {"time": "time", "event": "died", "by": "arm"}
+    result = run_federated(get_analysis("kaplan_meier"), params, nodes)
+
+    frame = get_analysis("kaplan_meier").to_frame(params, result)
+
+    assert list(frame.index.names) == ["arm", "time"]
+    assert list(frame.columns) == [
+        "at_risk",
+        "events",
+        "censored",
+        "survival",
+        "std_err",
+        "ci_lower",
+        "ci_upper",
+    ]
+    group = pooled[pooled.arm == "b"]
+    expected = np.array(reference_km(group.time.to_numpy(), group.died.to_numpy()))
+    assert np.array_equal(frame.loc["b"].index.to_numpy(), expected[:, 0])
+    assert np.allclose(frame.loc["b", "survival"].to_numpy(), expected[:, 4], rtol=1e-10)
+    assert frame.attrs["logrank"]["chi2"] == result["logrank"]["chi2"]
