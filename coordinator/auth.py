@@ -249,9 +249,11 @@ class Authenticator:
                 f"{call.method} needs one of {sorted(roles)}"
             )
 
-    def refused(self, call: CallInfo, actor: str, reason: str, **details: object) -> None:
-        """Audit a refusal decided after authentication (e.g. self-approval)."""
-        self._refused(call, actor, "access.denied", reason, None, details)
+    def refused(
+        self, call: CallInfo, actor: str, reason: str, subject: str = "", **details: object
+    ) -> None:
+        """Audit a refusal decided after authentication (e.g. a node reporting another's task)."""
+        self._refused(call, actor, "access.denied", reason, None, details, subject)
 
     def _refused(
         self,
@@ -261,6 +263,7 @@ class Authenticator:
         reason: str,
         token_id: str | None = None,
         extra: Mapping[str, object] | None = None,
+        subject: str = "",
     ) -> None:
         details: dict[str, object] = {"method": call.method, "reason": reason, "peer": call.peer}
         if token_id:
@@ -268,7 +271,11 @@ class Authenticator:
         details.update(extra or {})
         try:
             self._governance.audit(
-                actor=actor or "anonymous", event=event, details=details, now=self._clock()
+                actor=actor or "anonymous",
+                event=event,
+                subject=subject,
+                details=details,
+                now=self._clock(),
             )
         except Exception:
             # A refusal stands even if the database cannot record it.

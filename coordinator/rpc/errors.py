@@ -93,6 +93,28 @@ async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, method: 
     )
 
 
+async def _audit_node_refusal(
+    servicer: Any,
+    context: grpc.aio.ServicerContext,
+    method: str,
+    identity: Identity,
+    request: Any,
+    exc: PermissionDenied,
+) -> None:
+    """Audit a node refused after authentication (e.g. reporting another node's task)."""
+    auth = getattr(servicer, "auth", None)
+    if auth is None:
+        return
+    task_id = getattr(request, "task_id", "")
+    await asyncio.to_thread(
+        auth.refused,
+        call_info(context, method),
+        identity.name,
+        str(exc),
+        f"task:{task_id}" if task_id else "",
+    )
+
+
 def rpc_method(*roles: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Wrap a servicer method: check the caller's role, pass its Identity, map errors to statuses.
 
@@ -121,6 +143,7 @@ def rpc_method(*roles: str) -> Callable[[Callable[..., Any]], Callable[..., Any]
 
         @functools.wraps(method)
         async def unary(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+            identity: Identity | None = None
             try:
                 identity = await authenticate(self, context, roles, name)
                 _require_decoded(request)
@@ -128,6 +151,8 @@ def rpc_method(*roles: str) -> Callable[[Callable[..., Any]], Callable[..., Any]
             except grpc.aio.AbortError:
                 raise
             except Exception as exc:
+                if identity is not None and "node" in roles and isinstance(exc, PermissionDenied):
+                    await _audit_node_refusal(self, context, name, identity, request, exc)
                 await _abort(context, exc, name)
 
         return unary
