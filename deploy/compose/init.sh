@@ -1,6 +1,6 @@
 #!/bin/sh
 # One-off set-up of the demo network, run by the compose `init` service (as uid 10001):
-# the CA and every identity, a random database password, and a synthetic cohort per TRE.
+# the CA and every node's identity, a random database password, and a synthetic cohort per TRE.
 # Each party's files go to its own volume: the CA key never leaves the `ca` volume, and
 # each agent sees only its own certificate and data. Safe to run again: it skips what exists.
 set -eu
@@ -11,11 +11,10 @@ if [ ! -f /ca/ca/ca.pem ]; then
   fedtre network init /ca --nodes tre-a,tre-b,tre-c --hosts coordinator,localhost,127.0.0.1
 fi
 
-cp -p /ca/coordinator/ca.pem /ca/coordinator/cert.pem /ca/coordinator/key.pem /out/coordinator/
-for user in admin researcher; do
-  mkdir -p "/out/users/$user"
-  cp -p /ca/users/$user/*.pem "/out/users/$user/"
-done
+# The coordinator's TLS identity and the private job-signing key (nodes get its public half).
+cp -p /ca/coordinator/ca.pem /ca/coordinator/cert.pem /ca/coordinator/key.pem \
+  /ca/coordinator/job-signing-key.pem /out/coordinator/
+# People get API tokens from the `governance` step, once the coordinator runs.
 
 if [ ! -f /out/secrets/postgres_password ]; then
   umask 022  # read by the postgres (uid 70) and grafana (uid 472) containers

@@ -137,7 +137,8 @@ def test_compose_services_run_as_non_root(compose):
 def test_compose_publishes_ports_on_loopback_only(compose):
     published = {name: service.get("ports", []) for name, service in compose["services"].items()}
 
-    assert "127.0.0.1:50051:50051" in published["coordinator"]
+    assert "127.0.0.1:50051:50051" in published["coordinator"]  # agents, mutual TLS
+    assert "127.0.0.1:50052:50052" in published["coordinator"]  # people, API tokens
     assert f"127.0.0.1:{METRICS_PORT}:{METRICS_PORT}" in published["coordinator"]
     assert all(port.startswith("127.0.0.1:") for ports in published.values() for port in ports)
     assert all(not published[node] for node in NODES)  # agents dial out; nothing dials in
@@ -221,9 +222,67 @@ def test_compose_init_gives_each_party_only_its_own_files(demo_volumes):
         assert (identity.role, identity.name) == ("node", node)
         assert stat.S_IMODE((out / node / "tls" / "key.pem").stat().st_mode) == 0o600
         assert (out / node / "data" / "cohort.sqlite").is_file()
+        # each agent pins the public job-verification key; the private half is not there
+        assert (out / node / "tls" / "job-signing-pub.pem").is_file()
+    assert (out / "coordinator" / "job-signing-key.pem").is_file()
+    assert [p.parent.name for p in out.rglob("job-signing-key.pem")] == ["coordinator"]
     url = (out / "secrets" / "database_url").read_text().strip()
     assert url.startswith("postgresql+psycopg://fedtre:")
     assert (out / "secrets" / "postgres_password").read_text().strip() in url
+
+
+def test_compose_governance_creates_people_with_tokens_and_the_project(demo_volumes, tmp_path):
+    """governance.sh, run for real (twice) against a coordinator on the init volumes."""
+    bin_dir = Path(sys.executable).parent
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "FEDTRE_DATABASE_URL": f"sqlite:///{tmp_path / 'coordinator.sqlite'}",
+        "COORDINATOR_TLS": str(demo_volumes / "out" / "coordinator"),
+        "USERS": str(demo_volumes / "out" / "users"),
+    }
+    serve = ["coordinator", "serve", "--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0"]
+    coordinator = subprocess.Popen(
+        [sys.executable, "-m", "fedtre.cli.main", *serve, "--tls-dir", env["COORDINATOR_TLS"]],
+        env={**env, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert coordinator.stdout is not None
+        coordinator.stdout.readline()  # the agents' port
+        api = re.search(r"on (\S+)$", coordinator.stdout.readline().strip())
+        assert api, "the coordinator did not print its API address"
+        env["FEDTRE_COORDINATOR"] = api.group(1)
+        for _ in range(2):  # a second run changes nothing and succeeds
+            done = subprocess.run(
+                ["sh", str(DEPLOY / "compose" / "governance.sh")],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert done.returncode == 0, done.stderr
+        users = demo_volumes / "out" / "users"
+        for person in ("admin", "researcher", "approver"):
+            assert stat.S_IMODE((users / person / "token").stat().st_mode) == 0o600
+        whoami = subprocess.run(
+            [sys.executable, "-m", "fedtre.cli.main", "whoami", "--json"],
+            env={**env, "FEDTRE_IDENTITY": str(users / "researcher")},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert whoami.returncode == 0, whoami.stderr
+        assert json.loads(whoami.stdout) == {
+            "name": "researcher",
+            "role": "researcher",
+            "projects": ["default"],
+        }
+    finally:
+        coordinator.terminate()
+        coordinator.wait(timeout=30)
 
 
 @pytest.mark.parametrize("node", NODES)
@@ -385,6 +444,6 @@ def test_dashboard_is_provisioned_from_the_prometheus_datasource():
 def test_shell_scripts_parse():
     sh = shutil.which("sh")
     assert sh is not None
-    done = subprocess.run([sh, "-n", str(DEPLOY / "compose" / "init.sh")], capture_output=True)
-
-    assert done.returncode == 0, done.stderr
+    for script in ("init.sh", "governance.sh"):
+        done = subprocess.run([sh, "-n", str(DEPLOY / "compose" / script)], capture_output=True)
+        assert done.returncode == 0, (script, done.stderr)
