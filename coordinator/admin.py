@@ -132,7 +132,7 @@ class Admin:
         current = self.governance.project(name)
         if current is None:
             raise NotFound(f"no project {name!r}; `fedtre projects list` shows them")
-        _checked(
+        checked = _checked(
             replace(
                 current,
                 **{k: v for k, v in changes.__dict__.items() if v is not None},
@@ -140,7 +140,15 @@ class Admin:
             self.clock(),
             lapsed_ok=True,
         )
-        return self.governance.update_project(name, changes, by.name, self.clock())
+        # Store the checked values (names trimmed, duplicates dropped), not the raw ones.
+        normalized = replace(
+            changes,
+            nodes=checked.nodes if changes.nodes is not None else None,
+            datasets=checked.datasets if changes.datasets is not None else None,
+            analyses=checked.analyses if changes.analyses is not None else None,
+            auto_approve=checked.auto_approve if changes.auto_approve is not None else None,
+        )
+        return self.governance.update_project(name, normalized, by.name, self.clock())
 
     def add_member(self, by: Identity, project: str, user: str) -> Project:
         self.governance.user(user)  # NotFound for an unknown person

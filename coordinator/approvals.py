@@ -24,13 +24,14 @@ from coordinator.domain.governance import (
     Project,
     approval_problem,
     can_see_job,
+    is_member,
     scope_problems,
     visible_projects,
 )
 from coordinator.domain.model import Job, JobState, Node, Plan, Problem, Task
 from coordinator.store.store import Store
 from fedtre.errors import NotFound, PermissionDenied, Unavailable
-from fedtre.identity.peer import Identity
+from fedtre.identity.peer import NAME_PATTERN, Identity
 from fedtre.identity.signing import GrantError, JobGrant, Signer, TaskGrant
 
 logger = logging.getLogger(__name__)
@@ -74,6 +75,17 @@ class Approvals:
             spec.nodes,
             self.clock(),
         )
+
+    def is_outsider(self, identity: Identity, project: str) -> bool:
+        """Whether identity is not a member of project, or there is no such project.
+
+        A malformed project name is no project at all: False, so that the request is
+        refused as malformed (INVALID_ARGUMENT), whatever the caller's projects.
+        """
+        if not NAME_PATTERN.fullmatch(project):
+            return False
+        found = self.governance.project(project)
+        return found is None or not is_member(identity, found)
 
     def refuse_out_of_scope(self, identity: Identity, problems: Sequence[Problem]) -> None:
         """Raise PermissionDenied listing problems, having audited the refusal."""

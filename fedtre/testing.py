@@ -152,7 +152,6 @@ class LocalNetwork:
     def _set_up_governance(self) -> None:
         """People with tokens, and the project "default" (in-process, as an admin would)."""
         admin = self.coordinator.admin
-        operator = Identity("local-network", "admin")
         for name in ("admin", "approver", "researcher"):
             self.add_user(name, name, projects=())
         if admin.governance.project("default") is None:
@@ -191,7 +190,7 @@ class LocalNetwork:
                 auto_approve=(
                     auto_approve
                     if auto_approve is not None
-                    else tuple(CATALOGUE)
+                    else (tuple(CATALOGUE) if analyses is None else analyses)
                     if self.auto_approve
                     else ()
                 ),

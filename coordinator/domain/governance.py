@@ -131,22 +131,14 @@ def scope_problems(
     targets: Sequence[str],
     now: datetime,
 ) -> list[Problem]:
-    """Every way a submission steps outside its project; empty when it may be submitted."""
-    if project is None:
-        return [
-            Problem(
-                f"there is no project {project_name!r}; an admin creates it with "
-                f"`fedtre projects create {project_name} ...`"
-            )
-        ]
+    """Every way a submission steps outside its project; empty when it may be submitted.
+
+    To someone who may not read the project, a missing project and one they do not
+    belong to look alike, and nothing of its scope is shown.
+    """
+    if project is None or not is_member(identity, project):
+        return [outsider_problem(identity, project_name)]
     problems: list[Problem] = []
-    if not is_member(identity, project):
-        problems.append(
-            Problem(
-                f"you ({identity.name}) are not a member of project {project.name!r}; an admin "
-                f"adds you with `fedtre projects add-member {project.name} {identity.name}`"
-            )
-        )
     if project.lapsed(now):
         when = (
             f"lapsed on {project.approval_expires_at:%Y-%m-%d}"
@@ -178,6 +170,14 @@ def scope_problems(
                 )
             )
     return problems
+
+
+def outsider_problem(identity: Identity, project_name: str) -> Problem:
+    """The one problem shown to a submitter who is not a member of project_name."""
+    return Problem(
+        f"you ({identity.name}) are not a member of a project {project_name!r}; an admin "
+        f"adds you with `fedtre projects add-member {project_name} {identity.name}`"
+    )
 
 
 def approval_problem(

@@ -142,15 +142,20 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                 + (f"; unknown: {unknown}" if unknown else "")
             )
         given = project_from_pb(request.project)
+        if "approval_expires_at" in paths and given.approval_expires_at is None:
+            raise InvalidRequest("approval_expires_at is in update_mask but has no value")
+        if "approvals_required" in paths and given.approvals_required < 1:
+            raise InvalidRequest("approvals_required must be between 1 and 10")
         changes = ProjectChanges(
-            **{
-                path: (
-                    getattr(given, path)
-                    if path != "approvals_required"
-                    else request.project.approvals_required
-                )
-                for path in paths
-            }
+            description=given.description if "description" in paths else None,
+            nodes=given.nodes if "nodes" in paths else None,
+            datasets=given.datasets if "datasets" in paths else None,
+            analyses=given.analyses if "analyses" in paths else None,
+            approval_expires_at=given.approval_expires_at
+            if "approval_expires_at" in paths
+            else None,
+            approvals_required=given.approvals_required if "approvals_required" in paths else None,
+            auto_approve=given.auto_approve if "auto_approve" in paths else None,
         )
         project = await asyncio.to_thread(
             self._admin.update_project, identity, request.name, changes

@@ -90,16 +90,19 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
             list(spec.nodes),
             spec.project,
         )
-        scope = await asyncio.to_thread(self._service.approvals.scope_problems, identity, plan)
+        approvals = self._service.approvals
+        scope = await asyncio.to_thread(approvals.scope_problems, identity, plan)
+        # To an outsider the plan's problems would describe the project's nodes: they see
+        # only that they are not a member.
+        outsider = await asyncio.to_thread(approvals.is_outsider, identity, plan.spec.project)
         if request.dry_run:
+            shown = scope if outsider else [*plan.problems, *scope]
             return jobs_pb2.SubmitJobResponse(
-                problems=[
-                    jobs_pb2.Problem(node=p.node, message=p.message)
-                    for p in (*plan.problems, *scope)
-                ]
+                problems=[jobs_pb2.Problem(node=p.node, message=p.message) for p in shown]
             )
-        if not plan.problems:  # a malformed job is INVALID_ARGUMENT before it is out of scope
-            await asyncio.to_thread(self._service.approvals.refuse_out_of_scope, identity, scope)
+        # A member's malformed job is INVALID_ARGUMENT before it is out of scope.
+        if outsider or not plan.problems:
+            await asyncio.to_thread(approvals.refuse_out_of_scope, identity, scope)
         job = await asyncio.to_thread(self._service.submit, plan, identity.name, request.request_id)
         self._notifier.wake(t.node for t in job.tasks)
         return jobs_pb2.SubmitJobResponse(job=(await self._pbs([job]))[0])

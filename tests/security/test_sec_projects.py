@@ -50,7 +50,7 @@ def net(tmp_path_factory):
         members=("researcher", "pi"),
         nodes=("tre-a", "tre-b"),
         datasets=("cohort",),
-        analyses=("count", "crosstab"),
+        analyses=("count",),
         approvals_required=2,
         auto_approve=(),
     )
@@ -97,11 +97,19 @@ def job_ids(net: LocalNetwork) -> set[int]:
     [
         ("researcher", spec(nodes=("tre-c",)), "may not use node 'tre-c'"),
         ("researcher", spec(dataset="registry", nodes=("tre-a",)), "does not allow dataset"),
-        ("researcher", spec("crosstab", project="secret", params={"rows": "sex"}), "not a member"),
-        ("researcher", spec("crosstab", project="secret", params={"rows": "sex"}), "analysis"),
-        ("outsider", spec(), "not a member of project 'alpha'"),
+        ("researcher", spec("crosstab", params={"rows": "sex"}), "does not allow analysis"),
+        ("outsider", spec(), "not a member of a project 'alpha'"),
+        ("outsider", spec(nodes=("nowhere",)), "not a member of a project 'alpha'"),
+        ("outsider", spec(project="no-such"), "not a member of a project 'no-such'"),
     ],
-    ids=["node-outside", "dataset-outside", "not-member", "analysis-not-allowed", "outsider"],
+    ids=[
+        "node-outside",
+        "dataset-outside",
+        "analysis-not-allowed",
+        "outsider",
+        "outsider-bad-node",
+        "no-such-project",
+    ],
 )
 def test_a_job_outside_its_project_is_refused_and_nothing_is_written(net, who, request_, problem):
     before, jobs = head(net), job_ids(net)
@@ -116,6 +124,9 @@ def test_a_job_outside_its_project_is_refused_and_nothing_is_written(net, who, r
     assert any(problem in p for p in refused[0].details["problems"])
     assert job_ids(net) == jobs
     assert not events(net, before, "job.submitted")
+    if who == "outsider":  # one problem, and nothing of the project's scope shown
+        assert err.value.details().count("\n- ") == 1
+        assert "tre-" not in err.value.details() and "cohort" not in err.value.details()
 
 
 def test_a_researcher_cannot_read_another_projects_results(net):

@@ -13,6 +13,7 @@ import grpc
 import pytest
 from sectools import (
     OPEN_POLICY,
+    RECORDS,
     TIMEOUT,
     agent_events,
     agent_tasks,
@@ -66,6 +67,14 @@ def task_of(net: LocalNetwork, job_id: int, node: str) -> str:
     return next(t.task_id for t in net.coordinator.store.get_job(job_id).tasks if t.node == node)
 
 
+def wait_reported(net: LocalNetwork, job_id: int, node: str) -> None:
+    def reported() -> bool:
+        tasks = net.coordinator.store.get_job(job_id).tasks
+        return next(t for t in tasks if t.node == node).output is not None
+
+    wait_for(reported, what=f"{node}'s report")
+
+
 def node_channel(net: LocalNetwork, node: str) -> grpc.Channel:
     creds = channel_credentials(TlsFiles.from_dir(net.pki / "nodes" / node))
     return grpc.secure_channel(net.address, creds)
@@ -79,7 +88,8 @@ def test_a_job_row_altered_after_approval_is_run_by_no_agent(net):
     net.stop_agent("tre-b")
     job_id = submit_and_approve(net, ["tre-a", "tre-b"])
     task_b = task_of(net, job_id, "tre-b")
-    # when someone with the database changes the job's parameters and analysis,
+    wait_reported(net, job_id, "tre-a")
+    # when someone with the database changes the job's parameters,
     altered = {"filter": {"column": "age", "op": ">", "value": 80}}
     with sqlite3.connect(database(net)) as conn:
         conn.execute("UPDATE jobs SET params = ? WHERE id = ?", (json.dumps(altered), job_id))
@@ -104,6 +114,7 @@ def test_a_signed_approval_record_altered_in_the_database_is_not_dispatched(net)
     try:
         job_id = submit_and_approve(net, ["tre-a", "tre-b"])
         task_b = task_of(net, job_id, "tre-b")
+        wait_reported(net, job_id, "tre-a")
         # Widen the approved record itself: its signature no longer verifies.
         with sqlite3.connect(database(net)) as conn:
             (grant,) = conn.execute(
@@ -179,11 +190,13 @@ def test_a_task_delivered_again_is_not_run_again(net):
     with sqlite3.connect(database(net)) as conn:
         conn.execute("UPDATE tasks SET state = 'queued' WHERE task_id = ?", (task_a,))
     net.coordinator.service.on_tasks_queued(["tre-a"])
+    # Once the agent has answered the redelivery, the task is done again,
     wait_for(
-        lambda: net.coordinator.store.get_job(job_id).tasks[0].state.value != "queued",
-        what="the redelivery",
+        lambda: net.coordinator.store.get_job(job_id).tasks[0].state.value == "done",
+        what="the redelivery's report",
     )
-    time.sleep(0.3)  # give a wrongly repeated run the time to show up in the agent's log
+    # and the agent released its output once only: it sent the stored one again.
+    assert any("task redelivered" in line and task_a in line for line in RECORDS)
     released = [
         e for e in agent_events(net, "tre-a", "output.released") if e.subject == f"task:{task_a}"
     ]
