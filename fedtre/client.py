@@ -16,6 +16,8 @@ from fedtre.analyses.base import DatasetSchema, NodeOutput, Outcome
 from fedtre.analyses.regression import ModelFit
 from fedtre.credentials import person_credentials
 from fedtre.errors import Conflict, FedtreError, InvalidRequest
+from fedtre.identity.provenance import Provenance, Statement
+from fedtre.identity.provenance import verify as verify_provenance
 from fedtre.identity.tls import DEFAULT_CHANNEL_OPTIONS, TlsFiles
 from fedtre.status import error_from_rpc
 from fedtre.v1 import jobs_pb2, jobs_pb2_grpc
@@ -23,6 +25,7 @@ from fedtre.wire import (
     OUTCOME_FROM_PB,
     dict_to_struct,
     output_from_parts,
+    provenance_from_pb,
     schemas_from_pb,
     struct_to_dict,
 )
@@ -56,6 +59,22 @@ class NodeResult:
     output: NodeOutput | None
     analysis: str
     params: Mapping[str, Any]
+    # The releasing agent's signed provenance (fedtre.identity.provenance); see verify().
+    provenance: Provenance | None = None
+
+    def verify(self, ca: str | Path) -> Statement:
+        """Check this output is exactly what its node's agent released and signed.
+
+        ca is the network CA certificate (ca.pem). Returns the signed statement (agent
+        version, declared dataset version, task, job...); raises ProvenanceError.
+        """
+        return verify_provenance(
+            self.provenance,
+            Path(ca).read_bytes(),
+            node=self.node,
+            task_id=self.task_id,
+            payload=self.payload,
+        )
 
     @property
     def outcome(self) -> str:
@@ -484,6 +503,7 @@ def _job_status(job: jobs_pb2.Job) -> JobStatus:
             output,
             job.spec.analysis,
             params,
+            provenance_from_pb(t.provenance) if t.HasField("provenance") else None,
         )
     return JobStatus(
         id=job.id,

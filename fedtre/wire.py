@@ -79,3 +79,29 @@ def output_from_parts(
         rules=tuple(RuleResult(r.rule, r.passed, r.detail) for r in rules),
         error=error,
     )
+
+
+def provenance_to_pb(provenance: Any) -> common_pb2.Provenance:
+    """A fedtre.identity.provenance.Provenance as its message."""
+    return common_pb2.Provenance(
+        agent_version=provenance.agent_version,
+        dataset_version=provenance.dataset_version,
+        statement=provenance.statement,
+        signature=provenance.signature,
+        certificate=provenance.certificate,
+    )
+
+
+def provenance_from_pb(message: common_pb2.Provenance) -> Any:
+    """The Provenance of a message, or None when it carries none."""
+    from fedtre.identity.provenance import Provenance
+
+    if not message.statement:
+        return None
+    return Provenance(
+        agent_version=message.agent_version,
+        dataset_version=message.dataset_version,
+        statement=bytes(message.statement),
+        signature=bytes(message.signature),
+        certificate=bytes(message.certificate),
+    )

@@ -20,6 +20,7 @@ from node_agent.executor import Executor
 from node_agent.gate import TaskGate
 from node_agent.metrics import AgentMetrics, instrument_run, watch_sources
 from node_agent.policy import LocalPolicy
+from node_agent.provenance import ResultSigner
 from node_agent.sources import close_sources, open_sources
 from node_agent.state import AgentState
 from node_agent.verify import TaskVerifier
@@ -65,6 +66,13 @@ class Agent:
             ),
             channel_options=DEFAULT_CHANNEL_OPTIONS,
             on_reconnect=self.metrics.reconnects.inc,
+            sign_result=ResultSigner(
+                config.node_id,
+                tls,
+                self.state,
+                AGENT_VERSION,
+                {name: ds.version for name, ds in config.datasets.items()},
+            ),
         )
         self.metrics.connected.set_function(lambda: float(self.connection.connected.is_set()))
         # Sends the final outcome of each output the TRE's output checker decided on.

@@ -7,7 +7,7 @@ import logging
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,7 @@ _POLICY_KEYS = (
     "projects",
     "analyses",
 )
-_DATASET_KEYS = ("url", "table", "csv", "columns", "key", "parquet")
+_DATASET_KEYS = ("url", "table", "csv", "columns", "key", "parquet", "version")
 _METRICS_KEYS = ("listen",)
 
 
@@ -85,6 +85,9 @@ class DatasetConfig:
     # A column identifying records, used only for differencing protection (never
     # advertised or analysable unless also declared); url datasets only.
     key: str | None = None
+    # The version of the data the operator declares (e.g. "extract 2026-03"); every
+    # released output carries it, signed (node_agent.provenance).
+    version: str = ""
 
     @property
     def schema(self) -> DatasetSchema:
@@ -144,6 +147,8 @@ class AgentConfig:
                 lines.append(f"table = {_toml_str(ds.table or '')}")
                 if ds.key is not None:
                     lines.append(f"key = {_toml_str(ds.key)}")
+            if ds.version:
+                lines.append(f"version = {_toml_str(ds.version)}")
             lines.append(f"[datasets.{name}.columns]")
             lines += [f"{col} = {_toml_str(typ)}" for col, typ in ds.columns.items()]
         return "\n".join(lines) + "\n"
@@ -313,6 +318,13 @@ class _Parser:
         return {name: self.parse_dataset(name, value) for name, value in raw.items()}
 
     def parse_dataset(self, name: str, raw: Any) -> DatasetConfig:
+        dataset = self._parse_dataset(name, raw)
+        if isinstance(raw, dict) and "version" in raw:
+            version = self.string(raw, "version", f"[datasets.{name}] version")
+            dataset = replace(dataset, version=version)
+        return dataset
+
+    def _parse_dataset(self, name: str, raw: Any) -> DatasetConfig:
         where = f"[datasets.{name}]"
         if not NAME_RE.match(name):
             raise self.error(

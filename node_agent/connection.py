@@ -11,8 +11,16 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 
 from fedtre.analyses.base import DatasetSchema, NodeOutput
+from fedtre.identity.provenance import Provenance
 from fedtre.v1 import agent_pb2, agent_pb2_grpc
-from fedtre.wire import OUTCOME_TO_PB, dict_to_struct, rules_to_pb, schema_to_pb, struct_to_dict
+from fedtre.wire import (
+    OUTCOME_TO_PB,
+    dict_to_struct,
+    provenance_to_pb,
+    rules_to_pb,
+    schema_to_pb,
+    struct_to_dict,
+)
 from node_agent.credentials import ReloadingCredentials
 from node_agent.task import TaskSpec
 
@@ -83,6 +91,7 @@ class AgentConnection:
         channel_options: Sequence[tuple[str, object]] = (),
         workers: int = 2,
         on_reconnect: Callable[[], None] | None = None,
+        sign_result: Callable[[str, NodeOutput], Provenance | None] | None = None,
     ) -> None:
         # With ReloadingCredentials, a renewed certificate is picked up on reconnect.
         self._source = credentials if isinstance(credentials, ReloadingCredentials) else None
@@ -102,6 +111,8 @@ class AgentConnection:
         self._call: grpc.Future | None = None
         self._lock = threading.Lock()
         self._on_reconnect = on_reconnect
+        # Signs each released output's provenance (node_agent.provenance) as it is reported.
+        self._sign_result = sign_result
         self.connected = threading.Event()
 
     def run(self) -> None:
@@ -183,6 +194,9 @@ class AgentConnection:
         # the coordinator redelivers the task after reconnecting and the stored output
         # is sent again, never recomputed.
         request = report_from_output(task_id, output)
+        signed = self._sign_result(task_id, output) if self._sign_result is not None else None
+        if signed is not None:
+            request.provenance.CopyFrom(provenance_to_pb(signed))
         backoff = Backoff()
         while not self._stopping.is_set():
             try:

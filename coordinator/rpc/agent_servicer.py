@@ -18,7 +18,7 @@ from coordinator.service import CoordinatorService
 from fedtre.errors import Unauthenticated
 from fedtre.identity.peer import Identity
 from fedtre.v1 import agent_pb2, agent_pb2_grpc
-from fedtre.wire import output_from_parts, schemas_from_pb
+from fedtre.wire import output_from_parts, provenance_from_pb, schemas_from_pb
 
 NODES = ("node",)
 
@@ -130,4 +130,10 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     ) -> agent_pb2.ReportResultResponse:
         output = output_from_parts(request.outcome, request.rules, request.payload, request.error)
         await asyncio.to_thread(self._service.record_result, identity.name, request.task_id, output)
+        provenance = provenance_from_pb(request.provenance)
+        if provenance is not None:  # kept for the researcher to verify (the agent signed it)
+            await asyncio.to_thread(
+                self._service.store.governance.save_provenance,
+                request.task_id, identity.name, provenance, self._service.clock(),
+            )  # fmt: skip
         return agent_pb2.ReportResultResponse()

@@ -23,7 +23,7 @@ from coordinator.service import CoordinatorService
 from fedtre.errors import InvalidRequest
 from fedtre.identity.peer import Identity
 from fedtre.v1 import jobs_pb2, jobs_pb2_grpc
-from fedtre.wire import struct_to_dict
+from fedtre.wire import provenance_to_pb, struct_to_dict
 
 USERS = ("researcher", "approver", "admin")
 APPROVERS = ("approver", "admin")
@@ -45,12 +45,19 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     async def _pbs(self, jobs: Sequence[Job]) -> list[jobs_pb2.Job]:
         """The jobs as messages, with who approved each and how many approvals it needs."""
         approvals = await asyncio.to_thread(self._service.approvals.approvals_of, jobs)
+        signed = await asyncio.to_thread(
+            self._service.store.governance.provenance,
+            [t.task_id for job in jobs for t in job.tasks if t.output is not None],
+        )
         messages = []
         for job in jobs:
             message = job_to_pb(job)
             approvers, required = approvals[job.id]
             message.approved_by.extend(approvers)
             message.approvals_required = required
+            for task in message.tasks:
+                if task.task_id in signed:
+                    task.provenance.CopyFrom(provenance_to_pb(signed[task.task_id]))
             messages.append(message)
         return messages
 

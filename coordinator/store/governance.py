@@ -22,6 +22,7 @@ from coordinator.store import audit_log
 from coordinator.store.schema import Base, JobRow, ProjectRow
 from fedtre.audit import AuditEntry, VerifyReport
 from fedtre.errors import Conflict, InvalidRequest, NotFound
+from fedtre.identity.provenance import Provenance
 
 if TYPE_CHECKING:
     from coordinator.store.store import Store
@@ -78,6 +79,21 @@ class JobGrantRow(Base):
     grant: Mapped[bytes] = mapped_column(LargeBinary)
     signature: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ResultProvenanceRow(Base):
+    """A released output's signed provenance, as its agent sent it (fedtre.identity.provenance)."""
+
+    __tablename__ = "result_provenance"
+
+    task_id: Mapped[str] = mapped_column(ForeignKey("tasks.task_id"), primary_key=True)
+    node: Mapped[str] = mapped_column(String(64))
+    agent_version: Mapped[str] = mapped_column(String(64), default="")
+    dataset_version: Mapped[str] = mapped_column(String(200), default="")
+    statement: Mapped[bytes] = mapped_column(LargeBinary)
+    signature: Mapped[bytes] = mapped_column(LargeBinary)
+    certificate: Mapped[bytes] = mapped_column(LargeBinary)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class GovernanceStore:
@@ -438,6 +454,49 @@ class GovernanceStore:
         with self._tx() as s:
             row = s.get(JobGrantRow, job_id)
             return None if row is None else (bytes(row.grant), bytes(row.signature))
+
+    # -- provenance of released outputs --------------------------------------------------
+
+    def save_provenance(
+        self, task_id: str, node: str, provenance: Provenance, now: datetime
+    ) -> None:
+        """Keep a released output's provenance; the first one received for a task stays."""
+        with self._tx() as s:
+            if s.get(ResultProvenanceRow, task_id) is not None:
+                return
+            s.add(
+                ResultProvenanceRow(
+                    task_id=task_id,
+                    node=node,
+                    agent_version=provenance.agent_version[:64],
+                    dataset_version=provenance.dataset_version[:200],
+                    statement=provenance.statement,
+                    signature=provenance.signature,
+                    certificate=provenance.certificate,
+                    received_at=now,
+                )
+            )
+
+    def provenance(self, task_ids: Sequence[str]) -> dict[str, Provenance]:
+        """Return the provenance kept for each of task_ids that has one."""
+        if not task_ids:
+            return {}
+        with self._tx() as s:
+            rows = s.scalars(
+                sa.select(ResultProvenanceRow).where(
+                    ResultProvenanceRow.task_id.in_(list(task_ids))
+                )
+            ).all()
+            return {
+                r.task_id: Provenance(
+                    r.agent_version,
+                    r.dataset_version,
+                    bytes(r.statement),
+                    bytes(r.signature),
+                    bytes(r.certificate),
+                )
+                for r in rows
+            }
 
     @staticmethod
     def _approvers(s: Session, job_id: int) -> list[str]:

@@ -67,18 +67,20 @@ class AgentMessage(_message.Message):
     def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., cancel: _Optional[_Union[CancelTask, _Mapping]] = ...) -> None: ...
 
 class ReportResultRequest(_message.Message):
-    __slots__ = ("task_id", "outcome", "rules", "payload", "error")
+    __slots__ = ("task_id", "outcome", "rules", "payload", "error", "provenance")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     RULES_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    PROVENANCE_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     outcome: _common_pb2.Outcome
     rules: _containers.RepeatedCompositeFieldContainer[_common_pb2.RuleCheck]
     payload: _struct_pb2.Struct
     error: str
-    def __init__(self, task_id: _Optional[str] = ..., outcome: _Optional[_Union[_common_pb2.Outcome, str]] = ..., rules: _Optional[_Iterable[_Union[_common_pb2.RuleCheck, _Mapping]]] = ..., payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...
+    provenance: _common_pb2.Provenance
+    def __init__(self, task_id: _Optional[str] = ..., outcome: _Optional[_Union[_common_pb2.Outcome, str]] = ..., rules: _Optional[_Iterable[_Union[_common_pb2.RuleCheck, _Mapping]]] = ..., payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., error: _Optional[str] = ..., provenance: _Optional[_Union[_common_pb2.Provenance, _Mapping]] = ...) -> None: ...
 
 class ReportResultResponse(_message.Message):
     __slots__ = ()

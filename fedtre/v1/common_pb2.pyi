@@ -49,3 +49,17 @@ class RuleCheck(_message.Message):
     passed: bool
     detail: str
     def __init__(self, rule: _Optional[str] = ..., passed: _Optional[bool] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class Provenance(_message.Message):
+    __slots__ = ("agent_version", "dataset_version", "statement", "signature", "certificate")
+    AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DATASET_VERSION_FIELD_NUMBER: _ClassVar[int]
+    STATEMENT_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
+    agent_version: str
+    dataset_version: str
+    statement: bytes
+    signature: bytes
+    certificate: bytes
+    def __init__(self, agent_version: _Optional[str] = ..., dataset_version: _Optional[str] = ..., statement: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., certificate: _Optional[bytes] = ...) -> None: ...

@@ -96,7 +96,7 @@ class SubmitJobResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., problems: _Optional[_Iterable[_Union[Problem, _Mapping]]] = ...) -> None: ...
 
 class TaskStatus(_message.Message):
-    __slots__ = ("task_id", "node", "state", "outcome", "rules", "payload", "error")
+    __slots__ = ("task_id", "node", "state", "outcome", "rules", "payload", "error", "provenance")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -104,6 +104,7 @@ class TaskStatus(_message.Message):
     RULES_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    PROVENANCE_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     node: str
     state: TaskState
@@ -111,7 +112,8 @@ class TaskStatus(_message.Message):
     rules: _containers.RepeatedCompositeFieldContainer[_common_pb2.RuleCheck]
     payload: _struct_pb2.Struct
     error: str
-    def __init__(self, task_id: _Optional[str] = ..., node: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., outcome: _Optional[_Union[_common_pb2.Outcome, str]] = ..., rules: _Optional[_Iterable[_Union[_common_pb2.RuleCheck, _Mapping]]] = ..., payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...
+    provenance: _common_pb2.Provenance
+    def __init__(self, task_id: _Optional[str] = ..., node: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., outcome: _Optional[_Union[_common_pb2.Outcome, str]] = ..., rules: _Optional[_Iterable[_Union[_common_pb2.RuleCheck, _Mapping]]] = ..., payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., error: _Optional[str] = ..., provenance: _Optional[_Union[_common_pb2.Provenance, _Mapping]] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("id", "spec", "state", "submitted_by", "decided_by", "reason", "created_at", "updated_at", "tasks", "combined", "approved_by", "approvals_required", "progress")
