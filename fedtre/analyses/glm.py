@@ -108,6 +108,9 @@ DEFAULT_TOL = 1e-10
 CHUNK_ROWS = 50_000
 # A round whose deviance rises (or overflows) is retried at half the step, at most this often in a row.
 MAX_HALVINGS = 10
+# A binomial deviance below this per record at the iteration cap means the fit is running
+# off to a perfect separation of the outcomes (a fit of even a 0.1% outcome has ~0.016).
+SEPARATION_DEVIANCE = 0.005
 
 
 @dataclass(frozen=True)
@@ -461,6 +464,12 @@ class GlmAnalysis(IterativeAnalysis):
                 f"the fit did not converge within {p['max_iter']} iterations; the estimates are "
                 "the last iteration's (raise max_iter, or simplify the model)"
             )
+            if p["family"] == "binomial" and deviance < SEPARATION_DEVIANCE * n:
+                result["warning"] += (
+                    "; the deviance is almost 0, so the covariates probably separate the "
+                    "outcomes perfectly (separation): the estimates then run off to infinity and "
+                    "mean nothing; remove or merge the covariate that predicts the outcome"
+                )
         final = {**state, "iteration": iteration, "beta": new_beta.tolist(), "n": n}
         return RoundStep(final, True, {"iteration": iteration, "deviance": deviance}, result)
 

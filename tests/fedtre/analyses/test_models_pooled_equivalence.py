@@ -390,3 +390,19 @@ def test_a_level_that_exists_nowhere_is_a_clear_error(network, analysis: str) ->
     assert "'vaping'" in message
     assert "smoking" in message
     assert "exist at no node" in message
+
+
+def test_perfect_separation_stops_at_the_cap_and_says_why(tmp_path) -> None:
+    # Given an outcome that age predicts perfectly
+    pooled = model_cohort(400, seed=9).dropna(subset=["age"])
+    pooled["diabetic"] = pooled.age > 60
+    nodes = make_model_nodes(tmp_path, [pooled.iloc[:150], pooled.iloc[150:]])
+    params = {"outcome": "diabetic", "family": "binomial", "covariates": ["age"], "max_iter": 12}
+
+    run = run_rounds(get_analysis("glm"), params, nodes)
+
+    # Then the fit runs to its cap, does not claim convergence, and names separation
+    assert run.result is not None
+    assert run.result["model"]["converged"] is False
+    assert run.result["model"]["iterations"] == 12
+    assert "separation" in run.result["warning"]

@@ -14,12 +14,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from analysis_testkit import run_federated
+import sqlalchemy as sa
+from analysis_testkit import run_federated, run_node
 from model_testkit import make_model_nodes, model_cohort, split_with_single_level
 from scipy import stats
 from statsmodels.duration.survfunc import SurvfuncRight, survdiff
 
-from fedtre.analyses import get_analysis
+from fedtre.analyses import Outcome, get_analysis
+from fedtre.disclosure import DisclosurePolicy
 
 POOLED_N = 900
 SPLITS = {
@@ -170,3 +172,52 @@ def test_kaplan_meier_frame_has_the_survival_table(network) -> None:
     assert np.array_equal(frame.loc["b"].index.to_numpy(), expected[:, 0])
     assert np.allclose(frame.loc["b", "survival"].to_numpy(), expected[:, 4], rtol=1e-10)
     assert frame.attrs["logrank"]["chi2"] == result["logrank"]["chi2"]
+
+
+def test_with_merged_intervals_the_curve_is_the_pooled_grouped_data(network) -> None:
+    # Given the default policy: each node merges its event times into intervals of at
+    # least 10 events (and 0 or at least 10 censorings)
+    pooled, nodes = network
+    policy = DisclosurePolicy()
+    params = {"time": "time", "event": "died", "by": "smoking"}
+    analysis = get_analysis("kaplan_meier")
+    outputs = {node: run_node(analysis, params, source, policy) for node, source in nodes.items()}
+
+    # When the coordinator combines the released intervals
+    result = analysis.combine(analysis.validate(params), outputs)
+
+    # Then each curve is the pooled Kaplan-Meier of the records with their times moved to
+    # the end of the interval their node released them in (nothing finer is known)
+    assert {o.outcome for o in outputs.values()} <= {Outcome.RELEASED, Outcome.SUPPRESSED}
+    moved, withheld = [], set()
+    for node, source in nodes.items():
+        with source.engine.connect() as conn:
+            records = pd.read_sql(sa.select(source.table), conn)
+        intervals = dict(outputs[node].payload["groups"])
+        for label, group in records.groupby("smoking"):
+            if intervals[label] is None:  # too few records or events at this node
+                withheld.add(label)
+                continue
+            bounds = np.array([[start, end] for start, end, *_ in intervals[label]])
+            assert bounds[0, 0] <= group.time.min() and group.time.max() <= bounds[-1, 1]
+            which = np.searchsorted(bounds[:, 1], group.time.to_numpy(), side="left")
+            moved.append(group.assign(time=bounds[which, 1]))
+    grouped = pd.concat(moved)
+    for label, curve in result["groups"]:
+        if label in withheld:
+            assert curve is None
+            continue
+        part = grouped[grouped.smoking == label]
+        check_reference_only(curve, part.time.to_numpy(), part.died.to_numpy())
+    if withheld:
+        assert result["logrank"] is None
+        return
+    chi2, p = survdiff(grouped.time.to_numpy(), grouped.died.to_numpy(), grouped.smoking)
+    assert result["logrank"]["chi2"] == pytest.approx(chi2, rel=1e-10)
+
+
+def check_reference_only(curve: dict[str, Any], time: np.ndarray, died: np.ndarray) -> None:
+    got = as_array(curve["table"])
+    expected = np.array(reference_km(time, died), dtype=float)
+    assert np.array_equal(got[:, :4], expected[:, :4])
+    assert np.allclose(got[:, 4:], expected[:, 4:], rtol=1e-10, atol=1e-14, equal_nan=True)
