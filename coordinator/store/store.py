@@ -27,12 +27,12 @@ from coordinator.domain.model import (
     TaskState,
 )
 from coordinator.domain.status import FAILURE_OUTCOMES, NetworkStatus, NodeQueue, TaskFailure
-from coordinator.store import audit_log
+from coordinator.store import audit_log, migrate
 from coordinator.store.audit_log import COORDINATOR
 from coordinator.store.engine import create_engine
 from coordinator.store.governance import GovernanceStore
 from coordinator.store.rounds import RoundStore
-from coordinator.store.schema import Base, JobRow, NodeRow, ProjectRow, ResultRow, TaskRow
+from coordinator.store.schema import JobRow, NodeRow, ProjectRow, ResultRow, TaskRow
 from fedtre.analyses.base import DatasetSchema, NodeOutput, Outcome, RuleResult
 from fedtre.errors import Conflict, NotFound, PermissionDenied, Unavailable
 
@@ -64,7 +64,7 @@ class Store(RoundStore):
     def __init__(self, url: str) -> None:
         self.engine = create_engine(url)
         try:
-            Base.metadata.create_all(self.engine)
+            migrate.prepare(self.engine)  # new: created at the newest revision; old: refused
         except OperationalError as exc:
             raise Unavailable(f"cannot open the coordinator database: {exc.orig}") from exc
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
