@@ -104,7 +104,7 @@ class TaskGate:
         analysis = self._policy.analyses[task.analysis]
         policy = self._policy.disclosure_for(task.project)
         parts = [
-            f"{analysis.description} on dataset {task.dataset!r}",
+            f"{analysis.description.rstrip('.')} on dataset {task.dataset!r}",
             f"values from fewer than {policy.threshold} records are withheld",
         ]
         if policy.rounding_base > 1:

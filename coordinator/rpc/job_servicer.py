@@ -20,7 +20,7 @@ from coordinator.rpc.convert import (
 from coordinator.rpc.errors import rpc_method
 from coordinator.rpc.notifier import TaskNotifier
 from coordinator.service import CoordinatorService
-from fedtre.errors import InvalidRequest
+from fedtre.errors import InvalidRequest, PermissionDenied
 from fedtre.identity.peer import Identity
 from fedtre.v1 import jobs_pb2, jobs_pb2_grpc
 from fedtre.wire import provenance_to_pb, struct_to_dict
@@ -123,9 +123,18 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     ) -> jobs_pb2.CancelJobResponse:
         if len(request.reason) > 1000:
             raise InvalidRequest("the reason is at most 1000 characters")
-        job = await asyncio.to_thread(
-            self._service.cancel, request.job_id, identity, request.reason
-        )
+        try:
+            job = await asyncio.to_thread(
+                self._service.cancel, request.job_id, identity, request.reason
+            )
+        except PermissionDenied:
+            await asyncio.to_thread(
+                self._service.store.governance.audit,
+                actor=identity.name, event="access.denied", subject=f"job:{request.job_id}",
+                details={"method": "CancelJob", "reason": "not the job's submitter"},
+                now=self._service.clock(),
+            )  # fmt: skip
+            raise
         return jobs_pb2.CancelJobResponse(job=(await self._pbs([job]))[0])
 
     @rpc_method(*USERS)

@@ -83,8 +83,11 @@ def _init(args: argparse.Namespace) -> int:
     print(f"  coordinator   {paths.coordinator}/  its TLS files and job-signing key (0600)")
     for node, folder in paths.nodes.items():
         print(f"  node {node:<8} {folder}/  hand to the operator of TRE {node}")
-    print("Next: start the coordinator, then create the first admin with")
-    print(f"  fedtre coordinator bootstrap-admin admin --tls-dir {paths.coordinator} --out DIR")
+    print("Next: create the first admin on the coordinator's database, then start it:")
+    print(
+        f"  fedtre coordinator bootstrap-admin admin --tls-dir {paths.coordinator} "
+        "--database-url URL --out DIR"
+    )
     return 0
 
 

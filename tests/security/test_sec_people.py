@@ -129,6 +129,25 @@ def test_a_disabled_persons_token_stops_working_and_is_audited(net, capsys):
         assert code_of(stub.WhoAmI, admin_pb2.WhoAmIRequest()) == grpc.StatusCode.OK
 
 
+def test_an_expired_token_is_unauthenticated_and_audited(net):
+    net.add_user("visitor", "researcher")
+    token = net.tokens["visitor"]
+    token_id = token.split(".")[1]
+    # The token's expiry passes (moved into the past, as time would).
+    with sqlite3.connect(net.directory / "coordinator.sqlite") as conn:
+        conn.execute(
+            "UPDATE api_tokens SET expires_at = '2020-01-01 00:00:00.000000' WHERE token_id = ?",
+            (token_id,),
+        )
+    before, jobs = head(net), job_count(net)
+    with token_channel(net, token) as channel:
+        stub = jobs_pb2_grpc.JobServiceStub(channel)
+        assert code_of(stub.SubmitJob, submit_request()) == grpc.StatusCode.UNAUTHENTICATED
+    failed = events(net, before, "auth.failed")
+    assert [(e.actor, e.details["reason"]) for e in failed] == [("visitor", "token expired")]
+    assert job_count(net) == jobs
+
+
 @pytest.mark.parametrize("role", ["researcher", "approver"])
 def test_every_admin_rpc_is_permission_denied_to_other_roles_and_audited(net, role):
     users, tokens, projects = (

@@ -276,3 +276,26 @@ def test_a_lapsed_projects_queued_tasks_are_not_dispatched_and_nothing_more_is_a
     assert len(events(net, before, "job.refused")) == 1
     assert len(events(net, before, "approval.refused")) == 1
     assert task_b not in agent_tasks(net, "tre-b")
+
+
+def test_only_the_submitter_or_an_approver_may_cancel_a_job(net):
+    net.add_user("colleague", "researcher", projects=("alpha",))
+    with net.client("researcher") as researcher:
+        handle = researcher.submit("count", dataset="cohort", project="alpha")
+    before = head(net)
+    # A fellow member may see the job, but not cancel it;
+    with token_channel(net, net.tokens["colleague"]) as channel:
+        cancel = jobs_pb2_grpc.JobServiceStub(channel).CancelJob
+        request = jobs_pb2.CancelJobRequest(job_id=handle.id, reason="mine now")
+        assert code_of(cancel, request) == grpc.StatusCode.PERMISSION_DENIED
+    # someone outside the project cannot even tell it exists.
+    with token_channel(net, net.tokens["outsider"]) as channel:
+        cancel = jobs_pb2_grpc.JobServiceStub(channel).CancelJob
+        request = jobs_pb2.CancelJobRequest(job_id=handle.id, reason="gone")
+        assert code_of(cancel, request) == grpc.StatusCode.NOT_FOUND
+    denied = events(net, before, "access.denied")
+    assert [(e.actor, e.subject) for e in denied] == [
+        ("colleague", f"job:{handle.id}"),
+        ("outsider", f"job:{handle.id}"),
+    ]
+    assert net.coordinator.store.get_job(handle.id).state.value == "pending_approval"
