@@ -1,7 +1,8 @@
 """Survival curves to PNG: `fedtre result ID --plot km.png` and plot_survival() in Python.
 
-Needs matplotlib (the `plot` extra: pip install 'fedtre[plot]'); it draws off-screen with
-the Agg backend, so it works on servers without a display.
+Needs matplotlib (the `plot` extra: pip install 'fedtre[plot]'). It draws on a Figure of
+its own, without pyplot: no display is needed, the caller's pyplot backend and figures
+(e.g. in a notebook) are left alone, and it is safe to call from several threads.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from fedtre.errors import InvalidRequest
 
 
 def plot_survival(result: Result, path: str | Path) -> Path:
-    """Draw a kaplan_meier result's curves (steps, 95% bands, numbers at risk) to a PNG file.
+    """Draw a kaplan_meier result's curves (steps, 95% bands) and numbers at risk to a PNG file.
 
     Returns the path written. Raises InvalidRequest when the result is not a combined
     kaplan_meier result, has no curve to draw, or matplotlib is missing.
@@ -28,37 +29,64 @@ def plot_survival(result: Result, path: str | Path) -> Path:
     if not curves:
         raise InvalidRequest(f"job {result.job.id} has no survival curve to draw (yet)")
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
     except ImportError:
         raise InvalidRequest(
             "plotting needs matplotlib: pip install 'fedtre[plot]' (or pip install matplotlib)"
         ) from None
     by = result.combined.get("by")
-    figure, axes = plt.subplots(figsize=(8, 5), dpi=100)
-    try:
-        for label, curve in curves:
-            times, survival, lower, upper = _steps(curve["table"])
-            name = "all" if by is None else f"{by} = {label}"
-            (line,) = axes.step(times, survival, where="post", label=name)
-            axes.fill_between(times, lower, upper, step="post", alpha=0.2, color=line.get_color())
-        axes.set_xlabel(str(result.combined.get("time") or "time"))
-        axes.set_ylabel("survival probability")
-        axes.set_ylim(0.0, 1.02)
-        title = f"Kaplan-Meier, job {result.job.id}"
-        logrank = result.combined.get("logrank")
-        if isinstance(logrank, dict) and logrank.get("p_value") is not None:
-            title += f" (log-rank p = {logrank['p_value']:.3g})"
-        axes.set_title(title)
-        axes.legend(loc="best")
-        axes.grid(alpha=0.3)
-        target = Path(path)
-        figure.savefig(target, format="png")
-    finally:
-        plt.close(figure)
+    figure = Figure(figsize=(8, 5), dpi=100)
+    axes = figure.subplots()
+    for label, curve in curves:
+        times, survival, lower, upper = _steps(curve["table"])
+        name = "all" if by is None else f"{by} = {label}"
+        (line,) = axes.step(times, survival, where="post", label=name)
+        axes.fill_between(times, lower, upper, step="post", alpha=0.2, color=line.get_color())
+    axes.set_xlabel(str(result.combined.get("time") or "time"))
+    axes.set_ylabel("survival probability")
+    axes.set_ylim(0.0, 1.02)
+    last = max((float(row[0]) for _, curve in curves for row in curve["table"]), default=1.0)
+    axes.set_xlim(0.0, last)
+    _risk_table(figure, axes, curves, by)
+    title = f"Kaplan-Meier, job {result.job.id}"
+    logrank = result.combined.get("logrank")
+    if isinstance(logrank, dict) and logrank.get("p_value") is not None:
+        title += f" (log-rank p = {logrank['p_value']:.3g})"
+    axes.set_title(title)
+    axes.legend(loc="best")
+    axes.grid(alpha=0.3)
+    target = Path(path)
+    figure.savefig(target, format="png")
     return target
+
+
+def _risk_table(figure: Any, axes: Any, curves: list[tuple[Any, Any]], by: Any) -> None:
+    """Write the numbers at risk at the x-axis ticks under the axes, one row per curve."""
+    ticks = [float(t) for t in axes.get_xticks() if 0.0 <= t <= axes.get_xlim()[1]]
+    rows = len(curves)
+    figure.set_size_inches(8.0, 5.0 + 0.25 * rows)
+    figure.subplots_adjust(bottom=0.22 + 0.05 * rows, left=0.16)
+    transform = axes.get_xaxis_transform()  # x in data units, y in axes units
+    axes.text(-0.03, -0.2, "at risk", transform=axes.transAxes, ha="right", fontsize=8)
+    for i, (label, curve) in enumerate(curves):
+        y = -0.27 - 0.07 * i
+        name = "all" if by is None else str(label)
+        axes.text(-0.03, y, name, transform=axes.transAxes, ha="right", fontsize=8)
+        for t, n in zip(ticks, at_risk(curve["table"], ticks), strict=True):
+            axes.text(t, y, str(n), transform=transform, ha="center", fontsize=8)
+
+
+def at_risk(table: list[list[Any]], times: list[float]) -> list[int]:
+    """The number at risk (records whose time is at or after t) at each of `times`.
+
+    table is a combined curve's table, one row per pooled time: [time, at risk, ...].
+    """
+    rows = sorted((float(row[0]), int(row[1])) for row in table)
+    found = []
+    for t in times:
+        later = [n for time, n in rows if time >= t]
+        found.append(later[0] if later else 0)
+    return found
 
 
 def _steps(table: list[list[Any]]) -> tuple[list[float], list[float], list[float], list[float]]:

@@ -9,6 +9,7 @@ import sys
 import uuid
 from typing import Any
 
+from fedtre.analyses import CATALOGUE
 from fedtre.analyses.filters import parse_filter_text
 from fedtre.cli.common import add_connection_flags, connect, print_json, print_table
 from fedtre.client import JobStatus, Result
@@ -18,7 +19,7 @@ from fedtre.report import result_lines
 
 def register(sub: argparse._SubParsersAction) -> None:
     submit = sub.add_parser("submit", help="submit an analysis to the network")
-    submit.add_argument("analysis", help="catalogue name: count, crosstab or summary")
+    submit.add_argument("analysis", help="catalogue name: " + ", ".join(CATALOGUE))
     submit.add_argument("--dataset", required=True, help="dataset name, as `fedtre nodes` lists it")
     submit.add_argument(
         "--nodes",

@@ -406,3 +406,48 @@ def test_perfect_separation_stops_at_the_cap_and_says_why(tmp_path) -> None:
     assert run.result["model"]["converged"] is False
     assert run.result["model"]["iterations"] == 12
     assert "separation" in run.result["warning"]
+
+
+def test_a_level_missing_from_the_requested_levels_is_a_clear_error(network) -> None:
+    pooled, nodes = network
+    params = {
+        "outcome": "sbp",
+        "covariates": ["age", "smoking"],
+        "levels": {"smoking": ["never", "former"]},
+    }
+
+    with pytest.raises(InvalidRequest, match=r"level\(s\) \['current'\] that 'levels' does not"):
+        run_federated(get_analysis("linear_regression"), params, nodes)
+
+
+@pytest.mark.parametrize(
+    ("family", "outcome", "fragment"),
+    [("binomial", "visits", "not 0 or 1"), ("poisson", "log_years", "not counts")],
+)
+def test_an_outcome_the_family_cannot_model_is_refused_at_the_node(
+    network, family: str, outcome: str, fragment: str
+) -> None:
+    # visits has counts above 1; log_years is negative wherever follow-up is under a year
+    pooled, nodes = network
+    assert pooled.visits.max() > 1 and pooled.log_years.min() < 0
+    params = {"outcome": outcome, "family": family, "covariates": ["age"]}
+
+    with pytest.raises(InvalidRequest, match=fragment):
+        run_rounds(get_analysis("glm"), params, nodes)
+
+
+def test_glm_with_filter_equals_pooled_subset(network) -> None:
+    pooled, nodes = network
+    f = {
+        "and": [
+            {"col": "age", "op": "<", "value": 75},
+            {"col": "arm", "op": "in", "value": ["a", "b"]},
+        ]
+    }
+    params = {"outcome": "diabetic", "family": "binomial", "covariates": ["age", "bmi", "sex"]}
+
+    run = run_rounds(get_analysis("glm"), {**params, "filter": f}, nodes)
+
+    subset = pooled[(pooled.age < 75) & pooled.arm.isin(["a", "b"])]
+    assert run.result is not None
+    check_glm(run.result, *pooled_glm(subset, params))

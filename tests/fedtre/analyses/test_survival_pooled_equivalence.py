@@ -221,3 +221,17 @@ def check_reference_only(curve: dict[str, Any], time: np.ndarray, died: np.ndarr
     expected = np.array(reference_km(time, died), dtype=float)
     assert np.array_equal(got[:, :4], expected[:, :4])
     assert np.allclose(got[:, 4:], expected[:, 4:], rtol=1e-10, atol=1e-14, equal_nan=True)
+
+
+def test_plot_numbers_at_risk_are_the_pooled_ones(network) -> None:
+    from fedtre.plot import at_risk
+
+    pooled, nodes = network
+    result = run_federated(
+        get_analysis("kaplan_meier"), {"time": "time", "event": "died", "by": "sex"}, nodes
+    )
+    ticks = [0.0, 0.5, 3.0, 7.25, 12.0, 20.0, 29.0, 100.0]
+
+    for label, curve in result["groups"]:
+        times = pooled[pooled.sex == label].time.to_numpy()
+        assert at_risk(curve["table"], ticks) == [int(np.sum(times >= t)) for t in ticks]
