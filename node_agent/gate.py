@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import logging
 
+import sqlalchemy as sa
+
 from fedtre.analyses.base import NodeOutput, Outcome
 from fedtre.errors import Conflict
 from fedtre.identity.signing import GrantError
@@ -22,7 +24,7 @@ from node_agent.approvals import OperatorApprovals, denied_output, waiting_outpu
 from node_agent.executor import Executor
 from node_agent.policy import LocalPolicy
 from node_agent.sovereignty import GovernanceConfig
-from node_agent.state import AgentState
+from node_agent.state import AgentState, tasks
 from node_agent.task import TaskSpec
 from node_agent.verify import TaskVerifier
 
@@ -64,7 +66,37 @@ class TaskGate:
                     details={"job_id": task.job_id, "project": task.project, "reason": reason},
                 )  # fmt: skip
             return NodeOutput(Outcome.REFUSED, {}, error=reason)
+        earlier = self._earlier_task_of_job(verified)
+        if earlier is not None:
+            # One approved job is one run per node (per round): a second task of it was
+            # made up in the coordinator's database, whatever its signature says.
+            reason = (
+                f"this node already ran job {verified.job_id} as task {earlier}; a second "
+                "task of the same job is refused"
+            )
+            logger.warning(
+                "task refused: a second task of one job",
+                extra={"task_id": task.task_id, "job_id": task.job_id},
+            )
+            with self._state.engine.begin() as conn:
+                agent_audit.record(
+                    conn, event="task.refused", subject=f"task:{task.task_id}",
+                    details={"job_id": task.job_id, "project": task.project, "reason": reason},
+                )  # fmt: skip
+            return NodeOutput(Outcome.REFUSED, {}, error=reason)
         return self.run_verified(verified)
+
+    def _earlier_task_of_job(self, task: TaskSpec) -> str | None:
+        """Another task of task's job this node received, for a single-round task."""
+        if task.round is not None:
+            return None  # each round of a multi-round job is a task of its own
+        with self._state.engine.connect() as conn:
+            found = conn.execute(
+                sa.select(tasks.c.task_id)
+                .where(tasks.c.job_id == task.job_id, tasks.c.task_id != task.task_id)
+                .limit(1)
+            ).first()
+        return None if found is None else str(found.task_id)
 
     def run_verified(self, task: TaskSpec) -> NodeOutput:
         """Run a verified task, or hold it for the operator's decision."""

@@ -250,3 +250,16 @@ def test_no_token_appears_in_the_logs_so_far(net):
     assert any("call refused" in line for line in RECORDS)
     for token in TOKENS:
         assert not any(token in line for line in RECORDS)
+
+
+def test_a_second_bootstrap_admin_is_refused_and_writes_nothing(net, capsys, tmp_path):
+    users, tokens = net.coordinator.admin.users(), net.coordinator.admin.tokens()
+    code, out, err = cli(
+        capsys, "coordinator", "bootstrap-admin", "mallory", "--out", str(tmp_path / "m"),
+        "--tls-dir", str(net.pki / "coordinator"),
+        "--database-url", f"sqlite:///{net.directory / 'coordinator.sqlite'}",
+    )  # fmt: skip
+    assert code == 2 and "already has an admin" in err
+    assert not (tmp_path / "m" / "token").exists()
+    assert net.coordinator.admin.users() == users
+    assert net.coordinator.admin.tokens() == tokens

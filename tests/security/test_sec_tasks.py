@@ -138,18 +138,20 @@ def test_a_signed_approval_record_altered_in_the_database_is_not_dispatched(net)
 # -- replays ------------------------------------------------------------------------------
 
 
-def signed_task(net: LocalNetwork, node: str, expires_at: datetime, task_id: str) -> TaskSpec:
+def signed_task(
+    net: LocalNetwork, node: str, expires_at: datetime, task_id: str, job_id: int = 90_001
+) -> TaskSpec:
     """A task signed with the network's real key (as a captured, genuine task would be)."""
     signer = Signer(load_signing_key(net.pki / "coordinator" / SIGNING_KEY_FILE))
     grant, signature = signer.sign(
         TaskGrant(
-            task_id=task_id, job_id=1, node=node, project="default", analysis="count",
+            task_id=task_id, job_id=job_id, node=node, project="default", analysis="count",
             dataset="cohort", params={}, expires_at=expires_at, approved_by=("approver",),
             approved_at=expires_at - timedelta(days=1),
         )
     )  # fmt: skip
     return TaskSpec(
-        task_id=task_id, job_id=1, node=node, analysis="count", dataset="cohort", params={},
+        task_id=task_id, job_id=job_id, node=node, analysis="count", dataset="cohort", params={},
         project="default", grant=grant, signature=signature,
     )  # fmt: skip
 
@@ -333,3 +335,35 @@ def test_a_certificate_is_rotated_without_restarting_the_agent(net, capsys):
     assert net.agents["tre-d"] is agent and agent.live()
     # and no other node's files changed.
     assert {n: digest(net.pki / "nodes" / n) for n in others} == others
+
+
+def test_a_second_task_of_one_job_made_up_in_the_database_is_refused(net):
+    # Given a job tre-a has run,
+    job_id = submit_and_approve(net, ["tre-a"])
+    with net.client("researcher") as researcher:
+        assert researcher.handle(job_id).result(WAIT).nodes["tre-a"].outcome == "released"
+    task_a = task_of(net, job_id, "tre-a")
+    # when a copy of its task is queued in the coordinator's database (the coordinator
+    # signs it: the job's approval covers tre-a),
+    with sqlite3.connect(database(net)) as conn:
+        conn.row_factory = sqlite3.Row
+        row = dict(conn.execute("SELECT * FROM tasks WHERE task_id = ?", (task_a,)).fetchone())
+        row.update(
+            task_id="copy-of-" + task_a[:8], state="queued", delivered_at=None,
+            reported_at=None, outcome=None, payload=None, rules=None, error="",
+        )  # fmt: skip
+        columns = ", ".join(row)
+        marks = ", ".join("?" * len(row))
+        conn.execute(f"INSERT INTO tasks ({columns}) VALUES ({marks})", tuple(row.values()))
+    net.coordinator.service.on_tasks_queued(["tre-a"])
+    copy = row["task_id"]
+    # then tre-a refuses it, runs nothing a second time, and reports the refusal.
+    wait_for(lambda: any(e.subject == f"task:{copy}" for e in agent_events(net, "tre-a",
+             "task.refused")), what="the refusal")  # fmt: skip
+    (refusal,) = [
+        e for e in agent_events(net, "tre-a", "task.refused") if e.subject == f"task:{copy}"
+    ]
+    assert f"already ran job {job_id}" in refusal.details["reason"]
+    assert copy not in agent_tasks(net, "tre-a")
+    released = {e.subject for e in agent_events(net, "tre-a", "output.released")}
+    assert f"task:{copy}" not in released and f"task:{task_a}" in released
