@@ -122,6 +122,11 @@ class Approvals:
         job = self.store.get_job(job_id)
         project = self.governance.project(job.spec.project)
         already = self.governance.approvers([job_id]).get(job_id, [])
+        if job.state is JobState.PENDING_APPROVAL and project is not None:
+            if approver == AUTO_APPROVER and AUTO_APPROVER in already:
+                # A crash came between recording the automatic approval and releasing the
+                # job (coordinator.service resumes it): release it now, once.
+                return self._release(job, project, already, now)
         problem = "" if job.state is not JobState.PENDING_APPROVAL else approval_problem(
             Identity(approver, ""), job, project, already, now
         )  # fmt: skip

@@ -31,6 +31,8 @@ class CoordinatorConfig:
         marked offline; keep it above ping_interval.
     tick_interval: seconds between the scheduler's ticks (deadlines, offline nodes).
     max_deliveries: how often a task is sent to its node without an answer before it fails.
+    max_result_bytes: the largest payload (JSON bytes) one node may return for one job;
+        a larger one is recorded as failed.
     """
 
     tls: TlsFiles
@@ -48,6 +50,7 @@ class CoordinatorConfig:
     offline_after: float = 60.0
     tick_interval: float = 5.0
     max_deliveries: int = DEFAULT_MAX_DELIVERIES
+    max_result_bytes: int = 1_000_000
 
     @property
     def signing_key_file(self) -> Path:

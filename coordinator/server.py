@@ -65,6 +65,7 @@ class CoordinatorServer:
             default_deadline_s=config.default_deadline,
             offline_after_s=config.offline_after,
             max_deliveries=config.max_deliveries,
+            max_result_bytes=config.max_result_bytes,
         )
         self.scheduler = Scheduler(self.service, config.tick_interval)
         self.admin = Admin(self.store, self.service.clock)
@@ -137,9 +138,15 @@ class CoordinatorServer:
                     f"cannot listen on '{self.config.api_listen}' (the API port): give "
                     "HOST:PORT on a free port, e.g. 127.0.0.1:50052"
                 )
+        # Resume what a crash interrupted: jobs created but not yet auto-approved, and jobs
+        # whose tasks are all done but not yet combined (the tick keeps doing the latter).
+        resumed = await asyncio.to_thread(self.service.resume_pending)
         finished = await asyncio.to_thread(self.service.complete_leftovers)
-        if finished:
-            logger.info("completed jobs left over from a previous run", extra={"jobs": finished})
+        if finished or resumed:
+            logger.info(
+                "resumed jobs left over from a previous run",
+                extra={"completed": finished, "approved": resumed},
+            )
         await server.start()
         self._server = server
         self.scheduler.start()

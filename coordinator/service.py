@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -25,13 +26,16 @@ from coordinator.domain.status import NetworkStatus
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.store.store import Cancellation, Expiry, Store
 from fedtre.analyses.base import DatasetSchema, NodeOutput, Outcome
-from fedtre.errors import InvalidRequest, PermissionDenied
+from fedtre.errors import FedtreError, InvalidRequest, PermissionDenied
 from fedtre.identity.peer import Identity
 from fedtre.identity.signing import Signer
 
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+
+# The largest payload one node may return for one job (JSON bytes): aggregates are small.
+DEFAULT_MAX_RESULT_BYTES = 1_000_000
 
 
 def utc_now() -> datetime:
@@ -52,8 +56,10 @@ class CoordinatorService:
         default_deadline_s: int = DEFAULT_DEADLINE_S,
         offline_after_s: float | None = None,
         max_deliveries: int = DEFAULT_MAX_DELIVERIES,
+        max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
     ) -> None:
         self.store = store
+        self.max_result_bytes = max_result_bytes
         self.default_deadline_s = default_deadline_s
         self.offline_after_s = offline_after_s
         self.max_deliveries = max_deliveries
@@ -107,7 +113,8 @@ class CoordinatorService:
         """
         previous = self.store.job_by_request(submitted_by, request_id)
         if previous is not None:
-            return previous
+            # A crash may have come between the job's creation and its automatic approval.
+            return self._resume_approval(previous)
         if plan.problems:
             raise InvalidRequest(
                 "the job was not submitted:\n"
@@ -289,7 +296,25 @@ class CoordinatorService:
         self.record_result(task.node, task.task_id, output)
 
     def record_result(self, node_id: str, task_id: str, output: NodeOutput) -> None:
-        """Store a node's output; complete the job when it was the last one outstanding."""
+        """Store a node's output; complete the job when it was the last one outstanding.
+
+        An output whose payload is larger than max_result_bytes is recorded as FAILED,
+        saying so, and none of it is kept.
+        """
+        size = len(json.dumps(output.payload, separators=(",", ":"), default=str))
+        if size > self.max_result_bytes:
+            logger.warning(
+                "result over the size limit",
+                extra={"task_id": task_id, "node_id": node_id, "bytes": size},
+            )
+            output = NodeOutput(
+                Outcome.FAILED,
+                {},
+                output.rules,
+                f"the result of node '{node_id}' ({size} bytes) is larger than this "
+                f"network's limit of {self.max_result_bytes} bytes per node and job; "
+                "nothing of it was kept",
+            )
         job = self.store.record_result(node_id, task_id, output, self.clock())
         logger.info(
             "result recorded",
@@ -297,6 +322,29 @@ class CoordinatorService:
         )
         if job is not None:
             self._complete(job)
+
+    def _resume_approval(self, job: Job) -> Job:
+        """Run the automatic approval of a job still pending approval (after a crash)."""
+        if job.state is not JobState.PENDING_APPROVAL:
+            return job
+        try:
+            if self.auto_approve:
+                return self.approve(job.id, "auto-approval")
+            return self.approvals.after_submit(job)
+        except FedtreError:
+            logger.exception("resuming the approval of a job failed", extra={"job_id": job.id})
+            return job
+
+    def resume_pending(self, limit: int = 10_000) -> int:
+        """Approve the jobs a crash left pending that their project approves automatically.
+
+        Returns how many now run. Idempotent: a job approved already is left as it is.
+        """
+        resumed = 0
+        for job in self.store.list_jobs(JobState.PENDING_APPROVAL, limit):
+            if self._resume_approval(job).state is not JobState.PENDING_APPROVAL:
+                resumed += 1
+        return resumed
 
     def complete_leftovers(self) -> int:
         """Complete jobs a crash left with every task done but no combined result."""

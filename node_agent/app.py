@@ -27,6 +27,9 @@ from node_agent.verify import TaskVerifier
 
 logger = logging.getLogger(__name__)
 
+# How often a running agent looks at its pause switch (set by `fedtre agent pause`).
+PAUSE_POLL_S = 1.0
+
 
 class Agent:
     """Opens everything the config names; start() connects out, stop() closes it all."""
@@ -66,6 +69,9 @@ class Agent:
             ),
             channel_options=DEFAULT_CHANNEL_OPTIONS,
             on_reconnect=self.metrics.reconnects.inc,
+            workers=config.max_concurrent_tasks,
+            paused=lambda: self.state.paused() is not None,
+            on_cancel=self.executor.cancel,
             sign_result=ResultSigner(
                 config.node_id,
                 tls,
@@ -82,6 +88,7 @@ class Agent:
             self.approvals, self.gate.run_verified, self.connection.report
         )
         self._thread: threading.Thread | None = None
+        self._stopped = threading.Event()
         self._ops: OpsServer | None = None
         self.metrics_port = 0
 
@@ -95,6 +102,10 @@ class Agent:
             target=self.connection.run, name=f"agent-{self.config.node_id}", daemon=True
         )
         self._thread.start()
+        self._pause_watch = threading.Thread(
+            target=self._watch_pause, name=f"pause-{self.config.node_id}", daemon=True
+        )
+        self._pause_watch.start()
         self.courier.start()
         self.approval_runner.start()
         logger.info(
@@ -114,7 +125,23 @@ class Agent:
         """Whether the agent serves tasks: its task stream to the coordinator is open."""
         return self.live() and self.connection.connected.is_set()
 
+    def _watch_pause(self) -> None:
+        """Reopen the task stream when the operator pauses or resumes (`fedtre agent pause`),
+        so the coordinator learns of it within PAUSE_POLL_S seconds."""
+        paused = self.state.paused() is not None
+        while not self._stopped.wait(PAUSE_POLL_S):
+            try:
+                now = self.state.paused() is not None
+            except Exception:
+                logger.exception("reading the pause switch failed")
+                continue
+            if now != paused:
+                paused = now
+                logger.info("agent paused" if now else "agent resumed")
+                self.connection.reopen()
+
     def stop(self) -> None:
+        self._stopped.set()
         if self._ops is not None:
             self._ops.close()
             self._ops = None

@@ -35,7 +35,10 @@ TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
 
 _TOP_KEYS = (
     "node_id", "coordinator", "state_db", "tls", "policy", "datasets", "metrics", "governance",
+    "max_concurrent_tasks",
 )  # fmt: skip
+DEFAULT_MAX_CONCURRENT_TASKS = 2
+MAX_CONCURRENT_TASKS = 64
 _TLS_KEYS = ("ca", "cert", "key", "dir", "verify_key")
 _POLICY_KEYS = (
     "threshold",
@@ -110,6 +113,8 @@ class AgentConfig:
     metrics_listen: str | None = None
     # The projects served, and whether the TRE's operator approves them (node_agent.sovereignty).
     governance: GovernanceConfig = field(default_factory=GovernanceConfig)
+    # The most tasks this agent runs at once; more wait in its queue (backpressure).
+    max_concurrent_tasks: int = DEFAULT_MAX_CONCURRENT_TASKS
 
     def to_toml(self) -> str:
         """Return this config as TOML text that load_config reads back to an equal config."""
@@ -117,6 +122,11 @@ class AgentConfig:
             f"node_id = {_toml_str(self.node_id)}",
             f"coordinator = {_toml_str(self.coordinator)}",
             f"state_db = {_toml_str(str(self.state_db))}",
+            *(
+                [f"max_concurrent_tasks = {self.max_concurrent_tasks}"]
+                if self.max_concurrent_tasks != DEFAULT_MAX_CONCURRENT_TASKS
+                else []
+            ),
             "",
             "[tls]",
             *(f"{k} = {_toml_str(str(getattr(self.tls, k)))}" for k in TLS_FILES),
@@ -208,6 +218,17 @@ class _Parser:
         self.check_address(coordinator)
         state_db = self.path_value(raw.get("state_db", DEFAULT_STATE_DB), "state_db")
         policy, analyses = self.parse_policy(self.table(raw, "policy", section="policy") or {})
+        workers = raw.get("max_concurrent_tasks", DEFAULT_MAX_CONCURRENT_TASKS)
+        if (
+            isinstance(workers, bool)
+            or not isinstance(workers, int)
+            or not 1 <= workers <= MAX_CONCURRENT_TASKS
+        ):
+            raise self.error(
+                "max_concurrent_tasks",
+                f"{workers!r} is not a whole number from 1 to {MAX_CONCURRENT_TASKS}; "
+                "e.g. max_concurrent_tasks = 4",
+            )
         return AgentConfig(
             node_id=node_id,
             coordinator=coordinator,
@@ -220,6 +241,7 @@ class _Parser:
             governance=self.parse_governance(
                 self.table(raw, "governance", section="governance") or {}
             ),
+            max_concurrent_tasks=workers,
         )
 
     def parse_governance(self, raw: dict[str, Any]) -> GovernanceConfig:

@@ -91,8 +91,14 @@ class AgentConnection:
         channel_options: Sequence[tuple[str, object]] = (),
         workers: int = 2,
         on_reconnect: Callable[[], None] | None = None,
+        paused: Callable[[], bool] | None = None,
+        on_cancel: Callable[[str, str], None] | None = None,
         sign_result: Callable[[str, NodeOutput], Provenance | None] | None = None,
     ) -> None:
+        """workers: the most tasks this agent runs at once (its concurrency limit).
+        paused: whether the TRE has paused this agent (asked at each (re)connection).
+        on_cancel: called with (task id, reason) when the coordinator cancels a task.
+        """
         # With ReloadingCredentials, a renewed certificate is picked up on reconnect.
         self._source = credentials if isinstance(credentials, ReloadingCredentials) else None
         self._target, self._options = target, list(channel_options)
@@ -111,6 +117,10 @@ class AgentConnection:
         self._call: grpc.Future | None = None
         self._lock = threading.Lock()
         self._on_reconnect = on_reconnect
+        self._paused = paused or (lambda: False)
+        self._on_cancel = on_cancel
+        # Set by reopen(): the stream ends on purpose and is opened again at once.
+        self._reopen = threading.Event()
         # Signs each released output's provenance (node_agent.provenance) as it is reported.
         self._sign_result = sign_result
         self.connected = threading.Event()
@@ -126,6 +136,8 @@ class AgentConnection:
                 code = exc.code()
                 if self._stopping.is_set():
                     break
+                if self._reopen.is_set() and code == grpc.StatusCode.CANCELLED:
+                    continue
                 if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
                     logger.error("coordinator refused this agent: %s", exc.details())
                 else:
@@ -133,14 +145,27 @@ class AgentConnection:
             self.connected.clear()
             if self._stopping.is_set():
                 break
+            if self._reopen.is_set():
+                self._reopen.clear()
+                continue
             if self._on_reconnect is not None:
                 self._on_reconnect()
             delay = backoff.next_delay()
             logger.info("reconnecting", extra={"delay_s": round(delay, 2)})
             self._stopping.wait(delay)
 
+    def reopen(self) -> None:
+        """Open the task stream again now (e.g. to tell the coordinator of a pause)."""
+        self._reopen.set()
+        with self._lock:
+            if self._call is not None:
+                self._call.cancel()
+
     def _stream_once(self, backoff: Backoff) -> None:
-        call = self._stub.OpenTaskStream(self._open_request)
+        request = agent_pb2.OpenTaskStreamRequest()
+        request.CopyFrom(self._open_request)
+        request.paused = self._paused()
+        call = self._stub.OpenTaskStream(request)
         with self._lock:
             self._call = call
         if self._stopping.is_set():
@@ -155,6 +180,8 @@ class AgentConnection:
             self.connected.set()
             if message.HasField("task"):
                 self._pool.submit(self._handle, message.task)
+            elif message.HasField("cancel") and self._on_cancel is not None:
+                self._on_cancel(message.cancel.task_id, message.cancel.reason)
             if self._source is not None and self._source.changed():
                 logger.info("certificate files changed; reconnecting with them")
                 call.cancel()

@@ -38,6 +38,9 @@ __all__ = ["GENERIC_FAILURE", "Executor", "TaskSpec"]
 
 logger = logging.getLogger(__name__)
 
+# Cancellations remembered at most (the oldest are forgotten first).
+MAX_CANCELLED = 10_000
+
 GENERIC_FAILURE = (
     "the analysis failed at this node; the TRE's operator can find the cause "
     "in the agent log under this task id"
@@ -55,7 +58,25 @@ class Executor:
         self._state = state
         self._guard = threading.Lock()
         self._running: dict[str, tuple[threading.Lock, list[int]]] = {}
+        # Tasks the coordinator cancelled (job cancelled or timed out): task id -> reason.
+        self._cancelled: dict[str, str] = {}
         _check_keys(policy, sources)
+
+    def cancel(self, task_id: str, reason: str) -> None:
+        """Stop task_id: if it has not finished, it ends FAILED and releases nothing.
+
+        A task not yet started never runs; one running stops at the next check (before its
+        output is recorded). A finished task is not changed.
+        """
+        with self._guard:
+            if len(self._cancelled) >= MAX_CANCELLED:
+                self._cancelled.pop(next(iter(self._cancelled)))
+            self._cancelled[task_id] = reason or "cancelled by the coordinator"
+        logger.info("task cancelled by the coordinator", extra={"task_id": task_id})
+
+    def _cancel_reason(self, task_id: str) -> str | None:
+        with self._guard:
+            return self._cancelled.get(task_id)
 
     def run(self, task: TaskSpec) -> NodeOutput:
         """Return task's checked output, recorded in the agent state before it is returned.
@@ -76,6 +97,13 @@ class Executor:
                 logger.warning("task id reused with different content", extra=_ids(task))
                 return NodeOutput(Outcome.REFUSED, {}, error=str(exc))
             output, candidate = self._execute(task)
+            cancelled = self._cancel_reason(task.task_id)
+            if cancelled is not None:
+                # Checked after the work and before anything is recorded as released.
+                output, candidate = (
+                    NodeOutput(Outcome.FAILED, {}, error=f"cancelled: {cancelled}"),
+                    None,
+                )
             if candidate is not None:
                 self._state.record_held(task.task_id, output, candidate)
                 logger.info("output held for the output checker", extra=_ids(task))
@@ -86,6 +114,9 @@ class Executor:
 
     def _execute(self, task: TaskSpec) -> tuple[NodeOutput, NodeOutput | None]:
         """Return the output to report and, when it is held, the output awaiting review."""
+        cancelled = self._cancel_reason(task.task_id)
+        if cancelled is not None:
+            return NodeOutput(Outcome.FAILED, {}, error=f"cancelled: {cancelled}"), None
         try:
             reasons = self._policy.check_task(task)
             if reasons:

@@ -5,6 +5,7 @@ Tables:
 - releases: one row per output that left the TRE, with the SHA-256 of what left.
 - cohorts: per project and dataset, the cohorts answered (differencing protection).
 - reviews: outputs held for the TRE's output checker: what would leave, and the decision.
+- settings: the operator's switches that outlive a restart (the maintenance pause).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from node_agent.task import TaskSpec
 
 # 2: cohorts and reviews tables (created on an existing version-1 file).
 # 3: the hash-chained audit log (node_agent.audit), created on an existing file.
-SCHEMA_VERSION = 3
+# 4: settings (the maintenance pause), created on an existing file.
+SCHEMA_VERSION = 4
 # Outcomes whose payload leaves the TRE; only these enter the released-outputs log.
 RELEASING = frozenset({Outcome.RELEASED, Outcome.SUPPRESSED})
 
@@ -106,8 +108,26 @@ reviews = sa.Table(
     sa.Column("reported_at", sa.DateTime(timezone=True)),
 )
 
+settings = sa.Table(
+    "settings",
+    metadata,
+    sa.Column("key", sa.String, primary_key=True),
+    sa.Column("value", sa.JSON, nullable=False),
+    sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False),
+)
+PAUSE = "pause"
+
 APPROVED = "approved"
 DENIED = "denied"
+
+
+@dataclass(frozen=True)
+class Pause:
+    """The TRE operator paused this agent: by whom, why, since when."""
+
+    by: str
+    reason: str
+    since: datetime
 
 
 @dataclass(frozen=True)
@@ -467,6 +487,40 @@ class AgentState:
                 .values(reported_at=self._clock())
             )
 
+    # -- maintenance -----------------------------------------------------------------------
+
+    def pause(self, by: str, reason: str) -> Pause:
+        """Pause the agent for maintenance (idempotent: an existing pause is kept).
+
+        A running agent notices within seconds and takes no new tasks until resume().
+        """
+        now = self._clock()
+        with self._engine.begin() as conn:
+            current = _pause(conn)
+            if current is not None:
+                return current
+            value = {"by": by, "reason": reason}
+            conn.execute(settings.insert().values(key=PAUSE, value=value, changed_at=now))
+            agent_audit.record(
+                conn, actor=by, event="agent.paused", details={"reason": reason}, now=now
+            )
+        return Pause(by, reason, now)
+
+    def resume(self, by: str) -> bool:
+        """End a pause; return False when the agent was not paused."""
+        now = self._clock()
+        with self._engine.begin() as conn:
+            if _pause(conn) is None:
+                return False
+            conn.execute(settings.delete().where(settings.c.key == PAUSE))
+            agent_audit.record(conn, actor=by, event="agent.resumed", now=now)
+        return True
+
+    def paused(self) -> Pause | None:
+        """The current pause, or None when the agent serves tasks."""
+        with self._engine.connect() as conn:
+            return _pause(conn)
+
     def released_count(self) -> int:
         """Return how many outputs this agent has released."""
         with self._engine.connect() as conn:
@@ -504,6 +558,17 @@ class AgentState:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _pause(conn: sa.Connection) -> Pause | None:
+    row = conn.execute(
+        sa.select(settings.c.value, settings.c.changed_at).where(settings.c.key == PAUSE)
+    ).first()
+    if row is None:
+        return None
+    since = _aware(row.changed_at)
+    assert since is not None  # the column is NOT NULL
+    return Pause(str(row.value.get("by", "")), str(row.value.get("reason", "")), since)
 
 
 def _set_pragmas(dbapi_connection: Any, _record: Any) -> None:

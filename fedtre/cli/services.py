@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import os
 from pathlib import Path
+from typing import Any
 
 from fedtre import logs
 from fedtre.ops_http import parse_listen
@@ -55,6 +56,34 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="HOST:PORT for people's API calls: TLS with API tokens, no client certificate "
         "(env FEDTRE_API_LISTEN; default 127.0.0.1:50052; 'off' serves none)",
     )
+    serve.add_argument(
+        "--default-deadline",
+        type=int,
+        metavar="SECONDS",
+        help="seconds each node has to answer a job that names no deadline "
+        "(env FEDTRE_DEFAULT_DEADLINE; default 3600)",
+    )
+    serve.add_argument(
+        "--offline-after",
+        type=float,
+        metavar="SECONDS",
+        help="seconds without a heartbeat after which a node is shown offline "
+        "(env FEDTRE_OFFLINE_AFTER; default 60; keep it above --ping-interval)",
+    )
+    serve.add_argument(
+        "--ping-interval",
+        type=float,
+        metavar="SECONDS",
+        help="seconds between pings (heartbeats) on an idle task stream "
+        "(env FEDTRE_PING_INTERVAL; default 15)",
+    )
+    serve.add_argument(
+        "--tick-interval",
+        type=float,
+        metavar="SECONDS",
+        help="seconds between the scheduler's checks of deadlines and heartbeats "
+        "(env FEDTRE_TICK_INTERVAL; default 5)",
+    )
     serve.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS)
     serve.set_defaults(func=_serve)
 
@@ -83,6 +112,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--config", required=True, type=Path, help="the agent's TOML config file")
     run.add_argument("--log-level", default="INFO", type=str.upper, choices=LOG_LEVELS)
     run.set_defaults(func=_agent_run)
+    pause = agent_sub.add_parser(
+        "pause",
+        help="pause this agent for maintenance: it takes no new tasks until resumed "
+        "(researchers see the node as paused)",
+    )
+    pause.add_argument("--config", required=True, type=Path, help="the agent's TOML config file")
+    pause.add_argument("--reason", default="", help="why, for the agent's audit log")
+    pause.set_defaults(func=_agent_pause)
+    resume = agent_sub.add_parser("resume", help="end a maintenance pause")
+    resume.add_argument("--config", required=True, type=Path, help="the agent's TOML config file")
+    resume.set_defaults(func=_agent_resume)
     from fedtre.cli import inbox
 
     inbox.register(agent_sub)  # the output checker's airlock: `fedtre agent inbox ...`
@@ -111,11 +151,42 @@ def _serve(args: argparse.Namespace) -> int:
         auto_approve=args.auto_approve,
         metrics_listen=args.metrics_listen or os.environ.get("FEDTRE_METRICS_LISTEN") or None,
         api_listen=_api_listen(args),
+        **_timing(args),
     )
+    if config.ping_interval >= config.offline_after:
+        raise InvalidRequest(
+            f"--offline-after ({config.offline_after:g} s) must be longer than --ping-interval "
+            f"({config.ping_interval:g} s), or connected nodes are shown offline between pings"
+        )
     if config.metrics_listen:
         parse_listen(config.metrics_listen, "--metrics-listen")
     asyncio.run(serve_forever(config))
     return 0
+
+
+def _timing(args: argparse.Namespace) -> dict[str, Any]:
+    """The timers' settings given by flag or environment (the rest keep their defaults)."""
+    from fedtre.errors import InvalidRequest
+
+    found: dict[str, Any] = {}
+    for name, kind in (
+        ("default_deadline", int),
+        ("offline_after", float),
+        ("ping_interval", float),
+        ("tick_interval", float),
+    ):
+        value = getattr(args, name)
+        env = f"FEDTRE_{name.upper()}"
+        if value is None and os.environ.get(env):
+            try:
+                value = kind(os.environ[env])
+            except ValueError:
+                raise InvalidRequest(f"{env} must be a number of seconds") from None
+        if value is not None:
+            if value <= 0:
+                raise InvalidRequest(f"--{name.replace('_', '-')} must be more than 0 seconds")
+            found[name] = value
+    return found
 
 
 def _api_listen(args: argparse.Namespace) -> str | None:
@@ -185,4 +256,32 @@ def _agent_run(args: argparse.Namespace) -> int:
 
     logs.configure(args.log_level)
     Agent(load_config(args.config)).run_forever()
+    return 0
+
+
+def _agent_pause(args: argparse.Namespace) -> int:
+    import getpass
+
+    from node_agent.config import load_config
+    from node_agent.state import AgentState
+
+    with AgentState(load_config(args.config).state_db) as state:
+        pause = state.pause(getpass.getuser(), args.reason)
+    print(
+        f"agent paused by {pause.by} since {pause.since:%Y-%m-%d %H:%M:%S} UTC; a running agent "
+        "takes no new tasks within seconds (tasks already running finish). "
+        f"`fedtre agent resume --config {args.config}` ends the pause"
+    )
+    return 0
+
+
+def _agent_resume(args: argparse.Namespace) -> int:
+    import getpass
+
+    from node_agent.config import load_config
+    from node_agent.state import AgentState
+
+    with AgentState(load_config(args.config).state_db) as state:
+        resumed = state.resume(getpass.getuser())
+    print("agent resumed: it takes tasks again" if resumed else "the agent was not paused")
     return 0

@@ -248,3 +248,18 @@ def test_the_scheduler_runs_the_tick_on_its_own(store):
     finally:
         scheduler.stop()
     assert store.get_job(job.id).state is JobState.FAILED
+
+
+def test_a_result_over_the_size_limit_is_recorded_as_failed_and_not_kept(store, clock):
+    service = CoordinatorService(store, clock=clock, max_result_bytes=100)
+    job = running_job(store, clock)
+    service.record_result("tre-a", task_of(job, "tre-a").task_id, RELEASED)
+
+    huge = NodeOutput(Outcome.RELEASED, {"n": 40, "padding": "x" * 500})
+    service.record_result("tre-b", task_of(job, "tre-b").task_id, huge)
+
+    done = store.get_job(job.id)
+    too_big = task_of(done, "tre-b").output
+    assert too_big is not None and too_big.outcome is Outcome.FAILED
+    assert too_big.payload == {} and "limit of 100 bytes" in too_big.error
+    assert done.state is JobState.PARTIAL and done.combined["n"] == 40

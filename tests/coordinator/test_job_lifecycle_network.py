@@ -1,0 +1,135 @@
+"""A job's lifecycle over a real network (in-process): idempotent submission, cancellation
+that stops delivery, and a maintenance pause the researcher sees.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import pandas as pd
+import pytest
+
+from fedtre.errors import Conflict, PermissionDenied
+from fedtre.testing import LocalNetwork
+
+FRAME = pd.DataFrame({"age": list(range(20, 80)) * 2, "sex": ["F", "M"] * 60})
+WAIT_S = 20.0
+
+
+def eventually(condition: Callable[[], bool], timeout: float = WAIT_S) -> None:
+    """Wait for condition (polled; the network's threads make it true), bounded."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def network() -> Iterator[LocalNetwork]:
+    with LocalNetwork(
+        {"tre-a": {"cohort": FRAME}, "tre-b": {"cohort": FRAME}},
+        policy={"threshold": 0, "rounding_base": 1},
+        ping_interval=1.0,
+    ) as net:
+        yield net
+
+
+def released(net: LocalNetwork, node: str) -> int:
+    return int(net.agents[node].state.released_count())
+
+
+def received(net: LocalNetwork, node: str, task_id: str) -> bool:
+    with net.agents[node].state.engine.connect() as conn:
+        row = conn.exec_driver_sql("SELECT 1 FROM tasks WHERE task_id = ?", (task_id,)).first()
+    return row is not None
+
+
+def test_a_retried_submission_with_the_same_request_id_makes_one_job(network):
+    with network.client() as client:
+        first = client.submit("count", dataset="cohort", request_id="req-1")
+        again = client.submit("count", dataset="cohort", request_id="req-1")
+        other = client.submit("count", dataset="cohort", request_id="req-2")
+        assert first.id == again.id != other.id
+        assert first.result(timeout=WAIT_S).state == "completed"
+        assert [j.id for j in client.jobs(limit=100) if j.id == first.id] == [first.id]
+
+
+def test_a_paused_node_is_shown_paused_and_a_waiting_job_runs_when_it_resumes(network):
+    agent = network.agents["tre-b"]
+    with network.client() as client, network.client("admin") as admin:
+        agent.state.pause("operator", "patch night")
+        try:
+            eventually(lambda: {n.node_id: n.status for n in admin.nodes()}["tre-b"] == "paused")
+            before = released(network, "tre-b")
+            handle = client.submit("count", dataset="cohort", on_pause="wait")
+            eventually(lambda: handle.status().tasks["tre-a"].state == "done")
+            # tre-b took nothing while paused, and its deadline does not run
+            network.coordinator.service.expire_overdue()
+            status = handle.status()
+            assert status.state == "running" and status.tasks["tre-b"].state == "queued"
+            assert released(network, "tre-b") == before
+        finally:
+            agent.state.resume("operator")
+        result = handle.result(timeout=WAIT_S)
+        assert result.state == "completed"
+        assert {n.node_id: n.status for n in admin.nodes()}["tre-b"] == "online"
+
+
+def test_a_job_that_chose_partial_finishes_without_a_paused_node(network):
+    agent = network.agents["tre-b"]
+    with network.client() as client, network.client("admin") as admin:
+        agent.state.pause("operator", "data refresh")
+        try:
+            eventually(lambda: {n.node_id: n.status for n in admin.nodes()}["tre-b"] == "paused")
+            handle = client.submit("count", dataset="cohort", on_pause="partial")
+            eventually(lambda: handle.status().tasks["tre-a"].state == "done")
+            network.coordinator.service.expire_overdue()
+            status = handle.status()
+            assert status.state == "partial"
+            assert "paused for maintenance" in status.tasks["tre-b"].error
+            assert status.reason and "tre-b" in status.reason
+            task_b = status.tasks["tre-b"].task_id
+        finally:
+            agent.state.resume("operator")
+        eventually(lambda: {n.node_id: n.status for n in admin.nodes()}["tre-b"] == "online")
+        # after the pause the given-up task is never delivered
+        probe = client.submit("count", dataset="cohort").result(timeout=WAIT_S)
+        assert probe.state == "completed"
+        assert not received(network, "tre-b", task_b)
+
+
+def test_cancelling_a_job_stops_its_delivery_and_nothing_is_released_for_it(network):
+    agent = network.agents["tre-b"]
+    with network.client() as client, network.client("admin") as admin:
+        agent.state.pause("operator", "holding tre-b")
+        try:
+            eventually(lambda: {n.node_id: n.status for n in admin.nodes()}["tre-b"] == "paused")
+            handle = client.submit("count", dataset="cohort")
+            eventually(lambda: handle.status().tasks["tre-a"].state == "done")
+            before = released(network, "tre-b")
+
+            cancelled = client.cancel(handle.id, "wrong cohort")
+
+            assert cancelled.state == "cancelled"
+            assert "wrong cohort" in cancelled.reason
+            with pytest.raises(Conflict):
+                client.cancel(handle.id)
+        finally:
+            agent.state.resume("operator")
+        eventually(lambda: {n.node_id: n.status for n in admin.nodes()}["tre-b"] == "online")
+        assert client.submit("count", dataset="cohort").result(timeout=WAIT_S).state == "completed"
+        task_b = handle.status().tasks["tre-b"]
+        assert handle.status().state == "cancelled"
+        assert not received(network, "tre-b", task_b.task_id)
+        assert released(network, "tre-b") == before + 1  # only the probe job's output
+
+
+def test_only_the_submitter_approvers_and_admins_may_cancel(network):
+    network.add_user("mallory", "researcher", projects=("default",))
+    with network.client() as client, network.client("mallory") as mallory:
+        job = client.submit("count", dataset="cohort")
+        with pytest.raises(PermissionDenied):
+            mallory.cancel(job.id)
+        job.result(timeout=WAIT_S)

@@ -1,0 +1,178 @@
+"""The agent's side of cancellation and of the maintenance pause; its concurrency limit."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from test_agent_executor import make_executor, task
+
+from fedtre.analyses.base import DataSource, Outcome
+from fedtre.errors import InvalidRequest
+from node_agent import audit as agent_audit
+from node_agent.config import DEFAULT_MAX_CONCURRENT_TASKS, AgentConfig, load_config
+from node_agent.sources.sql import open_sql_source
+from node_agent.state import AgentState
+
+COLUMNS = {"age": "integer", "sex": "string", "bmi": "float"}
+
+
+@pytest.fixture
+def source(cohort_db: Path) -> Iterator[DataSource]:
+    s = open_sql_source("cohort", f"sqlite:///{cohort_db}", "cohort", COLUMNS)
+    yield s
+    s.engine.dispose()
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Iterator[AgentState]:
+    s = AgentState(tmp_path / "agent-state.sqlite")
+    yield s
+    s.close()
+
+
+class Blocking:
+    """Wraps an analysis so that compute waits until released (a long-running task)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def compute(self, params: Mapping[str, Any], source: DataSource) -> dict[str, Any]:
+        self.started.set()
+        assert self.release.wait(10)
+        return self.inner.compute(params, source)  # type: ignore[no-any-return]
+
+
+def test_a_task_cancelled_before_it_starts_never_runs_and_releases_nothing(
+    row_count: Any, source: DataSource, state: AgentState
+) -> None:
+    executor = make_executor(row_count, source, state)
+
+    executor.cancel("t-1", "job 3 was cancelled by alice")
+    output = executor.run(task("t-1"))
+
+    assert output.outcome is Outcome.FAILED and "cancelled by alice" in output.error
+    assert output.payload == {}
+    assert row_count.computed == 0
+    assert state.released_count() == 0
+    assert state.stored_result("t-1") == output  # a redelivery gets the same answer
+
+
+def test_a_task_cancelled_while_it_runs_records_no_release(
+    row_count: Any, source: DataSource, state: AgentState
+) -> None:
+    slow = Blocking(row_count)
+    executor = make_executor(slow, source, state)
+    outputs: list[Any] = []
+    runner = threading.Thread(target=lambda: outputs.append(executor.run(task("t-1"))))
+    runner.start()
+    assert slow.started.wait(10)
+
+    executor.cancel("t-1", "timed out")
+    slow.release.set()
+    runner.join(timeout=10)
+
+    [output] = outputs
+    assert output.outcome is Outcome.FAILED and output.payload == {}
+    assert state.released_count() == 0
+    released = [e for e in agent_audit.entries(state.engine) if e.event == "output.released"]
+    assert released == []
+
+
+def test_cancelling_a_finished_task_changes_nothing(
+    row_count: Any, source: DataSource, state: AgentState
+) -> None:
+    executor = make_executor(row_count, source, state)
+    first = executor.run(task("t-1"))
+
+    executor.cancel("t-1", "too late")
+
+    assert executor.run(task("t-1")) == first
+    assert first.outcome is Outcome.RELEASED
+    assert state.released_count() == 1
+
+
+def test_pause_and_resume_are_recorded_once_and_outlive_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "agent-state.sqlite"
+    with AgentState(path) as state:
+        assert state.paused() is None
+        first = state.pause("operator", "patch night")
+        again = state.pause("someone-else", "other")
+        assert again == first
+
+    with AgentState(path) as state:
+        pause = state.paused()
+        assert pause is not None and (pause.by, pause.reason) == ("operator", "patch night")
+        assert state.resume("operator") is True
+        assert state.resume("operator") is False
+        assert state.paused() is None
+        events = [e.event for e in agent_audit.entries(state.engine)]
+    assert events.count("agent.paused") == 1 and events.count("agent.resumed") == 1
+
+
+def test_an_older_state_file_gains_the_settings_table(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    with AgentState(path) as state:
+        with state.engine.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE settings")
+            conn.exec_driver_sql("PRAGMA user_version = 3")
+    with AgentState(path) as state:
+        assert state.paused() is None
+        state.pause("operator", "")
+        with state.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA user_version").scalar_one() == 4
+            assert conn.execute(sa.text("SELECT count(*) FROM settings")).scalar_one() == 1
+
+
+def test_the_concurrency_limit_is_read_from_the_config(write_toml: Any, tls_dir: Path) -> None:
+    base = f"""
+node_id = "tre-a"
+coordinator = "127.0.0.1:50051"
+{{extra}}
+[tls]
+dir = "{tls_dir}"
+[datasets.cohort]
+url = "sqlite:///x.sqlite"
+table = "cohort"
+[datasets.cohort.columns]
+age = "integer"
+"""
+    default = load_config(write_toml(base.format(extra="")))
+    four = load_config(write_toml(base.format(extra="max_concurrent_tasks = 4"), "four.toml"))
+
+    assert default.max_concurrent_tasks == DEFAULT_MAX_CONCURRENT_TASKS
+    assert four.max_concurrent_tasks == 4
+    assert load_config(write_toml(four.to_toml(), "again.toml")) == four
+    for bad in ("0", "1000", "2.5", '"4"', "true"):
+        with pytest.raises(InvalidRequest, match="max_concurrent_tasks"):
+            load_config(write_toml(base.format(extra=f"max_concurrent_tasks = {bad}"), "bad.toml"))
+    assert isinstance(four, AgentConfig)
+
+
+def test_a_task_interrupted_by_a_crash_runs_again_after_restart_and_is_released_once(
+    row_count: Any, source: DataSource, tmp_path: Path
+) -> None:
+    path = tmp_path / "crash.sqlite"
+    # Given an agent killed mid-task: the task was received, nothing was recorded after it
+    with AgentState(path) as before:
+        before.record_received(task("t-1"))
+        assert before.stored_result("t-1") is None
+    # When the restarted agent gets the task again (the coordinator redelivers it)
+    with AgentState(path) as after:
+        executor = make_executor(row_count, source, after)
+        first = executor.run(task("t-1"))
+        again = executor.run(task("t-1"))
+        # Then it ran once more, and its output left once
+        assert first.outcome is Outcome.RELEASED and again == first
+        assert row_count.computed == 1
+        assert after.released_count() == 1
