@@ -26,6 +26,7 @@ import hashlib
 import hmac
 import logging
 import os
+import re
 import secrets
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -46,6 +47,7 @@ TOKEN_PREFIX = "ft1"
 TOKEN_METADATA_KEY = "authorization"
 # A person's token use is audited as a login at most once per this many seconds.
 LOGIN_WINDOW_S = 3600.0
+_TOKEN_ID = re.compile(r"[0-9a-f]{12}")
 
 Clock = Callable[[], datetime]
 
@@ -62,11 +64,15 @@ def hash_token(token: str) -> str:
 
 
 def token_id_of(token: str) -> str | None:
-    """Return the public id of a well-formed token, or None."""
+    """Return the public id of a well-formed token, or None.
+
+    Only an id of the shape new_token gives (12 hex digits) counts: whatever else the
+    caller sent may be a secret pasted in the wrong place, and ids are audited.
+    """
     parts = token.split(".")
-    if len(parts) != 3 or parts[0] != TOKEN_PREFIX or not parts[1] or not parts[2]:
+    if len(parts) != 3 or parts[0] != TOKEN_PREFIX or not parts[2]:
         return None
-    return parts[1]
+    return parts[1] if _TOKEN_ID.fullmatch(parts[1]) else None
 
 
 def bearer_token(metadata: Sequence[tuple[str, str | bytes]]) -> str | None:

@@ -63,7 +63,10 @@ def admin_args(net: LocalNetwork, *argv: str) -> list[str]:
     return [*argv, "--coordinator", net.api_address, "--identity", str(net.identity("admin"))]
 
 
-@pytest.mark.parametrize("token", [None, "", "ft1.nope.nope", "not-a-token-at-all"])
+@pytest.mark.parametrize(
+    "token",
+    [None, "", "ft1.nope.nope", "not-a-token-at-all", "ft1.0123456789ab.wrong-secret"],
+)
 def test_a_call_without_a_valid_token_is_unauthenticated_and_audited(net, token):
     # Given no token, an empty one, an unknown one or a malformed one,
     before, jobs = head(net), job_count(net)
@@ -82,6 +85,9 @@ def test_a_call_without_a_valid_token_is_unauthenticated_and_audited(net, token)
     failed = events(net, before, "auth.failed")
     assert [e.details["method"] for e in failed] == ["SubmitJob", "ListJobs", "WhoAmI"]
     assert {e.actor for e in failed} == {"anonymous"}
+    # Only a well-formed public id is recorded, never anything else the caller sent.
+    expected = {"0123456789ab"} if token and token.startswith("ft1.0123") else {None}
+    assert {e.details.get("token_id") for e in failed} == expected
     # and no job was written.
     assert job_count(net) == jobs
 
