@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint protos check-protos bench clean
+.PHONY: demo test lint protos check-protos bench bench-latency bench-analyses bench-glm clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,5 +29,18 @@ protos: $(STAMP)
 clean:
 	rm -rf $(VENV) .pytest_cache
 
-bench: $(STAMP)
+# Benchmarks run on demand, never in CI; each prints a table and writes bench/results/*.json
+# (figures and commands: bench/README.md). pandas reads Parquet through pyarrow, a bench-only need.
+BENCH_NICE ?= nice -n 10
+
+bench: bench-latency bench-analyses bench-glm
+
+bench-latency: $(STAMP)
 	$(BIN)/python bench/latency.py
+
+bench-analyses: $(STAMP)
+	$(BIN)/pip install --quiet pyarrow
+	$(BENCH_NICE) $(BIN)/python bench/analyses.py --rows 10000000
+
+bench-glm: $(STAMP)
+	$(BENCH_NICE) $(BIN)/python bench/glm.py --rows 1000000 --profile

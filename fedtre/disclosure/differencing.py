@@ -110,12 +110,21 @@ def measure_cohort(
 
 
 def hash_rows(rows: Iterable[Sequence[Any]]) -> np.ndarray:
-    """Return the sorted 64-bit hashes of rows (a multiset: equal rows, equal hashes)."""
-    values = [
-        int.from_bytes(hashlib.blake2b(repr(tuple(row)).encode(), digest_size=8).digest(), "big")
-        for row in rows
-    ]
-    members = np.array(values, dtype=np.uint64)
+    """Return the sorted 64-bit hashes of rows (a multiset: equal rows, equal hashes).
+
+    Hashes are packed into arrays a chunk at a time: 8 bytes a record rather than a
+    Python int's 36 (at ten million records, 80 MB instead of 440 MB; bench/README.md).
+    """
+    chunks: list[np.ndarray] = []
+    values: list[int] = []
+    for row in rows:
+        digest = hashlib.blake2b(repr(tuple(row)).encode(), digest_size=8).digest()
+        values.append(int.from_bytes(digest, "big"))
+        if len(values) == _STREAM_ROWS:
+            chunks.append(np.array(values, dtype=np.uint64))
+            values = []
+    chunks.append(np.array(values, dtype=np.uint64))
+    members = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
     members.sort()
     return members
 

@@ -16,7 +16,8 @@ __all__ = ["cache_dir_for", "close_sources", "open_source", "open_sources"]
 def cache_dir_for(config: AgentConfig) -> Path:
     """Return the agent's private folder for dataset files, next to the state db.
 
-    CSV and Parquet files are read in place through DuckDB, so nothing is written here today.
+    CSV and Parquet files are read in place through DuckDB; only a DuckDB query larger than
+    its memory limit writes temporary files here (node_agent.sources.duckdb_source).
     """
     return config.state_db.parent / f"{config.state_db.stem}-datasets"
 
@@ -24,7 +25,7 @@ def cache_dir_for(config: AgentConfig) -> Path:
 def open_source(dataset: DatasetConfig, cache_dir: Path) -> DataSource:
     """Return a checked DataSource for one declared dataset (open_sql_source, open_file_source)."""
     if dataset.csv is not None or dataset.parquet is not None:
-        return open_file_source(dataset)
+        return open_file_source(dataset, spill_dir=cache_dir)
     assert dataset.url is not None and dataset.table is not None
     return open_sql_source(dataset.name, dataset.url, dataset.table, dataset.columns)
 

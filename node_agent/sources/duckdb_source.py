@@ -16,6 +16,11 @@ from the declaration exactly as the former CSV loader did: integers are whole nu
 declared column is in it and every value fits its type; an error names the column, the
 type and the first data row, never the value. The file is read afresh by every query, so
 a replaced file is seen without a restart.
+
+DuckDB runs inside the agent's process, so its buffers count in the agent's memory: each
+connection is held to MEMORY_LIMIT (a CSV scan's readers otherwise took some 180 MB at
+ten million rows; bench/README.md), and a sort or hash table larger than that spills to
+files in the agent's private dataset folder, when one is given.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from fedtre.errors import InvalidRequest, NotFound
 from node_agent.config import DatasetConfig
 from node_agent.sources.sql import SQL_TYPES
 
+# DuckDB's buffer memory per connection (SET memory_limit).
+MEMORY_LIMIT = "128MB"
 # Read as missing, as pandas' read_csv did by default (the common ones).
 NULL_STRINGS = ("", "NA", "N/A", "n/a", "NaN", "nan", "NULL", "null", "None", "<NA>", "#N/A")
 _TRUE = ("true", "t", "yes", "y", "1")
@@ -95,15 +102,25 @@ def _typed(column: str, declared: str, *, text: bool) -> str:
     raise InvalidRequest(f"column {column!r}: unknown declared type {declared!r}")
 
 
-def open_file_source(dataset: DatasetConfig) -> DataSource:
+def open_file_source(dataset: DatasetConfig, spill_dir: Path | None = None) -> DataSource:
     """Return a DataSource over a CSV or Parquet file, checked against its declared columns.
 
-    Raises NotFound when a declared column is not in the file, and InvalidRequest when the
-    file cannot be read or a value does not fit its declared type (the message names the
-    column and data row, never the value).
+    spill_dir: where DuckDB may write temporary files when a query outgrows MEMORY_LIMIT
+    (created by DuckDB only then). Raises NotFound when a declared column is not in the
+    file, and InvalidRequest when the file cannot be read or a value does not fit its
+    declared type (the message names the column and data row, never the value).
     """
     reader, kind, path = _reader(dataset)
     engine = sa.create_engine("duckdb:///:memory:", poolclass=QueuePool)
+    settings = [f"SET memory_limit = {_literal(MEMORY_LIMIT)}"]
+    if spill_dir is not None:
+        settings.append(f"SET temp_directory = {_literal(str(spill_dir / 'duckdb-spill'))}")
+
+    @sa.event.listens_for(engine, "connect")
+    def _limit(dbapi_connection: Any, _record: Any) -> None:
+        for setting in settings:
+            dbapi_connection.execute(setting)
+
     try:
         with engine.connect() as conn:
             header = _header(conn, reader, dataset, kind, path)

@@ -1,0 +1,348 @@
+"""The same records give the same answers from SQLite, PostgreSQL, CSV and Parquet.
+
+One cohort is written four ways and declared in one agent config file, each dataset by
+url and table or by file. Every analysis' local computation must give the same raw output
+from each (floating point to 1e-9 relative), and the simple ones must match pandas.
+The PostgreSQL source is the real server (FEDTRE_TEST_PG_URL), in a schema of its own.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from fedtre.analyses import CATALOGUE
+from fedtre.analyses.base import DataSource
+from fedtre.errors import InvalidRequest, NotFound
+from node_agent.config import DatasetConfig, load_config
+from node_agent.sources import close_sources, open_source, open_sources
+from node_agent.sources.sql import open_sql_source
+
+PG_URL = os.environ.get("FEDTRE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+N_ROWS = 400
+COLUMNS = {
+    "age": "integer",
+    "sex": "string",
+    "smoking": "string",
+    "smoker": "boolean",
+    "bmi": "float",
+    "sbp": "float",
+    "diabetes": "integer",
+    "days": "integer",
+    "event": "integer",
+    "seen_on": "date",
+}
+SQL_TYPES = {
+    "smoker": sa.Boolean(),
+    "seen_on": sa.Date(),
+    "age": sa.Integer(),
+    "diabetes": sa.Integer(),
+    "days": sa.Integer(),
+    "event": sa.Integer(),
+}
+
+
+def _cohort() -> pd.DataFrame:
+    rng = np.random.default_rng(11)
+    age = rng.integers(18, 90, N_ROWS)
+    smoking = rng.choice(np.array(["current", "former", "never", None], dtype=object), N_ROWS)
+    bmi = np.where(rng.random(N_ROWS) < 0.1, np.nan, rng.normal(27, 4, N_ROWS).round(2))
+    return pd.DataFrame(
+        {
+            "age": age,
+            "sex": rng.choice(["F", "M"], N_ROWS),
+            "smoking": smoking,
+            "smoker": smoking == "current",
+            "bmi": bmi,
+            "sbp": (110 + 0.5 * age + rng.normal(0, 12, N_ROWS)).round(1),
+            "diabetes": (rng.random(N_ROWS) < 1 / (1 + np.exp(-(-4 + 0.05 * age)))).astype(int),
+            "days": rng.integers(1, 60, N_ROWS),
+            "event": (rng.random(N_ROWS) < 0.4).astype(int),
+            "seen_on": [dt.date(2020, 1, 1) + dt.timedelta(days=int(d)) for d in age * 9],
+        }
+    )
+
+
+COHORT = _cohort()
+
+
+def _postgres_available() -> bool:
+    try:
+        engine = sa.create_engine(PG_URL, connect_args={"connect_timeout": 3})
+        with engine.connect():
+            pass
+        engine.dispose()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="module")
+def pg_schema() -> Iterator[str]:
+    """A PostgreSQL schema of its own holding the cohort, dropped afterwards."""
+    if not _postgres_available():
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is not reachable at {PG_URL}; CI must provide it")
+        pytest.skip(f"PostgreSQL is not reachable at {PG_URL}")
+    schema = f"fedtre_src_{uuid.uuid4().hex[:12]}"
+    engine = sa.create_engine(PG_URL)
+    with engine.begin() as conn:
+        conn.execute(sa.schema.CreateSchema(schema))
+        COHORT.assign(secret="x").to_sql(
+            "cohort", conn, schema=schema, index=False, dtype=SQL_TYPES
+        )
+    try:
+        yield schema
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.schema.DropSchema(schema, cascade=True))
+        engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The cohort as a SQLite file, a CSV and a Parquet file (each with an undeclared column)."""
+    home = tmp_path_factory.mktemp("sources")
+    frame = COHORT.assign(secret="x")
+    paths = {k: home / f"cohort.{k}" for k in ("sqlite", "csv", "parquet")}
+    engine = sa.create_engine(f"sqlite:///{paths['sqlite']}")
+    with engine.begin() as conn:
+        frame.to_sql("cohort", conn, index=False, dtype=SQL_TYPES)
+    engine.dispose()
+    frame.to_csv(paths["csv"], index=False)
+    with duckdb.connect() as conn:
+        conn.register("frame", frame)
+        conn.execute(
+            "COPY (SELECT * REPLACE (CAST(seen_on AS DATE) AS seen_on) FROM frame) "
+            f"TO '{paths['parquet']}' (FORMAT parquet)"
+        )
+    return paths
+
+
+@pytest.fixture(scope="module")
+def sources(
+    files: dict[str, Path], pg_schema: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, DataSource]]:
+    """The four datasets, declared in one agent config file and opened as the agent does."""
+    home = tmp_path_factory.mktemp("agent")
+    bundle = home / "bundle"
+    bundle.mkdir()
+    for name in ("ca", "cert", "key"):
+        (bundle / f"{name}.pem").write_text("placeholder\n")
+    columns = "\n".join(f'{c} = "{t}"' for c, t in COLUMNS.items())
+    declared = {
+        "on_sqlite": f'url = "sqlite:///{files["sqlite"]}"\ntable = "cohort"',
+        "on_postgres": f'url = "{PG_URL}"\ntable = "{pg_schema}.cohort"',
+        "on_csv": f'csv = "{files["csv"]}"',
+        "on_parquet": f'parquet = "{files["parquet"]}"',
+    }
+    text = 'node_id = "tre-a"\ncoordinator = "localhost:1"\n[tls]\ndir = "bundle"\n' + "".join(
+        f"[datasets.{name}]\n{how}\n[datasets.{name}.columns]\n{columns}\n"
+        for name, how in declared.items()
+    )
+    (home / "agent.toml").write_text(text)
+    opened = open_sources(load_config(home / "agent.toml"))
+    try:
+        yield opened
+    finally:
+        close_sources(opened)
+
+
+CASES: dict[str, dict[str, Any]] = {
+    "count": {
+        "filter": {
+            "and": [
+                {"col": "seen_on", "op": ">=", "value": "2020-09-01"},
+                {"col": "smoker", "op": "==", "value": False},
+            ]
+        }
+    },  # fmt: skip
+    "crosstab": {"rows": "smoking", "columns": "smoker"},
+    "summary": {"column": "bmi", "by": "sex", "filter": {"col": "age", "op": "<", "value": 70}},
+    "histogram": {"column": "sbp", "width": 10},
+    "quantiles": {"column": "bmi", "width": 0.5},
+    "correlation": {"columns": ["age", "bmi", "sbp"]},
+    "linear_regression": {"outcome": "sbp", "covariates": ["age", "sex", "smoking", "smoker"]},
+    "glm": {"outcome": "diabetes", "covariates": ["age", "sex", "bmi"], "family": "binomial"},
+    "kaplan_meier": {"time": "days", "event": "event", "by": "sex"},
+}
+
+
+def _same(a: Any, b: Any, where: str) -> None:
+    """Assert two raw outputs are equal, floats to 1e-9 relative (engines sum in any order)."""
+    if isinstance(a, Mapping):
+        assert isinstance(b, Mapping) and sorted(a) == sorted(b), where
+        for key in a:
+            _same(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, list | tuple):
+        assert isinstance(b, list | tuple) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _same(x, y, f"{where}[{i}]")
+    elif isinstance(a, float) and not isinstance(b, bool):
+        assert isinstance(b, int | float), where
+        assert math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9), f"{where}: {a} != {b}"
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
+
+
+# Groups with a NULL key, larger than the SQLite per-group paths allow (contributors.py)
+MORE_CASES: dict[str, tuple[str, dict[str, Any]]] = {
+    "summary_null_group": ("summary", {"column": "sbp", "by": "smoking"}),
+    "summary_many_groups": ("summary", {"column": "bmi", "by": "days"}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES) + sorted(MORE_CASES))
+def test_every_source_gives_the_same_local_result(
+    case: str, sources: dict[str, DataSource]
+) -> None:
+    # Given the same records in SQLite, PostgreSQL, CSV and Parquet
+    name, given = MORE_CASES.get(case, (case, CASES.get(case, {})))
+    analysis = CATALOGUE[name]
+    params = analysis.validate(given)
+
+    # When the analysis computes on each
+    raw = {dataset: analysis.compute(params, source) for dataset, source in sources.items()}
+
+    # Then each answer equals SQLite's
+    for dataset in ("on_postgres", "on_csv", "on_parquet"):
+        _same(raw["on_sqlite"], raw[dataset], f"{name} on {dataset}")
+
+
+def test_the_shared_answers_match_pandas(sources: dict[str, DataSource]) -> None:
+    # Given pandas' own computation on the cohort
+    frame = COHORT
+    kept = frame[(frame.seen_on >= dt.date(2020, 9, 1)) & ~frame.smoker]
+    young = frame[frame.age < 70].dropna(subset=["bmi"])
+    by_sex = young.groupby("sex").bmi
+    table = frame.dropna(subset=["smoking"]).groupby(["smoking", "smoker"]).size()
+
+    for dataset, source in sources.items():
+        # When each source computes a count, a summary and a crosstab
+        count = CATALOGUE["count"].compute(CATALOGUE["count"].validate(CASES["count"]), source)
+        summary = CATALOGUE["summary"].compute(
+            CATALOGUE["summary"].validate(CASES["summary"]), source
+        )
+        crosstab = CATALOGUE["crosstab"].compute(
+            CATALOGUE["crosstab"].validate(CASES["crosstab"]), source
+        )
+
+        # Then they are pandas' figures
+        assert count["n"] == len(kept), dataset
+        groups = {row[0]: row[1:4] for row in summary["groups"]}
+        assert sorted(groups) == ["F", "M"], dataset
+        for sex, (n, mean, m2) in groups.items():
+            assert n == by_sex.count()[sex], dataset
+            assert mean == pytest.approx(by_sex.mean()[sex], rel=1e-12), dataset
+            assert m2 == pytest.approx(by_sex.var(ddof=0)[sex] * n, rel=1e-9), dataset
+        cells = {(r, c): n for r, c, n in crosstab["cells"] if r is not None}
+        expected = {
+            (r, str(c).lower()): 0 for r in ("current", "former", "never") for c in (False, True)
+        }
+        expected |= {(r, str(c).lower()): int(n) for (r, c), n in table.items()}
+        assert {(r, str(c).lower()): n for (r, c), n in cells.items()} == expected, dataset
+
+
+def test_postgres_streams_glm_rows_through_a_server_side_cursor(
+    sources: dict[str, DataSource],
+) -> None:
+    # Given the PostgreSQL source, watched for the cursor each statement runs on
+    import psycopg
+
+    source = sources["on_postgres"]
+    cursors: list[tuple[str, type]] = []
+
+    def watch(_conn: Any, cursor: Any, statement: str, *_args: Any) -> None:
+        cursors.append((statement, type(cursor)))
+
+    sa.event.listen(source.engine, "before_cursor_execute", watch)
+    try:
+        # When a GLM round reads the complete cases
+        glm = CATALOGUE["glm"]
+        glm.compute(glm.validate(CASES["glm"]), source)
+    finally:
+        sa.event.remove(source.engine, "before_cursor_execute", watch)
+
+    # Then the design rows come through a server-side (named) cursor, fetched in chunks,
+    # never whole into the client; the aggregates need none
+    streamed = [kind for statement, kind in cursors if "count(" not in statement]
+    assert len(streamed) == 1 and issubclass(streamed[0], psycopg.ServerCursor)
+    assert all(
+        not issubclass(kind, psycopg.ServerCursor)
+        for statement, kind in cursors
+        if "count(" in statement
+    )
+
+
+# -- clear errors --------------------------------------------------------------------------
+
+
+def test_postgres_missing_table_is_named(pg_schema: str) -> None:
+    with pytest.raises(NotFound, match=rf"table or view '{pg_schema}.cohrt' does not exist"):
+        open_sql_source("cohort", PG_URL, f"{pg_schema}.cohrt", COLUMNS)
+
+
+def test_postgres_missing_columns_are_listed(pg_schema: str) -> None:
+    with pytest.raises(NotFound, match=r"has no column\(s\) \['height'\] declared"):
+        open_sql_source("cohort", PG_URL, f"{pg_schema}.cohort", {**COLUMNS, "height": "float"})
+
+
+def test_unreachable_database_is_explained() -> None:
+    url = "postgresql+psycopg://postgres@127.0.0.1:1/test"
+    with pytest.raises(InvalidRequest, match="check the url and the agent's database access"):
+        open_sql_source("cohort", url, "cohort", COLUMNS)
+
+
+def test_parquet_missing_columns_are_listed(files: dict[str, Path]) -> None:
+    dataset = DatasetConfig("cohort", {**COLUMNS, "height": "float"}, parquet=files["parquet"])
+    with pytest.raises(NotFound, match=r"Parquet .* has no column\(s\) \['height'\]"):
+        open_source(dataset, files["parquet"].parent / "cache")
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_missing_file_is_explained(kind: str, tmp_path: Path) -> None:
+    dataset = DatasetConfig("cohort", COLUMNS, **{kind: tmp_path / f"absent.{kind}"})
+    with pytest.raises(InvalidRequest, match=rf"cannot read {kind.upper()[:1]}.*absent\.{kind}"):
+        open_source(dataset, tmp_path / "cache")
+
+
+def test_unreadable_parquet_is_explained(tmp_path: Path) -> None:
+    path = tmp_path / "cohort.parquet"
+    path.write_bytes(b"PAR1 this is not a parquet file")
+    dataset = DatasetConfig("cohort", COLUMNS, parquet=path)
+    with pytest.raises(InvalidRequest, match="is a well-formed Parquet file"):
+        open_source(dataset, tmp_path / "cache")
+
+
+def test_a_file_where_a_database_is_expected_is_explained(files: dict[str, Path]) -> None:
+    with pytest.raises(InvalidRequest, match="dataset 'cohort': cannot read"):
+        open_sql_source("cohort", f"sqlite:///{files['csv']}", "cohort", COLUMNS)
+
+
+def test_duckdb_is_held_to_its_memory_limit_and_spills_into_the_agents_folder(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    # Given a Parquet dataset opened as the agent opens it, with its private folder
+    source = open_source(DatasetConfig("cohort", COLUMNS, parquet=files["parquet"]), tmp_path)
+    try:
+        # Then every pooled connection carries the memory limit and the spill folder
+        with source.engine.connect() as conn:
+            limit, spill = conn.exec_driver_sql(
+                "SELECT current_setting('memory_limit'), current_setting('temp_directory')"
+            ).one()
+    finally:
+        source.engine.dispose()
+    assert limit.replace(" ", "") in ("122.0MiB", "128.0MB")  # 128 MB, as DuckDB shows it
+    assert spill == str(tmp_path / "duckdb-spill")
+    assert not (tmp_path / "duckdb-spill").exists()  # made only when a query spills
