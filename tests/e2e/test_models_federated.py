@@ -216,3 +216,48 @@ def test_cli_result_plots_survival_curves_to_png(network, tmp_path, capsys) -> N
     assert image.shape[0] > 100 and image.shape[1] > 100
     # the curves were drawn: the image is not a blank canvas
     assert len(np.unique(image.reshape(-1, image.shape[-1]), axis=0)) > 10
+
+
+@pytest.fixture(scope="module")
+def default_network(parts):
+    """The default policy; tre-c has 60 records, only 6 of them diabetic, 4 current smokers."""
+    a, b = parts["tre-a"], parts["tre-b"]
+    rare = pd.concat(
+        [
+            a[a.diabetic & (a.smoking != "current")].head(6),
+            a[~a.diabetic & (a.smoking == "current")].head(4),
+            a[~a.diabetic & (a.smoking != "current")].head(50),
+        ]
+    ).reset_index(drop=True)
+    assert rare.diabetic.sum() == 6 and (rare.smoking == "current").sum() == 4
+    data = {"tre-a": {"cohort": a}, "tre-b": {"cohort": b}, "tre-c": {"cohort": rare}}
+    with LocalNetwork(data) as net:
+        yield net
+
+
+@pytest.mark.parametrize(
+    ("analysis", "params", "rule"),
+    [
+        ("glm", {"outcome": "diabetic", "family": "binomial", "covariates": ["age"]}, "diabetic"),
+        ("linear_regression", {"outcome": "sbp", "covariates": ["age", "smoking"]}, "smoking"),
+    ],
+)
+def test_default_policy_blocks_a_model_before_anything_leaves(
+    default_network, analysis, params, rule
+) -> None:
+    with default_network.client() as client:
+        result = client.submit(analysis, dataset="cohort", params=params).result(timeout=60)
+
+    blocked = result.nodes["tre-c"]
+    assert blocked.outcome == "blocked"
+    assert blocked.payload == {}
+    failed = [r for r in blocked.rules if not r.passed]
+    assert [r.rule for r in failed] == ["level_counts"]
+    assert f"{rule} = " in failed[0].detail
+    assert result.state == "partial"
+    assert result.to_frame() is None or result.to_frame().empty
+    assert "coef" not in result.combined or result.combined["coef"] == []
+    if analysis == "glm":
+        # the fit stopped in round 1: no later round was queued
+        assert result.job.progress is not None and result.job.progress.round == 1
+        assert "round 1: node 'tre-c' blocked its output" in result.combined["error"]
