@@ -33,6 +33,7 @@ class CoordinatorConfig:
     max_deliveries: how often a task is sent to its node without an answer before it fails.
     max_result_bytes: the largest payload (JSON bytes) one node may return for one job;
         a larger one is recorded as failed.
+    max_in_flight: the most tasks a node has delivered and unanswered at once.
     """
 
     tls: TlsFiles
@@ -51,6 +52,7 @@ class CoordinatorConfig:
     tick_interval: float = 5.0
     max_deliveries: int = DEFAULT_MAX_DELIVERIES
     max_result_bytes: int = 1_000_000
+    max_in_flight: int = 16
 
     @property
     def signing_key_file(self) -> Path:

@@ -66,6 +66,7 @@ class CoordinatorServer:
             offline_after_s=config.offline_after,
             max_deliveries=config.max_deliveries,
             max_result_bytes=config.max_result_bytes,
+            max_in_flight=config.max_in_flight,
         )
         self.scheduler = Scheduler(self.service, config.tick_interval)
         self.admin = Admin(self.store, self.service.clock)

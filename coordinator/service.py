@@ -36,6 +36,9 @@ Clock = Callable[[], datetime]
 
 # The largest payload one node may return for one job (JSON bytes): aggregates are small.
 DEFAULT_MAX_RESULT_BYTES = 1_000_000
+# The most tasks a node has delivered and unanswered at once; more wait at the coordinator
+# (each answer lets the next one go), so an agent's own queue stays short.
+DEFAULT_MAX_IN_FLIGHT = 16
 
 
 def utc_now() -> datetime:
@@ -57,8 +60,10 @@ class CoordinatorService:
         offline_after_s: float | None = None,
         max_deliveries: int = DEFAULT_MAX_DELIVERIES,
         max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
+        max_in_flight: int | None = DEFAULT_MAX_IN_FLIGHT,
     ) -> None:
         self.store = store
+        self.max_in_flight = max_in_flight
         self.max_result_bytes = max_result_bytes
         self.default_deadline_s = default_deadline_s
         self.offline_after_s = offline_after_s
@@ -265,7 +270,7 @@ class CoordinatorService:
         approval record does not verify) is recorded as refused instead of being sent.
         """
         now = self.clock()
-        taken = self.store.take_queued_tasks(node_id, now)
+        taken = self.store.take_queued_tasks(node_id, now, max_in_flight=self.max_in_flight)
         self.metrics.tasks_delivered((task for task, _ in taken), now)
         signed = []
         for task, job in taken:

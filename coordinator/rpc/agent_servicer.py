@@ -130,6 +130,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     ) -> agent_pb2.ReportResultResponse:
         output = output_from_parts(request.outcome, request.rules, request.payload, request.error)
         await asyncio.to_thread(self._service.record_result, identity.name, request.task_id, output)
+        # An answer frees a place in the node's in-flight window: send it the next task.
+        self._notifier.wake([identity.name])
         provenance = provenance_from_pb(request.provenance)
         if provenance is not None:  # kept for the researcher to verify (the agent signed it)
             await asyncio.to_thread(

@@ -374,16 +374,26 @@ class Store(RoundStore):
     # -- tasks -------------------------------------------------------------------------
 
     def take_queued_tasks(
-        self, node_id: str, now: datetime, limit: int = 100
+        self, node_id: str, now: datetime, limit: int = 100, *, max_in_flight: int | None = None
     ) -> list[tuple[Task, Job]]:
         """Mark up to limit of a node's queued tasks delivered and return them with their jobs.
 
-        A node paused for maintenance gets nothing.
+        A node paused for maintenance gets nothing; with max_in_flight, a node never has
+        more than that many delivered tasks unanswered (backpressure).
         """
         with self._tx() as s:
             node = s.get(NodeRow, node_id)
             if node is not None and node.paused:
                 return []
+            if max_in_flight is not None:
+                in_flight = s.scalar(
+                    sa.select(sa.func.count())
+                    .select_from(TaskRow)
+                    .where(TaskRow.node == node_id, TaskRow.state == TaskState.DELIVERED.value)
+                )
+                limit = min(limit, max(0, max_in_flight - int(in_flight or 0)))
+                if limit == 0:
+                    return []
             rows = s.scalars(
                 sa.select(TaskRow)
                 .where(TaskRow.node == node_id, TaskRow.state == TaskState.QUEUED.value)

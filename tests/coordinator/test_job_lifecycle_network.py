@@ -133,3 +133,54 @@ def test_only_the_submitter_approvers_and_admins_may_cancel(network):
         with pytest.raises(PermissionDenied):
             mallory.cancel(job.id)
         job.result(timeout=WAIT_S)
+
+
+def test_an_oversized_message_is_refused_with_resource_exhausted(network):
+    import grpc
+
+    from fedtre.credentials import person_credentials
+    from fedtre.identity.tls import MAX_MESSAGE_BYTES
+    from fedtre.v1 import jobs_pb2, jobs_pb2_grpc
+
+    credentials = person_credentials(
+        token=network.tokens["researcher"], ca=network.pki / "ca" / "ca.pem"
+    )
+    options = [("grpc.max_send_message_length", 2 * MAX_MESSAGE_BYTES)]
+    with grpc.secure_channel(network.api_address, credentials, options=options) as channel:
+        stub = jobs_pb2_grpc.JobServiceStub(channel)
+        spec = jobs_pb2.JobSpec(analysis="count", dataset="x" * (MAX_MESSAGE_BYTES + 1))
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.SubmitJob(jobs_pb2.SubmitJobRequest(spec=spec), timeout=WAIT_S)
+    assert caught.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    with network.client() as client:
+        assert all(j.dataset == "cohort" for j in client.jobs(limit=1000))
+
+
+def test_the_cli_shows_paused_nodes_and_cancels_jobs(network, capsys):
+    from fedtre.cli.main import main
+
+    def fedtre(*args: str) -> list[str]:
+        identity = str(network.pki / "users" / "researcher")
+        return [*args, "--coordinator", network.address, "--identity", identity]
+
+    agent = network.agents["tre-b"]
+    with network.client("admin") as admin:
+        agent.state.pause("operator", "cli test")
+        try:
+            eventually(lambda: {n.node_id: n.status for n in admin.nodes()}["tre-b"] == "paused")
+            assert main(fedtre("nodes")) == 0
+            rows = {
+                line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()
+            }
+            assert rows["tre-a"] == "online" and rows["tre-b"] == "paused"
+
+            args = ("submit", "count", "--dataset", "cohort", "--no-wait", "--deadline", "600")
+            assert main(fedtre(*args)) == 0
+            job_id = int(capsys.readouterr().out.split()[1])
+            assert main(fedtre("jobs", "cancel", str(job_id), "--reason", "typo")) == 0
+            assert f"job {job_id} cancelled" in capsys.readouterr().out
+        finally:
+            agent.state.resume("operator")
+    with network.client() as client:
+        job = client.job(job_id)
+    assert job.state == "cancelled" and "typo" in job.reason

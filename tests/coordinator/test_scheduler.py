@@ -263,3 +263,18 @@ def test_a_result_over_the_size_limit_is_recorded_as_failed_and_not_kept(store, 
     assert too_big is not None and too_big.outcome is Outcome.FAILED
     assert too_big.payload == {} and "limit of 100 bytes" in too_big.error
     assert done.state is JobState.PARTIAL and done.combined["n"] == 40
+
+
+def test_a_node_never_has_more_than_max_in_flight_tasks_unanswered(store, clock):
+    for _ in range(5):
+        running_job(store, clock, nodes=("tre-a",))
+
+    first = store.take_queued_tasks("tre-a", clock(), max_in_flight=2)
+    assert len(first) == 2
+    assert store.take_queued_tasks("tre-a", clock(), max_in_flight=2) == []
+
+    store.record_result("tre-a", first[0][0].task_id, RELEASED, clock())
+
+    assert len(store.take_queued_tasks("tre-a", clock(), max_in_flight=2)) == 1
+    assert store.take_queued_tasks("tre-a", clock(), max_in_flight=2) == []
+    assert len(store.take_queued_tasks("tre-a", clock())) == 2  # no cap: the rest

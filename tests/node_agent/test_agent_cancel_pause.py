@@ -176,3 +176,35 @@ def test_a_task_interrupted_by_a_crash_runs_again_after_restart_and_is_released_
         assert first.outcome is Outcome.RELEASED and again == first
         assert row_count.computed == 1
         assert after.released_count() == 1
+
+
+def test_fedtre_agent_pause_and_resume(write_toml: Any, tls_dir: Path, tmp_path: Path, capsys):
+    from fedtre.cli.main import main
+
+    config = write_toml(
+        f"""
+node_id = "tre-a"
+coordinator = "127.0.0.1:50051"
+state_db = "{tmp_path / "cli-state.sqlite"}"
+[tls]
+dir = "{tls_dir}"
+[datasets.cohort]
+url = "sqlite:///x.sqlite"
+table = "cohort"
+[datasets.cohort.columns]
+age = "integer"
+"""
+    )
+
+    assert main(["agent", "pause", "--config", str(config), "--reason", "patch night"]) == 0
+    assert "agent paused" in capsys.readouterr().out
+    with AgentState(tmp_path / "cli-state.sqlite") as state:
+        pause = state.paused()
+        assert pause is not None and pause.reason == "patch night"
+
+    assert main(["agent", "resume", "--config", str(config)]) == 0
+    assert "resumed" in capsys.readouterr().out
+    assert main(["agent", "resume", "--config", str(config)]) == 0
+    assert "was not paused" in capsys.readouterr().out
+    with AgentState(tmp_path / "cli-state.sqlite") as state:
+        assert state.paused() is None
