@@ -107,7 +107,8 @@ def test_the_untouched_coordinator_log_verifies_and_exports_as_json_lines(net, c
     assert all(b["prev_hash"] == a["hash"] for a, b in zip(entries, entries[1:], strict=False))
     seen = {e["event"] for e in entries}
     expected = {"user.created", "token.issued", "project.created", "job.submitted"}
-    assert expected | {"job.approved", "task.reported", "auth.login"} <= seen
+    expected |= {"job.approved", "task.dispatched", "task.reported", "job.completed"}
+    assert expected | {"auth.login", "result.read", "node.connected"} <= seen
     # --since gives the tail only, on stdout.
     code, out, _ = cli(capsys, "audit", "export", "--since", "5", *api(net))
     assert [e["seq"] for e in jsonl(out)][:2] == [6, 7]

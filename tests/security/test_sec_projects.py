@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -10,6 +11,8 @@ from sectools import (
     OPEN_POLICY,
     TIMEOUT,
     agent_tasks,
+    audit_since,
+    cli,
     code_of,
     data,
     events,
@@ -299,3 +302,23 @@ def test_only_the_submitter_or_an_approver_may_cancel_a_job(net):
         ("outsider", f"job:{handle.id}"),
     ]
     assert net.coordinator.store.get_job(handle.id).state.value == "pending_approval"
+
+
+def test_project_changes_through_the_cli_are_checked_stored_clean_and_audited(net, capsys):
+    admin = ["--coordinator", net.api_address, "--identity", str(net.identity("admin"))]
+    net.add_project("tidy", nodes=("tre-a",), datasets=("cohort",), analyses=("count",))
+    before = head(net)
+    code, out, err = cli(
+        capsys, "projects", "update", "tidy", "--nodes", "tre-b, tre-a,tre-b", "--json", *admin
+    )
+    assert code == 0, err
+    assert json.loads(out)["nodes"] == ["tre-b", "tre-a"]
+    assert net.coordinator.store.governance.project("tidy").nodes == ("tre-b", "tre-a")
+    # An auto-approved analysis the project does not allow is refused, and nothing changes.
+    code, _, err = cli(capsys, "projects", "update", "tidy", "--auto-approve", "crosstab", *admin)
+    assert code == 2 and "not among the project's" in err
+    assert net.coordinator.store.governance.project("tidy").auto_approve == ()
+    assert cli(capsys, "projects", "add-member", "tidy", "outsider", *admin)[0] == 0
+    assert cli(capsys, "projects", "remove-member", "tidy", "outsider", *admin)[0] == 0
+    changes = [e.event for e in audit_since(net, before) if e.subject == "project:tidy"]
+    assert changes == ["project.updated", "project.member_added", "project.member_removed"]
