@@ -106,6 +106,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     bootstrap.add_argument("--database-url-file", type=Path, help="as for serve")
     bootstrap.set_defaults(func=_bootstrap_admin)
 
+    migrate = coordinator_sub.add_parser(
+        "migrate",
+        help="bring the state database's schema to this version (back it up first); serve "
+        "refuses a database that needs it",
+    )
+    migrate.add_argument("--database-url", help="as for serve (env FEDTRE_DATABASE_URL)")
+    migrate.add_argument("--database-url-file", type=Path, help="as for serve")
+    migrate.set_defaults(func=_migrate)
+
     agent = sub.add_parser("agent", help="run a node agent inside a TRE")
     agent_sub = agent.add_subparsers(dest="agent_command", required=True, metavar="ACTION")
     run = agent_sub.add_parser("run", help="connect out to the coordinator and serve tasks")
@@ -219,6 +228,24 @@ def _bootstrap_admin(args: argparse.Namespace) -> int:
         shutil.copyfile(Path(tls_dir) / "ca.pem", args.out / "ca.pem")
     print(f"created admin {user.name} with token {record.token_id}: {target} (mode 0600)")
     print(f"use it with --identity {args.out} (or FEDTRE_IDENTITY={args.out})")
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from coordinator.store import migrate
+    from coordinator.store.engine import create_engine
+
+    engine = create_engine(_database_url(args))
+    try:
+        done = migrate.upgrade(engine)
+    finally:
+        engine.dispose()
+    if done.adopted:
+        print(f"adopted a database from before migrations at revision {done.after}")
+    elif done.before == done.after:
+        print(f"the database is already at revision {done.after}; nothing to do")
+    else:
+        print(f"migrated the database from {done.before or 'empty'} to revision {done.after}")
     return 0
 
 

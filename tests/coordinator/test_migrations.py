@@ -111,3 +111,19 @@ def test_replicas_starting_together_create_the_schema_once(database_url):
     assert _revision(engines[0]) == migrate.head_revision()
     for engine in engines:
         engine.dispose()
+
+
+def test_fedtre_coordinator_migrate_creates_then_finds_nothing_to_do(tmp_path, capsys):
+    from fedtre.cli.main import main
+
+    url = f"sqlite:///{tmp_path / 'coordinator.sqlite'}"
+
+    assert main(["coordinator", "migrate", "--database-url", url]) == 0
+    assert main(["coordinator", "migrate", "--database-url", url]) == 0
+
+    out = capsys.readouterr().out.splitlines()
+    head = migrate.head_revision()
+    assert out == [
+        f"migrated the database from empty to revision {head}",
+        f"the database is already at revision {head}; nothing to do",
+    ]
