@@ -224,6 +224,11 @@ class CoordinatorService:
         expiry = self.store.expire_overdue(now, offline_before=offline_before)
         if expiry.timed_out:
             logger.warning("tasks timed out", extra={"tasks": list(expiry.timed_out)})
+        if expiry.delivered and self.on_tasks_cancelled is not None:
+            # The agents still working on them stop, and release nothing for them.
+            self.on_tasks_cancelled(
+                [(node, task_id, "the task timed out") for node, task_id in expiry.delivered]
+            )
         if expiry.offline:
             logger.warning("nodes went silent", extra={"nodes": list(expiry.offline)})
         for job in expiry.jobs:

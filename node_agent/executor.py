@@ -19,7 +19,8 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -40,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 # Cancellations remembered at most (the oldest are forgotten first).
 MAX_CANCELLED = 10_000
+# Waits before the retries of a computation that failed transiently (bounded: 3 attempts).
+RETRY_DELAYS_S = (0.5, 2.0)
 
 GENERIC_FAILURE = (
     "the analysis failed at this node; the TRE's operator can find the cause "
@@ -51,9 +54,17 @@ class Executor:
     """Runs tasks against the declared sources; safe to call from several threads."""
 
     def __init__(
-        self, policy: LocalPolicy, sources: Mapping[str, DataSource], state: AgentState
+        self,
+        policy: LocalPolicy,
+        sources: Mapping[str, DataSource],
+        state: AgentState,
+        *,
+        retry_delays: Sequence[float] = RETRY_DELAYS_S,
     ) -> None:
+        """retry_delays: the waits before each retry of a computation that failed for a
+        transient reason (the database unreachable or locked); their number bounds the retries."""
         self._policy = policy
+        self._retry_delays = tuple(retry_delays)
         self._sources = sources
         self._state = state
         self._guard = threading.Lock()
@@ -146,7 +157,7 @@ class Executor:
                 checked.append(size_rule)
                 if not size_rule.passed:
                     return NodeOutput(Outcome.BLOCKED, {}, tuple(checked)), None
-            raw = analysis.compute(params, source)
+            raw = self._compute(task, analysis, params, source)
             output = _sealed(analysis.check(params, raw, policy), task)
             checked += output.rules
             if output.outcome not in (Outcome.RELEASED, Outcome.SUPPRESSED):
@@ -179,6 +190,29 @@ class Executor:
         except Exception:
             logger.exception("task failed", extra=_ids(task))
             return NodeOutput(Outcome.FAILED, {}, error=GENERIC_FAILURE), None
+
+    def _compute(
+        self, task: TaskSpec, analysis: Any, params: Mapping[str, Any], source: DataSource
+    ) -> Any:
+        """Run the computation, retrying a bounded number of times while it fails transiently."""
+        for attempt, delay in enumerate((*self._retry_delays, None), start=1):
+            try:
+                return analysis.compute(params, source)
+            except sa.exc.OperationalError as exc:
+                # Connection lost, database locked or restarting: worth another try; the
+                # query is read-only, so running it again changes nothing.
+                if delay is None or self._cancel_reason(task.task_id) is not None:
+                    raise FedtreError(
+                        f"the TRE's database did not answer after {attempt} attempts "
+                        f"({type(exc.orig).__name__}); the TRE's operator can find the cause "
+                        "in the agent log under this task id"
+                    ) from exc
+                logger.warning(
+                    "transient failure; retrying",
+                    extra={**_ids(task), "attempt": attempt, "delay_s": delay},
+                )
+                time.sleep(delay)
+        raise AssertionError("unreachable")
 
     @contextmanager
     def _exclusive(self, task_id: str) -> Iterator[None]:

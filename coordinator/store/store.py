@@ -48,6 +48,8 @@ class Expiry:
     timed_out: tuple[str, ...] = ()
     jobs: tuple[Job, ...] = ()
     offline: tuple[str, ...] = ()
+    # (node, task id) of the timed-out tasks that had been delivered: agents to tell to stop.
+    delivered: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -521,6 +523,7 @@ class Store(RoundStore):
                     continue  # the deadline stands still while the TRE's agent is paused
                 due.setdefault(job_id, set()).add(task_id)
             timed_out: list[str] = []
+            delivered: list[tuple[str, str]] = []
             # Job first, then its tasks: the lock order of record_result.
             for job_id in sorted(due):
                 job = self._job_row(s, job_id, lock=True)
@@ -543,6 +546,8 @@ class Store(RoundStore):
                             f"timed out: node '{task.node}' did not answer within the job's "
                             f"deadline of {job.deadline_s} s"
                         )
+                    if task.state == TaskState.DELIVERED.value:
+                        delivered.append((task.node, task.task_id))
                     _give_up(task, now, reason)
                     timed_out.append(task.task_id)
                     audit_log.record(
@@ -572,7 +577,7 @@ class Store(RoundStore):
                     )  # fmt: skip
             s.flush()
             jobs = self._completable(s, set(due))
-            return Expiry(tuple(timed_out), tuple(jobs), tuple(offline))
+            return Expiry(tuple(timed_out), tuple(jobs), tuple(offline), tuple(delivered))
 
     def cancel_job(self, job_id: int, actor: str, reason: str, now: datetime) -> Cancellation:
         """Cancel a job that has not finished; its unanswered tasks are never sent or recorded.

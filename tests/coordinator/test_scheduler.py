@@ -278,3 +278,17 @@ def test_a_node_never_has_more_than_max_in_flight_tasks_unanswered(store, clock)
     assert len(store.take_queued_tasks("tre-a", clock(), max_in_flight=2)) == 1
     assert store.take_queued_tasks("tre-a", clock(), max_in_flight=2) == []
     assert len(store.take_queued_tasks("tre-a", clock())) == 2  # no cap: the rest
+
+
+def test_agents_are_told_to_stop_delivered_tasks_that_timed_out(service, store, clock):
+    job = running_job(store, clock)
+    [(delivered, _)] = store.take_queued_tasks("tre-a", clock())
+    told: list[tuple[str, str, str]] = []
+    service.on_tasks_cancelled = told.extend
+
+    clock.move(61)
+    expire_overdue(service, clock())
+
+    # tre-b's task was never delivered: nobody to tell
+    assert told == [("tre-a", delivered.task_id, "the task timed out")]
+    assert store.get_job(job.id).state is JobState.FAILED

@@ -208,3 +208,64 @@ age = "integer"
     assert "was not paused" in capsys.readouterr().out
     with AgentState(tmp_path / "cli-state.sqlite") as state:
         assert state.paused() is None
+
+
+class Flaky:
+    """Wraps an analysis so that its first `failures` computations fail transiently."""
+
+    def __init__(self, inner: Any, failures: int, error: Exception | None = None) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.failures = failures
+        self.calls = 0
+        self.error = error or sa.exc.OperationalError("SELECT", {}, Exception("database is locked"))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def compute(self, params: Mapping[str, Any], source: DataSource) -> dict[str, Any]:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise self.error
+        return self.inner.compute(params, source)  # type: ignore[no-any-return]
+
+
+def retrying_executor(analysis: Any, source: DataSource, state: AgentState) -> Any:
+    executor = make_executor(analysis, source, state)
+    executor._retry_delays = (0.0, 0.0)  # two retries, no waiting in tests
+    return executor
+
+
+def test_a_transient_failure_is_retried_and_the_output_released_once(
+    row_count: Any, source: DataSource, state: AgentState
+) -> None:
+    flaky = Flaky(row_count, failures=2)
+
+    output = retrying_executor(flaky, source, state).run(task("t-1"))
+
+    assert output.outcome is Outcome.RELEASED
+    assert flaky.calls == 3
+    assert state.released_count() == 1
+
+
+def test_retries_are_bounded_and_then_the_task_fails_with_a_reason(
+    row_count: Any, source: DataSource, state: AgentState
+) -> None:
+    flaky = Flaky(row_count, failures=10)
+
+    output = retrying_executor(flaky, source, state).run(task("t-1"))
+
+    assert output.outcome is Outcome.FAILED and "after 3 attempts" in output.error
+    assert flaky.calls == 3
+    assert state.released_count() == 0
+
+
+def test_a_failure_that_is_not_transient_is_not_retried(
+    row_count: Any, source: DataSource, state: AgentState
+) -> None:
+    flaky = Flaky(row_count, failures=10, error=ValueError("bug"))
+
+    output = retrying_executor(flaky, source, state).run(task("t-1"))
+
+    assert output.outcome is Outcome.FAILED
+    assert flaky.calls == 1
