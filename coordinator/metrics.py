@@ -118,6 +118,13 @@ class CoordinatorMetrics:
             ["method"],
             registry=r,
         )
+        self.tasks_timed_out = Counter(
+            "fedtre_tasks_timed_out_total",
+            "Tasks a node did not answer by their job's deadline (or gave up for a node "
+            "paused for maintenance when the job chose to finish without it), by node.",
+            ["node"],
+            registry=r,
+        )
         self.database_up = Gauge(
             "fedtre_database_up",
             "1 when the last health check reached the coordinator database, else 0.",
@@ -154,6 +161,12 @@ class CoordinatorMetrics:
             for rule in task.output.rules:
                 result = "passed" if rule.passed else "failed"
                 self.disclosure_checks.labels(node, self._rules(rule.rule), result).inc()
+
+    def task_timed_out(self, node: str) -> None:
+        self.tasks_timed_out.labels(self._nodes(node)).inc()
+
+    def job_cancelled(self, job: Job) -> None:
+        self.jobs_finished.labels(job.spec.analysis, JobState.CANCELLED.value).inc()
 
     def tasks_delivered(self, tasks: Iterable[Task], now: datetime) -> None:
         for task in tasks:

@@ -224,6 +224,8 @@ class CoordinatorService:
         expiry = self.store.expire_overdue(now, offline_before=offline_before)
         if expiry.timed_out:
             logger.warning("tasks timed out", extra={"tasks": list(expiry.timed_out)})
+        for node in expiry.timed_out_nodes:
+            self.metrics.task_timed_out(node)
         if expiry.delivered and self.on_tasks_cancelled is not None:
             # The agents still working on them stop, and release nothing for them.
             self.on_tasks_cancelled(
@@ -249,6 +251,7 @@ class CoordinatorService:
                 f"cancel job {job_id}"
             )
         cancelled = self.store.cancel_job(job_id, actor.name, reason.strip(), self.clock())
+        self.metrics.job_cancelled(cancelled.job)
         self._notify_cancelled(cancelled)
         logger.info("job cancelled", extra={"job_id": job_id, "running": len(cancelled.running)})
         return cancelled.job

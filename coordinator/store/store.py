@@ -50,6 +50,8 @@ class Expiry:
     offline: tuple[str, ...] = ()
     # (node, task id) of the timed-out tasks that had been delivered: agents to tell to stop.
     delivered: tuple[tuple[str, str], ...] = ()
+    # The node of each timed-out task, in the order of timed_out.
+    timed_out_nodes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -523,6 +525,7 @@ class Store(RoundStore):
                     continue  # the deadline stands still while the TRE's agent is paused
                 due.setdefault(job_id, set()).add(task_id)
             timed_out: list[str] = []
+            timed_out_nodes: list[str] = []
             delivered: list[tuple[str, str]] = []
             # Job first, then its tasks: the lock order of record_result.
             for job_id in sorted(due):
@@ -550,6 +553,7 @@ class Store(RoundStore):
                         delivered.append((task.node, task.task_id))
                     _give_up(task, now, reason)
                     timed_out.append(task.task_id)
+                    timed_out_nodes.append(task.node)
                     audit_log.record(
                         s, actor=COORDINATOR, event="task.timed_out",
                         subject=f"task:{task.task_id}",
@@ -577,7 +581,13 @@ class Store(RoundStore):
                     )  # fmt: skip
             s.flush()
             jobs = self._completable(s, set(due))
-            return Expiry(tuple(timed_out), tuple(jobs), tuple(offline), tuple(delivered))
+            return Expiry(
+                tuple(timed_out),
+                tuple(jobs),
+                tuple(offline),
+                tuple(delivered),
+                tuple(timed_out_nodes),
+            )
 
     def cancel_job(self, job_id: int, actor: str, reason: str, now: datetime) -> Cancellation:
         """Cancel a job that has not finished; its unanswered tasks are never sent or recorded.

@@ -292,3 +292,20 @@ def test_agents_are_told_to_stop_delivered_tasks_that_timed_out(service, store, 
     # tre-b's task was never delivered: nobody to tell
     assert told == [("tre-a", delivered.task_id, "the task timed out")]
     assert store.get_job(job.id).state is JobState.FAILED
+
+
+def test_timeouts_and_cancellations_are_counted_in_the_metrics(service, store, clock):
+    from fedtre.identity.peer import Identity
+
+    running_job(store, clock)
+    cancelled = running_job(store, clock, nodes=("tre-a",))
+    service.approvals.check_visible = lambda viewer, job: None  # no governance in this test
+    service.cancel(cancelled.id, Identity("alice", "researcher"), "not needed")
+    clock.move(61)
+    expire_overdue(service, clock())
+
+    registry = service.metrics.registry
+    assert registry.get_sample_value("fedtre_tasks_timed_out_total", {"node": "tre-b"}) == 1
+    assert registry.get_sample_value("fedtre_tasks_timed_out_total", {"node": "tre-a"}) == 1
+    finished = {"analysis": "count", "state": "cancelled"}
+    assert registry.get_sample_value("fedtre_jobs_finished_total", finished) == 1

@@ -130,6 +130,35 @@ def test_job_lookups_and_decisions(network, job_id, reason, state, limit):
     code_of(admin.ListJobs, jobs_pb2.ListJobsRequest(state=state, limit=limit))
     code_of(admin.ApproveJob, jobs_pb2.ApproveJobRequest(job_id=job_id))
     code_of(admin.RejectJob, jobs_pb2.RejectJobRequest(job_id=job_id, reason=reason))
+    code_of(admin.CancelJob, jobs_pb2.CancelJobRequest(job_id=job_id, reason=reason))
+
+
+@FUZZ
+@given(
+    deadline=st.integers(-(2**31), 2**31 - 1),
+    on_pause=st.integers(-3, 10),
+    request_id=st.text(max_size=100) | huge,
+    cancel_reason=st.text(max_size=50) | huge,
+)
+def test_job_lifecycle_options(network, deadline, on_pause, request_id, cancel_reason):
+    jobs = stub(network, jobs_pb2_grpc.JobServiceStub, "users", "researcher")
+    spec = jobs_pb2.JobSpec(
+        analysis="count",
+        dataset="cohort",
+        project="default",
+        deadline_seconds=deadline,
+        on_pause=on_pause,
+    )
+    request = jobs_pb2.SubmitJobRequest(spec=spec, request_id=request_id)
+    try:
+        submitted = jobs.SubmitJob(request, timeout=20)
+    except grpc.RpcError as exc:
+        assert exc.code() in ACCEPTABLE, (exc.code(), exc.details())
+        return
+    assert 1 <= submitted.job.spec.deadline_seconds <= 7 * 24 * 3600
+    code_of(
+        jobs.CancelJob, jobs_pb2.CancelJobRequest(job_id=submitted.job.id, reason=cancel_reason)
+    )
 
 
 @FUZZ
@@ -188,6 +217,9 @@ def test_the_coordinator_is_healthy_and_consistent_afterwards(network):
     for job in store.list_jobs(None, 100_000):
         if job.state.value in ("pending_approval", "rejected"):
             assert job.tasks == ()
+        elif job.state.value == "cancelled":
+            # every task closed (nothing left to deliver), nothing combined
+            assert all(t.output is not None for t in job.tasks) and job.combined is None
         else:
             assert job.tasks and all(t.output is not None for t in job.tasks)
             assert job.combined is not None
