@@ -196,9 +196,11 @@ class KaplanMeierAnalysis(Analysis):
                 f"grouped so that every count is at least {t}, so they are withheld",
             )
         elif merged:
+            # Like rounding, merging coarsens what is released and withholds nothing: every
+            # record still counts, so the output (and the combined curve) is whole.
             rule = RuleResult(
                 rules.SURVIVAL,
-                False,
+                True,
                 f"event times are merged into intervals so that every number at risk, event "
                 f"count and censoring count is at least {t} (or 0)",
             )
@@ -211,7 +213,7 @@ class KaplanMeierAnalysis(Analysis):
         shown = groups - withheld
         if not groups or not shown:
             return NodeOutput(Outcome.BLOCKED, {}, (rule,))
-        outcome = Outcome.RELEASED if not (withheld or merged) else Outcome.SUPPRESSED
+        outcome = Outcome.RELEASED if not withheld else Outcome.SUPPRESSED
         payload = {"time": p["time"], "event": p["event"], "by": p["by"], "groups": released}
         return NodeOutput(outcome, payload, (rule,))
 

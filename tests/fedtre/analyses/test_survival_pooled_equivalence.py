@@ -189,6 +189,10 @@ def test_with_merged_intervals_the_curve_is_the_pooled_grouped_data(network) -> 
     # Then each curve is the pooled Kaplan-Meier of the records with their times moved to
     # the end of the interval their node released them in (nothing finer is known)
     assert {o.outcome for o in outputs.values()} <= {Outcome.RELEASED, Outcome.SUPPRESSED}
+    for output in outputs.values():
+        # merging coarsens and withholds no record: only a withheld group suppresses
+        has_withheld = any(curve is None for _, curve in output.payload["groups"])
+        assert output.outcome is (Outcome.SUPPRESSED if has_withheld else Outcome.RELEASED)
     moved, withheld = [], set()
     for node, source in nodes.items():
         with source.engine.connect() as conn:
@@ -235,3 +239,21 @@ def test_plot_numbers_at_risk_are_the_pooled_ones(network) -> None:
     for label, curve in result["groups"]:
         times = pooled[pooled.sex == label].time.to_numpy()
         assert at_risk(curve["table"], ticks) == [int(np.sum(times >= t)) for t in ticks]
+
+
+def test_a_node_whose_times_are_merged_releases_with_the_rule_saying_so() -> None:
+    # Given one group of 60 records with every event time distinct (each alone < 10)
+    times = np.arange(1.0, 61.0)
+    raw = {"groups": [[None, [[float(t), 1, 0] for t in times]]]}
+    analysis = get_analysis("kaplan_meier")
+    params = analysis.validate({"time": "time", "event": "died"})
+
+    # When the default policy checks it
+    output = analysis.check(params, raw, DisclosurePolicy())
+
+    # Then the times are merged into intervals of >= 10 events and the output is released
+    ((label, intervals),) = output.payload["groups"]
+    assert len(intervals) < len(times) and all(i[3] >= 10 for i in intervals)
+    assert output.outcome is Outcome.RELEASED
+    (rule,) = output.rules
+    assert rule.passed and "merged into intervals" in rule.detail
