@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, lazyload, selectinload, sessionmaker
 
 from coordinator.domain.model import (
     DEFAULT_DEADLINE_S,
@@ -405,12 +405,23 @@ class Store(RoundStore):
                 .limit(limit)
                 .with_for_update(skip_locked=True)
             ).all()
+            # The jobs without their tasks: a job fanned out to many nodes would otherwise
+            # load every sibling task for each node's delivery.
+            job_ids = {row.job_id for row in rows}
+            jobs = {
+                job.id: job
+                for job in s.scalars(
+                    sa.select(JobRow)
+                    .where(JobRow.id.in_(job_ids))
+                    .options(lazyload(JobRow.tasks), lazyload(JobRow.result))
+                )
+            }
             taken = []
             for row in rows:
                 row.state = TaskState.DELIVERED.value
                 row.delivered_at = now
                 row.deliveries = (row.deliveries or 0) + 1
-                taken.append((_task(row), _job(row.job, with_tasks=False)))
+                taken.append((_task(row), _job(jobs[row.job_id], with_tasks=False)))
                 audit_log.record(
                     s, actor=COORDINATOR, event="task.dispatched", subject=f"task:{row.task_id}",
                     details={"job_id": row.job_id, "node": node_id}, now=now,
@@ -432,7 +443,7 @@ class Store(RoundStore):
                 raise PermissionDenied(f"task '{task_id}' is not addressed to node '{node_id}'")
             # Lock the job, then read the task afresh: two reports of the same task (or the
             # last two of a job) then serialise here, on PostgreSQL as on SQLite.
-            job = self._job_row(s, found.job_id, lock=True)
+            job = self._job_row(s, found.job_id, lock=True, with_tasks=False)
             task = s.scalars(
                 sa.select(TaskRow)
                 .where(TaskRow.task_id == task_id)
@@ -461,10 +472,14 @@ class Store(RoundStore):
             )  # fmt: skip
             if held or job.state != JobState.RUNNING.value:
                 return None
-            if any(t.state != TaskState.DONE.value for t in job.tasks):
+            unfinished = s.scalar(
+                sa.select(sa.func.count())
+                .select_from(TaskRow)
+                .where(TaskRow.job_id == job.id, TaskRow.state != TaskState.DONE.value)
+            )
+            if unfinished:
                 return None
-            s.refresh(job)
-            return _job(job)
+            return _job(self._job_row(s, job.id))
 
     def complete_job(
         self, job_id: int, state: JobState, combined: dict, now: datetime, reason: str = ""
@@ -710,8 +725,15 @@ class Store(RoundStore):
         )
 
     @staticmethod
-    def _job_row(s: Session, job_id: int, lock: bool = False) -> JobRow:
+    def _job_row(s: Session, job_id: int, lock: bool = False, with_tasks: bool = True) -> JobRow:
+        """The job's row, locked if asked; with_tasks=False leaves its tasks and result unread."""
         query = sa.select(JobRow).where(JobRow.id == job_id)
+        if with_tasks:
+            # populate_existing: a row this session read without its tasks is read again
+            query = query.options(selectinload(JobRow.tasks), selectinload(JobRow.result))
+            query = query.execution_options(populate_existing=True)
+        else:
+            query = query.options(lazyload(JobRow.tasks), lazyload(JobRow.result))
         if lock:
             query = query.with_for_update()
         row = s.scalars(query).one_or_none()
