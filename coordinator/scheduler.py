@@ -16,6 +16,7 @@ nothing more than running it once. What it does, in one pass:
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -47,6 +48,9 @@ class Scheduler:
         self._interval = interval
         self._clock = clock or service.clock
         self._scheduler = BackgroundScheduler(timezone=UTC)
+        # Clear while a tick runs, so stop() can wait for it (bounded).
+        self._idle = threading.Event()
+        self._idle.set()
 
     def start(self) -> None:
         self._scheduler.add_job(
@@ -64,13 +68,24 @@ class Scheduler:
 
     def tick(self) -> Expiry | None:
         """One tick; a failure is logged and the next tick tries again."""
+        self._idle.clear()
         try:
             return expire_overdue(self._service, self._clock())
         except Exception:
             logger.exception("the scheduler's tick failed; the next one retries")
             return None
+        finally:
+            self._idle.set()
 
-    def stop(self) -> None:
-        """Stop ticking; waits for a tick in progress to finish."""
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Stop ticking; wait up to timeout seconds for a tick in progress to finish.
+
+        Returns False when a tick was still running (e.g. stuck on an unreachable
+        database): it is abandoned, which is safe, as every tick is idempotent.
+        """
         if self._scheduler.running:
-            self._scheduler.shutdown(wait=True)
+            self._scheduler.shutdown(wait=False)
+        finished = self._idle.wait(timeout)
+        if not finished:
+            logger.warning("a scheduler tick was still running at shutdown; abandoned")
+        return finished

@@ -184,3 +184,32 @@ def test_the_cli_shows_paused_nodes_and_cancels_jobs(network, capsys):
     with network.client() as client:
         job = client.job(job_id)
     assert job.state == "cancelled" and "typo" in job.reason
+
+
+@pytest.mark.parametrize("approval_recorded", [False, True], ids=["before", "during"])
+def test_a_job_a_crash_left_pending_is_auto_approved_on_restart_and_runs(
+    network, approval_recorded
+):
+    from datetime import UTC, datetime
+
+    from coordinator.domain.governance import AUTO_APPROVER
+    from coordinator.domain.model import JobSpec
+
+    # Given a job created, and perhaps auto-approved, just before the coordinator died
+    store = network.coordinator.store
+    now = datetime.now(UTC)
+    spec = JobSpec("count", "cohort", {}, ("tre-a", "tre-b"), "default")
+    job = store.create_job(spec, "researcher", now, request_id=f"crash-{approval_recorded}")
+    if approval_recorded:
+        store.governance.add_approval(job.id, AUTO_APPROVER, now)
+
+    # When the coordinator resumes what it finds (as it does at start)
+    assert network.coordinator.service.resume_pending() == 1
+    assert network.coordinator.service.resume_pending() == 0
+
+    # Then the job runs to the end, once
+    with network.client() as client:
+        result = client.handle(job.id).result(timeout=WAIT_S)
+        assert result.state == "completed"
+        retried = client.submit("count", dataset="cohort", request_id=f"crash-{approval_recorded}")
+        assert retried.id == job.id

@@ -309,3 +309,24 @@ def test_timeouts_and_cancellations_are_counted_in_the_metrics(service, store, c
     assert registry.get_sample_value("fedtre_tasks_timed_out_total", {"node": "tre-a"}) == 1
     finished = {"analysis": "count", "state": "cancelled"}
     assert registry.get_sample_value("fedtre_jobs_finished_total", finished) == 1
+
+
+def test_stopping_does_not_hang_on_a_tick_stuck_on_the_database():
+    entered, release = threading.Event(), threading.Event()
+
+    class Stuck:
+        clock = staticmethod(lambda: T0)
+
+        def expire_overdue(self, now):
+            entered.set()
+            release.wait(30)  # as a query to an unreachable database would
+
+    scheduler = Scheduler(Stuck(), interval=60)  # type: ignore[arg-type]
+    scheduler.start()
+    try:
+        assert entered.wait(10)
+        started = time.monotonic()
+        assert scheduler.stop(timeout=0.2) is False
+        assert time.monotonic() - started < 5
+    finally:
+        release.set()
