@@ -1,0 +1,423 @@
+"""Network benchmarks: job latency, throughput, fan-out to many agents, and how cost grows.
+
+    .venv/bin/python bench/network.py all            # everything (several minutes)
+    .venv/bin/python bench/network.py latency --jobs 200
+    .venv/bin/python bench/network.py throughput --jobs 2000 [--database-url URL]
+    .venv/bin/python bench/network.py fanout --agents 200,500,1000
+    .venv/bin/python bench/network.py rows --rows 2000,20000,200000
+
+Prints a table per benchmark and writes bench/results/network.json. Everything is real:
+gRPC over TLS on loopback, SQLite (or the PostgreSQL given) for the coordinator's state.
+
+- latency and rows: fedtre.testing.LocalNetwork (coordinator and three real agents as
+  threads of this process), one job at a time, submit to combined result;
+- throughput: the same network, jobs submitted from several client threads at once;
+- fanout: the coordinator as its own process (so its memory can be read from /proc),
+  and light agents in a few worker processes: each holds a real node certificate, opens
+  the real task stream over mutual TLS, and answers each task with a fixed released
+  count, as an agent would after its checks. What is measured is the coordinator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import platform
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).parent / "results" / "network.json"
+COUNT_PARAMS = {"filter": {"col": "age", "op": ">=", "value": 50}}
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * (len(ordered) - 1) + 0.5))]
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} cores, CPython {platform.python_version()}"
+
+
+def show(title: str, figures: dict[str, Any]) -> None:
+    print(f"\n{title}")
+    for key, value in figures.items():
+        print(f"  {key:28} {value}")
+
+
+@contextmanager
+def postgres_schema(url: str) -> Iterator[str]:
+    """A fresh schema on the PostgreSQL at url, dropped afterwards; yields a URL using it."""
+    import sqlalchemy as sa
+
+    schema = f"fedtre_bench_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(url)
+    with admin.begin() as conn:
+        conn.execute(sa.schema.CreateSchema(schema))
+    try:
+        yield f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.schema.DropSchema(schema, cascade=True))
+        admin.dispose()
+
+
+@contextmanager
+def network(rows: int, database_url: str | None) -> Iterator[Any]:
+    from fedtre.synth import write_cohorts
+    from fedtre.testing import LocalNetwork
+
+    with tempfile.TemporaryDirectory() as tmp:
+        files = write_cohorts(Path(tmp), n_nodes=3, rows=rows, seed=1, fmt="sqlite")
+        data = {node: {"cohort": path} for node, path in files.items()}
+        with LocalNetwork(data, database_url=database_url) as net:
+            yield net
+
+
+def timed_jobs(client: Any, jobs: int, analysis: str, params: dict) -> list[float]:
+    for _ in range(10):  # warm up connections and caches
+        client.submit(analysis, dataset="cohort", params=params).result(timeout=60)
+    latencies = []
+    for _ in range(jobs):
+        start = time.perf_counter()
+        result = client.submit(analysis, dataset="cohort", params=params).result(timeout=60)
+        latencies.append((time.perf_counter() - start) * 1000)
+        assert result.state == "completed", result.state
+    return latencies
+
+
+# -- latency, rows, throughput -----------------------------------------------------------
+
+
+def bench_latency(args: argparse.Namespace) -> dict[str, Any]:
+    with network(2000, args.database_url) as net, net.client() as client:
+        latencies = timed_jobs(client, args.jobs, "count", COUNT_PARAMS)
+    figures = {
+        "jobs": args.jobs,
+        "database": "postgresql" if args.database_url else "sqlite",
+        "p50_ms": round(statistics.median(latencies), 2),
+        "p90_ms": round(percentile(latencies, 0.90), 2),
+        "p99_ms": round(percentile(latencies, 0.99), 2),
+        "max_ms": round(max(latencies), 2),
+    }
+    show("latency: one count job over 3 agents, submit -> combined result", figures)
+    return figures
+
+
+def bench_rows(args: argparse.Namespace) -> dict[str, Any]:
+    curve = {}
+    for rows in [int(r) for r in args.rows.split(",")]:
+        with network(rows, args.database_url) as net, net.client() as client:
+            count = timed_jobs(client, 30, "count", COUNT_PARAMS)
+            summary = timed_jobs(client, 30, "summary", {"column": "sbp", "by": "smoking"})
+        curve[rows] = {
+            "count_p50_ms": round(statistics.median(count), 2),
+            "summary_p50_ms": round(statistics.median(summary), 2),
+        }
+        show(f"rows per node {rows}", curve[rows])
+    return {"rows_per_node": curve}
+
+
+def bench_throughput(args: argparse.Namespace) -> dict[str, Any]:
+    figures = {}
+    targets = [("sqlite", None)]
+    if args.database_url or args.postgres:
+        targets.append(("postgresql", args.database_url or args.postgres))
+    for name, url in targets:
+        with postgres_schema(url) if url else _none() as schema_url:
+            figures[name] = _throughput(args.jobs, args.threads, schema_url)
+        show(f"throughput on {name}: {args.jobs} count jobs over 3 agents", figures[name])
+    return figures
+
+
+@contextmanager
+def _none() -> Iterator[None]:
+    yield None
+
+
+def _throughput(jobs: int, threads: int, database_url: str | None) -> dict[str, Any]:
+    with network(2000, database_url) as net:
+        clients = [net.client() for _ in range(threads)]
+        timed_jobs(clients[0], 0, "count", COUNT_PARAMS)
+        ids: list[int] = []
+        lock = threading.Lock()
+
+        def submit(client: Any, n: int) -> None:
+            for _ in range(n):
+                handle = client.submit("count", dataset="cohort", params=COUNT_PARAMS)
+                with lock:
+                    ids.append(handle.id)
+
+        share = [jobs // threads + (1 if i < jobs % threads else 0) for i in range(threads)]
+        start = time.perf_counter()
+        workers = [
+            threading.Thread(target=submit, args=(c, n))
+            for c, n in zip(clients, share, strict=True)
+        ]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        submitted = time.perf_counter() - start
+        store = net.coordinator.store
+        while True:
+            states = [store.get_job(i).state.value for i in ids[-50:]]
+            if all(s not in ("running", "pending_approval") for s in states):
+                unfinished = [
+                    i
+                    for i in ids
+                    if store.get_job(i).state.value in ("running", "pending_approval")
+                ]
+                if not unfinished:
+                    break
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - start
+        completed = sum(store.get_job(i).state.value == "completed" for i in ids)
+        for client in clients:
+            client.close()
+    return {
+        "jobs": jobs,
+        "client_threads": threads,
+        "completed": completed,
+        "submit_seconds": round(submitted, 2),
+        "total_seconds": round(elapsed, 2),
+        "jobs_per_second": round(jobs / elapsed, 1),
+    }
+
+
+# -- fan-out -------------------------------------------------------------------------------
+
+
+def bench_fanout(args: argparse.Namespace) -> dict[str, Any]:
+    curve = {}
+    for agents in [int(a) for a in args.agents.split(",")]:
+        curve[agents] = _fanout(agents, args.workers)
+        show(f"fan-out: one count job to {agents} light agents", curve[agents])
+    return {"agents": curve}
+
+
+def _rss_kb(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(r"VmRSS:\s+(\d+) kB", status)
+    assert match, "no VmRSS in /proc (Linux only)"
+    return int(match.group(1))
+
+
+def _fanout(agents: int, workers: int) -> dict[str, Any]:
+    from fedtre.client import Client
+    from fedtre.identity.ca import init_network
+
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp)
+        nodes = [f"n{i:04d}" for i in range(agents)]
+        started = time.perf_counter()
+        init_network(home / "pki", nodes)
+        pki_seconds = time.perf_counter() - started
+        database = ["--database-url", f"sqlite:///{home / 'coordinator.sqlite'}"]
+        tls = ["--tls-dir", str(home / "pki" / "coordinator")]
+        _fedtre(["coordinator", "bootstrap-admin", "admin", "--out", str(home / "admin"),
+                 *tls, *database])  # fmt: skip
+        coordinator = subprocess.Popen(
+            [sys.executable, "-m", "fedtre.cli.main", "coordinator", "serve", "--listen",
+             "127.0.0.1:0", "--api-listen", "127.0.0.1:0", "--log-level", "WARNING",
+             *tls, *database],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+        pool: list[multiprocessing.Process] = []
+        try:
+            assert coordinator.stdout is not None
+            found: dict[str, str] = {}
+            while len(found) < 2:  # skip anything else printed first (py-spy's banner)
+                line = coordinator.stdout.readline()
+                if not line:
+                    raise SystemExit("the coordinator did not start")
+                for key, pattern in (("agents", "listening on "), ("api", "API (TLS")):
+                    if pattern in line:
+                        found[key] = line.split()[-1]
+            address, api = found["agents"], found["api"]
+            admin = Client(api, home / "admin")
+            admin.admin.create_user("researcher", "researcher")
+            _, token = admin.admin.issue_token("researcher", valid_days=1)
+            admin.admin.create_project(
+                "fanout",
+                expires=datetime.now(UTC) + timedelta(days=1),
+                nodes=nodes,
+                datasets=["cohort"],
+                analyses=["count"],
+                members=["researcher"],
+                auto_approve=["count"],
+            )
+            time.sleep(1.0)  # let the coordinator settle before the baseline
+            idle_kb = _rss_kb(coordinator.pid)
+            started = time.perf_counter()
+            slices = [nodes[i::workers] for i in range(workers)]
+            for part in slices:
+                process = multiprocessing.Process(
+                    target=_light_agents, args=(address, str(home / "pki" / "nodes"), part)
+                )
+                process.start()
+                pool.append(process)
+            _wait_online(admin, agents)
+            connect_seconds = time.perf_counter() - started
+            time.sleep(2.0)  # idle, as the target says
+            connected_kb = _rss_kb(coordinator.pid)
+            researcher = Client(api, token=token, ca=home / "pki" / "ca" / "ca.pem")
+            spy = _profile(coordinator.pid)
+            started = time.perf_counter()
+            handle = researcher.submit("count", dataset="cohort", params={}, project="fanout")
+            result = handle.result(timeout=120)
+            answered = time.perf_counter() - started
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
+                spy.wait(timeout=60)
+            assert result.state == "completed", result.state
+            assert int(result.combined["n"]) == 100 * agents
+            researcher.close()
+            admin.close()
+        finally:
+            for process in pool:
+                process.terminate()
+            coordinator.terminate()
+            coordinator.wait(timeout=30)
+            for process in pool:
+                process.join(timeout=10)
+    return {
+        "issue_certificates_s": round(pki_seconds, 1),
+        "all_connected_s": round(connect_seconds, 1),
+        "job_to_last_result_s": round(answered, 2),
+        "coordinator_rss_idle_mb": round(idle_kb / 1024, 1),
+        "coordinator_rss_connected_mb": round(connected_kb / 1024, 1),
+        "kb_per_connected_agent": round((connected_kb - idle_kb) / agents, 1),
+    }
+
+
+def _profile(pid: int) -> subprocess.Popen | None:
+    """With FEDTRE_BENCH_PROFILE=FILE, sample the coordinator with py-spy into FILE."""
+    target = os.environ.get("FEDTRE_BENCH_PROFILE")
+    if not target:
+        return None
+    spy = subprocess.Popen(
+        ["py-spy", "record", "--format", "raw", "--rate", "200", "-o", target,
+         "--pid", str(pid)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    time.sleep(1.0)  # let it attach
+    return spy
+
+
+def _fedtre(args: list[str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "fedtre.cli.main", *args], capture_output=True, text=True
+    )
+    if done.returncode:
+        raise SystemExit(f"fedtre {' '.join(args[:2])} failed: {done.stderr}")
+
+
+def _wait_online(admin: Any, agents: int, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sum(n.online for n in admin.nodes()) >= agents:
+            return
+        time.sleep(0.5)
+    raise SystemExit(f"only {sum(n.online for n in admin.nodes())} of {agents} agents connected")
+
+
+def _light_agents(address: str, bundles: str, nodes: list[str]) -> None:
+    """A worker process: one real mutual-TLS task stream per node, answering every task."""
+    asyncio.run(_run_light_agents(address, Path(bundles), nodes))
+
+
+async def _run_light_agents(address: str, bundles: Path, nodes: list[str]) -> None:
+    await asyncio.gather(*(_light_agent(address, bundles / node) for node in nodes))
+
+
+async def _light_agent(address: str, bundle: Path) -> None:
+    import grpc
+
+    from fedtre.identity.tls import TlsFiles, channel_credentials
+    from fedtre.v1 import agent_pb2, agent_pb2_grpc, common_pb2
+    from fedtre.wire import dict_to_struct
+
+    credentials = channel_credentials(TlsFiles.from_dir(bundle))
+    async with grpc.aio.secure_channel(address, credentials) as channel:
+        stub = agent_pb2_grpc.AgentServiceStub(channel)
+        dataset = common_pb2.DatasetSpec(
+            name="cohort", columns=[common_pb2.ColumnSpec(name="age", type="integer")]
+        )
+        request = agent_pb2.OpenTaskStreamRequest(
+            agent_version="bench", datasets=[dataset], analyses=["count"]
+        )
+        async for message in stub.OpenTaskStream(request):
+            if message.WhichOneof("body") != "task":
+                continue
+            await stub.ReportResult(
+                agent_pb2.ReportResultRequest(
+                    task_id=message.task.task_id,
+                    outcome=common_pb2.OUTCOME_RELEASED,
+                    payload=dict_to_struct({"n": 100}),
+                )
+            )
+
+
+# -- main --------------------------------------------------------------------------------
+
+BENCHES: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
+    "latency": bench_latency,
+    "throughput": bench_throughput,
+    "fanout": bench_fanout,
+    "rows": bench_rows,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("bench", choices=[*BENCHES, "all"])
+    parser.add_argument("--jobs", type=int, help="latency: 200; throughput: 2000")
+    parser.add_argument("--threads", type=int, default=8, help="throughput: client threads")
+    parser.add_argument("--database-url", help="the coordinator's database (default SQLite)")
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get(
+            "FEDTRE_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+        ),
+        help="throughput also runs on this PostgreSQL, in a schema of its own ('' skips it)",
+    )
+    parser.add_argument("--agents", default="200,500,1000", help="fanout: agent counts")
+    parser.add_argument("--workers", type=int, default=4, help="fanout: agent processes")
+    parser.add_argument("--rows", default="2000,20000,200000", help="rows: rows per node")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    chosen = list(BENCHES) if args.bench == "all" else [args.bench]
+    results: dict[str, Any] = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    results["machine"] = machine()
+    for name in chosen:
+        if args.jobs is None:
+            args.jobs = 2000 if name == "throughput" else 200
+        results[name] = BENCHES[name](args)
+        args.jobs = None if args.bench == "all" else args.jobs
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwritten to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
