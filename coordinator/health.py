@@ -30,6 +30,7 @@ class DatabaseHealth:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-health")
         self._running: Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.healthy = True
 
     async def check(self) -> bool:
@@ -50,6 +51,9 @@ class DatabaseHealth:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="db-health")
 
     async def stop(self) -> None:
+        # The flag as well as the cancel: on Python 3.11, asyncio.wait_for can swallow a
+        # cancellation that arrives as its future completes, and the loop would run on.
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -58,7 +62,7 @@ class DatabaseHealth:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopping:
             healthy = await self.check()
             if healthy != self.healthy:
                 self.healthy = healthy
