@@ -192,7 +192,7 @@ def _progress(status: JobStatus) -> None:
         line += f", {status.progress.describe()}"
     if status.state == "pending_approval":
         line = (
-            f"job {status.id}: awaiting approval by an admin "
+            f"job {status.id}: awaiting approval by an approver "
             f"(Ctrl-C stops waiting; the job stays submitted: `fedtre result {status.id} --wait`)"
         )
     if sys.stderr.isatty():
@@ -257,7 +257,7 @@ def _jobs_list(args: argparse.Namespace) -> int:
 def _print_job(job: JobStatus) -> None:
     print(f"job {job.id}: {job.state}")
     print(f"  analysis  {job.analysis} on dataset '{job.dataset}' (project {job.project})")
-    print(f"  params    {json.dumps(job.params, sort_keys=True)}")
+    print(f"  params    {json.dumps(_whole_numbers(job.params), sort_keys=True)}")
     print(f"  submitted {job.created_at:%Y-%m-%d %H:%M:%S} UTC by {job.submitted_by}")
     if job.decided_by:
         print(f"  decided   by {job.decided_by}{': ' + job.reason if job.reason else ''}")
@@ -291,7 +291,16 @@ def _jobs_show(args: argparse.Namespace) -> int:
 def _jobs_approve(args: argparse.Namespace) -> int:
     with connect(args) as client:
         job = client.approve(args.job_id)
-    print_json(_job_json(job)) if args.json else print(f"job {job.id} approved: {job.state}")
+    if args.json:
+        print_json(_job_json(job))
+    elif job.state == "pending_approval":
+        given, needed = len(job.approved_by), job.approvals_required
+        print(
+            f"job {job.id}: your approval is recorded ({given} of {needed}); it runs once "
+            f"{needed - given} more approver(s) approve"
+        )
+    else:
+        print(f"job {job.id} approved: {job.state.replace('_', ' ')}")
     return 0
 
 
@@ -365,3 +374,14 @@ def _nodes(args: argparse.Namespace) -> int:
         ],
     )
     return 0
+
+
+def _whole_numbers(value: Any) -> Any:
+    """value with whole floats as ints: parameters cross the wire as JSON numbers (floats)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _whole_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers(v) for v in value]
+    return value

@@ -143,3 +143,37 @@ def test_unreachable_coordinator_is_unavailable_not_a_traceback(network, capsys)
     ]
     assert main(args) == 2
     assert "cannot reach the coordinator" in capsys.readouterr().err
+
+
+def test_a_first_of_two_approvals_says_how_many_more_are_needed(network, capsys):
+    # Given a project whose jobs need two approvers, and a second approver
+    network.add_project("two-keys", approvals_required=2, auto_approve=())
+    network.add_user("approver-2", "approver", projects=())
+    args = ["submit", "count", "--dataset", "cohort", "--project", "two-keys"]
+    assert main(fedtre(network, *args, "--no-wait", "--json")) == 0
+    job_id = str(json.loads(capsys.readouterr().out)["job_id"])
+
+    def approve(user: str) -> int:  # approvers hold tokens only: the API port
+        where = ["--coordinator", network.api_address, "--identity", str(network.identity(user))]
+        return main(["jobs", "approve", job_id, *where])
+
+    # When the first approver approves, the job waits and the approver is told why
+    assert approve("approver") == 0
+    assert capsys.readouterr().out.strip() == (
+        f"job {job_id}: your approval is recorded (1 of 2); it runs once 1 more approver(s) approve"
+    )
+
+    # and when the second approves, it runs
+    assert approve("approver-2") == 0
+    assert capsys.readouterr().out.startswith(f"job {job_id} approved: ")
+
+
+def test_result_shows_whole_number_parameters_as_integers(network, capsys):
+    args = ["submit", "count", "--dataset", "cohort", "--filter", "age >= 60"]
+    assert main(fedtre(network, *args, "--no-wait", "--json")) == 0
+    job_id = str(json.loads(capsys.readouterr().out)["job_id"])
+
+    assert main(fedtre(network, "jobs", "show", job_id)) == 0
+
+    params = next(line for line in capsys.readouterr().out.splitlines() if "params" in line)
+    assert '"value": 60}' in params and "60.0" not in params
