@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint protos check-protos bench bench-latency bench-analyses bench-glm clean
+.PHONY: demo test lint protos check-protos bench bench-network bench-analyses bench-glm clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,10 +33,11 @@ clean:
 # (figures and commands: bench/README.md). pandas reads Parquet through pyarrow, a bench-only need.
 BENCH_NICE ?= nice -n 10
 
-bench: bench-latency bench-analyses bench-glm
+bench: bench-network bench-analyses bench-glm
 
-bench-latency: $(STAMP)
-	$(BIN)/python bench/latency.py
+# Latency, throughput (SQLite and the PostgreSQL on 127.0.0.1:5432), fan-out, rows curve.
+bench-network: $(STAMP)
+	$(BIN)/python bench/network.py all
 
 bench-analyses: $(STAMP)
 	$(BIN)/pip install --quiet pyarrow

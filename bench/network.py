@@ -6,7 +6,9 @@
     .venv/bin/python bench/network.py fanout --agents 200,500,1000
     .venv/bin/python bench/network.py rows --rows 2000,20000,200000
 
-Prints a table per benchmark and writes bench/results/network.json. Everything is real:
+Prints a table per benchmark and writes bench/results/network.json. With
+FEDTRE_BENCH_PROFILE=FILE, py-spy samples what is measured into FILE (raw format): this
+process for latency and throughput, the coordinator's process for fanout. Everything is real:
 gRPC over TLS on loopback, SQLite (or the PostgreSQL given) for the coordinator's state.
 
 - latency and rows: fedtre.testing.LocalNetwork (coordinator and three real agents as
@@ -27,6 +29,7 @@ import multiprocessing
 import os
 import platform
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -109,7 +112,9 @@ def timed_jobs(client: Any, jobs: int, analysis: str, params: dict) -> list[floa
 
 def bench_latency(args: argparse.Namespace) -> dict[str, Any]:
     with network(2000, args.database_url) as net, net.client() as client:
-        latencies = timed_jobs(client, args.jobs, "count", COUNT_PARAMS)
+        timed_jobs(client, 0, "count", COUNT_PARAMS)  # the warm-up, outside any profile
+        with profiled(os.getpid()):  # the network runs in this process
+            latencies = timed_jobs(client, args.jobs, "count", COUNT_PARAMS)
     figures = {
         "jobs": args.jobs,
         "database": "postgresql" if args.database_url else "sqlite",
@@ -154,6 +159,9 @@ def _none() -> Iterator[None]:
 
 
 def _throughput(jobs: int, threads: int, database_url: str | None) -> dict[str, Any]:
+    from coordinator.domain.model import JobState
+
+    PENDING = JobState.PENDING_APPROVAL  # noqa: N806
     with network(2000, database_url) as net:
         clients = [net.client() for _ in range(threads)]
         timed_jobs(clients[0], 0, "count", COUNT_PARAMS)
@@ -167,29 +175,23 @@ def _throughput(jobs: int, threads: int, database_url: str | None) -> dict[str, 
                     ids.append(handle.id)
 
         share = [jobs // threads + (1 if i < jobs % threads else 0) for i in range(threads)]
-        start = time.perf_counter()
-        workers = [
-            threading.Thread(target=submit, args=(c, n))
-            for c, n in zip(clients, share, strict=True)
-        ]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join()
-        submitted = time.perf_counter() - start
-        store = net.coordinator.store
-        while True:
-            states = [store.get_job(i).state.value for i in ids[-50:]]
-            if all(s not in ("running", "pending_approval") for s in states):
-                unfinished = [
-                    i
-                    for i in ids
-                    if store.get_job(i).state.value in ("running", "pending_approval")
-                ]
-                if not unfinished:
-                    break
-            time.sleep(0.05)
-        elapsed = time.perf_counter() - start
+        with profiled(os.getpid()):  # the network runs in this process
+            start = time.perf_counter()
+            workers = [
+                threading.Thread(target=submit, args=(c, n))
+                for c, n in zip(clients, share, strict=True)
+            ]
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join()
+            submitted = time.perf_counter() - start
+            store = net.coordinator.store
+            # Two small queries a poll: reading every job's state would compete with the
+            # work measured (for the store's lock and the GIL).
+            while any(store.list_jobs(state, 1) for state in (JobState.RUNNING, PENDING)):
+                time.sleep(0.05)
+            elapsed = time.perf_counter() - start
         completed = sum(store.get_job(i).state.value == "completed" for i in ids)
         for client in clients:
             client.close()
@@ -310,13 +312,25 @@ def _fanout(agents: int, workers: int) -> dict[str, Any]:
     }
 
 
+@contextmanager
+def profiled(pid: int) -> Iterator[None]:
+    """With FEDTRE_BENCH_PROFILE=FILE, sample process pid with py-spy into FILE meanwhile."""
+    spy = _profile(pid)
+    try:
+        yield
+    finally:
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
+            spy.wait(timeout=60)
+
+
 def _profile(pid: int) -> subprocess.Popen | None:
     """With FEDTRE_BENCH_PROFILE=FILE, sample the coordinator with py-spy into FILE."""
     target = os.environ.get("FEDTRE_BENCH_PROFILE")
     if not target:
         return None
     spy = subprocess.Popen(
-        ["py-spy", "record", "--format", "raw", "--rate", "200", "-o", target,
+        [shutil.which("py-spy", path=Path(sys.executable).parent) or "py-spy", "record", "--format", "raw", "--rate", "200", "-o", target,
          "--pid", str(pid)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip

@@ -79,6 +79,10 @@ class CoordinatorService:
         # Called with (node, task id) pairs of delivered tasks whose job was cancelled or
         # which timed out, so their agents are told to stop them; None outside a server.
         self.on_tasks_cancelled: Callable[[Sequence[tuple[str, str, str]]], None] | None = None
+        # Called with a job's id once this process has finished it (completed, rejected,
+        # cancelled) or started its next round, from whichever thread did; GetJob's wait
+        # listens (rpc.job_waiters).
+        self.on_job_changed: list[Callable[[int], None]] = []
 
     # -- researchers ---------------------------------------------------------------------
 
@@ -149,6 +153,7 @@ class CoordinatorService:
             )
         job = self.store.reject_job(job_id, approver, reason, self.clock())
         self.metrics.job_rejected(job)
+        self._changed(job_id)
         logger.info("job rejected", extra={"job_id": job_id})
         return job
 
@@ -253,6 +258,7 @@ class CoordinatorService:
         cancelled = self.store.cancel_job(job_id, actor.name, reason.strip(), self.clock())
         self.metrics.job_cancelled(cancelled.job)
         self._notify_cancelled(cancelled)
+        self._changed(job_id)
         logger.info("job cancelled", extra={"job_id": job_id, "running": len(cancelled.running)})
         return cancelled.job
 
@@ -380,6 +386,7 @@ class CoordinatorService:
         if self.store.complete_job(job.id, state, combined, now, _reason(job)) is None:
             return  # someone else completed it first
         self.metrics.job_finished(job, state, now)
+        self._changed(job.id)
         logger.info("job finished", extra={"job_id": job.id, "state": state.value})
 
     def _advance_rounds(self, job: Job) -> None:
@@ -394,6 +401,7 @@ class CoordinatorService:
                 "job round started",
                 extra={"job_id": job.id, "round": step.round, "tasks": len(step.nodes)},
             )
+            self._changed(job.id)
             if self.on_tasks_queued is not None:
                 self.on_tasks_queued(step.nodes)
             return
@@ -403,9 +411,17 @@ class CoordinatorService:
         if done is None:
             return
         self.metrics.job_finished(job, step.state, now)
+        self._changed(job.id)
         logger.info(
             "job finished", extra={"job_id": job.id, "state": step.state.value, "round": job.round}
         )
+
+    def _changed(self, job_id: int) -> None:
+        for listener in self.on_job_changed:
+            try:
+                listener(job_id)
+            except Exception:  # a listener's bug must not fail the state change behind it
+                logger.exception("a job-changed listener failed", extra={"job_id": job_id})
 
 
 def _reason(job: Job) -> str:

@@ -281,13 +281,20 @@ class JobHandle:
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = 0.005
         last: tuple[str, int, int, int] | None = None
+        # The coordinator holds each GetJob until the job finishes (or, with a progress
+        # callback, progresses) or `wait` passes, so the result arrives as soon as it
+        # exists; never longer than half the call's own timeout.
+        longest = min(10.0, self._client.timeout / 2)
         while True:
-            status = self.status()
+            left = None if deadline is None else deadline - time.monotonic()
+            wait = longest if left is None else max(0.0, min(longest, left))
+            asked = time.monotonic()
+            status = self._client.job(self.id, wait=wait, progress=progress is not None)
             round_ = status.progress.round if status.progress is not None else 0
             seen = (status.state, status.done_count, status.held_count, round_)
-            if progress is not None and seen != last:
+            changed, last = seen != last, seen
+            if progress is not None and changed:
                 progress(status)
-                last = seen
             if status.finished:
                 return status
             if deadline is not None and time.monotonic() >= deadline:
@@ -295,8 +302,11 @@ class JobHandle:
                     f"job {self.id} is still {status.state.replace('_', ' ')} after {timeout} s; "
                     f"follow it with `fedtre result {self.id} --wait`"
                 )
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.5)
+            if not changed and time.monotonic() - asked < wait / 2:
+                # Answered early with nothing new: a coordinator that does not wait (older
+                # than wait_seconds). Poll it with a growing sleep, as before.
+                time.sleep(delay)
+                delay = min(delay * 1.5, 0.5)
 
     def result(self, timeout: float | None = None) -> Result:
         """Wait for the job and return its result; raise Conflict if it was rejected."""
@@ -397,8 +407,20 @@ class Client:
             return DryRun(tuple((p.node, p.message) for p in response.problems))
         return JobHandle(self, response.job.id)
 
-    def job(self, job_id: int) -> JobStatus:
-        return _job_status(self._call("GetJob", jobs_pb2.GetJobRequest(job_id=job_id)).job)
+    @property
+    def timeout(self) -> float:
+        """Seconds each call may take."""
+        return self._timeout
+
+    def job(self, job_id: int, *, wait: float = 0.0, progress: bool = False) -> JobStatus:
+        """The job's status; with wait, once it finishes or after wait seconds (at most 60).
+
+        progress: with wait, answer also as soon as the job's progress changes.
+        """
+        request = jobs_pb2.GetJobRequest(
+            job_id=job_id, wait_seconds=wait, wait_for_progress=progress
+        )
+        return _job_status(self._call("GetJob", request).job)
 
     def handle(self, job_id: int) -> JobHandle:
         return JobHandle(self, job_id)

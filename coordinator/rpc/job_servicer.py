@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 from collections.abc import Sequence
 
 import grpc
@@ -18,6 +19,7 @@ from coordinator.rpc.convert import (
     node_to_pb,
 )
 from coordinator.rpc.errors import rpc_method
+from coordinator.rpc.job_waiters import JobWaiters
 from coordinator.rpc.notifier import TaskNotifier
 from coordinator.service import CoordinatorService
 from fedtre.errors import InvalidRequest, PermissionDenied
@@ -29,6 +31,10 @@ USERS = ("researcher", "approver", "admin")
 APPROVERS = ("approver", "admin")
 ADMINS = ("admin",)
 MAX_LIST = 1000
+MAX_WAIT_SECONDS = 60.0
+# A waiting GetJob reads the job again this often even unwoken: another replica or the
+# expiry tick may have finished it.
+RECHECK_SECONDS = 0.5
 
 
 class JobServicer(jobs_pb2_grpc.JobServiceServicer):
@@ -41,6 +47,8 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         self._service = service
         self._notifier = notifier
         self.auth = auth  # read by rpc_method: people authenticate with API tokens
+        self._waiters = JobWaiters()
+        service.on_job_changed.append(self._waiters.changed)
 
     async def _pbs(self, jobs: Sequence[Job]) -> list[jobs_pb2.Job]:
         """The jobs as messages, with who approved each and how many approvals it needs."""
@@ -141,7 +149,30 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
     async def GetJob(
         self, request: jobs_pb2.GetJobRequest, context: grpc.aio.ServicerContext, identity: Identity
     ) -> jobs_pb2.GetJobResponse:
-        job = await asyncio.to_thread(self._service.job, request.job_id, identity)
+        wait = request.wait_seconds
+        if not (math.isfinite(wait) and 0 <= wait <= MAX_WAIT_SECONDS):
+            raise InvalidRequest(
+                f"wait_seconds must be between 0 (answer at once) and {MAX_WAIT_SECONDS:g}"
+            )
+        remaining = context.time_remaining()
+        if remaining is not None:  # answer before the caller's own deadline does
+            wait = max(0.0, min(wait, remaining - 0.1))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        # Registered before the first read, so a job finishing in between still wakes us;
+        # no transaction is open while waiting.
+        with self._waiters.watch(request.job_id) as changed:
+            job = await asyncio.to_thread(self._service.job, request.job_id, identity)
+            seen = _progress(job)
+            while not job.state.is_final and (left := deadline - loop.time()) > 0:
+                try:
+                    await asyncio.wait_for(changed.wait(), min(left, RECHECK_SECONDS))
+                except TimeoutError:
+                    pass
+                changed.clear()  # before the read: a change after it sets it again
+                job = await asyncio.to_thread(self._service.job, request.job_id, identity)
+                if request.wait_for_progress and _progress(job) != seen:
+                    break
         await asyncio.to_thread(self._audit_read, identity, [job], "result.read")
         return jobs_pb2.GetJobResponse(job=(await self._pbs([job]))[0])
 
@@ -217,3 +248,9 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
             self._service.network_status, request.recent_failures or 10
         )
         return network_status_to_pb(status)
+
+
+def _progress(job: Job) -> tuple[str, int, int]:
+    """What a caller following a job's progress sees change: state, round, tasks done."""
+    done = sum(1 for t in job.tasks if t.output is not None)
+    return (job.state.value, job.round, done)

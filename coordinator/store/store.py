@@ -77,6 +77,8 @@ class Store(RoundStore):
         self._sqlite_lock = (
             threading.Lock() if self.engine.dialect.name == "sqlite" else contextlib.nullcontext()
         )
+        # The session of this thread's atomic() block, if it is in one.
+        self._atomic = threading.local()
         # People, tokens, projects, approvals and the audit log (same database).
         self.governance = GovernanceStore(self)
 
@@ -85,8 +87,29 @@ class Store(RoundStore):
 
     @contextmanager
     def _tx(self) -> Iterator[Session]:
+        session = getattr(self._atomic, "session", None)
+        if session is not None:  # inside atomic(): part of its one transaction
+            yield session
+            return
         with self._sqlite_lock, self._sessions.begin() as session:
             yield session
+
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        """Run this thread's store calls inside as one transaction: all committed, or none.
+
+        One commit (one fsync) instead of one per call. Nothing in it may wait on another
+        thread's transaction, and an error raised inside rolls back every call made in it.
+        """
+        if getattr(self._atomic, "session", None) is not None:
+            yield  # already inside one
+            return
+        with self._sqlite_lock, self._sessions.begin() as session:
+            self._atomic.session = session
+            try:
+                yield
+            finally:
+                self._atomic.session = None
 
     # -- nodes -------------------------------------------------------------------------
 

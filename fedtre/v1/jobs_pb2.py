@@ -27,19 +27,19 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x66\x65\x64tre/v1/jobs.proto\x12\tfedtre.v1\x1a\x16\x66\x65\x64tre/v1/common.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb9\x01\n\x07JobSpec\x12\x10\n\x08\x61nalysis\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\'\n\x06params\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05nodes\x18\x04 \x03(\t\x12\x0f\n\x07project\x18\x05 \x01(\t\x12\x18\n\x10\x64\x65\x61\x64line_seconds\x18\x06 \x01(\x05\x12(\n\x08on_pause\x18\x07 \x01(\x0e\x32\x16.fedtre.v1.PauseChoice\"Y\n\x10SubmitJobRequest\x12 \n\x04spec\x18\x01 \x01(\x0b\x32\x12.fedtre.v1.JobSpec\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"(\n\x07Problem\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"V\n\x11SubmitJobResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.fedtre.v1.Job\x12$\n\x08problems\x18\x02 \x03(\x0b\x32\x12.fedtre.v1.Problem\"\xfe\x01\n\nTaskStatus\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.fedtre.v1.TaskState\x12#\n\x07outcome\x18\x04 \x01(\x0e\x32\x12.fedtre.v1.Outcome\x12#\n\x05rules\x18\x05 \x03(\x0b\x32\x14.fedtre.v1.RuleCheck\x12(\n\x07payload\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12)\n\nprovenance\x18\x08 \x01(\x0b\x32\x15.fedtre.v1.Provenance\"\x9d\x03\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\x03\x12 \n\x04spec\x18\x02 \x01(\x0b\x32\x12.fedtre.v1.JobSpec\x12\"\n\x05state\x18\x03 \x01(\x0e\x32\x13.fedtre.v1.JobState\x12\x14\n\x0csubmitted_by\x18\x04 \x01(\t\x12\x12\n\ndecided_by\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12$\n\x05tasks\x18\t \x03(\x0b\x32\x15.fedtre.v1.TaskStatus\x12)\n\x08\x63ombined\x18\n \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x0b\x61pproved_by\x18\x0b \x03(\t\x12\x1a\n\x12\x61pprovals_required\x18\x0c \x01(\x05\x12(\n\x08progress\x18\x10 \x01(\x0b\x32\x16.fedtre.v1.JobProgress\"Z\n\x0bJobProgress\x12\r\n\x05round\x18\x01 \x01(\x05\x12\x12\n\nmax_rounds\x18\x02 \x01(\x05\x12(\n\x07\x66igures\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\x03\"-\n\x0eGetJobResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.fedtre.v1.Job\"c\n\x0fListJobsRequest\x12\"\n\x05state\x18\x01 \x01(\x0e\x32\x13.fedtre.v1.JobState\x12\r\n\x05limit\x18\x02 \x01(\x05\x12\x0f\n\x07project\x18\x03 \x01(\t\x12\x0c\n\x04node\x18\x04 \x01(\t\"0\n\x10ListJobsResponse\x12\x1c\n\x04jobs\x18\x01 \x03(\x0b\x32\x0e.fedtre.v1.Job\"#\n\x11\x41pproveJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\x03\"1\n\x12\x41pproveJobResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.fedtre.v1.Job\"2\n\x10RejectJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\x03\x12\x0e\n\x06reason\x18\x02 \x01(\t\"0\n\x11RejectJobResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.fedtre.v1.Job\"\x12\n\x10ListNodesRequest\"\xa6\x01\n\x08NodeInfo\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06online\x18\x02 \x01(\x08\x12-\n\tlast_seen\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x08\x64\x61tasets\x18\x04 \x03(\x0b\x32\x16.fedtre.v1.DatasetSpec\x12\x10\n\x08\x61nalyses\x18\x05 \x03(\t\x12\x0e\n\x06paused\x18\x06 \x01(\x08\"7\n\x11ListNodesResponse\x12\"\n\x05nodes\x18\x01 \x03(\x0b\x32\x13.fedtre.v1.NodeInfo\"2\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\x03\x12\x0e\n\x06reason\x18\x02 \x01(\t\"0\n\x11\x43\x61ncelJobResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.fedtre.v1.Job\"2\n\x17GetNetworkStatusRequest\x12\x17\n\x0frecent_failures\x18\x01 \x01(\x05\"\xed\x01\n\tNodeQueue\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06online\x18\x02 \x01(\x08\x12-\n\tlast_seen\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06queued\x18\x04 \x01(\x03\x12\x11\n\tdelivered\x18\x05 \x01(\x03\x12\x34\n\x10oldest_queued_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x13oldest_delivered_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"B\n\rJobStateCount\x12\"\n\x05state\x18\x01 \x01(\x0e\x32\x13.fedtre.v1.JobState\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"\xb3\x01\n\x0bTaskFailure\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\x03\x12\x0c\n\x04node\x18\x03 \x01(\t\x12\x10\n\x08\x61nalysis\x18\x04 \x01(\t\x12#\n\x07outcome\x18\x05 \x01(\x0e\x32\x12.fedtre.v1.Outcome\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12/\n\x0breported_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x98\x01\n\x18GetNetworkStatusResponse\x12#\n\x05nodes\x18\x01 \x03(\x0b\x32\x14.fedtre.v1.NodeQueue\x12&\n\x04jobs\x18\x02 \x03(\x0b\x32\x18.fedtre.v1.JobStateCount\x12/\n\x0frecent_failures\x18\x03 \x03(\x0b\x32\x16.fedtre.v1.TaskFailure*\xd3\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x1e\n\x1aJOB_STATE_PENDING_APPROVAL\x10\x01\x12\x16\n\x12JOB_STATE_REJECTED\x10\x02\x12\x15\n\x11JOB_STATE_RUNNING\x10\x03\x12\x17\n\x13JOB_STATE_COMPLETED\x10\x04\x12\x15\n\x11JOB_STATE_PARTIAL\x10\x05\x12\x14\n\x10JOB_STATE_FAILED\x10\x06\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x07*m\n\tTaskState\x12\x1a\n\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11TASK_STATE_QUEUED\x10\x01\x12\x18\n\x14TASK_STATE_DELIVERED\x10\x02\x12\x13\n\x0fTASK_STATE_DONE\x10\x03*\\\n\x0bPauseChoice\x12\x1c\n\x18PAUSE_CHOICE_UNSPECIFIED\x10\x00\x12\x15\n\x11PAUSE_CHOICE_WAIT\x10\x01\x12\x18\n\x14PAUSE_CHOICE_PARTIAL\x10\x02\x32\xd8\x04\n\nJobService\x12\x46\n\tSubmitJob\x12\x1b.fedtre.v1.SubmitJobRequest\x1a\x1c.fedtre.v1.SubmitJobResponse\x12=\n\x06GetJob\x12\x18.fedtre.v1.GetJobRequest\x1a\x19.fedtre.v1.GetJobResponse\x12\x43\n\x08ListJobs\x12\x1a.fedtre.v1.ListJobsRequest\x1a\x1b.fedtre.v1.ListJobsResponse\x12I\n\nApproveJob\x12\x1c.fedtre.v1.ApproveJobRequest\x1a\x1d.fedtre.v1.ApproveJobResponse\x12\x46\n\tRejectJob\x12\x1b.fedtre.v1.RejectJobRequest\x1a\x1c.fedtre.v1.RejectJobResponse\x12\x46\n\tListNodes\x12\x1b.fedtre.v1.ListNodesRequest\x1a\x1c.fedtre.v1.ListNodesResponse\x12[\n\x10GetNetworkStatus\x12\".fedtre.v1.GetNetworkStatusRequest\x1a#.fedtre.v1.GetNetworkStatusResponse\x12\x46\n\tCancelJob\x12\x1b.fedtre.v1.CancelJobRequest\x1a\x1c.fedtre.v1.CancelJobResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x66\x65\x64tre/v1/jobs.proto\x12\tfedtre.v1\x1a\x16\x66\x65\x64tre/v1/common.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb9\x01\n\x07JobSpec\x12\x10\n\x08\x61nalysis\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\'\n\x06params\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05nodes\x18\x04 \x03(\t\x12\x0f\n\x07project\x18\x05 \x01(\t\x12\x18\n\x10\x64\x65\x61\x64line_seconds\x18\x06 \x01(\x05\x12(\n\x08on_pause\x18\x07 \x01(\x0e\x32\x16.fedtre.v1.PauseChoice\"Y\n\x10SubmitJobRequest\x12 \n\x04spec\x18\x01 \x01(\x0b\x32\x12.fedtre.v1.JobSpec\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"(\n\x07Problem\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"V\n\x11SubmitJobResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.fedtre.v1.Job\x12$\n\x08problems\x18\x02 \x03(\x0b\x32\x12.fedtre.v1.Problem\"\xfe\x01\n\nTaskStatus\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.fedtre.v1.TaskState\x12#\n\x07outcome\x18\x04 \x01(\x0e\x32\x12.fedtre.v1.Outcome\x12#\n\x05rules\x18\x05 \x03(\x0b\x32\x14.fedtre.v1.RuleCheck\x12(\n\x07payload\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12)\n\nprovenance\x18\x08 \x01(\x0b\x32\x15.fedtre.v1.Provenance\"\x9d\x03\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\x03\x12 \n\x04spec\x18\x02 \x01(\x0b\x32\x12.fedtre.v1.JobSpec\x12\"\n\x05state\x18\x03 \x01(\x0e\x32\x13.fedtre.v1.JobState\x12\x14\n\x0csubmitted_by\x18\x04 \x01(\t\x12\x12\n\ndecided_by\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12$\n\x05tasks\x18\t \x03(\x0b\x32\x15.fedtre.v1.TaskStatus\x12)\n\x08\x63ombined\x18\n \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x13\n\x0b\x61pproved_by\x18\x0b \x03(\t\x12\x1a\n\x12\x61pprovals_required\x18\x0c \x01(\x05\x12(\n\x08progress\x18\x10 \x01(\x0b\x32\x16.fedtre.v1.JobProgress\"Z\n\x0bJobProgress\x12\r\n\x05round\x18\x01 \x01(\x05\x12\x12\n\nmax_rounds\x18\x02 \x01(\x05\x12(\n\x07\x66igures\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"P\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\x03\x12\x14\n\x0cwait_seconds\x18\x02 \x01(\x01\x12\x19\n\x11wait_for_progress\x18\x03 \x01(\x08\"-\n\x0eGetJobResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.fedtre.v1.Job\"c\n\x0fListJobsRequest\x12\"\n\x05state\x18\x01 \x01(\x0e\x32\x13.fedtre.v1.JobState\x12\r\n\x05limit\x18\x02 \x01(\x05\x12\x0f\n\x07project\x18\x03 \x01(\t\x12\x0c\n\x04node\x18\x04 \x01(\t\"0\n\x10ListJobsResponse\x12\x1c\n\x04jobs\x18\x01 \x03(\x0b\x32\x0e.fedtre.v1.Job\"#\n\x11\x41pproveJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\x03\"1\n\x12\x41pproveJobResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.fedtre.v1.Job\"2\n\x10RejectJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\x03\x12\x0e\n\x06reason\x18\x02 \x01(\t\"0\n\x11RejectJobResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.fedtre.v1.Job\"\x12\n\x10ListNodesRequest\"\xa6\x01\n\x08NodeInfo\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06online\x18\x02 \x01(\x08\x12-\n\tlast_seen\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x08\x64\x61tasets\x18\x04 \x03(\x0b\x32\x16.fedtre.v1.DatasetSpec\x12\x10\n\x08\x61nalyses\x18\x05 \x03(\t\x12\x0e\n\x06paused\x18\x06 \x01(\x08\"7\n\x11ListNodesResponse\x12\"\n\x05nodes\x18\x01 \x03(\x0b\x32\x13.fedtre.v1.NodeInfo\"2\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\x03\x12\x0e\n\x06reason\x18\x02 \x01(\t\"0\n\x11\x43\x61ncelJobResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.fedtre.v1.Job\"2\n\x17GetNetworkStatusRequest\x12\x17\n\x0frecent_failures\x18\x01 \x01(\x05\"\xed\x01\n\tNodeQueue\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06online\x18\x02 \x01(\x08\x12-\n\tlast_seen\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06queued\x18\x04 \x01(\x03\x12\x11\n\tdelivered\x18\x05 \x01(\x03\x12\x34\n\x10oldest_queued_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x13oldest_delivered_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"B\n\rJobStateCount\x12\"\n\x05state\x18\x01 \x01(\x0e\x32\x13.fedtre.v1.JobState\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"\xb3\x01\n\x0bTaskFailure\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\x03\x12\x0c\n\x04node\x18\x03 \x01(\t\x12\x10\n\x08\x61nalysis\x18\x04 \x01(\t\x12#\n\x07outcome\x18\x05 \x01(\x0e\x32\x12.fedtre.v1.Outcome\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12/\n\x0breported_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x98\x01\n\x18GetNetworkStatusResponse\x12#\n\x05nodes\x18\x01 \x03(\x0b\x32\x14.fedtre.v1.NodeQueue\x12&\n\x04jobs\x18\x02 \x03(\x0b\x32\x18.fedtre.v1.JobStateCount\x12/\n\x0frecent_failures\x18\x03 \x03(\x0b\x32\x16.fedtre.v1.TaskFailure*\xd3\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x1e\n\x1aJOB_STATE_PENDING_APPROVAL\x10\x01\x12\x16\n\x12JOB_STATE_REJECTED\x10\x02\x12\x15\n\x11JOB_STATE_RUNNING\x10\x03\x12\x17\n\x13JOB_STATE_COMPLETED\x10\x04\x12\x15\n\x11JOB_STATE_PARTIAL\x10\x05\x12\x14\n\x10JOB_STATE_FAILED\x10\x06\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x07*m\n\tTaskState\x12\x1a\n\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11TASK_STATE_QUEUED\x10\x01\x12\x18\n\x14TASK_STATE_DELIVERED\x10\x02\x12\x13\n\x0fTASK_STATE_DONE\x10\x03*\\\n\x0bPauseChoice\x12\x1c\n\x18PAUSE_CHOICE_UNSPECIFIED\x10\x00\x12\x15\n\x11PAUSE_CHOICE_WAIT\x10\x01\x12\x18\n\x14PAUSE_CHOICE_PARTIAL\x10\x02\x32\xd8\x04\n\nJobService\x12\x46\n\tSubmitJob\x12\x1b.fedtre.v1.SubmitJobRequest\x1a\x1c.fedtre.v1.SubmitJobResponse\x12=\n\x06GetJob\x12\x18.fedtre.v1.GetJobRequest\x1a\x19.fedtre.v1.GetJobResponse\x12\x43\n\x08ListJobs\x12\x1a.fedtre.v1.ListJobsRequest\x1a\x1b.fedtre.v1.ListJobsResponse\x12I\n\nApproveJob\x12\x1c.fedtre.v1.ApproveJobRequest\x1a\x1d.fedtre.v1.ApproveJobResponse\x12\x46\n\tRejectJob\x12\x1b.fedtre.v1.RejectJobRequest\x1a\x1c.fedtre.v1.RejectJobResponse\x12\x46\n\tListNodes\x12\x1b.fedtre.v1.ListNodesRequest\x1a\x1c.fedtre.v1.ListNodesResponse\x12[\n\x10GetNetworkStatus\x12\".fedtre.v1.GetNetworkStatusRequest\x1a#.fedtre.v1.GetNetworkStatusResponse\x12\x46\n\tCancelJob\x12\x1b.fedtre.v1.CancelJobRequest\x1a\x1c.fedtre.v1.CancelJobResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fedtre.v1.jobs_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBSTATE']._serialized_start=2763
-  _globals['_JOBSTATE']._serialized_end=2974
-  _globals['_TASKSTATE']._serialized_start=2976
-  _globals['_TASKSTATE']._serialized_end=3085
-  _globals['_PAUSECHOICE']._serialized_start=3087
-  _globals['_PAUSECHOICE']._serialized_end=3179
+  _globals['_JOBSTATE']._serialized_start=2812
+  _globals['_JOBSTATE']._serialized_end=3023
+  _globals['_TASKSTATE']._serialized_start=3025
+  _globals['_TASKSTATE']._serialized_end=3134
+  _globals['_PAUSECHOICE']._serialized_start=3136
+  _globals['_PAUSECHOICE']._serialized_end=3228
   _globals['_JOBSPEC']._serialized_start=123
   _globals['_JOBSPEC']._serialized_end=308
   _globals['_SUBMITJOBREQUEST']._serialized_start=310
@@ -55,41 +55,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOBPROGRESS']._serialized_start=1204
   _globals['_JOBPROGRESS']._serialized_end=1294
   _globals['_GETJOBREQUEST']._serialized_start=1296
-  _globals['_GETJOBREQUEST']._serialized_end=1327
-  _globals['_GETJOBRESPONSE']._serialized_start=1329
-  _globals['_GETJOBRESPONSE']._serialized_end=1374
-  _globals['_LISTJOBSREQUEST']._serialized_start=1376
-  _globals['_LISTJOBSREQUEST']._serialized_end=1475
-  _globals['_LISTJOBSRESPONSE']._serialized_start=1477
-  _globals['_LISTJOBSRESPONSE']._serialized_end=1525
-  _globals['_APPROVEJOBREQUEST']._serialized_start=1527
-  _globals['_APPROVEJOBREQUEST']._serialized_end=1562
-  _globals['_APPROVEJOBRESPONSE']._serialized_start=1564
-  _globals['_APPROVEJOBRESPONSE']._serialized_end=1613
-  _globals['_REJECTJOBREQUEST']._serialized_start=1615
-  _globals['_REJECTJOBREQUEST']._serialized_end=1665
-  _globals['_REJECTJOBRESPONSE']._serialized_start=1667
-  _globals['_REJECTJOBRESPONSE']._serialized_end=1715
-  _globals['_LISTNODESREQUEST']._serialized_start=1717
-  _globals['_LISTNODESREQUEST']._serialized_end=1735
-  _globals['_NODEINFO']._serialized_start=1738
-  _globals['_NODEINFO']._serialized_end=1904
-  _globals['_LISTNODESRESPONSE']._serialized_start=1906
-  _globals['_LISTNODESRESPONSE']._serialized_end=1961
-  _globals['_CANCELJOBREQUEST']._serialized_start=1963
-  _globals['_CANCELJOBREQUEST']._serialized_end=2013
-  _globals['_CANCELJOBRESPONSE']._serialized_start=2015
-  _globals['_CANCELJOBRESPONSE']._serialized_end=2063
-  _globals['_GETNETWORKSTATUSREQUEST']._serialized_start=2065
-  _globals['_GETNETWORKSTATUSREQUEST']._serialized_end=2115
-  _globals['_NODEQUEUE']._serialized_start=2118
-  _globals['_NODEQUEUE']._serialized_end=2355
-  _globals['_JOBSTATECOUNT']._serialized_start=2357
-  _globals['_JOBSTATECOUNT']._serialized_end=2423
-  _globals['_TASKFAILURE']._serialized_start=2426
-  _globals['_TASKFAILURE']._serialized_end=2605
-  _globals['_GETNETWORKSTATUSRESPONSE']._serialized_start=2608
-  _globals['_GETNETWORKSTATUSRESPONSE']._serialized_end=2760
-  _globals['_JOBSERVICE']._serialized_start=3182
-  _globals['_JOBSERVICE']._serialized_end=3782
+  _globals['_GETJOBREQUEST']._serialized_end=1376
+  _globals['_GETJOBRESPONSE']._serialized_start=1378
+  _globals['_GETJOBRESPONSE']._serialized_end=1423
+  _globals['_LISTJOBSREQUEST']._serialized_start=1425
+  _globals['_LISTJOBSREQUEST']._serialized_end=1524
+  _globals['_LISTJOBSRESPONSE']._serialized_start=1526
+  _globals['_LISTJOBSRESPONSE']._serialized_end=1574
+  _globals['_APPROVEJOBREQUEST']._serialized_start=1576
+  _globals['_APPROVEJOBREQUEST']._serialized_end=1611
+  _globals['_APPROVEJOBRESPONSE']._serialized_start=1613
+  _globals['_APPROVEJOBRESPONSE']._serialized_end=1662
+  _globals['_REJECTJOBREQUEST']._serialized_start=1664
+  _globals['_REJECTJOBREQUEST']._serialized_end=1714
+  _globals['_REJECTJOBRESPONSE']._serialized_start=1716
+  _globals['_REJECTJOBRESPONSE']._serialized_end=1764
+  _globals['_LISTNODESREQUEST']._serialized_start=1766
+  _globals['_LISTNODESREQUEST']._serialized_end=1784
+  _globals['_NODEINFO']._serialized_start=1787
+  _globals['_NODEINFO']._serialized_end=1953
+  _globals['_LISTNODESRESPONSE']._serialized_start=1955
+  _globals['_LISTNODESRESPONSE']._serialized_end=2010
+  _globals['_CANCELJOBREQUEST']._serialized_start=2012
+  _globals['_CANCELJOBREQUEST']._serialized_end=2062
+  _globals['_CANCELJOBRESPONSE']._serialized_start=2064
+  _globals['_CANCELJOBRESPONSE']._serialized_end=2112
+  _globals['_GETNETWORKSTATUSREQUEST']._serialized_start=2114
+  _globals['_GETNETWORKSTATUSREQUEST']._serialized_end=2164
+  _globals['_NODEQUEUE']._serialized_start=2167
+  _globals['_NODEQUEUE']._serialized_end=2404
+  _globals['_JOBSTATECOUNT']._serialized_start=2406
+  _globals['_JOBSTATECOUNT']._serialized_end=2472
+  _globals['_TASKFAILURE']._serialized_start=2475
+  _globals['_TASKFAILURE']._serialized_end=2654
+  _globals['_GETNETWORKSTATUSRESPONSE']._serialized_start=2657
+  _globals['_GETNETWORKSTATUSRESPONSE']._serialized_end=2809
+  _globals['_JOBSERVICE']._serialized_start=3231
+  _globals['_JOBSERVICE']._serialized_end=3831
 # @@protoc_insertion_point(module_scope)

@@ -156,10 +156,14 @@ class JobProgress(_message.Message):
     def __init__(self, round: _Optional[int] = ..., max_rounds: _Optional[int] = ..., figures: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class GetJobRequest(_message.Message):
-    __slots__ = ("job_id",)
+    __slots__ = ("job_id", "wait_seconds", "wait_for_progress")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    WAIT_FOR_PROGRESS_FIELD_NUMBER: _ClassVar[int]
     job_id: int
-    def __init__(self, job_id: _Optional[int] = ...) -> None: ...
+    wait_seconds: float
+    wait_for_progress: bool
+    def __init__(self, job_id: _Optional[int] = ..., wait_seconds: _Optional[float] = ..., wait_for_progress: _Optional[bool] = ...) -> None: ...
 
 class GetJobResponse(_message.Message):
     __slots__ = ("job",)
