@@ -34,6 +34,9 @@ class CoordinatorConfig:
     max_result_bytes: the largest payload (JSON bytes) one node may return for one job;
         a larger one is recorded as failed.
     max_in_flight: the most tasks a node has delivered and unanswered at once.
+    queue_poll_interval: with PostgreSQL (where several replicas may serve), seconds after
+        which an idle task stream looks at its node's queue even unwoken: the safety net
+        should another replica's wake-up (LISTEN/NOTIFY) be lost.
     """
 
     tls: TlsFiles
@@ -53,6 +56,7 @@ class CoordinatorConfig:
     max_deliveries: int = DEFAULT_MAX_DELIVERIES
     max_result_bytes: int = 1_000_000
     max_in_flight: int = 16
+    queue_poll_interval: float = 5.0
 
     @property
     def signing_key_file(self) -> Path:

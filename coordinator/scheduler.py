@@ -11,13 +11,18 @@ nothing more than running it once. What it does, in one pass:
   the reason per node;
 - marks nodes offline whose stream has not been seen for `offline_after` seconds;
 - completes jobs a crash left with every task done but no combined result.
+
+With several replicas on PostgreSQL, each tick first takes an advisory lock
+(coordinator.store.replicas.tick_lock): one replica runs it, the others skip it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -36,15 +41,21 @@ def expire_overdue(service: CoordinatorService, now: datetime) -> Expiry:
 
 
 class Scheduler:
-    """Runs the tick every `interval` seconds on a background thread, never two at once."""
+    """Runs the tick every `interval` seconds on a background thread, never two at once.
+
+    lock: called before each tick; the tick runs only if the context it returns yields
+    True (another replica holds the lock otherwise). None: every tick runs.
+    """
 
     def __init__(
         self,
         service: CoordinatorService,
         interval: float,
         clock: Callable[[], datetime] | None = None,
+        lock: Callable[[], AbstractContextManager[bool]] | None = None,
     ) -> None:
         self._service = service
+        self._lock = lock or (lambda: contextlib.nullcontext(True))
         self._interval = interval
         self._clock = clock or service.clock
         self._scheduler = BackgroundScheduler(timezone=UTC)
@@ -67,10 +78,16 @@ class Scheduler:
         self._scheduler.start()
 
     def tick(self) -> Expiry | None:
-        """One tick; a failure is logged and the next tick tries again."""
+        """One tick; a failure is logged and the next tick tries again.
+
+        Returns None too when another replica is running the tick.
+        """
         self._idle.clear()
         try:
-            return expire_overdue(self._service, self._clock())
+            with self._lock() as held:
+                if not held:
+                    return None
+                return expire_overdue(self._service, self._clock())
         except Exception:
             logger.exception("the scheduler's tick failed; the next one retries")
             return None

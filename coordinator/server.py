@@ -29,6 +29,7 @@ from coordinator.rpc.notifier import TaskNotifier
 from coordinator.rpc.registration import add_servicer
 from coordinator.scheduler import Scheduler
 from coordinator.service import CoordinatorService
+from coordinator.store import replicas
 from coordinator.store.store import Store
 from fedtre.errors import Unavailable
 from fedtre.identity.signing import Signer, load_signing_key
@@ -54,7 +55,9 @@ class CoordinatorServer:
 
     def __init__(self, config: CoordinatorConfig) -> None:
         self.config = config
-        self.store = Store(config.database_url)
+        self.store = Store(config.database_url, replica=replicas.replica_id())
+        # PostgreSQL may be shared by several replicas (coordinator.store.replicas).
+        self.replicated = replicas.is_postgresql(self.store.engine)
         self.metrics = CoordinatorMetrics()
         self.signer = Signer(load_signing_key(config.signing_key_file))
         self.service = CoordinatorService(
@@ -68,7 +71,13 @@ class CoordinatorServer:
             max_result_bytes=config.max_result_bytes,
             max_in_flight=config.max_in_flight,
         )
-        self.scheduler = Scheduler(self.service, config.tick_interval)
+        engine = self.store.engine
+        self.scheduler = Scheduler(
+            self.service,
+            config.tick_interval,
+            lock=(lambda: replicas.tick_lock(engine)) if self.replicated else None,
+        )
+        self._wakeups: replicas.Wakeups | None = None
         self.admin = Admin(self.store, self.service.clock)
         self.revocations = RevocationList.beside(config.tls.ca, config.crl_file)
         self.auth = Authenticator(self.store.governance, self.revocations, clock=self.service.clock)
@@ -101,12 +110,28 @@ class CoordinatorServer:
 
         self.service.on_tasks_queued = wake
         self.service.on_tasks_cancelled = cancel
+        if self.replicated:
+            self._wakeups = replicas.Wakeups(
+                self.store.engine,
+                on_wake=lambda nodes: loop.call_soon_threadsafe(notifier.wake_local, nodes),
+                on_cancel=lambda tasks: loop.call_soon_threadsafe(notifier.cancel_local, tasks),
+                on_resync=lambda: loop.call_soon_threadsafe(notifier.wake_all),
+            )
+            await asyncio.to_thread(self._wakeups.start)
+            notifier.relay_wake = self._wakeups.wake
+            notifier.relay_cancel = self._wakeups.cancel
         add_servicer(
             server,
             jobs_pb2.DESCRIPTOR.services_by_name["JobService"],
             JobServicer(self.service, notifier, self.auth),
         )
-        self._agents = AgentServicer(self.service, notifier, self.config.ping_interval, self.auth)
+        self._agents = AgentServicer(
+            self.service,
+            notifier,
+            self.config.ping_interval,
+            self.auth,
+            poll_interval=self.config.queue_poll_interval if self.replicated else None,
+        )
         add_servicer(server, agent_pb2.DESCRIPTOR.services_by_name["AgentService"], self._agents)
         add_servicer(
             server,
@@ -215,6 +240,9 @@ class CoordinatorServer:
             await self._server.stop(grace)
             await self._agents.drain()
             self._server = None
+        if self._wakeups is not None:
+            await asyncio.to_thread(self._wakeups.stop)
+            self._wakeups = None
         self.store.close()
 
     async def wait(self) -> None:

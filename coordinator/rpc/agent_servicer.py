@@ -30,10 +30,15 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         notifier: TaskNotifier,
         ping_interval: float,
         auth: Authenticator | None = None,
+        poll_interval: float | None = None,
     ) -> None:
+        """poll_interval: seconds after which an idle stream looks at its node's queue
+        unwoken (with several replicas, the safety net should a wake-up be lost); None:
+        only when woken."""
         self._service = service
         self._notifier = notifier
         self._ping_interval = ping_interval
+        self._poll_interval = poll_interval
         self._disconnecting: set[asyncio.Future[None]] = set()
         self.auth = auth  # read by rpc_method: certificates checked against the CRL
         # The wake event of every open stream, so a revocation can end them at once.
@@ -77,7 +82,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         )
         # The stream's liveness is the node's heartbeat (coordinator.scheduler marks a node
         # offline after a silence): recorded once per ping interval, however busy.
-        beat = time.monotonic()
+        beat = sent = time.monotonic()
         # Headers now tell the agent its stream is registered (it reports itself ready),
         # rather than with the first task or ping, which may be ping_interval away.
         await context.send_initial_metadata(())
@@ -93,17 +98,24 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                     break
                 for task, job, grant, signature in taken:
                     yield task_to_pb(task, job, grant, signature)
+                    sent = time.monotonic()
                 for task_id, reason in self._notifier.take_cancels(node_id):
                     yield agent_pb2.AgentMessage(
                         cancel=agent_pb2.CancelTask(task_id=task_id, reason=reason)
                     )
+                    sent = time.monotonic()
                 if time.monotonic() - beat >= self._ping_interval:
                     beat = time.monotonic()
                     await asyncio.to_thread(self._service.node_seen, node_id, connection_id)
+                timeout = self._ping_interval - (time.monotonic() - sent)
+                if self._poll_interval is not None:
+                    timeout = min(timeout, self._poll_interval)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), timeout=self._ping_interval)
+                    await asyncio.wait_for(wake.wait(), timeout=max(0.0, timeout))
                     continue
-                yield agent_pb2.AgentMessage(ping=agent_pb2.Ping())
+                if time.monotonic() - sent >= self._ping_interval:
+                    yield agent_pb2.AgentMessage(ping=agent_pb2.Ping())
+                    sent = time.monotonic()
         finally:
             self._open.discard(wake)
             self._notifier.unsubscribe(node_id, wake)
@@ -130,8 +142,9 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     ) -> agent_pb2.ReportResultResponse:
         output = output_from_parts(request.outcome, request.rules, request.payload, request.error)
         await asyncio.to_thread(self._service.record_result, identity.name, request.task_id, output)
-        # An answer frees a place in the node's in-flight window: send it the next task.
-        self._notifier.wake([identity.name])
+        # An answer frees a place in the node's in-flight window: send it the next task
+        # (its stream is on this replica: its reports come over the same channel).
+        self._notifier.wake_local([identity.name])
         provenance = provenance_from_pb(request.provenance)
         if provenance is not None:  # kept for the researcher to verify (the agent signed it)
             await asyncio.to_thread(

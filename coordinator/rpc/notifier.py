@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 
 class TaskNotifier:
@@ -14,6 +14,11 @@ class TaskNotifier:
         self._closed = False
         # Per node, the (task id, reason) of delivered tasks its agent should stop.
         self._cancels: dict[str, list[tuple[str, str]]] = {}
+        # With several replicas (coordinator.store.replicas), wake() and cancel() also tell
+        # the others, whose streams of those nodes learn of it through wake_local() and
+        # cancel_local(); None with a single coordinator.
+        self.relay_wake: Callable[[Sequence[str]], None] | None = None
+        self.relay_cancel: Callable[[Sequence[tuple[str, str, str]]], None] | None = None
 
     def subscribe(self, node_id: str) -> asyncio.Event:
         # A reconnecting node replaces its old stream: setting the old event lets the
@@ -43,9 +48,17 @@ class TaskNotifier:
     def cancel(self, tasks: Iterable[tuple[str, str, str]]) -> None:
         """Queue (node, task id, reason) cancellations for the nodes' open streams and wake them.
 
-        A node without an open stream is skipped: its task is closed at the coordinator,
-        so it is not sent again, and a late report of it changes nothing.
+        A node without an open stream (here or at another replica) is skipped: its task is
+        closed at the coordinator, so it is not sent again, and a late report of it changes
+        nothing.
         """
+        tasks = list(tasks)
+        self.cancel_local(tasks)
+        if self.relay_cancel is not None:
+            self.relay_cancel(tasks)
+
+    def cancel_local(self, tasks: Iterable[tuple[str, str, str]]) -> None:
+        """cancel() for the streams of this replica only."""
         for node_id, task_id, reason in tasks:
             event = self._events.get(node_id)
             if event is not None:
@@ -57,7 +70,20 @@ class TaskNotifier:
         return self._cancels.pop(node_id, [])
 
     def wake(self, node_ids: Iterable[str]) -> None:
+        """Wake the streams of node_ids, here and (with several replicas) at the others."""
+        node_ids = list(node_ids)
+        self.wake_local(node_ids)
+        if self.relay_wake is not None:
+            self.relay_wake(node_ids)
+
+    def wake_local(self, node_ids: Iterable[str]) -> None:
+        """wake() for the streams of this replica only."""
         for node_id in node_ids:
             event = self._events.get(node_id)
             if event is not None:
                 event.set()
+
+    def wake_all(self) -> None:
+        """Wake every stream of this replica (to look at its queue after missed news)."""
+        for event in self._events.values():
+            event.set()

@@ -65,8 +65,10 @@ class Cancellation:
 class Store(RoundStore):
     """Jobs, tasks, nodes and results, in SQLite or PostgreSQL."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, replica: str = "") -> None:
+        """replica: this coordinator's name among several, recorded with each dispatch."""
         self.engine = create_engine(url)
+        self.replica = replica
         try:
             migrate.prepare(self.engine)  # new: created at the newest revision; old: refused
         except OperationalError as exc:
@@ -447,7 +449,9 @@ class Store(RoundStore):
                 taken.append((_task(row), _job(jobs[row.job_id], with_tasks=False)))
                 audit_log.record(
                     s, actor=COORDINATOR, event="task.dispatched", subject=f"task:{row.task_id}",
-                    details={"job_id": row.job_id, "node": node_id}, now=now,
+                    details={"job_id": row.job_id, "node": node_id,
+                             **({"replica": self.replica} if self.replica else {})},
+                    now=now,
                 )  # fmt: skip
             return taken
 
