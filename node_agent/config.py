@@ -100,7 +100,12 @@ class DatasetConfig:
 
 @dataclass(frozen=True)
 class AgentConfig:
-    """Everything a node agent needs, with every path absolute."""
+    """Everything a node agent needs, with every path absolute.
+
+    coordinator: the coordinator's agent address, host:port; with several coordinator
+    replicas, every one of them, comma-separated ("a:50051,b:50051"): the agent moves to
+    the next one each time its stream is lost.
+    """
 
     node_id: str
     coordinator: str
@@ -444,13 +449,16 @@ class _Parser:
         return url
 
     def check_address(self, address: str) -> None:
-        host, _, port = address.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise self.error(
-                "coordinator",
-                f"{address!r} is not host:port; give the coordinator's agent address, "
-                'e.g. coordinator = "coordinator.example.org:50051"',
-            )
+        for one in address.split(","):
+            host, _, port = one.strip().rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise self.error(
+                    "coordinator",
+                    f"{one.strip()!r} is not host:port; give the coordinator's agent address, "
+                    'e.g. coordinator = "coordinator.example.org:50051", or, with several '
+                    'replicas, each of them: coordinator = "c1.example.org:50051,'
+                    'c2.example.org:50051"',
+                )
 
     def reject_unknown(self, where: str, raw: Mapping[str, Any], known: tuple[str, ...]) -> None:
         unknown = sorted(set(raw) - set(known))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -77,8 +78,17 @@ def report_from_output(task_id: str, output: NodeOutput) -> agent_pb2.ReportResu
     )
 
 
+def parse_targets(target: str) -> list[str]:
+    """The coordinator addresses in target: one host:port, or several comma-separated."""
+    return [one.strip() for one in target.split(",") if one.strip()]
+
+
 class AgentConnection:
-    """Keeps one task stream open to the coordinator until stop() is called."""
+    """Keeps one task stream open to the coordinator until stop() is called.
+
+    target may name several coordinator replicas, comma-separated: after a lost stream
+    the agent reconnects to the next one in turn (each serves any node).
+    """
 
     def __init__(
         self,
@@ -101,11 +111,15 @@ class AgentConnection:
         """
         # With ReloadingCredentials, a renewed certificate is picked up on reconnect.
         self._source = credentials if isinstance(credentials, ReloadingCredentials) else None
-        self._target, self._options = target, list(channel_options)
+        self._targets, self._options = parse_targets(target), list(channel_options)
+        self._next_target = 0
+        self._target = self._targets[0]
+        self._credentials = credentials
         current = self._source.credentials if self._source is not None else credentials
-        self._channel = grpc.secure_channel(target, current, options=self._options)
+        self._channel = grpc.secure_channel(self._target, current, options=self._options)
         self._stub = agent_pb2_grpc.AgentServiceStub(self._channel)
-        self._retired: list[grpc.Channel] = []
+        # Replaced channels, each with when (time.monotonic()) it was replaced.
+        self._retired: list[tuple[float, grpc.Channel]] = []
         self._open_request = agent_pb2.OpenTaskStreamRequest(
             agent_version=AGENT_VERSION,
             datasets=[schema_to_pb(d) for d in datasets],
@@ -150,6 +164,7 @@ class AgentConnection:
                 continue
             if self._on_reconnect is not None:
                 self._on_reconnect()
+            self._fail_over()
             delay = backoff.next_delay()
             logger.info("reconnecting", extra={"delay_s": round(delay, 2)})
             self._stopping.wait(delay)
@@ -188,6 +203,34 @@ class AgentConnection:
                 return
         logger.warning("coordinator closed the task stream")
 
+    def _fail_over(self) -> None:
+        """Dial the next coordinator replica from now on (nothing to do with only one)."""
+        if len(self._targets) < 2:
+            return
+        self._next_target = (self._next_target + 1) % len(self._targets)
+        self._target = self._targets[self._next_target]
+        current = self._source.credentials if self._source is not None else self._credentials
+        assert isinstance(current, grpc.ChannelCredentials)
+        channel = grpc.secure_channel(self._target, current, options=self._options)
+        logger.info("moving to another coordinator", extra={"coordinator": self._target})
+        with self._lock:
+            # A report may be in flight on the old channel: retire it, and close it once
+            # no report can still be (or at stop()); reports retried go to the new one.
+            self._retire(self._channel)
+            self._channel = channel
+            self._stub = agent_pb2_grpc.AgentServiceStub(channel)
+
+    def _retire(self, channel: grpc.Channel) -> None:
+        """Keep channel open for reports in flight; close those retired long enough ago."""
+        now = time.monotonic()
+        keep = []
+        for since, old in self._retired:
+            if now - since > 2 * REPORT_TIMEOUT_S:
+                old.close()
+            else:
+                keep.append((since, old))
+        self._retired = [*keep, (now, channel)]
+
     def _refresh_channel(self) -> None:
         """Open a new channel when the certificate files changed (rotation, no restart)."""
         if self._source is None or not self._source.reload():
@@ -195,7 +238,7 @@ class AgentConnection:
         channel = grpc.secure_channel(self._target, self._source.credentials, options=self._options)
         with self._lock:
             # The old channel may carry a report in flight: retire it, close it at stop().
-            self._retired.append(self._channel)
+            self._retire(self._channel)
             self._channel = channel
             self._stub = agent_pb2_grpc.AgentServiceStub(channel)
 
@@ -243,6 +286,6 @@ class AgentConnection:
             if self._call is not None:
                 self._call.cancel()
         self._pool.shutdown(wait=True, cancel_futures=True)
-        for channel in self._retired:
+        for _, channel in self._retired:
             channel.close()
         self._channel.close()
