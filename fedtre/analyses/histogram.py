@@ -46,6 +46,7 @@ from fedtre.analyses.params import (
     check_keys,
     column_param,
     column_problems,
+    complete_cohort,
     filter_param,
     raise_problems,
     schema_filter_problems,
@@ -118,8 +119,7 @@ class HistogramAnalysis(Analysis):
     def cohort_filter(self, params: Mapping[str, Any]) -> dict[str, Any] | None:
         """The filter's records with a value of `column` (the counted ones, for fixed edges, and more)."""
         p = self.validate(params)
-        present = {"col": p["column"], "op": "not_null"}
-        return present if p["filter"] is None else {"and": [p["filter"], present]}
+        return complete_cohort(p["filter"], [p["column"]])
 
     def schema_problems(self, params: Mapping[str, Any], schema: DatasetSchema) -> list[str]:
         p = self.validate(params)

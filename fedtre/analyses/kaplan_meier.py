@@ -59,6 +59,7 @@ from fedtre.analyses.params import (
     check_keys,
     column_param,
     column_problems,
+    complete_cohort,
     filter_param,
     raise_problems,
     schema_filter_problems,
@@ -104,13 +105,7 @@ class KaplanMeierAnalysis(Analysis):
     def cohort_filter(self, params: Mapping[str, Any]) -> dict[str, Any] | None:
         """The filter's records with a time and an event status: those the curves describe."""
         p = self.validate(params)
-        present: list[dict[str, Any]] = [
-            {"col": p["time"], "op": "not_null"},
-            {"col": p["event"], "op": "not_null"},
-        ]
-        if p["filter"] is not None:
-            present.insert(0, p["filter"])
-        return {"and": present}
+        return complete_cohort(p["filter"], [p["time"], p["event"]])
 
     def schema_problems(self, params: Mapping[str, Any], schema: DatasetSchema) -> list[str]:
         p = self.validate(params)

@@ -69,6 +69,7 @@ from fedtre.analyses.design import (
 from fedtre.analyses.params import (
     check_keys,
     column_problems,
+    complete_cohort,
     filter_param,
     raise_problems,
     schema_filter_problems,
@@ -119,12 +120,7 @@ class LinearRegressionAnalysis(Analysis):
     def cohort_filter(self, params: Mapping[str, Any]) -> dict[str, Any] | None:
         """The filter's complete cases: the records the model is fitted on."""
         p = self.validate(params)
-        present: list[dict[str, Any]] = [
-            {"col": c, "op": "not_null"} for c in dict.fromkeys(self._columns(p))
-        ]
-        if p["filter"] is not None:
-            present.insert(0, p["filter"])
-        return {"and": present}
+        return complete_cohort(p["filter"], self._columns(p))
 
     def schema_problems(self, params: Mapping[str, Any], schema: DatasetSchema) -> list[str]:
         p = self.validate(params)

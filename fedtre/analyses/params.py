@@ -48,6 +48,14 @@ def filter_param(params: Mapping[str, Any]) -> dict[str, Any] | None:
     return None if value is None else validate_filter(value)
 
 
+def complete_cohort(filter_: dict[str, Any] | None, columns: Iterable[str]) -> dict[str, Any]:
+    """Return the filter narrowed to records with a value in every one of columns: the
+    cohort an analysis describes (what differencing protection compares)."""
+    parts = [filter_] if filter_ is not None else []
+    parts += [{"col": c, "op": "not_null"} for c in dict.fromkeys(columns)]
+    return parts[0] if len(parts) == 1 else {"and": parts}
+
+
 def column_problems(
     name: str | None, *, role: str, schema: DatasetSchema, allowed: frozenset[str]
 ) -> list[str]:
