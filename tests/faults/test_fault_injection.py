@@ -21,6 +21,7 @@ faults (default 60), then at most DRAIN_S for the network to settle.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import os
 import queue
@@ -453,34 +454,9 @@ def test_no_job_is_lost_duplicated_or_released_twice_under_faults(tmp_path):
         and not any(t.outcome == "suppressed" for t in tasks if t.job_id == j.id)
     ]
 
-    released_twice, unmatched, missing = 0, [], []
-    recorded = {
-        t.task_id: _json(t.payload) for t in tasks if t.outcome in RELEASING and t.state == "done"
-    }
-    released_by_agents: set[str] = set()
-    for node in NODES:
-        from node_agent import audit as agent_audit
-
-        agent = sa.create_engine(f"sqlite:///{net.state_db(node)}")
-        with agent.connect() as conn:
-            releases = conn.execute(
-                sa.text("SELECT r.task_id, t.payload FROM releases r JOIN tasks t USING (task_id)")
-            ).all()
-        events = collections.Counter(
-            e.subject for e in agent_audit.entries(agent) if e.event == "output.released"
-        )
-        assert agent_audit.verify(agent).ok, f"{node}: its audit chain does not verify"
-        agent.dispose()
-        released_twice += sum(
-            n - 1 for n in collections.Counter(r.task_id for r in releases).values()
-        )
-        released_twice += sum(n - 1 for n in events.values() if n > 1)
-        for r in releases:
-            released_by_agents.add(r.task_id)
-            if r.task_id in recorded and _plain(recorded[r.task_id]) != _plain(_json(r.payload)):
-                unmatched.append(r.task_id)
-    # Whatever the coordinator recorded as released did leave an agent, exactly so.
-    missing = sorted(set(recorded) - released_by_agents)
+    releases = agent_releases(net, tasks)
+    released_twice, unmatched, missing = releases.twice, releases.unmatched, releases.missing
+    released_by_agents = releases.released
 
     outcomes = collections.Counter(states.values())
     # Why nodes did not release: disclosure rules (expected) or faults (timeouts, give-ups).
@@ -525,3 +501,44 @@ def _wait_final(client: Client, job_ids: set[int], timeout: float) -> dict[int, 
             return states
         time.sleep(0.5)
     return states
+
+
+@dataclasses.dataclass
+class AgentReleases:
+    """What the agents' own state and audit logs say they released."""
+
+    released: set[str]  # task ids released by some agent
+    twice: int  # releases beyond the first of a task, in state rows or audit entries
+    unmatched: list[str]  # released payload differs from what the coordinator recorded
+    missing: list[str]  # recorded by the coordinator as released, released by no agent
+
+
+def agent_releases(net: Any, tasks: list[Any], *, verify_chain: bool = True) -> AgentReleases:
+    """Compare every agent's releases with the coordinator's recorded outputs."""
+    from node_agent import audit as agent_audit
+
+    twice, unmatched = 0, []
+    recorded = {
+        t.task_id: _json(t.payload) for t in tasks if t.outcome in RELEASING and t.state == "done"
+    }
+    released: set[str] = set()
+    for node in NODES:
+        agent = sa.create_engine(f"sqlite:///{net.state_db(node)}")
+        with agent.connect() as conn:
+            rows = conn.execute(
+                sa.text("SELECT r.task_id, t.payload FROM releases r JOIN tasks t USING (task_id)")
+            ).all()
+        events = collections.Counter(
+            e.subject for e in agent_audit.entries(agent) if e.event == "output.released"
+        )
+        if verify_chain:
+            assert agent_audit.verify(agent).ok, f"{node}: its audit chain does not verify"
+        agent.dispose()
+        twice += sum(n - 1 for n in collections.Counter(r.task_id for r in rows).values())
+        twice += sum(n - 1 for n in events.values() if n > 1)
+        for r in rows:
+            released.add(r.task_id)
+            if r.task_id in recorded and _plain(recorded[r.task_id]) != _plain(_json(r.payload)):
+                unmatched.append(r.task_id)
+    # Whatever the coordinator recorded as released did leave an agent, exactly so.
+    return AgentReleases(released, twice, unmatched, sorted(set(recorded) - released))

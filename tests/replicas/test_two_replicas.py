@@ -29,14 +29,12 @@ from test_fault_injection import (
     FINAL,
     NODES,
     PROJECT,
-    RELEASING,
     WORKLOAD,
     Network,
-    _json,
-    _plain,
     _read_ports,
     _spawn,
     _wait_final,
+    agent_releases,
 )
 
 from fedtre.client import Client
@@ -221,32 +219,8 @@ def test_two_replicas_lose_nothing_and_dispatch_nothing_twice_when_one_is_killed
                 dispatched_twice.append(subject)
     by_replica = collections.Counter(r for d in dispatches.values() for r, _ in d)
 
-    released_twice, unmatched = 0, []
-    recorded = {
-        t.task_id: _json(t.payload) for t in tasks if t.outcome in RELEASING and t.state == "done"
-    }
-    released_by_agents: set[str] = set()
-    for node in NODES:
-        from node_agent import audit as agent_audit
-
-        agent = sa.create_engine(f"sqlite:///{net.state_db(node)}")
-        with agent.connect() as conn:
-            releases = conn.execute(
-                sa.text("SELECT r.task_id, t.payload FROM releases r JOIN tasks t USING (task_id)")
-            ).all()
-        events = collections.Counter(
-            e.subject for e in agent_audit.entries(agent) if e.event == "output.released"
-        )
-        agent.dispose()
-        released_twice += sum(
-            n - 1 for n in collections.Counter(r.task_id for r in releases).values()
-        )
-        released_twice += sum(n - 1 for n in events.values() if n > 1)
-        for r in releases:
-            released_by_agents.add(r.task_id)
-            if r.task_id in recorded and _plain(recorded[r.task_id]) != _plain(_json(r.payload)):
-                unmatched.append(r.task_id)
-    missing = sorted(set(recorded) - released_by_agents)
+    releases = agent_releases(net, tasks, verify_chain=False)
+    released_twice, unmatched, missing = releases.twice, releases.unmatched, releases.missing
 
     print(
         f"\ntwo replicas: {len(submitted)} jobs in {time.monotonic() - started:.0f} s; "
