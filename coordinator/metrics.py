@@ -5,8 +5,6 @@ that the service and the gRPC interceptor increment where things happen, and sta
 metrics (jobs by state, queues, nodes) that a collector reads from the store at scrape
 time, so they are right after a restart and with several replicas. Labels are bounded:
 node, analysis, state, outcome, rule, method, code; never a job or task id.
-
-There is no audit log yet, so there is no audit-log size metric.
 """
 
 from __future__ import annotations
@@ -194,6 +192,7 @@ class StateCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         try:
             status = self._store.network_status(recent_failures=0)
+            audit_entries = self._store.governance.audit_size()
         except Exception as exc:
             # The scrape still serves the event metrics and fedtre_database_up.
             logger.warning(
@@ -201,10 +200,12 @@ class StateCollector(Collector):
                 extra={"error": type(exc).__name__},
             )
             return []
-        return _families(status, self._clock())
+        return _families(status, self._clock(), audit_entries)
 
 
-def _families(status: NetworkStatus | None = None, now: datetime | None = None) -> list[Metric]:
+def _families(
+    status: NetworkStatus | None = None, now: datetime | None = None, audit_entries: int = 0
+) -> list[Metric]:
     jobs = GaugeMetricFamily("fedtre_jobs", "Jobs in each state.", labels=["state"])
     tasks = GaugeMetricFamily(
         "fedtre_tasks",
@@ -231,9 +232,13 @@ def _families(status: NetworkStatus | None = None, now: datetime | None = None) 
         "Unix time the node's agent last connected (while online) or disconnected (offline).",
         labels=["node"],
     )
-    families: list[Metric] = [jobs, tasks, queue, oldest, connected, online, last_seen]
+    audit = GaugeMetricFamily(
+        "fedtre_audit_log_entries", "Entries in the coordinator's hash-chained audit log."
+    )
+    families: list[Metric] = [jobs, tasks, queue, oldest, connected, online, last_seen, audit]
     if status is None or now is None:
         return families
+    audit.add_metric([], audit_entries)
     for state, count in status.jobs_by_state.items():
         jobs.add_metric([state.value], count)
     for (node, task_state), count in sorted(status.tasks_by_node_state.items()):

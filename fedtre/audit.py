@@ -114,6 +114,12 @@ def ensure_head(conn: sa.Connection | Any, tables: AuditTables) -> None:
         conn.execute(tables.head.insert().values(id=1, seq=0, hash=GENESIS))
 
 
+def size(conn: sa.Connection | Any, tables: AuditTables) -> int:
+    """Return how many entries the log holds (its head's sequence number; 0 when new)."""
+    seq = conn.execute(sa.select(tables.head.c.seq).where(tables.head.c.id == 1)).scalar()
+    return int(seq or 0)
+
+
 def append(
     conn: sa.Connection | Any,
     tables: AuditTables,

@@ -41,6 +41,10 @@ def ensure_head(session: Session) -> None:
     audit.ensure_head(session, TABLES)
 
 
+def size(session: Session) -> int:
+    return audit.size(session, TABLES)
+
+
 def verify(session: Session) -> VerifyReport:
     return audit.verify(session, TABLES)
 

@@ -127,6 +127,11 @@ class GovernanceStore:
                 s, actor=actor, event=event, subject=subject, details=details, now=now
             )
 
+    def audit_size(self) -> int:
+        """How many entries the coordinator's audit log holds."""
+        with self._tx() as s:
+            return audit_log.size(s)
+
     def verify_audit(self) -> VerifyReport:
         with self._tx() as s:
             return audit_log.verify(s)

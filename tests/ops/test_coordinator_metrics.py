@@ -43,6 +43,7 @@ def test_event_and_state_metrics_equal_what_happened():
             ),
             what="five finished jobs in the metrics",
         )
+        audit_entries = list(net.coordinator.store.governance.audit_entries())
 
     # then the event counters match the jobs submitted, approved and rejected,
     assert value(samples, "fedtre_jobs_submitted_total", analysis="count") == 4
@@ -96,6 +97,9 @@ def test_event_and_state_metrics_equal_what_happened():
         assert value(samples, "fedtre_node_online", node=node) == 1
     assert value(samples, "fedtre_agents_connected") == 3
     assert value(samples, "fedtre_database_up") == 1
+    # the audit-log gauge counts its entries (read back independently, entry by entry),
+    assert audit_entries
+    assert value(samples, "fedtre_audit_log_entries") == len(audit_entries)
     # and no label carries a job or task id.
     task_ids = {part.task_id for r in results for part in r.nodes.values()}
     labels = {(k, v) for (_, pairs) in samples for k, v in pairs}
