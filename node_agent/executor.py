@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 # Cancellations remembered at most (the oldest are forgotten first).
 MAX_CANCELLED = 10_000
+# Cohorts of multi-round jobs kept for their later rounds (each holds its records' hashes).
+MAX_ROUND_COHORTS = 4
 # Waits before the retries of a computation that failed transiently (bounded: 3 attempts).
 RETRY_DELAYS_S = (0.5, 2.0)
 
@@ -71,7 +73,41 @@ class Executor:
         self._running: dict[str, tuple[threading.Lock, list[int]]] = {}
         # Tasks the coordinator cancelled (job cancelled or timed out): task id -> reason.
         self._cancelled: dict[str, str] = {}
+        # The cohort each multi-round job was measured on, so its later rounds (same
+        # records) need not hash every record again: key -> Cohort, newest last.
+        self._round_cohorts: dict[tuple[Any, ...], differencing.Cohort] = {}
         _check_keys(policy, sources)
+
+    def _measure_cohort(
+        self, task: TaskSpec, analysis: Any, params: Mapping[str, Any], source: DataSource
+    ) -> differencing.Cohort:
+        """The records the task describes; a later round of a job reuses its first measure."""
+        cohort_filter = analysis.cohort_filter(params)
+        universe_filter = analysis.universe_filter(params)
+        key = self._policy.keys.get(task.dataset)
+        cache_key = (
+            task.job_id,
+            task.dataset,
+            json.dumps([cohort_filter, universe_filter, key], sort_keys=True, default=str),
+        )
+        if task.round is not None:
+            with self._guard:
+                cached = self._round_cohorts.get(cache_key)
+            if cached is not None:
+                return cached
+        cohort = differencing.measure_cohort(
+            source,
+            cohort_filter,
+            universe_filter,
+            key=key,
+            filtered=params.get("filter") is not None,
+        )
+        if task.round is not None:
+            with self._guard:
+                self._round_cohorts[cache_key] = cohort
+                while len(self._round_cohorts) > MAX_ROUND_COHORTS:
+                    self._round_cohorts.pop(next(iter(self._round_cohorts)))
+        return cohort
 
     def cancel(self, task_id: str, reason: str) -> None:
         """Stop task_id: if it has not finished, it ends FAILED and releases nothing.
@@ -145,14 +181,7 @@ class Executor:
             checked: list[RuleResult] = []
             cohort = None
             if policy.threshold > 1:  # below 2, no difference is both non-zero and too small
-                p_filter = params.get("filter")
-                cohort = differencing.measure_cohort(
-                    source,
-                    analysis.cohort_filter(params),
-                    analysis.universe_filter(params),
-                    key=self._policy.keys.get(task.dataset),
-                    filtered=p_filter is not None,
-                )
+                cohort = self._measure_cohort(task, analysis, params, source)
                 size_rule = differencing.cohort_size_rule(cohort, policy)
                 checked.append(size_rule)
                 if not size_rule.passed:

@@ -246,3 +246,53 @@ def test_overlapping_deliveries_compute_once(
     assert row_count.computed == 1
     assert len(outputs) == 2 and outputs[0] == outputs[1]
     assert state.released_count() == 1
+
+
+def test_later_rounds_of_a_job_reuse_its_measured_cohort(
+    row_count: Any, source: DataSource, state: AgentState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an executor that counts how often it reads a cohort's records,
+    import node_agent.executor as executor_module
+    from fedtre.disclosure import differencing
+
+    measured: list[int] = []
+    real_measure = differencing.measure_cohort
+
+    def counting_measure(*args: Any, **kwargs: Any) -> Any:
+        measured.append(1)
+        return real_measure(*args, **kwargs)
+
+    monkeypatch.setattr(differencing, "measure_cohort", counting_measure)
+    # (row_count is single-round: let rounds pass through unchanged)
+    monkeypatch.setattr(executor_module, "with_round", lambda _a, params, _r: params)
+    executor = make_executor(row_count, source, state, threshold=5)
+
+    # when three rounds of one job run, then a round of another job,
+    outputs = [executor.run(task(f"r{k}", job_id=7, round={"iteration": k})) for k in (1, 2, 3)]
+    other = executor.run(task("other", job_id=8, round={"iteration": 1}))
+
+    # then the records are read once per job, and every round still passes differencing.
+    assert len(measured) == 2
+    for output in [*outputs, other]:
+        assert output.outcome is Outcome.RELEASED
+        assert any(r.rule == "differencing" and r.passed for r in output.rules)
+
+
+def test_single_round_tasks_measure_their_cohort_every_time(
+    row_count: Any, source: DataSource, state: AgentState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fedtre.disclosure import differencing
+
+    measured: list[int] = []
+    real_measure = differencing.measure_cohort
+    monkeypatch.setattr(
+        differencing,
+        "measure_cohort",
+        lambda *a, **k: measured.append(1) or real_measure(*a, **k),
+    )
+    executor = make_executor(row_count, source, state, threshold=5)
+
+    for k in (1, 2):
+        executor.run(task(f"s{k}", job_id=7))
+
+    assert len(measured) == 2
