@@ -41,7 +41,7 @@ from fedtre.analyses.base import (
     NodeOutput,
     Outcome,
 )
-from fedtre.analyses.filters import compile_filter
+from fedtre.analyses.design import complete_cases
 from fedtre.analyses.params import (
     check_keys,
     column_param,
@@ -132,9 +132,7 @@ class HistogramAnalysis(Analysis):
         raise_problems(self.name, self.schema_problems(p, source.schema))
         table = source.table
         value = sa.cast(table.c[p["column"]], sa.Double)
-        conditions = [table.c[p["column"]].is_not(None)]
-        if p["filter"] is not None:
-            conditions.append(compile_filter(p["filter"], table))
+        conditions = complete_cases(table, [p["column"]], p["filter"])
         if "edges" in p:
             edges = p["edges"]
             last = len(edges) - 2

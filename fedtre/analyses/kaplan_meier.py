@@ -52,8 +52,7 @@ from fedtre.analyses.base import (
     Outcome,
     RuleResult,
 )
-from fedtre.analyses.design import finite_or_none, numeric_expr
-from fedtre.analyses.filters import compile_filter
+from fedtre.analyses.design import complete_cases, finite_or_none, numeric_expr
 from fedtre.analyses.labels import category_label, label_key
 from fedtre.analyses.params import (
     check_keys,
@@ -124,9 +123,7 @@ class KaplanMeierAnalysis(Analysis):
         table, types = source.table, source.schema.columns
         time = sa.cast(table.c[p["time"]], sa.Double).label("t")
         event = numeric_expr(table, p["event"], types[p["event"]])
-        conditions = [table.c[p["time"]].is_not(None), table.c[p["event"]].is_not(None)]
-        if p["filter"] is not None:
-            conditions.append(compile_filter(p["filter"], table))
+        conditions = complete_cases(table, [p["time"], p["event"]], p["filter"])
         keys = [table.c[p["by"]]] if p["by"] else []
         query = (
             sa.select(*keys, time, sa.func.sum(event), sa.func.count())

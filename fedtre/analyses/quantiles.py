@@ -53,7 +53,7 @@ from fedtre.analyses.base import (
     Outcome,
     RuleResult,
 )
-from fedtre.analyses.filters import compile_filter
+from fedtre.analyses.design import complete_cases
 from fedtre.analyses.params import (
     check_keys,
     column_param,
@@ -145,9 +145,7 @@ class QuantilesAnalysis(Analysis):
         raise_problems(self.name, self.schema_problems(p, source.schema))
         table = source.table
         value = sa.cast(table.c[p["column"]], sa.Double)
-        conditions = [table.c[p["column"]].is_not(None)]
-        if p["filter"] is not None:
-            conditions.append(compile_filter(p["filter"], table))
+        conditions = complete_cases(table, [p["column"]], p["filter"])
         index = sa.func.floor((value - p["origin"]) / p["width"]).label("bin")
         query = sa.select(index, sa.func.count()).where(*conditions).group_by(index).order_by(index)
         bins: list[list[int]] = []

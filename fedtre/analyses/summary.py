@@ -55,7 +55,7 @@ from fedtre.analyses.base import (
     RuleResult,
 )
 from fedtre.analyses.contributors import PER_GROUP_MAX, top_values_by_group
-from fedtre.analyses.filters import compile_filter
+from fedtre.analyses.design import complete_cases
 from fedtre.analyses.labels import category_label, label_key
 from fedtre.analyses.params import (
     check_keys,
@@ -132,9 +132,7 @@ class SummaryAnalysis(Analysis):
         table = source.table
         column = table.c[p["column"]]
         value = sa.cast(column, sa.Double)
-        conditions = [column.is_not(None)]
-        if p["filter"] is not None:
-            conditions.append(compile_filter(p["filter"], table))
+        conditions = complete_cases(table, [p["column"]], p["filter"])
         key = table.c[p["by"]] if p["by"] else None
         keys = [key] if key is not None else []
 
