@@ -27,7 +27,6 @@ from fedtre.client import Client, Result
 from fedtre.disclosure import DisclosurePolicy
 from fedtre.errors import Unavailable
 from fedtre.identity.ca import init_network
-from fedtre.identity.signing import VERIFY_KEY_FILE
 from fedtre.report import result_lines
 from fedtre.synth import COLUMN_TYPES, write_cohorts
 
@@ -198,12 +197,7 @@ def _write_agent_config(home: Path, node_id: str, address: str, data: Path) -> P
             node_id=node_id,
             coordinator=address,
             state_db=home / f"{node_id}-state.sqlite",
-            tls=TlsConfig(
-                bundle / "ca.pem",
-                bundle / "cert.pem",
-                bundle / "key.pem",
-                verify_key=bundle / VERIFY_KEY_FILE,
-            ),
+            tls=TlsConfig.from_bundle(bundle),
             datasets={
                 "cohort": DatasetConfig(
                     name="cohort",

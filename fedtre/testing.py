@@ -37,7 +37,6 @@ from fedtre.disclosure import DisclosurePolicy
 from fedtre.errors import InvalidRequest, Unavailable
 from fedtre.identity.ca import init_network
 from fedtre.identity.peer import Identity
-from fedtre.identity.signing import VERIFY_KEY_FILE
 from fedtre.identity.tls import TlsFiles
 
 DataSpec = Mapping[str, Mapping[str, "pd.DataFrame | str | Path"]]
@@ -250,12 +249,7 @@ class LocalNetwork:
                 node_id=node_id,
                 coordinator=self.address,
                 state_db=home / "agent-state.sqlite",
-                tls=TlsConfig(
-                    bundle / "ca.pem",
-                    bundle / "cert.pem",
-                    bundle / "key.pem",
-                    verify_key=bundle / VERIFY_KEY_FILE,
-                ),
+                tls=TlsConfig.from_bundle(bundle),
                 datasets=declared,
                 policy=self.policy,
                 analyses=tuple(CATALOGUE),  # a rehearsal network serves the whole catalogue

@@ -70,6 +70,16 @@ class TlsConfig:
     key: Path
     verify_key: Path | None = None
 
+    @classmethod
+    def from_bundle(cls, folder: Path) -> TlsConfig:
+        """The files of an enrolment bundle as `fedtre ca issue-node` writes it."""
+        return cls(
+            folder / "ca.pem",
+            folder / "cert.pem",
+            folder / "key.pem",
+            verify_key=folder / VERIFY_KEY_FILE,
+        )
+
 
 @dataclass(frozen=True)
 class DatasetConfig:

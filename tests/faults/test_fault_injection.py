@@ -47,7 +47,6 @@ from fedtre.credentials import write_token_file
 from fedtre.disclosure import DisclosurePolicy
 from fedtre.errors import FedtreError, Unavailable
 from fedtre.identity.ca import init_network
-from fedtre.identity.signing import VERIFY_KEY_FILE
 from fedtre.synth import COLUMN_TYPES, write_cohorts
 
 JOBS = int(os.environ.get("FEDTRE_FAULT_JOBS", "200"))
@@ -153,12 +152,7 @@ class Network:
                 node_id=node,
                 coordinator=self.links[node].address,
                 state_db=self.state_db(node),
-                tls=TlsConfig(
-                    bundle / "ca.pem",
-                    bundle / "cert.pem",
-                    bundle / "key.pem",
-                    verify_key=bundle / VERIFY_KEY_FILE,
-                ),
+                tls=TlsConfig.from_bundle(bundle),
                 datasets={
                     "cohort": DatasetConfig(
                         name="cohort",
