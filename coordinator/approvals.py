@@ -183,51 +183,64 @@ class Approvals:
         Raises Withheld when the approval record is missing or does not verify, does not
         cover this node, or the project's approval has lapsed.
         """
-        if self.signer is None:
-            raise Withheld("the coordinator has no job-signing key")
-        # The grant and its project in one read transaction: one turn of the store's lock
-        # per task, not two (a job fanned out to 1,000 nodes signs 1,000 tasks).
-        with self.store.atomic():
-            return self._sign_task(task, job, now, self.signer)
+        signed = self.sign_tasks([(task, job)], now)[0]
+        if isinstance(signed, Withheld):
+            raise signed
+        return signed
 
-    def _sign_task(
-        self, task: Task, job: Job, now: datetime, signer: Signer
-    ) -> tuple[bytes, bytes]:
+    def sign_tasks(
+        self, taken: Sequence[tuple[Task, Job]], now: datetime
+    ) -> list[tuple[bytes, bytes] | Withheld]:
+        """sign_task for many tasks: per task, (grant, signature) or why it is withheld.
+
+        Each job's signed approval is read and verified once, however many of its tasks
+        there are (a job fanned out to 1,000 nodes), in one read transaction.
+        """
+        signer = self.signer
+        if signer is None:
+            return [Withheld("the coordinator has no job-signing key")] * len(taken)
+        with self.store.atomic():
+            jobs = {job.id: job for _, job in taken}
+            approved = {job_id: self._approved(job, now, signer) for job_id, job in jobs.items()}
+        signed: list[tuple[bytes, bytes] | Withheld] = []
+        for task, job in taken:
+            grant = approved[job.id]
+            if isinstance(grant, Withheld):
+                signed.append(grant)
+            elif task.node not in grant[0].nodes:
+                signed.append(
+                    Withheld(f"job {job.id}'s approval does not cover node {task.node!r}")
+                )
+            else:
+                signed.append(signer.sign(_task_grant(task, *grant)))
+        return signed
+
+    def _approved(
+        self, job: Job, now: datetime, signer: Signer
+    ) -> tuple[JobGrant, datetime] | Withheld:
+        """The job's verified approval and when it lapses, or why its tasks are withheld."""
         stored = self.governance.grant(job.id)
         if stored is None:
-            raise Withheld(f"job {job.id} has no signed approval record")
+            return Withheld(f"job {job.id} has no signed approval record")
         try:
             approved = signer.verifier().job_grant(*stored)
         except GrantError as exc:
-            raise Withheld(
+            return Withheld(
                 f"job {job.id}'s signed approval record does not verify ({exc}); the "
                 "database was altered after approval"
-            ) from exc
-        if approved.job_id != job.id or task.node not in approved.nodes:
-            raise Withheld(f"job {job.id}'s approval does not cover node {task.node!r}")
+            )
+        if approved.job_id != job.id:
+            return Withheld(f"job {job.id}'s approval record is for job {approved.job_id}")
         project = self.governance.project(approved.project)
         expires = approved.expires_at
         if project is not None and project.approval_expires_at is not None:
             expires = min(expires, project.approval_expires_at)
         if project is None or now >= expires:
-            raise Withheld(
+            return Withheld(
                 f"project {approved.project!r}'s data-access approval lapsed on "
                 f"{expires:%Y-%m-%d %H:%M} UTC; the task was not dispatched"
             )
-        return signer.sign(
-            TaskGrant(
-                task_id=task.task_id,
-                job_id=job.id,
-                node=task.node,
-                project=approved.project,
-                analysis=approved.analysis,
-                dataset=approved.dataset,
-                params=approved.params,
-                expires_at=expires,
-                approved_by=approved.approved_by,
-                approved_at=approved.approved_at,
-            )
-        )
+        return approved, expires
 
     # -- visibility --------------------------------------------------------------------
 
@@ -255,3 +268,19 @@ class Approvals:
                 project = self.governance.project(job.spec.project)
                 required[job.spec.project] = project.approvals_required if project else 1
         return {j.id: (approvers.get(j.id, []), required[j.spec.project]) for j in jobs}
+
+
+def _task_grant(task: Task, approved: JobGrant, expires: datetime) -> TaskGrant:
+    """One node's part of an approved job, as the agent will check it."""
+    return TaskGrant(
+        task_id=task.task_id,
+        job_id=approved.job_id,
+        node=task.node,
+        project=approved.project,
+        analysis=approved.analysis,
+        dataset=approved.dataset,
+        params=approved.params,
+        expires_at=expires,
+        approved_by=approved.approved_by,
+        approved_at=approved.approved_at,
+    )

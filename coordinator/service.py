@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,6 +29,7 @@ from coordinator.store.store import Cancellation, Expiry, Store
 from fedtre.analyses.base import DatasetSchema, NodeOutput, Outcome
 from fedtre.errors import FedtreError, InvalidRequest, PermissionDenied
 from fedtre.identity.peer import Identity
+from fedtre.identity.provenance import Provenance
 from fedtre.identity.signing import Signer
 
 logger = logging.getLogger(__name__)
@@ -39,6 +41,16 @@ DEFAULT_MAX_RESULT_BYTES = 1_000_000
 # The most tasks a node has delivered and unanswered at once; more wait at the coordinator
 # (each answer lets the next one go), so an agent's own queue stays short.
 DEFAULT_MAX_IN_FLIGHT = 16
+
+
+@dataclass(frozen=True)
+class Report:
+    """A node's report of one task: its output, and the agent's signed provenance if any."""
+
+    node_id: str
+    task_id: str
+    output: NodeOutput
+    provenance: Provenance | None = None
 
 
 def utc_now() -> datetime:
@@ -214,7 +226,14 @@ class CoordinatorService:
 
     def node_seen(self, node_id: str, connection_id: str) -> None:
         """Record a heartbeat of node's open stream."""
-        self.store.node_seen(node_id, connection_id, self.clock())
+        self.nodes_seen([(node_id, connection_id)])
+
+    def nodes_seen(self, heartbeats: Sequence[tuple[str, str]]) -> None:
+        """Record heartbeats, (node, connection id), of open streams in one transaction."""
+        now = self.clock()
+        with self.store.atomic():
+            for node_id, connection_id in heartbeats:
+                self.store.node_seen(node_id, connection_id, now)
 
     # -- time ------------------------------------------------------------------------------
 
@@ -283,22 +302,39 @@ class CoordinatorService:
         A task the coordinator may not dispatch (its project's approval lapsed, or its
         approval record does not verify) is recorded as refused instead of being sent.
         """
+        return self.take_tasks_for([node_id])[0]
+
+    def take_tasks_for(self, node_ids: Sequence[str]) -> list[list[tuple[Task, Job, bytes, bytes]]]:
+        """take_tasks for several nodes at once, in one transaction: per node, its tasks.
+
+        The streams of a job fanned out to many nodes wake together; one commit for all
+        of them rather than one each (coordinator.rpc.batching).
+        """
         now = self.clock()
-        taken = self.store.take_queued_tasks(node_id, now, max_in_flight=self.max_in_flight)
-        self.metrics.tasks_delivered((task for task, _ in taken), now)
-        signed = []
-        for task, job in taken:
-            try:
-                grant, signature = self.approvals.sign_task(task, job, now)
-            except Withheld as exc:
-                self._withhold(task, str(exc))
-                continue
-            signed.append((task, job, grant, signature))
-            logger.info(
-                "task delivered",
-                extra={"task_id": task.task_id, "job_id": job.id, "node_id": node_id},
-            )
-        return signed
+        by_node = self.store.take_queued_tasks_for(node_ids, now, max_in_flight=self.max_in_flight)
+        per_node = [by_node[node] for node in node_ids]
+        grants = iter(
+            self.approvals.sign_tasks([pair for taken in per_node for pair in taken], now)
+        )
+        answer: list[list[tuple[Task, Job, bytes, bytes]]] = []
+        withheld: list[tuple[Task, Withheld]] = []
+        for node, taken in zip(node_ids, per_node, strict=True):
+            self.metrics.tasks_delivered((task for task, _ in taken), now)
+            signed = []
+            for task, job in taken:
+                grant = next(grants)
+                if isinstance(grant, Withheld):
+                    withheld.append((task, grant))
+                    continue
+                signed.append((task, job, *grant))
+                logger.info(
+                    "task delivered",
+                    extra={"task_id": task.task_id, "job_id": job.id, "node_id": node},
+                )
+            answer.append(signed)
+        for task, reason in withheld:
+            self._withhold(task, str(reason))
+        return answer
 
     def _withhold(self, task: Task, reason: str) -> None:
         logger.warning(
@@ -320,27 +356,64 @@ class CoordinatorService:
         An output whose payload is larger than max_result_bytes is recorded as FAILED,
         saying so, and none of it is kept.
         """
+        error = self.record_results([Report(node_id, task_id, output)])[0]
+        if error is not None:
+            raise error
+
+    def record_results(self, reports: Sequence[Report]) -> list[FedtreError | None]:
+        """record_result for several reports in one transaction; per report, its error or None.
+
+        A report refused (another node's task, an unknown task) is refused alone: nothing
+        of it is written, and the others are kept. Jobs whose last report this was are completed after the commit.
+        """
+        now = self.clock()
+        outputs = [self._within_size_limit(report) for report in reports]
+        with self.store.atomic():
+            answers = self.store.record_results(
+                [
+                    (r.node_id, r.task_id, output)
+                    for r, output in zip(reports, outputs, strict=True)
+                ],
+                now,
+            )
+            for report, answer in zip(reports, answers, strict=True):
+                if report.provenance is not None and not isinstance(answer, FedtreError):
+                    # Kept for the researcher to verify (the agent signed it).
+                    self.store.governance.save_provenance(
+                        report.task_id, report.node_id, report.provenance, now
+                    )
+        for report, output, answer in zip(reports, outputs, answers, strict=True):
+            if not isinstance(answer, FedtreError):
+                logger.info(
+                    "result recorded",
+                    extra={
+                        "task_id": report.task_id,
+                        "node_id": report.node_id,
+                        "outcome": output.outcome.value,
+                    },
+                )
+        for answer in answers:
+            if isinstance(answer, Job):
+                self._complete(answer)
+        return [answer if isinstance(answer, FedtreError) else None for answer in answers]
+
+    def _within_size_limit(self, report: Report) -> NodeOutput:
+        output = report.output
         size = len(json.dumps(output.payload, separators=(",", ":"), default=str))
-        if size > self.max_result_bytes:
-            logger.warning(
-                "result over the size limit",
-                extra={"task_id": task_id, "node_id": node_id, "bytes": size},
-            )
-            output = NodeOutput(
-                Outcome.FAILED,
-                {},
-                output.rules,
-                f"the result of node '{node_id}' ({size} bytes) is larger than this "
-                f"network's limit of {self.max_result_bytes} bytes per node and job; "
-                "nothing of it was kept",
-            )
-        job = self.store.record_result(node_id, task_id, output, self.clock())
-        logger.info(
-            "result recorded",
-            extra={"task_id": task_id, "node_id": node_id, "outcome": output.outcome.value},
+        if size <= self.max_result_bytes:
+            return output
+        logger.warning(
+            "result over the size limit",
+            extra={"task_id": report.task_id, "node_id": report.node_id, "bytes": size},
         )
-        if job is not None:
-            self._complete(job)
+        return NodeOutput(
+            Outcome.FAILED,
+            {},
+            output.rules,
+            f"the result of node '{report.node_id}' ({size} bytes) is larger than this "
+            f"network's limit of {self.max_result_bytes} bytes per node and job; "
+            "nothing of it was kept",
+        )
 
     def _resume_approval(self, job: Job) -> Job:
         """Run the automatic approval of a job still pending approval (after a crash)."""

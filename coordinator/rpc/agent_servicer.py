@@ -6,21 +6,38 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import TypeVar
 
 import grpc
 
 from coordinator.auth import Authenticator, peer_certificate
+from coordinator.domain.model import Job, Task
+from coordinator.rpc.batching import Batcher
 from coordinator.rpc.convert import task_to_pb
 from coordinator.rpc.errors import rpc_method
 from coordinator.rpc.notifier import TaskNotifier
-from coordinator.service import CoordinatorService
+from coordinator.service import CoordinatorService, Report
 from fedtre.errors import Unauthenticated
 from fedtre.identity.peer import Identity
 from fedtre.v1 import agent_pb2, agent_pb2_grpc
 from fedtre.wire import output_from_parts, provenance_from_pb, schemas_from_pb
 
 NODES = ("node",)
+
+# A task taken for a stream, with its signed grant: (task, job, grant, signature).
+Taken = tuple[Task, Job, bytes, bytes]
+T = TypeVar("T")
+
+
+def _each_none(write: Callable[[Sequence[T]], None]) -> Callable[[Sequence[T]], list[None]]:
+    """A batch write with nothing to return per item, as Batcher expects it."""
+
+    def written(items: Sequence[T]) -> list[None]:
+        write(items)
+        return [None] * len(items)
+
+    return written
 
 
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
@@ -43,16 +60,24 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self.auth = auth  # read by rpc_method: certificates checked against the CRL
         # The wake event of every open stream, so a revocation can end them at once.
         self._open: set[asyncio.Event] = set()
+        # Streams woken together, and reports arriving together, share one transaction.
+        self._dispatch: Batcher[str, list[Taken]] = Batcher(
+            service.take_tasks_for,
+            on_abandoned=lambda _node, taken: service.requeue([task for task, *_ in taken]),
+        )
+        self._reports: Batcher[Report, None] = Batcher(service.record_results)
+        self._heartbeats: Batcher[tuple[str, str], None] = Batcher(_each_none(service.nodes_seen))
 
     def recheck_certificates(self) -> None:
         """Wake every open stream to check its certificate against the revocation list."""
         for event in list(self._open):
             event.set()
 
-    def _check_still_valid(self, context: grpc.aio.ServicerContext, node_id: str) -> None:
+    async def _check_still_valid(self, context: grpc.aio.ServicerContext, node_id: str) -> None:
         cert = peer_certificate(context.auth_context())
         if self.auth is not None and cert is not None and self.auth.certificate_revoked(cert):
-            self._service.store.governance.audit(
+            await asyncio.to_thread(
+                self._service.store.governance.audit,
                 actor=node_id, event="node.stream_closed", subject=f"node:{node_id}",
                 details={"reason": "certificate revoked", "serial": f"{cert.serial_number:x}"},
                 now=self._service.clock(),
@@ -90,8 +115,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         try:
             while self._notifier.is_current(node_id, wake):
                 wake.clear()
-                await asyncio.to_thread(self._check_still_valid, context, node_id)
-                taken = await asyncio.to_thread(self._service.take_tasks, node_id)
+                await self._check_still_valid(context, node_id)
+                taken = await self._dispatch.run(node_id)
                 if not self._notifier.is_current(node_id, wake):
                     # A newer stream replaced this one while the tasks were being taken.
                     await asyncio.to_thread(self._service.requeue, [task for task, *_ in taken])
@@ -106,7 +131,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                     sent = time.monotonic()
                 if time.monotonic() - beat >= self._ping_interval:
                     beat = time.monotonic()
-                    await asyncio.to_thread(self._service.node_seen, node_id, connection_id)
+                    await self._heartbeats.run((node_id, connection_id))
                 timeout = self._ping_interval - (time.monotonic() - sent)
                 if self._poll_interval is not None:
                     timeout = min(timeout, self._poll_interval)
@@ -141,14 +166,9 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         identity: Identity,
     ) -> agent_pb2.ReportResultResponse:
         output = output_from_parts(request.outcome, request.rules, request.payload, request.error)
-        await asyncio.to_thread(self._service.record_result, identity.name, request.task_id, output)
+        provenance = provenance_from_pb(request.provenance)
+        await self._reports.run(Report(identity.name, request.task_id, output, provenance))
         # An answer frees a place in the node's in-flight window: send it the next task
         # (its stream is on this replica: its reports come over the same channel).
         self._notifier.wake_local([identity.name])
-        provenance = provenance_from_pb(request.provenance)
-        if provenance is not None:  # kept for the researcher to verify (the agent signed it)
-            await asyncio.to_thread(
-                self._service.store.governance.save_provenance,
-                request.task_id, identity.name, provenance, self._service.clock(),
-            )  # fmt: skip
         return agent_pb2.ReportResultResponse()

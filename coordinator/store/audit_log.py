@@ -6,7 +6,7 @@ and its audit entry are committed together or not at all.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -35,6 +35,13 @@ def record(
     return audit.append(
         session, TABLES, actor=actor, event=event, subject=subject, details=details, now=now
     )
+
+
+def record_many(
+    session: Session, entries: Sequence[audit.NewEntry], now: datetime | None = None
+) -> list[int]:
+    """Append entries, in order, in session's transaction; return their sequence numbers."""
+    return audit.append_many(session, TABLES, entries, now=now)
 
 
 def ensure_head(session: Session) -> None:

@@ -33,8 +33,9 @@ from coordinator.store.engine import create_engine
 from coordinator.store.governance import GovernanceStore
 from coordinator.store.rounds import RoundStore
 from coordinator.store.schema import JobRow, NodeRow, ProjectRow, ResultRow, TaskRow
+from fedtre import audit
 from fedtre.analyses.base import DatasetSchema, NodeOutput, Outcome, RuleResult
-from fedtre.errors import Conflict, NotFound, PermissionDenied, Unavailable
+from fedtre.errors import Conflict, FedtreError, NotFound, PermissionDenied, Unavailable
 
 # Tasks a node still owes an answer for (a HELD task awaits the TRE's output checker, a
 # person: its deadline does not apply).
@@ -410,50 +411,111 @@ class Store(RoundStore):
         A node paused for maintenance gets nothing; with max_in_flight, a node never has
         more than that many delivered tasks unanswered (backpressure).
         """
+        return self.take_queued_tasks_for([node_id], now, limit, max_in_flight=max_in_flight)[
+            node_id
+        ]
+
+    def take_queued_tasks_for(
+        self,
+        node_ids: Sequence[str],
+        now: datetime,
+        limit: int = 100,
+        *,
+        max_in_flight: int | None = None,
+    ) -> dict[str, list[tuple[Task, Job]]]:
+        """take_queued_tasks for several nodes in one transaction: per node, its tasks.
+
+        A few statements for all the nodes together, not a few per node: a job fanned
+        out to 1,000 nodes is dispatched in a handful of batches.
+        """
+        taken: dict[str, list[tuple[Task, Job]]] = {node: [] for node in node_ids}
         with self._tx() as s:
-            node = s.get(NodeRow, node_id)
-            if node is not None and node.paused:
-                return []
-            if max_in_flight is not None:
-                in_flight = s.scalar(
-                    sa.select(sa.func.count())
-                    .select_from(TaskRow)
-                    .where(TaskRow.node == node_id, TaskRow.state == TaskState.DELIVERED.value)
+            room = self._room(s, node_ids, limit, max_in_flight)
+            if not room:
+                return taken
+            # Each node's oldest queued tasks, as many as it has room for; then those of
+            # them no other transaction holds (another replica's dispatch) are locked.
+            ranked = (
+                sa.select(
+                    TaskRow.task_id,
+                    TaskRow.node,
+                    sa.func.row_number()
+                    .over(partition_by=TaskRow.node, order_by=(TaskRow.job_id, TaskRow.task_id))
+                    .label("rank"),
                 )
-                limit = min(limit, max(0, max_in_flight - int(in_flight or 0)))
-                if limit == 0:
-                    return []
+                .where(TaskRow.node.in_(room), TaskRow.state == TaskState.QUEUED.value)
+                .subquery()
+            )
+            candidates = [
+                task_id
+                for task_id, node, rank in s.execute(
+                    sa.select(ranked.c.task_id, ranked.c.node, ranked.c.rank).where(
+                        ranked.c.rank <= max(room.values())
+                    )
+                )
+                if rank <= room[node]
+            ]
+            if not candidates:
+                return taken
             rows = s.scalars(
                 sa.select(TaskRow)
-                .where(TaskRow.node == node_id, TaskRow.state == TaskState.QUEUED.value)
-                .order_by(TaskRow.job_id)
-                .limit(limit)
+                .where(TaskRow.task_id.in_(candidates), TaskRow.state == TaskState.QUEUED.value)
+                .order_by(TaskRow.node, TaskRow.job_id, TaskRow.task_id)
                 .with_for_update(skip_locked=True)
             ).all()
             # The jobs without their tasks: a job fanned out to many nodes would otherwise
             # load every sibling task for each node's delivery.
-            job_ids = {row.job_id for row in rows}
             jobs = {
-                job.id: job
+                job.id: _job(job, with_tasks=False)
                 for job in s.scalars(
                     sa.select(JobRow)
-                    .where(JobRow.id.in_(job_ids))
+                    .where(JobRow.id.in_({row.job_id for row in rows}))
                     .options(lazyload(JobRow.tasks), lazyload(JobRow.result))
                 )
             }
-            taken = []
+            replica = {"replica": self.replica} if self.replica else {}
             for row in rows:
                 row.state = TaskState.DELIVERED.value
                 row.delivered_at = now
                 row.deliveries = (row.deliveries or 0) + 1
-                taken.append((_task(row), _job(jobs[row.job_id], with_tasks=False)))
-                audit_log.record(
-                    s, actor=COORDINATOR, event="task.dispatched", subject=f"task:{row.task_id}",
-                    details={"job_id": row.job_id, "node": node_id,
-                             **({"replica": self.replica} if self.replica else {})},
-                    now=now,
-                )  # fmt: skip
+                taken[row.node].append((_task(row), jobs[row.job_id]))
+            audit_log.record_many(
+                s,
+                [
+                    audit.NewEntry(
+                        actor=COORDINATOR,
+                        event="task.dispatched",
+                        subject=f"task:{row.task_id}",
+                        details={"job_id": row.job_id, "node": row.node, **replica},
+                    )  # fmt: skip
+                    for row in rows
+                ],
+                now,
+            )
             return taken
+
+    @staticmethod
+    def _room(
+        s: Session, node_ids: Sequence[str], limit: int, max_in_flight: int | None
+    ) -> dict[str, int]:
+        """How many tasks each of node_ids may be sent now (paused and full nodes: none)."""
+        paused = set(
+            s.scalars(
+                sa.select(NodeRow.node_id).where(NodeRow.node_id.in_(node_ids), NodeRow.paused)
+            )
+        )
+        room = {node: limit for node in node_ids if node not in paused}
+        if max_in_flight is not None and room:
+            in_flight = {
+                node: int(count)
+                for node, count in s.execute(
+                    sa.select(TaskRow.node, sa.func.count())
+                    .where(TaskRow.node.in_(room), TaskRow.state == TaskState.DELIVERED.value)
+                    .group_by(TaskRow.node)
+                )
+            }
+            room = {node: min(limit, max_in_flight - in_flight.get(node, 0)) for node in room}
+        return {node: n for node, n in room.items() if n > 0}
 
     def record_result(
         self, node_id: str, task_id: str, output: NodeOutput, now: datetime
@@ -461,52 +523,114 @@ class Store(RoundStore):
         """Store a node's output for its task, once; return the job if it now awaits completion.
 
         A repeated report of an already-recorded task changes nothing and returns None.
+        Raises NotFound (no such task) or PermissionDenied (another node's task).
         """
+        result = self.record_results([(node_id, task_id, output)], now)[0]
+        if isinstance(result, FedtreError):
+            raise result
+        return result
+
+    def record_results(
+        self, reports: Sequence[tuple[str, str, NodeOutput]], now: datetime
+    ) -> list[Job | None | FedtreError]:
+        """record_result for several (node, task id, output) reports in one transaction.
+
+        Per report: the job it was the last outstanding report of, None, or the error that
+        refused it alone (nothing of a refused report is written). A few statements for
+        the whole batch, not a few per report.
+        """
+        answers: list[Job | None | FedtreError] = [None] * len(reports)
         with self._tx() as s:
-            found = s.get(TaskRow, task_id)
-            if found is None:
-                raise NotFound(f"no task '{task_id}'")
-            if found.node != node_id:
-                raise PermissionDenied(f"task '{task_id}' is not addressed to node '{node_id}'")
-            # Lock the job, then read the task afresh: two reports of the same task (or the
-            # last two of a job) then serialise here, on PostgreSQL as on SQLite.
-            job = self._job_row(s, found.job_id, lock=True, with_tasks=False)
-            task = s.scalars(
-                sa.select(TaskRow)
-                .where(TaskRow.task_id == task_id)
-                .with_for_update()
-                .execution_options(populate_existing=True)
-            ).one()
-            if task.state == TaskState.DONE.value:
-                return None  # a final report is never overwritten
-            # HELD: the node's output checker has it; the job waits for the final report,
-            # which replaces this one exactly once.
-            held = output.outcome is Outcome.HELD
-            task.state = (TaskState.HELD if held else TaskState.DONE).value
-            task.reported_at = now
-            task.outcome = output.outcome.value
-            task.payload = output.payload
-            task.rules = [
-                {"rule": r.rule, "passed": r.passed, "detail": r.detail} for r in output.rules
-            ]
-            task.error = output.error
+            found = {
+                row.task_id: row
+                for row in s.scalars(
+                    sa.select(TaskRow).where(TaskRow.task_id.in_({t for _, t, _ in reports}))
+                )
+            }
+            accepted = []
+            for i, (node_id, task_id, _) in enumerate(reports):
+                task = found.get(task_id)
+                if task is None:
+                    answers[i] = NotFound(f"no task '{task_id}'")
+                elif task.node != node_id:
+                    answers[i] = PermissionDenied(
+                        f"task '{task_id}' is not addressed to node '{node_id}'"
+                    )
+                else:
+                    accepted.append(i)
+            if not accepted:
+                return answers
+            # Lock the jobs (in id order, so concurrent batches cannot deadlock), then read
+            # the tasks afresh: two reports of one task, or the last two of a job, then
+            # serialise here, on PostgreSQL as on SQLite.
+            jobs = {
+                row.id: row
+                for row in s.scalars(
+                    sa.select(JobRow)
+                    .where(JobRow.id.in_({found[reports[i][1]].job_id for i in accepted}))
+                    .order_by(JobRow.id)
+                    .options(lazyload(JobRow.tasks), lazyload(JobRow.result))
+                    .with_for_update()
+                )
+            }
+            tasks = {
+                row.task_id: row
+                for row in s.scalars(
+                    sa.select(TaskRow)
+                    .where(TaskRow.task_id.in_({reports[i][1] for i in accepted}))
+                    .order_by(TaskRow.task_id)
+                    .with_for_update()
+                    .execution_options(populate_existing=True)
+                )
+            }
+            entries = []
+            last_of_job: dict[int, int] = {}  # job id -> the index of its last final report
+            for i in accepted:
+                node_id, task_id, output = reports[i]
+                task = tasks[task_id]
+                if task.state == TaskState.DONE.value:
+                    continue  # a final report is never overwritten
+                # HELD: the node's output checker has it; the job waits for the final
+                # report, which replaces this one exactly once.
+                held = output.outcome is Outcome.HELD
+                task.state = (TaskState.HELD if held else TaskState.DONE).value
+                task.reported_at = now
+                task.outcome = output.outcome.value
+                task.payload = output.payload
+                task.rules = [
+                    {"rule": r.rule, "passed": r.passed, "detail": r.detail} for r in output.rules
+                ]
+                task.error = output.error
+                entries.append(
+                    audit.NewEntry(
+                        actor=node_id,
+                        event="task.reported",
+                        subject=f"task:{task_id}",
+                        details={
+                            "job_id": task.job_id,
+                            "outcome": output.outcome.value,
+                            "error": output.error[:500],
+                        },
+                    )  # fmt: skip
+                )
+                if not held and jobs[task.job_id].state == JobState.RUNNING.value:
+                    last_of_job[task.job_id] = i
             s.flush()
-            audit_log.record(
-                s, actor=node_id, event="task.reported", subject=f"task:{task_id}",
-                details={"job_id": task.job_id, "outcome": output.outcome.value,
-                         "error": output.error[:500]},
-                now=now,
-            )  # fmt: skip
-            if held or job.state != JobState.RUNNING.value:
-                return None
-            unfinished = s.scalar(
-                sa.select(sa.func.count())
-                .select_from(TaskRow)
-                .where(TaskRow.job_id == job.id, TaskRow.state != TaskState.DONE.value)
-            )
-            if unfinished:
-                return None
-            return _job(self._job_row(s, job.id))
+            audit_log.record_many(s, entries, now)
+            if not last_of_job:
+                return answers
+            unfinished = {
+                job_id: int(count)
+                for job_id, count in s.execute(
+                    sa.select(TaskRow.job_id, sa.func.count())
+                    .where(TaskRow.job_id.in_(last_of_job), TaskRow.state != TaskState.DONE.value)
+                    .group_by(TaskRow.job_id)
+                )
+            }
+            for job_id, i in last_of_job.items():
+                if not unfinished.get(job_id):
+                    answers[i] = _job(self._job_row(s, job_id))
+            return answers
 
     def complete_job(
         self, job_id: int, state: JobState, combined: dict, now: datetime, reason: str = ""
