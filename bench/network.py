@@ -1,24 +1,36 @@
 """Network benchmarks: job latency, throughput, fan-out to many agents, and how cost grows.
 
     .venv/bin/python bench/network.py all            # everything (several minutes)
-    .venv/bin/python bench/network.py latency --jobs 200
-    .venv/bin/python bench/network.py throughput --jobs 2000 [--database-url URL]
+    .venv/bin/python bench/network.py latency --jobs 200 [--threads]
+    .venv/bin/python bench/network.py throughput --jobs 2000 [--database-url URL] [--clients 8]
     .venv/bin/python bench/network.py fanout --agents 200,500,1000
     .venv/bin/python bench/network.py rows --rows 2000,20000,200000
 
 Prints a table per benchmark and writes bench/results/network.json. With
-FEDTRE_BENCH_PROFILE=FILE, py-spy samples what is measured into FILE (raw format): this
-process for latency and throughput, the coordinator's process for fanout. Everything is real:
-gRPC over TLS on loopback, SQLite (or the PostgreSQL given) for the coordinator's state.
+FEDTRE_BENCH_PROFILE=FILE, py-spy samples what is measured into FILE (raw format): the
+coordinator's process (or, with --threads, this process, which then holds the whole
+network). Everything is real: gRPC over TLS on loopback, SQLite (or the PostgreSQL given)
+for the coordinator's state.
 
-- latency and rows: fedtre.testing.LocalNetwork (coordinator and three real agents as
-  threads of this process), one job at a time, submit to combined result;
-- throughput: the same network, jobs submitted from several client threads at once;
+- latency and rows: a coordinator and three real agents, one job at a time, submit to
+  combined result; each agent serves its own SQLite file of synthetic cohort data
+  (fedtre.synth, 2,000 rows unless rows says otherwise), with the default disclosure
+  policy; the project "default" approves count and summary automatically;
+- throughput: the same network, jobs submitted from several client threads at once
+  (--clients), timed until no job is running or waiting for approval (read from the
+  coordinator's database without locking it);
 - fanout: the coordinator as its own process (so its memory can be read from /proc),
   and light agents in a few worker processes: each holds a real node certificate, opens
   the real task stream over mutual TLS, and answers each task with a fixed released
   count, as an agent would after its checks. What is measured is the coordinator.
-"""
+
+The network of latency, throughput and rows runs as deployed by default (--processes):
+the coordinator and each agent are separate OS processes started through the real CLI
+(`fedtre coordinator bootstrap-admin` / `coordinator serve`, `fedtre agent run` with a
+config file written as `fedtre demo` writes it), and the clients are in this process.
+--threads runs the same network as fedtre.testing.LocalNetwork instead: the coordinator
+and the agents as threads of this process, sharing its GIL (results under
+"<bench>_threads" in the JSON). Every process started is stopped at the end, on error too."""
 
 from __future__ import annotations
 
@@ -40,6 +52,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -83,16 +96,126 @@ def postgres_schema(url: str) -> Iterator[str]:
         admin.dispose()
 
 
+@dataclass(frozen=True)
+class Network:
+    """A running network of a coordinator and three agents, as the benchmarks use it."""
+
+    client: Callable[[], Any]  # a new researcher's Client on the coordinator's API
+    database_url: str  # the coordinator's database
+    pid: int  # the process to profile: the coordinator's (this one with --threads)
+
+
 @contextmanager
-def network(rows: int, database_url: str | None) -> Iterator[Any]:
+def network(rows: int, database_url: str | None, processes: bool) -> Iterator[Network]:
+    """Three agents on rows-row synthetic cohorts (SQLite), and their coordinator."""
     from fedtre.synth import write_cohorts
     from fedtre.testing import LocalNetwork
 
     with tempfile.TemporaryDirectory() as tmp:
-        files = write_cohorts(Path(tmp), n_nodes=3, rows=rows, seed=1, fmt="sqlite")
+        home = Path(tmp)
+        files = write_cohorts(home / "data", n_nodes=3, rows=rows, seed=1, fmt="sqlite")
+        if processes:
+            with process_network(home, files, database_url) as net:
+                yield net
+            return
         data = {node: {"cohort": path} for node, path in files.items()}
-        with LocalNetwork(data, database_url=database_url) as net:
-            yield net
+        with LocalNetwork(data, database_url=database_url) as local:
+            url = database_url or f"sqlite:///{local.directory / 'coordinator.sqlite'}"
+            yield Network(local.client, url, os.getpid())
+
+
+@contextmanager
+def process_network(
+    home: Path, files: dict[str, Path], database_url: str | None
+) -> Iterator[Network]:
+    """The coordinator and one agent per file as processes of the CLI, as `fedtre demo` runs them."""
+    from fedtre.client import Client
+    from fedtre.demo import spawn, wait_for_nodes, write_agent_config
+    from fedtre.identity.ca import init_network
+
+    nodes = list(files)
+    init_network(home / "pki", nodes)
+    url = database_url or f"sqlite:///{home / 'coordinator.sqlite'}"
+    with coordinator_process(home, url) as (coordinator, address, api):
+        agents: list[subprocess.Popen] = []
+        try:
+            for node in nodes:
+                config = write_agent_config(home, node, address, files[node])
+                agents.append(
+                    spawn(
+                        ["agent", "run", "--config", str(config), "--log-level", "WARNING"],
+                        home / f"{node}.log",
+                    )
+                )
+            with Client(api, home / "admin") as admin:
+                token = set_up_project(admin, "default", nodes, ["count", "summary"])
+                wait_for_nodes(admin, nodes, [coordinator, *agents], home)
+            ca = home / "pki" / "ca" / "ca.pem"
+            yield Network(lambda: Client(api, token=token, ca=ca), url, coordinator.pid)
+        finally:
+            stop(agents)
+
+
+@contextmanager
+def coordinator_process(
+    home: Path, database_url: str
+) -> Iterator[tuple[subprocess.Popen, str, str]]:
+    """`fedtre coordinator serve` on loopback with the first admin's identity in home/admin.
+
+    Yields (process, agents' address, people's API address); stops it afterwards. The
+    network's PKI must be in home/pki (fedtre.identity.ca.init_network).
+    """
+    from fedtre.demo import read_addresses, run_cli, spawn
+
+    database = ["--database-url", database_url]
+    tls = ["--tls-dir", str(home / "pki" / "coordinator")]
+    run_cli(["coordinator", "bootstrap-admin", "admin", "--out", str(home / "admin"),
+          *tls, *database])  # fmt: skip
+    log = home / "coordinator.log"
+    coordinator = spawn(
+        ["coordinator", "serve", "--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0",
+         "--log-level", "WARNING", *tls, *database],
+        log,
+    )  # fmt: skip
+    try:
+        address, api = read_addresses(coordinator, log)
+        yield coordinator, address, api
+    finally:
+        stop([coordinator])
+
+
+def stop(processes: list[subprocess.Popen]) -> None:
+    """SIGTERM every process, then wait for each (SIGKILL after 10 s)."""
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def set_up_project(admin: Any, project: str, nodes: list[str], analyses: list[str]) -> str:
+    """A researcher with a token, member of project, which approves analyses automatically.
+
+    Returns the researcher's token.
+    """
+    admin.admin.create_user("researcher", "researcher")
+    _, token = admin.admin.issue_token("researcher", valid_days=1)
+    admin.admin.create_project(
+        project,
+        expires=datetime.now(UTC) + timedelta(days=1),
+        nodes=nodes,
+        datasets=["cohort"],
+        analyses=analyses,
+        members=["researcher"],
+        auto_approve=analyses,
+    )
+    return str(token)
 
 
 def timed_jobs(client: Any, jobs: int, analysis: str, params: dict) -> list[float]:
@@ -111,11 +234,12 @@ def timed_jobs(client: Any, jobs: int, analysis: str, params: dict) -> list[floa
 
 
 def bench_latency(args: argparse.Namespace) -> dict[str, Any]:
-    with network(2000, args.database_url) as net, net.client() as client:
+    with network(2000, args.database_url, args.processes) as net, net.client() as client:
         timed_jobs(client, 0, "count", COUNT_PARAMS)  # the warm-up, outside any profile
-        with profiled(os.getpid()):  # the network runs in this process
+        with profiled(net.pid):
             latencies = timed_jobs(client, args.jobs, "count", COUNT_PARAMS)
     figures = {
+        "network": _mode(args),
         "jobs": args.jobs,
         "database": "postgresql" if args.database_url else "sqlite",
         "p50_ms": round(statistics.median(latencies), 2),
@@ -127,10 +251,14 @@ def bench_latency(args: argparse.Namespace) -> dict[str, Any]:
     return figures
 
 
+def _mode(args: argparse.Namespace) -> str:
+    return "processes" if args.processes else "threads (one process)"
+
+
 def bench_rows(args: argparse.Namespace) -> dict[str, Any]:
     curve = {}
     for rows in [int(r) for r in args.rows.split(",")]:
-        with network(rows, args.database_url) as net, net.client() as client:
+        with network(rows, args.database_url, args.processes) as net, net.client() as client:
             count = timed_jobs(client, 30, "count", COUNT_PARAMS)
             summary = timed_jobs(client, 30, "summary", {"column": "sbp", "by": "smoking"})
         curve[rows] = {
@@ -138,7 +266,7 @@ def bench_rows(args: argparse.Namespace) -> dict[str, Any]:
             "summary_p50_ms": round(statistics.median(summary), 2),
         }
         show(f"rows per node {rows}", curve[rows])
-    return {"rows_per_node": curve}
+    return {"network": _mode(args), "rows_per_node": curve}
 
 
 def bench_throughput(args: argparse.Namespace) -> dict[str, Any]:
@@ -148,7 +276,10 @@ def bench_throughput(args: argparse.Namespace) -> dict[str, Any]:
         targets.append(("postgresql", args.database_url or args.postgres))
     for name, url in targets:
         with postgres_schema(url) if url else _none() as schema_url:
-            figures[name] = _throughput(args.jobs, args.threads, schema_url)
+            figures[name] = {
+                "network": _mode(args),
+                **_throughput(args.jobs, args.clients, schema_url, args.processes),
+            }
         show(f"throughput on {name}: {args.jobs} count jobs over 3 agents", figures[name])
     return figures
 
@@ -158,11 +289,15 @@ def _none() -> Iterator[None]:
     yield None
 
 
-def _throughput(jobs: int, threads: int, database_url: str | None) -> dict[str, Any]:
-    from coordinator.domain.model import JobState
+def _throughput(
+    jobs: int, threads: int, database_url: str | None, processes: bool
+) -> dict[str, Any]:
+    import sqlalchemy as sa
 
-    PENDING = JobState.PENDING_APPROVAL  # noqa: N806
-    with network(2000, database_url) as net:
+    from coordinator.domain.model import JobState
+    from coordinator.store.schema import JobRow
+
+    with network(2000, database_url, processes) as net:
         clients = [net.client() for _ in range(threads)]
         timed_jobs(clients[0], 0, "count", COUNT_PARAMS)
         ids: list[int] = []
@@ -174,27 +309,44 @@ def _throughput(jobs: int, threads: int, database_url: str | None) -> dict[str, 
                 with lock:
                     ids.append(handle.id)
 
+        # A plain engine, not the coordinator's Store: its transactions take SQLite's write
+        # lock (BEGIN IMMEDIATE), and this poll must not compete with the work measured.
+        # A plain SELECT reads a snapshot of the WAL without blocking any writer.
+        database = sa.create_engine(net.database_url)
+        unfinished = (
+            sa.select(JobRow.id)
+            .where(JobRow.state.in_([JobState.RUNNING, JobState.PENDING_APPROVAL]))
+            .limit(1)
+        )
         share = [jobs // threads + (1 if i < jobs % threads else 0) for i in range(threads)]
-        with profiled(os.getpid()):  # the network runs in this process
-            start = time.perf_counter()
-            workers = [
-                threading.Thread(target=submit, args=(c, n))
-                for c, n in zip(clients, share, strict=True)
-            ]
-            for worker in workers:
-                worker.start()
-            for worker in workers:
-                worker.join()
-            submitted = time.perf_counter() - start
-            store = net.coordinator.store
-            # Two small queries a poll: reading every job's state would compete with the
-            # work measured (for the store's lock and the GIL).
-            while any(store.list_jobs(state, 1) for state in (JobState.RUNNING, PENDING)):
-                time.sleep(0.05)
-            elapsed = time.perf_counter() - start
-        completed = sum(store.get_job(i).state.value == "completed" for i in ids)
-        for client in clients:
-            client.close()
+        try:
+            with profiled(net.pid):
+                start = time.perf_counter()
+                workers = [
+                    threading.Thread(target=submit, args=(c, n))
+                    for c, n in zip(clients, share, strict=True)
+                ]
+                for worker in workers:
+                    worker.start()
+                for worker in workers:
+                    worker.join()
+                submitted = time.perf_counter() - start
+                while True:
+                    with database.connect() as conn:
+                        if conn.execute(unfinished).first() is None:
+                            break
+                    time.sleep(0.05)
+                elapsed = time.perf_counter() - start
+            with database.connect() as conn:
+                completed = conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(JobRow)
+                    .where(JobRow.id.in_(ids), JobRow.state == JobState.COMPLETED)
+                ).scalar_one()
+        finally:
+            database.dispose()
+            for client in clients:
+                client.close()
     return {
         "jobs": jobs,
         "client_threads": threads,
@@ -233,75 +385,44 @@ def _fanout(agents: int, workers: int) -> dict[str, Any]:
         started = time.perf_counter()
         init_network(home / "pki", nodes)
         pki_seconds = time.perf_counter() - started
-        database = ["--database-url", f"sqlite:///{home / 'coordinator.sqlite'}"]
-        tls = ["--tls-dir", str(home / "pki" / "coordinator")]
-        _fedtre(["coordinator", "bootstrap-admin", "admin", "--out", str(home / "admin"),
-                 *tls, *database])  # fmt: skip
-        coordinator = subprocess.Popen(
-            [sys.executable, "-m", "fedtre.cli.main", "coordinator", "serve", "--listen",
-             "127.0.0.1:0", "--api-listen", "127.0.0.1:0", "--log-level", "WARNING",
-             *tls, *database],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )  # fmt: skip
+        url = f"sqlite:///{home / 'coordinator.sqlite'}"
         pool: list[multiprocessing.Process] = []
-        try:
-            assert coordinator.stdout is not None
-            found: dict[str, str] = {}
-            while len(found) < 2:  # skip anything else printed first (py-spy's banner)
-                line = coordinator.stdout.readline()
-                if not line:
-                    raise SystemExit("the coordinator did not start")
-                for key, pattern in (("agents", "listening on "), ("api", "API (TLS")):
-                    if pattern in line:
-                        found[key] = line.split()[-1]
-            address, api = found["agents"], found["api"]
-            admin = Client(api, home / "admin")
-            admin.admin.create_user("researcher", "researcher")
-            _, token = admin.admin.issue_token("researcher", valid_days=1)
-            admin.admin.create_project(
-                "fanout",
-                expires=datetime.now(UTC) + timedelta(days=1),
-                nodes=nodes,
-                datasets=["cohort"],
-                analyses=["count"],
-                members=["researcher"],
-                auto_approve=["count"],
-            )
-            time.sleep(1.0)  # let the coordinator settle before the baseline
-            idle_kb = _rss_kb(coordinator.pid)
-            started = time.perf_counter()
-            slices = [nodes[i::workers] for i in range(workers)]
-            for part in slices:
-                process = multiprocessing.Process(
-                    target=_light_agents, args=(address, str(home / "pki" / "nodes"), part)
-                )
-                process.start()
-                pool.append(process)
-            _wait_online(admin, agents)
-            connect_seconds = time.perf_counter() - started
-            time.sleep(2.0)  # idle, as the target says
-            connected_kb = _rss_kb(coordinator.pid)
-            researcher = Client(api, token=token, ca=home / "pki" / "ca" / "ca.pem")
-            spy = _profile(coordinator.pid)
-            started = time.perf_counter()
-            handle = researcher.submit("count", dataset="cohort", params={}, project="fanout")
-            result = handle.result(timeout=120)
-            answered = time.perf_counter() - started
-            if spy is not None:
-                spy.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
-                spy.wait(timeout=60)
-            assert result.state == "completed", result.state
-            assert int(result.combined["n"]) == 100 * agents
-            researcher.close()
-            admin.close()
-        finally:
-            for process in pool:
-                process.terminate()
-            coordinator.terminate()
-            coordinator.wait(timeout=30)
-            for process in pool:
-                process.join(timeout=10)
+        with coordinator_process(home, url) as (coordinator, address, api):
+            try:
+                admin = Client(api, home / "admin")
+                token = set_up_project(admin, "fanout", nodes, ["count"])
+                time.sleep(1.0)  # let the coordinator settle before the baseline
+                idle_kb = _rss_kb(coordinator.pid)
+                started = time.perf_counter()
+                slices = [nodes[i::workers] for i in range(workers)]
+                for part in slices:
+                    process = multiprocessing.Process(
+                        target=_light_agents, args=(address, str(home / "pki" / "nodes"), part)
+                    )
+                    process.start()
+                    pool.append(process)
+                _wait_online(admin, agents)
+                connect_seconds = time.perf_counter() - started
+                time.sleep(2.0)  # idle, as the target says
+                connected_kb = _rss_kb(coordinator.pid)
+                researcher = Client(api, token=token, ca=home / "pki" / "ca" / "ca.pem")
+                spy = _profile(coordinator.pid)
+                started = time.perf_counter()
+                handle = researcher.submit("count", dataset="cohort", params={}, project="fanout")
+                result = handle.result(timeout=120)
+                answered = time.perf_counter() - started
+                if spy is not None:
+                    spy.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
+                    spy.wait(timeout=60)
+                assert result.state == "completed", result.state
+                assert int(result.combined["n"]) == 100 * agents
+                researcher.close()
+                admin.close()
+            finally:
+                for process in pool:
+                    process.terminate()
+                for process in pool:
+                    process.join(timeout=10)
     return {
         "issue_certificates_s": round(pki_seconds, 1),
         "all_connected_s": round(connect_seconds, 1),
@@ -336,14 +457,6 @@ def _profile(pid: int) -> subprocess.Popen | None:
     )  # fmt: skip
     time.sleep(1.0)  # let it attach
     return spy
-
-
-def _fedtre(args: list[str]) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "fedtre.cli.main", *args], capture_output=True, text=True
-    )
-    if done.returncode:
-        raise SystemExit(f"fedtre {' '.join(args[:2])} failed: {done.stderr}")
 
 
 def _wait_online(admin: Any, agents: int, timeout: float = 300) -> None:
@@ -406,7 +519,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bench", choices=[*BENCHES, "all"])
     parser.add_argument("--jobs", type=int, help="latency: 200; throughput: 2000")
-    parser.add_argument("--threads", type=int, default=8, help="throughput: client threads")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--processes",
+        action="store_true",
+        default=True,
+        help="latency, throughput, rows: the coordinator and each agent as its own process "
+        "(the default)",
+    )
+    mode.add_argument(
+        "--threads",
+        dest="processes",
+        action="store_false",
+        help="latency, throughput, rows: the whole network in this process (LocalNetwork)",
+    )
+    parser.add_argument("--clients", type=int, default=8, help="throughput: client threads")
     parser.add_argument("--database-url", help="the coordinator's database (default SQLite)")
     parser.add_argument(
         "--postgres",
@@ -426,7 +553,8 @@ def main() -> None:
     for name in chosen:
         if args.jobs is None:
             args.jobs = 2000 if name == "throughput" else 200
-        results[name] = BENCHES[name](args)
+        key = name if args.processes or name == "fanout" else f"{name}_threads"
+        results[key] = BENCHES[name](args)
         args.jobs = None if args.bench == "all" else args.jobs
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2) + "\n")

@@ -79,25 +79,25 @@ def run_demo(
 
         database = ["--database-url", f"sqlite:///{home / 'coordinator.sqlite'}"]
         tls_dir = ["--tls-dir", str(home / "pki" / "coordinator")]
-        _run(["coordinator", "bootstrap-admin", "admin", "--out", str(home / "people" / "admin"),
+        run_cli(["coordinator", "bootstrap-admin", "admin", "--out", str(home / "people" / "admin"),
               *tls_dir, *database])  # fmt: skip
-        coordinator = _spawn(
+        coordinator = spawn(
             ["coordinator", "serve", "--listen", "127.0.0.1:0", "--api-listen", "127.0.0.1:0",
              *tls_dir, *database],
             home / "coordinator.log",
         )  # fmt: skip
         processes.append(coordinator)
-        address, api_address = _read_addresses(coordinator, home / "coordinator.log")
+        address, api_address = read_addresses(coordinator, home / "coordinator.log")
         say(f"coordinator: agents on {address} (mutual TLS), people on {api_address} (TLS + token)")
         for node_id in node_ids:
-            config = _write_agent_config(home, node_id, address, data[node_id])
+            config = write_agent_config(home, node_id, address, data[node_id])
             processes.append(
-                _spawn(["agent", "run", "--config", str(config)], home / f"{node_id}.log")
+                spawn(["agent", "run", "--config", str(config)], home / f"{node_id}.log")
             )
 
         with Client(api_address, home / "people" / "admin") as admin:
             tokens = _set_up_governance(admin, node_ids, say)
-            _wait_for_nodes(admin, node_ids, processes, home)
+            wait_for_nodes(admin, node_ids, processes, home)
         say(f"agents online: {', '.join(node_ids)}\n")
 
         ca = home / "pki" / "ca" / "ca.pem"
@@ -153,7 +153,7 @@ def _set_up_governance(
     return tokens
 
 
-def _run(args: list[str]) -> None:
+def run_cli(args: list[str]) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "fedtre.cli.main", *args], capture_output=True, text=True
     )
@@ -161,7 +161,7 @@ def _run(args: list[str]) -> None:
         raise Unavailable(f"`fedtre {' '.join(args[:2])}` failed: {done.stderr.strip()}")
 
 
-def _spawn(args: list[str], log: Path) -> subprocess.Popen:
+def spawn(args: list[str], log: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
         [sys.executable, "-m", "fedtre.cli.main", *args],
@@ -172,7 +172,7 @@ def _spawn(args: list[str], log: Path) -> subprocess.Popen:
     )
 
 
-def _read_addresses(process: subprocess.Popen, log: Path) -> tuple[str, str]:
+def read_addresses(process: subprocess.Popen, log: Path) -> tuple[str, str]:
     """Return the coordinator's (agents' mutual-TLS address, people's API address)."""
     assert process.stdout is not None
     found = []
@@ -186,7 +186,7 @@ def _read_addresses(process: subprocess.Popen, log: Path) -> tuple[str, str]:
     return found[0], found[1]
 
 
-def _write_agent_config(home: Path, node_id: str, address: str, data: Path) -> Path:
+def write_agent_config(home: Path, node_id: str, address: str, data: Path) -> Path:
     from node_agent.config import AgentConfig, DatasetConfig, TlsConfig, write_config
 
     bundle = home / "pki" / "nodes" / node_id
@@ -212,7 +212,7 @@ def _write_agent_config(home: Path, node_id: str, address: str, data: Path) -> P
     return path
 
 
-def _wait_for_nodes(
+def wait_for_nodes(
     client: Client, node_ids: list[str], processes: list[subprocess.Popen], home: Path
 ) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
