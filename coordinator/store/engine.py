@@ -10,6 +10,9 @@ from sqlalchemy.exc import ArgumentError
 
 from fedtre.errors import InvalidRequest
 
+# An execution option: transactions of connections carrying it only read (Store._read).
+READ_ONLY = "fedtre_read_only"
+
 
 def create_engine(url: str) -> sa.Engine:
     """Return an engine for url; raise InvalidRequest for a URL SQLAlchemy cannot use."""
@@ -31,7 +34,9 @@ def create_engine(url: str) -> sa.Engine:
 def _serialise_sqlite_writers(engine: sa.Engine) -> None:
     # SQLite's deferred transactions fail with "database is locked" when two threads
     # read and then upgrade to write; BEGIN IMMEDIATE takes the write lock up front so
-    # concurrent transactions queue (bounded by the busy timeout) instead.
+    # concurrent transactions queue (bounded by the busy timeout) instead. A transaction
+    # that only reads never upgrades: a plain BEGIN lets it read a snapshot beside the
+    # writer (WAL) rather than queue behind it.
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None
@@ -42,4 +47,5 @@ def _serialise_sqlite_writers(engine: sa.Engine) -> None:
 
     @sa.event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        read_only = conn.get_execution_options().get(READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")

@@ -110,6 +110,9 @@ class GovernanceStore:
     def _tx(self) -> Any:
         return self._store._tx()
 
+    def _read(self) -> Any:
+        return self._store._read()
+
     # -- audit -------------------------------------------------------------------------
 
     def audit(
@@ -129,17 +132,17 @@ class GovernanceStore:
 
     def audit_size(self) -> int:
         """How many entries the coordinator's audit log holds."""
-        with self._tx() as s:
+        with self._read() as s:
             return audit_log.size(s)
 
     def verify_audit(self) -> VerifyReport:
-        with self._tx() as s:
+        with self._read() as s:
             return audit_log.verify(s)
 
     def audit_entries(self, since: int = 0, batch: int = 500) -> Iterator[AuditEntry]:
         """Yield the audit log in order, reading it in batches."""
         while True:
-            with self._tx() as s:
+            with self._read() as s:
                 chunk = list(audit_log.entries(s, since=since, limit=batch))
             yield from chunk
             if len(chunk) < batch:
@@ -167,18 +170,18 @@ class GovernanceStore:
             raise Conflict(f"user {name!r} already exists") from exc
 
     def users(self) -> list[User]:
-        with self._tx() as s:
+        with self._read() as s:
             return [_user(r) for r in s.scalars(sa.select(UserRow).order_by(UserRow.name))]
 
     def user(self, name: str) -> User:
-        with self._tx() as s:
+        with self._read() as s:
             row = s.get(UserRow, name)
             if row is None:
                 raise NotFound(f"no user {name!r}; `fedtre users list` shows them")
             return _user(row)
 
     def has_admin(self) -> bool:
-        with self._tx() as s:
+        with self._read() as s:
             query = sa.select(UserRow.name).where(UserRow.role == "admin").limit(1)
             return s.execute(query).first() is not None
 
@@ -232,7 +235,7 @@ class GovernanceStore:
             return _token(row)
 
     def tokens(self, user: str | None = None) -> list[Token]:
-        with self._tx() as s:
+        with self._read() as s:
             query = sa.select(TokenRow).order_by(TokenRow.user, TokenRow.created_at)
             if user:
                 query = query.where(TokenRow.user == user)
@@ -254,7 +257,7 @@ class GovernanceStore:
 
     def credential(self, token_id: str) -> tuple[str, Token, User] | None:
         """Return (stored hash, token, its user) for token_id, or None if unknown."""
-        with self._tx() as s:
+        with self._read() as s:
             row = s.get(TokenRow, token_id)
             if row is None:
                 return None
@@ -344,18 +347,18 @@ class GovernanceStore:
             return self._project(s, project)  # type: ignore[return-value]
 
     def project(self, name: str) -> Project | None:
-        with self._tx() as s:
+        with self._read() as s:
             return self._project(s, name)
 
     def projects(self, names: Iterable[str] | None = None) -> list[Project]:
-        with self._tx() as s:
+        with self._read() as s:
             query = sa.select(ProjectRow.name).order_by(ProjectRow.name)
             if names is not None:
                 query = query.where(ProjectRow.name.in_(list(names)))
             return [p for n in s.scalars(query).all() if (p := self._project(s, n)) is not None]
 
     def member_of(self, user: str) -> list[str]:
-        with self._tx() as s:
+        with self._read() as s:
             query = (
                 sa.select(ProjectMemberRow.project)
                 .where(ProjectMemberRow.user == user)
@@ -437,7 +440,7 @@ class GovernanceStore:
         """Return each job's approvers, in the order they approved."""
         if not job_ids:
             return {}
-        with self._tx() as s:
+        with self._read() as s:
             rows = s.execute(
                 sa.select(JobApprovalRow.job_id, JobApprovalRow.approver)
                 .where(JobApprovalRow.job_id.in_(list(job_ids)))
@@ -456,7 +459,7 @@ class GovernanceStore:
             s.add(row)
 
     def grant(self, job_id: int) -> tuple[bytes, bytes] | None:
-        with self._tx() as s:
+        with self._read() as s:
             row = s.get(JobGrantRow, job_id)
             return None if row is None else (bytes(row.grant), bytes(row.signature))
 
@@ -486,7 +489,7 @@ class GovernanceStore:
         """Return the provenance kept for each of task_ids that has one."""
         if not task_ids:
             return {}
-        with self._tx() as s:
+        with self._read() as s:
             rows = s.scalars(
                 sa.select(ResultProvenanceRow).where(
                     ResultProvenanceRow.task_id.in_(list(task_ids))

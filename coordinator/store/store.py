@@ -29,7 +29,7 @@ from coordinator.domain.model import (
 from coordinator.domain.status import FAILURE_OUTCOMES, NetworkStatus, NodeQueue, TaskFailure
 from coordinator.store import audit_log, migrate
 from coordinator.store.audit_log import COORDINATOR
-from coordinator.store.engine import create_engine
+from coordinator.store.engine import READ_ONLY, create_engine
 from coordinator.store.governance import GovernanceStore
 from coordinator.store.rounds import RoundStore
 from coordinator.store.schema import JobRow, NodeRow, ProjectRow, ResultRow, TaskRow
@@ -75,6 +75,9 @@ class Store(RoundStore):
         except OperationalError as exc:
             raise Unavailable(f"cannot open the coordinator database: {exc.orig}") from exc
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._read_sessions = sessionmaker(
+            self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
+        )
         # SQLite runs one writer at a time; queuing our own threads on a lock is far faster
         # than SQLite's busy handler, which sleeps in steps of milliseconds.
         self._sqlite_lock = (
@@ -95,6 +98,17 @@ class Store(RoundStore):
             yield session
             return
         with self._sqlite_lock, self._sessions.begin() as session:
+            yield session
+
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        """A transaction that only reads: on SQLite it neither takes the store's lock nor
+        SQLite's write lock, so reads go on beside the writer (WAL snapshots)."""
+        session = getattr(self._atomic, "session", None)
+        if session is not None:  # inside atomic(): read what it has written
+            yield session
+            return
+        with self._read_sessions.begin() as session:
             yield session
 
     @contextmanager
@@ -264,7 +278,7 @@ class Store(RoundStore):
                 )  # fmt: skip
 
     def nodes(self) -> dict[str, Node]:
-        with self._tx() as s:
+        with self._read() as s:
             rows = s.scalars(sa.select(NodeRow).order_by(NodeRow.node_id)).all()
             return {r.node_id: _node(r) for r in rows}
 
@@ -286,7 +300,7 @@ class Store(RoundStore):
         """The job submitted_by created with idempotency key request_id, if any."""
         if not request_id:
             return None
-        with self._tx() as s:
+        with self._read() as s:
             row = s.scalars(
                 sa.select(JobRow).where(
                     JobRow.submitted_by == submitted_by, JobRow.request_id == request_id
@@ -324,7 +338,7 @@ class Store(RoundStore):
             return _job(row)
 
     def get_job(self, job_id: int) -> Job:
-        with self._tx() as s:
+        with self._read() as s:
             return _job(self._job_row(s, job_id))
 
     def list_jobs(
@@ -340,7 +354,7 @@ class Store(RoundStore):
 
         projects, when given, limits the jobs to those projects (what a viewer may see).
         """
-        with self._tx() as s:
+        with self._read() as s:
             query = sa.select(JobRow).order_by(JobRow.id.desc()).limit(limit)
             if state is not None:
                 query = query.where(JobRow.state == state.value)
@@ -791,7 +805,7 @@ class Store(RoundStore):
 
     def jobs_awaiting_completion(self) -> list[Job]:
         """Running jobs whose every task is done (left so by a crash between the two steps)."""
-        with self._tx() as s:
+        with self._read() as s:
             pending = sa.exists().where(
                 TaskRow.job_id == JobRow.id, TaskRow.state != TaskState.DONE.value
             )
@@ -814,7 +828,7 @@ class Store(RoundStore):
 
     def network_status(self, recent_failures: int = 10) -> NetworkStatus:
         """Return nodes with their queues, jobs by state, and the latest failed or refused tasks."""
-        with self._tx() as s:
+        with self._read() as s:
             node_rows = s.scalars(sa.select(NodeRow).order_by(NodeRow.node_id)).all()
             jobs = dict(
                 s.execute(sa.select(JobRow.state, sa.func.count()).group_by(JobRow.state)).all()

@@ -67,3 +67,33 @@ def test_after_atomic_calls_get_their_own_transactions_again(store):
     job = store.create_job(SPEC, "alice", NOW)
 
     assert [j.id for j in store.list_jobs(None, 100)] == [job.id]
+
+
+def test_reads_go_on_beside_a_write_and_see_only_what_was_committed(store):
+    """A reader does not queue behind an open write transaction (SQLite: WAL snapshot)."""
+    import threading
+
+    committed = store.create_job(SPEC, "alice", NOW)
+    writing, finish = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with store.atomic():
+            store.create_job(SPEC, "carol", NOW)
+            writing.set()
+            finish.wait(30)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        assert writing.wait(30)
+        seen: list = []
+        reader = threading.Thread(target=lambda: seen.append(store.list_jobs(None, 100)))
+        reader.start()
+        reader.join(20)  # generous: were it queued behind the writer it would never finish
+        assert not reader.is_alive(), "a read waited for the open write transaction"
+        assert [job.id for job in seen[0]] == [committed.id]  # not the uncommitted job
+        assert store.get_job(committed.id).submitted_by == "alice"
+    finally:
+        finish.set()
+        thread.join(30)
+    assert len(store.list_jobs(None, 100)) == 2
