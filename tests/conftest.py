@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -68,3 +69,13 @@ def database_url(request: pytest.FixtureRequest, tmp_path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'coordinator.sqlite'}"
     return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[Any]:
+    """A coordinator Store on a fresh database, on SQLite and on PostgreSQL."""
+    from coordinator.store.store import Store
+
+    s = Store(database_url)
+    yield s
+    s.close()

@@ -16,7 +16,6 @@ from coordinator.domain.model import JobSpec, JobState, PauseChoice, TaskState
 from coordinator.scheduler import Scheduler, expire_overdue
 from coordinator.service import CoordinatorService
 from coordinator.store.schema import ResultRow
-from coordinator.store.store import Store
 from fedtre.analyses.base import DatasetSchema, NodeOutput, Outcome
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -39,13 +38,6 @@ class Clock:
 @pytest.fixture
 def clock():
     return Clock()
-
-
-@pytest.fixture
-def store(database_url):
-    s = Store(database_url)
-    yield s
-    s.close()
 
 
 @pytest.fixture

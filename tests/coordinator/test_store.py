@@ -17,13 +17,6 @@ SPEC = JobSpec("count", "cohort", {}, ("tre-a", "tre-b"), "default")
 RELEASED = NodeOutput(Outcome.RELEASED, {"n": 10})
 
 
-@pytest.fixture
-def store(database_url):
-    s = Store(database_url)
-    yield s
-    s.close()
-
-
 def approved_job(store: Store):
     job = store.create_job(SPEC, "alice", NOW)
     return store.approve_job(job.id, "bob", NOW)

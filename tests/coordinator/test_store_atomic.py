@@ -13,13 +13,6 @@ NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 SPEC = JobSpec("count", "cohort", {}, ("tre-a", "tre-b"), "default")
 
 
-@pytest.fixture
-def store(database_url):
-    s = Store(database_url)
-    yield s
-    s.close()
-
-
 def events(store: Store) -> list[str]:
     return [e.event for e in store.governance.audit_entries()]
 

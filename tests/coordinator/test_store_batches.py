@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import pytest
 import sqlalchemy as sa
 
 from coordinator.domain.model import JobSpec, JobState, TaskState
@@ -19,13 +18,6 @@ from fedtre.errors import NotFound, PermissionDenied
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 NODES = tuple(f"tre-{i:02d}" for i in range(12))
 RELEASED = NodeOutput(Outcome.RELEASED, {"n": 10})
-
-
-@pytest.fixture
-def store(database_url):
-    s = Store(database_url)
-    yield s
-    s.close()
 
 
 def running_job(store: Store, nodes: tuple[str, ...] = NODES):

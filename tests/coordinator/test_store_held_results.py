@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
 from coordinator.domain.model import JobSpec, JobState, TaskState
 from coordinator.rpc.convert import job_to_pb
 from coordinator.store.store import Store
@@ -22,13 +20,6 @@ HELD = NodeOutput(
 )
 APPROVED = NodeOutput(Outcome.RELEASED, {"n": 40}, (RuleResult("review", True, "approved by jo"),))
 DENIED = NodeOutput(Outcome.BLOCKED, {}, (RuleResult("review", False, "denied by jo: rare"),))
-
-
-@pytest.fixture
-def store(database_url):
-    s = Store(database_url)
-    yield s
-    s.close()
 
 
 def running_job(store: Store):

@@ -16,13 +16,6 @@ T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 COHORT = [DatasetSchema("cohort", {"age": "integer"})]
 
 
-@pytest.fixture
-def store(database_url):
-    s = Store(database_url)
-    yield s
-    s.close()
-
-
 def job(store: Store, nodes: tuple[str, ...], project: str = "default", at: datetime = T0):
     return store.create_job(JobSpec("count", "cohort", {}, nodes, project), "alice", at)
 
