@@ -238,6 +238,7 @@ def bench_latency(args: argparse.Namespace) -> dict[str, Any]:
         timed_jobs(client, 0, "count", COUNT_PARAMS)  # the warm-up, outside any profile
         with profiled(net.pid):
             latencies = timed_jobs(client, args.jobs, "count", COUNT_PARAMS)
+        steps = job_steps(net.database_url, args.jobs)
     figures = {
         "network": _mode(args),
         "jobs": args.jobs,
@@ -246,9 +247,57 @@ def bench_latency(args: argparse.Namespace) -> dict[str, Any]:
         "p90_ms": round(percentile(latencies, 0.90), 2),
         "p99_ms": round(percentile(latencies, 0.99), 2),
         "max_ms": round(max(latencies), 2),
+        **steps,
     }
     show("latency: one count job over 3 agents, submit -> combined result", figures)
     return figures
+
+
+def job_steps(database_url: str, jobs: int) -> dict[str, float]:
+    """Where the last `jobs` jobs' time went, by the coordinator's own timestamps (p50 ms).
+
+    created -> queued: submission and approval; queued -> last delivered: dispatch to the
+    three streams; an agent's task: delivered -> reported (task receipt, checks,
+    computation, disclosure control, report); last report -> completed: combining.
+    """
+    import sqlalchemy as sa
+
+    from coordinator.store.schema import JobRow, TaskRow
+
+    engine = sa.create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            newest = conn.execute(sa.select(sa.func.max(JobRow.id))).scalar_one()
+            rows = conn.execute(
+                sa.select(JobRow.id, JobRow.created_at, JobRow.updated_at, TaskRow.queued_at,
+                          TaskRow.delivered_at, TaskRow.reported_at)
+                .join(TaskRow, TaskRow.job_id == JobRow.id)
+                .where(JobRow.id > newest - jobs)
+            ).all()  # fmt: skip
+    finally:
+        engine.dispose()
+    by_job: dict[int, list[Any]] = {}
+    for row in rows:
+        by_job.setdefault(row.id, []).append(row)
+
+    def ms(a: datetime, b: datetime) -> float:
+        return (b - a).total_seconds() * 1000
+
+    steps: dict[str, list[float]] = {
+        "created_to_queued_ms": [], "queued_to_delivered_ms": [], "agent_task_ms": [],
+        "last_report_to_completed_ms": [],
+    }  # fmt: skip
+    for tasks in by_job.values():
+        job = tasks[0]
+        steps["created_to_queued_ms"].append(ms(job.created_at, min(t.queued_at for t in tasks)))
+        steps["queued_to_delivered_ms"].append(
+            ms(min(t.queued_at for t in tasks), max(t.delivered_at for t in tasks))
+        )
+        steps["agent_task_ms"].extend(ms(t.delivered_at, t.reported_at) for t in tasks)
+        steps["last_report_to_completed_ms"].append(
+            ms(max(t.reported_at for t in tasks), job.updated_at)
+        )
+    return {name: round(statistics.median(values), 1) for name, values in steps.items()}
 
 
 def _mode(args: argparse.Namespace) -> str:
