@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 # Seconds from approval to delivery: milliseconds when the node is online, up to hours
 # when it is not.
 DISPATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+# Items per group-commit transaction: 1 on a quiet coordinator, up to the batch cap.
+BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500)
 JOB_BUCKETS = (
     0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 1800, 3600, 7200, 21600, 86400
 )  # fmt: skip
@@ -114,6 +116,14 @@ class CoordinatorMetrics:
             "fedtre_grpc_request_duration_seconds",
             "Seconds to handle a unary gRPC call, by full method name.",
             ["method"],
+            registry=r,
+        )
+        self.write_batch_size = Histogram(
+            "fedtre_write_batch_size",
+            "Agents' calls written in one transaction (group commit), by kind: dispatch "
+            "(task streams woken together), report (results) or heartbeat.",
+            ["kind"],
+            buckets=BATCH_BUCKETS,
             registry=r,
         )
         self.tasks_timed_out = Counter(

@@ -61,12 +61,18 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         # The wake event of every open stream, so a revocation can end them at once.
         self._open: set[asyncio.Event] = set()
         # Streams woken together, and reports arriving together, share one transaction.
+        batch_size = service.metrics.write_batch_size
         self._dispatch: Batcher[str, list[Taken]] = Batcher(
             service.take_tasks_for,
             on_abandoned=lambda _node, taken: service.requeue([task for task, *_ in taken]),
+            on_batch=batch_size.labels("dispatch").observe,
         )
-        self._reports: Batcher[Report, None] = Batcher(service.record_results)
-        self._heartbeats: Batcher[tuple[str, str], None] = Batcher(_each_none(service.nodes_seen))
+        self._reports: Batcher[Report, None] = Batcher(
+            service.record_results, on_batch=batch_size.labels("report").observe
+        )
+        self._heartbeats: Batcher[tuple[str, str], None] = Batcher(
+            _each_none(service.nodes_seen), on_batch=batch_size.labels("heartbeat").observe
+        )
 
     def recheck_certificates(self) -> None:
         """Wake every open stream to check its certificate against the revocation list."""

@@ -31,6 +31,7 @@ class Batcher(Generic[Item, Result]):
     to that item's caller alone. An exception raised by write itself goes to every caller
     of the batch. on_abandoned(item, result) runs (on a worker thread) for a result whose
     caller went away meanwhile: e.g. to requeue tasks taken for a stream that ended.
+    on_batch(size) is told each batch's size (a metric).
     """
 
     def __init__(
@@ -39,10 +40,12 @@ class Batcher(Generic[Item, Result]):
         *,
         max_batch: int = DEFAULT_MAX_BATCH,
         on_abandoned: Callable[[Item, Result], None] | None = None,
+        on_batch: Callable[[int], None] | None = None,
     ) -> None:
         self._write = write
         self._max_batch = max_batch
         self._on_abandoned = on_abandoned
+        self._on_batch = on_batch
         self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
         self._writer: asyncio.Task[None] | None = None
 
@@ -68,6 +71,8 @@ class Batcher(Generic[Item, Result]):
 
     async def _write_batch(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
         items = [item for item, _ in batch]
+        if self._on_batch is not None:
+            self._on_batch(len(items))
         try:
             results = await asyncio.to_thread(self._write, items)
         except BaseException as exc:  # noqa: BLE001 - every caller must hear of it

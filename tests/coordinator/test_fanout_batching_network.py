@@ -18,6 +18,13 @@ def test_the_streams_a_job_wakes_are_dispatched_together_and_answered_once():
         with net.client() as client:
             handle = client.submit("count", dataset="cohort")
             result = handle.result(timeout=60)
+        registry = net.coordinator.metrics.registry
+
+        def observed(le: str) -> float:
+            labels = {"kind": "dispatch", "le": le}
+            return registry.get_sample_value("fedtre_write_batch_size_bucket", labels) or 0
+
+        batches_of_six_to_ten = observed("10.0") - observed("5.0")
         governance = net.coordinator.store.governance
         entries = list(governance.audit_entries())
         assert governance.verify_audit().ok
@@ -30,5 +37,6 @@ def test_the_streams_a_job_wakes_are_dispatched_together_and_answered_once():
     assert sorted(e.details["node"] for e in dispatched) == sorted(NODES)
     # One transaction stamps one time on every entry it writes: all eight in one batch.
     assert len({e.at for e in dispatched}) == 1
+    assert batches_of_six_to_ten >= 1  # the metric saw that batch of eight (and maybe more)
     # Each node's answer recorded exactly once, whatever batches the reports fell into.
     assert sorted(e.actor for e in reported) == sorted(NODES)
