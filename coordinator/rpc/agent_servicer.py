@@ -141,8 +141,11 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 timeout = self._ping_interval - (time.monotonic() - sent)
                 if self._poll_interval is not None:
                     timeout = min(timeout, self._poll_interval)
+                # asyncio.timeout, not wait_for: no extra task per wait, and a cancellation
+                # is never swallowed (wait_for on Python 3.11 can swallow one).
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), timeout=max(0.0, timeout))
+                    async with asyncio.timeout(max(0.0, timeout)):
+                        await wake.wait()
                     continue
                 if time.monotonic() - sent >= self._ping_interval:
                     yield agent_pb2.AgentMessage(ping=agent_pb2.Ping())
