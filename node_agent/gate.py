@@ -55,17 +55,9 @@ class TaskGate:
         try:
             verified = self._verifier.verify(task)
         except GrantError as exc:
-            reason = str(exc)
-            logger.warning(
-                "task refused: its signed approval does not hold",
-                extra={"task_id": task.task_id, "job_id": task.job_id, "reason": reason},
+            return self._refuse_unverified(
+                task, str(exc), "task refused: its signed approval does not hold"
             )
-            with self._state.engine.begin() as conn:
-                agent_audit.record(
-                    conn, event="task.refused", subject=f"task:{task.task_id}",
-                    details={"job_id": task.job_id, "project": task.project, "reason": reason},
-                )  # fmt: skip
-            return NodeOutput(Outcome.REFUSED, {}, error=reason)
         earlier = self._earlier_task_of_job(verified)
         if earlier is not None:
             # One approved job is one run per node (per round): a second task of it was
@@ -74,17 +66,21 @@ class TaskGate:
                 f"this node already ran job {verified.job_id} as task {earlier}; a second "
                 "task of the same job is refused"
             )
-            logger.warning(
-                "task refused: a second task of one job",
-                extra={"task_id": task.task_id, "job_id": task.job_id},
-            )
-            with self._state.engine.begin() as conn:
-                agent_audit.record(
-                    conn, event="task.refused", subject=f"task:{task.task_id}",
-                    details={"job_id": task.job_id, "project": task.project, "reason": reason},
-                )  # fmt: skip
-            return NodeOutput(Outcome.REFUSED, {}, error=reason)
+            return self._refuse_unverified(task, reason, "task refused: a second task of one job")
         return self.run_verified(verified)
+
+    def _refuse_unverified(self, task: TaskSpec, reason: str, message: str) -> NodeOutput:
+        """Log and audit refusing a task that is not to run at all (nothing of it is
+        recorded as received); return its REFUSED output, saying why."""
+        logger.warning(
+            message, extra={"task_id": task.task_id, "job_id": task.job_id, "reason": reason}
+        )
+        with self._state.engine.begin() as conn:
+            agent_audit.record(
+                conn, event="task.refused", subject=f"task:{task.task_id}",
+                details={"job_id": task.job_id, "project": task.project, "reason": reason},
+            )  # fmt: skip
+        return NodeOutput(Outcome.REFUSED, {}, error=reason)
 
     def _earlier_task_of_job(self, task: TaskSpec) -> str | None:
         """Another task of task's job this node received, for a single-round task."""
