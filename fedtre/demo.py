@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -186,8 +186,24 @@ def read_addresses(process: subprocess.Popen, log: Path) -> tuple[str, str]:
     return found[0], found[1]
 
 
-def write_agent_config(home: Path, node_id: str, address: str, data: Path) -> Path:
-    from node_agent.config import AgentConfig, DatasetConfig, TlsConfig, write_config
+def write_agent_config(
+    home: Path,
+    node_id: str,
+    address: str,
+    data: Path,
+    analyses: Sequence[str] | None = None,
+) -> Path:
+    """Write home/<node>.toml: node_id's agent on the cohort table of the SQLite file data.
+
+    analyses: the analyses it accepts (None: the agent's defaults).
+    """
+    from node_agent.config import (
+        DEFAULT_ANALYSES,
+        AgentConfig,
+        DatasetConfig,
+        TlsConfig,
+        write_config,
+    )
 
     bundle = home / "pki" / "nodes" / node_id
     path = home / f"{node_id}.toml"
@@ -207,6 +223,7 @@ def write_agent_config(home: Path, node_id: str, address: str, data: Path) -> Pa
                 )
             },
             policy=DisclosurePolicy(),
+            analyses=DEFAULT_ANALYSES if analyses is None else tuple(analyses),
         ),
     )
     return path

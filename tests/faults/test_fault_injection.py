@@ -44,10 +44,10 @@ from fault_proxy import Proxy
 
 from fedtre.client import Client
 from fedtre.credentials import write_token_file
-from fedtre.disclosure import DisclosurePolicy
+from fedtre.demo import write_agent_config
 from fedtre.errors import FedtreError, Unavailable
 from fedtre.identity.ca import init_network
-from fedtre.synth import COLUMN_TYPES, write_cohorts
+from fedtre.synth import write_cohorts
 
 JOBS = int(os.environ.get("FEDTRE_FAULT_JOBS", "200"))
 FAULT_SECONDS = float(os.environ.get("FEDTRE_FAULT_SECONDS", "60"))
@@ -140,35 +140,14 @@ class Network:
         self.agents[node].wait(timeout=10)
 
     def _agent_config(self, node: str) -> Path:
-        from node_agent.config import AgentConfig, DatasetConfig, TlsConfig, write_config
-
         path = self.home / f"{node}.toml"
         if path.exists():
             return path
-        bundle = self.home / "pki" / "nodes" / node
-        write_config(
-            path,
-            AgentConfig(
-                node_id=node,
-                coordinator=self.links[node].address,
-                state_db=self.state_db(node),
-                tls=TlsConfig.from_bundle(bundle),
-                datasets={
-                    "cohort": DatasetConfig(
-                        name="cohort",
-                        columns=dict(COLUMN_TYPES),
-                        url=f"sqlite:///{self.data[node]}",
-                        table="cohort",
-                    )
-                },
-                policy=DisclosurePolicy(),
-                analyses=tuple(ANALYSES),
-            ),
-        )
-        return path
+        address = self.links[node].address
+        return write_agent_config(self.home, node, address, self.data[node], ANALYSES)
 
     def state_db(self, node: str) -> Path:
-        return self.home / f"{node}-state.sqlite"
+        return self.home / f"{node}-state.sqlite"  # where write_agent_config puts it
 
     def admin_client(self) -> Client:
         assert self.api is not None
