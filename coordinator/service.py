@@ -364,7 +364,8 @@ class CoordinatorService:
         """record_result for several reports in one transaction; per report, its error or None.
 
         A report refused (another node's task, an unknown task) is refused alone: nothing
-        of it is written, and the others are kept. Jobs whose last report this was are completed after the commit.
+        of it is written, and the others are kept. Jobs whose last report this was are
+        completed after the commit.
         """
         now = self.clock()
         outputs = [self._within_size_limit(report) for report in reports]
