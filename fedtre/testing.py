@@ -22,7 +22,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,17 @@ def column_types(frame: pd.DataFrame) -> dict[str, str]:
         else:
             types[str(name)] = "string"
     return types
+
+
+def eventually(
+    condition: Callable[[], bool], timeout: float = 20.0, interval: float = 0.05
+) -> None:
+    """Wait until condition() holds (polled every interval seconds); AssertionError after timeout."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(interval)
 
 
 class LocalNetwork:

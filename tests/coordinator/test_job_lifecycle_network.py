@@ -4,26 +4,16 @@ that stops delivery, and a maintenance pause the researcher sees.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pandas as pd
 import pytest
 
 from fedtre.errors import Conflict, PermissionDenied
-from fedtre.testing import LocalNetwork
+from fedtre.testing import LocalNetwork, eventually
 
 FRAME = pd.DataFrame({"age": list(range(20, 80)) * 2, "sex": ["F", "M"] * 60})
 WAIT_S = 20.0
-
-
-def eventually(condition: Callable[[], bool], timeout: float = WAIT_S) -> None:
-    """Wait for condition (polled; the network's threads make it true), bounded."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")

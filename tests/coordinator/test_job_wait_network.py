@@ -16,18 +16,14 @@ import pytest
 from coordinator.rpc.job_waiters import JobWaiters
 from fedtre.errors import InvalidRequest
 from fedtre.testing import LocalNetwork
+from fedtre.testing import eventually as _eventually
 
 FRAME = pd.DataFrame({"age": list(range(20, 80)) * 2, "sex": ["F", "M"] * 60})
 WAIT_S = 20.0
 
 
 def eventually(condition: Callable[[], bool], timeout: float = WAIT_S) -> None:
-    """Wait for condition (polled; the network's threads make it true), bounded."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
+    _eventually(condition, timeout, interval=0.01)  # finer: these tests time waits
 
 
 @pytest.fixture(scope="module")

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from fedtre.cli.main import main
-from fedtre.testing import LocalNetwork
+from fedtre.testing import LocalNetwork, eventually
 from node_agent.state import AgentState
 
 
@@ -38,14 +37,6 @@ def network():
 
 def config_of(net: LocalNetwork, node: str) -> str:
     return str(net.directory / "nodes" / node / "agent.toml")
-
-
-def wait_until(predicate, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
 
 
 def test_suppression_is_visible_in_each_nodes_rules_and_table(network) -> None:
@@ -104,7 +95,7 @@ def held_job(net: LocalNetwork) -> int:
         def both_held() -> bool:
             return all(t.state == "held" for t in handle.status().tasks.values())
 
-        wait_until(both_held)
+        eventually(both_held, timeout=30.0)
         status = handle.status()
     assert status.state == "running" and status.held_count == 2
     for part in status.tasks.values():
