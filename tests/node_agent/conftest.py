@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +89,29 @@ def cohort_db(tmp_path: Path) -> Path:
     conn.commit()
     conn.close()
     return path
+
+
+# The declared columns of cohort_db's table (its 'secret' column is not declared).
+COHORT_COLUMNS = {"age": "integer", "sex": "string", "bmi": "float"}
+
+
+@pytest.fixture
+def source(cohort_db: Path) -> Iterator[DataSource]:
+    """cohort_db's cohort table opened as an agent opens a SQL data source."""
+    from node_agent.sources.sql import open_sql_source
+
+    s = open_sql_source("cohort", f"sqlite:///{cohort_db}", "cohort", COHORT_COLUMNS)
+    yield s
+    s.engine.dispose()
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Iterator[Any]:
+    """A fresh agent state database."""
+    from node_agent.state import AgentState
+
+    with AgentState(tmp_path / "agent-state.sqlite") as s:
+        yield s
 
 
 @pytest.fixture

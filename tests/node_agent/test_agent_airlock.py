@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,19 +23,6 @@ from node_agent.state import AgentState
 
 COLUMNS = {"age": "integer", "sex": "string", "bmi": "float"}
 _ids = itertools.count(1)
-
-
-@pytest.fixture
-def source(cohort_db: Path) -> Iterator[DataSource]:
-    s = open_sql_source("cohort", f"sqlite:///{cohort_db}", "cohort", COLUMNS)
-    yield s
-    s.engine.dispose()
-
-
-@pytest.fixture
-def state(tmp_path: Path) -> Iterator[AgentState]:
-    with AgentState(tmp_path / "state.sqlite") as s:
-        yield s
 
 
 def make_executor(source: DataSource, state: AgentState, **policy: Any) -> Executor:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,24 +15,7 @@ from fedtre.disclosure import DisclosurePolicy
 from fedtre.errors import FedtreError
 from node_agent.executor import GENERIC_FAILURE, Executor, TaskSpec
 from node_agent.policy import LocalPolicy
-from node_agent.sources.sql import open_sql_source
 from node_agent.state import AgentState
-
-COLUMNS = {"age": "integer", "sex": "string", "bmi": "float"}
-
-
-@pytest.fixture
-def source(cohort_db: Path) -> Iterator[DataSource]:
-    s = open_sql_source("cohort", f"sqlite:///{cohort_db}", "cohort", COLUMNS)
-    yield s
-    s.engine.dispose()
-
-
-@pytest.fixture
-def state(tmp_path: Path) -> Iterator[AgentState]:
-    s = AgentState(tmp_path / "agent-state.sqlite")
-    yield s
-    s.close()
 
 
 def make_executor(
