@@ -60,13 +60,16 @@ def column_types(frame: pd.DataFrame) -> dict[str, str]:
 
 
 def eventually(
-    condition: Callable[[], bool], timeout: float = 20.0, interval: float = 0.05
+    condition: Callable[[], bool],
+    timeout: float = 20.0,
+    interval: float = 0.05,
+    what: str = "the condition",
 ) -> None:
     """Wait until condition() holds (polled every interval seconds); AssertionError after timeout."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
+            raise AssertionError(f"timed out waiting for {what}")
         time.sleep(interval)
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from fedtre.audit import AuditEntry
 from fedtre.cli.main import main as fedtre_main
-from fedtre.testing import LocalNetwork
+from fedtre.testing import LocalNetwork, eventually
 
 TIMEOUT = 10
 # Permissive disclosure: these tests are about who may run what, not about small cells.
@@ -124,10 +124,4 @@ def agent_events(net: LocalNetwork, node: str, event: str) -> list[AuditEntry]:
 
 def wait_for(condition: Any, timeout: float = 20.0, what: str = "the condition") -> None:
     """Poll condition() until it is true (the network runs in other threads)."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+    eventually(condition, timeout, interval=0.02, what=what)
