@@ -28,7 +28,7 @@ from fedtre.disclosure import DisclosurePolicy
 from fedtre.errors import Unavailable
 from fedtre.identity.ca import init_network
 from fedtre.report import result_lines
-from fedtre.synth import COLUMN_TYPES, write_cohorts
+from fedtre.synth import COLUMN_TYPES, GRIDS, write_cohorts
 
 NODES = 3
 PROJECT = "demo"
@@ -220,6 +220,7 @@ def write_agent_config(
                     columns=dict(COLUMN_TYPES),
                     url=f"sqlite:///{data}",
                     table="cohort",
+                    grids=dict(GRIDS),
                 )
             },
             policy=DisclosurePolicy(),

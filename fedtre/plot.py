@@ -7,6 +7,7 @@ its own, without pyplot: no display is needed, the caller's pyplot backend and f
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,11 @@ def plot_survival(result: Result, path: str | Path) -> Path:
     axes.set_xlabel(str(result.combined.get("time") or "time"))
     axes.set_ylabel("survival probability")
     axes.set_ylim(0.0, 1.02)
-    last = max((float(row[0]) for _, curve in curves for row in curve["table"]), default=1.0)
+    # The last row of a curve may be open ("after every released time": time null).
+    last = max(
+        (float(row[0]) for _, curve in curves for row in curve["table"] if row[0] is not None),
+        default=1.0,
+    )
     axes.set_xlim(0.0, last)
     _risk_table(figure, axes, curves, by)
     title = f"Kaplan-Meier, job {result.job.id}"
@@ -79,9 +84,14 @@ def _risk_table(figure: Any, axes: Any, curves: list[tuple[Any, Any]], by: Any) 
 def at_risk(table: list[list[Any]], times: list[float]) -> list[int]:
     """The number at risk (records whose time is at or after t) at each of `times`.
 
-    table is a combined curve's table, one row per pooled time: [time, at risk, ...].
+    table is a combined curve's table, one row per pooled time: [time, at risk, ...]; a
+    row with time null is after every released time.
     """
-    rows = sorted((float(row[0]), int(row[1])) for row in table)
+    rows = sorted(
+        (math.inf if row[0] is None else float(row[0]), int(row[1]))
+        for row in table
+        if row[1] is not None
+    )
     found = []
     for t in times:
         later = [n for time, n in rows if time >= t]
@@ -93,7 +103,7 @@ def _steps(table: list[list[Any]]) -> tuple[list[float], list[float], list[float
     """Step-function points from the combined table, starting at time 0 with survival 1."""
     times, survival, lower, upper = [0.0], [1.0], [1.0], [1.0]
     for t, _n, _d, _c, s, _se, lo, hi in table:
-        if s is None:
+        if s is None or t is None:
             continue
         times.append(float(t))
         survival.append(float(s))

@@ -74,6 +74,9 @@ COLUMN_TYPES: dict[str, str] = {
     "event": "integer",
     "follow_up_days": "integer",
 }
+# The grids a TRE would declare for the synthetic cohort's numeric columns: released
+# bounds (histogram, quantile and survival intervals) fall on multiples of these only.
+GRIDS: dict[str, float] = {"age": 5, "bmi": 1, "sbp": 5, "follow_up_days": 30}
 TABLE_NAME = "cohort"
 FORMATS = ("csv", "sqlite")
 DEFAULT_SEED = 2026

@@ -23,6 +23,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -90,7 +91,10 @@ class LocalNetwork:
         health_interval: float = 5.0,
         governance: Mapping[str, Mapping[str, Any]] | None = None,
         approvals_required: int = 1,
+        grids: Mapping[str, Mapping[str, float]] | None = None,
     ) -> None:
+        """grids: per dataset name, the grid width of each numeric column whose bounds may
+        be released (histogram, quantiles, survival), as a TRE declares them."""
         if not data:
             raise InvalidRequest("give at least one node, e.g. {'tre-a': {'cohort': frame}}")
         self.data = data
@@ -118,6 +122,7 @@ class LocalNetwork:
         # Per node: the agent's [governance] settings (node_agent.sovereignty).
         self.governance = dict(governance or {})
         self.approvals_required = approvals_required
+        self.grids = {name: dict(g) for name, g in (grids or {}).items()}
         self.tokens: dict[str, str] = {}
 
     # -- lifecycle -------------------------------------------------------------------
@@ -253,7 +258,10 @@ class LocalNetwork:
         home = self.directory / "nodes" / node_id
         home.mkdir(parents=True, exist_ok=True)
         declared = {
-            name: _dataset_config(name, value, home, DatasetConfig)
+            name: replace(
+                _dataset_config(name, value, home, DatasetConfig),
+                grids=self.grids.get(name, {}),
+            )
             for name, value in datasets.items()
         }
         bundle = self.pki / "nodes" / node_id

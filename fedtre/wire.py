@@ -46,7 +46,10 @@ def dict_to_struct(values: Mapping[str, Any]) -> struct_pb2.Struct:
 def schema_to_pb(schema: DatasetSchema) -> common_pb2.DatasetSpec:
     return common_pb2.DatasetSpec(
         name=schema.name,
-        columns=[common_pb2.ColumnSpec(name=n, type=t) for n, t in schema.columns.items()],
+        columns=[
+            common_pb2.ColumnSpec(name=n, type=t, grid=schema.grids.get(n, 0.0))
+            for n, t in schema.columns.items()
+        ],
     )
 
 
@@ -56,7 +59,11 @@ def schemas_from_pb(datasets: Iterable[common_pb2.DatasetSpec]) -> list[DatasetS
     for d in datasets:
         if not d.name or d.name in schemas:
             raise InvalidRequest(f"dataset names must be non-empty and unique (got '{d.name}')")
-        schemas[d.name] = DatasetSchema(d.name, {c.name: c.type for c in d.columns})
+        schemas[d.name] = DatasetSchema(
+            d.name,
+            {c.name: c.type for c in d.columns},
+            grids={c.name: c.grid for c in d.columns if c.grid > 0},
+        )
     return list(schemas.values())
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import tomllib
 from collections.abc import Mapping
@@ -15,6 +16,7 @@ import sqlalchemy as sa
 
 from fedtre.analyses.base import COLUMN_TYPES, DatasetSchema
 from fedtre.disclosure import DisclosurePolicy
+from fedtre.disclosure.cellkey import PTable
 from fedtre.errors import InvalidRequest
 from fedtre.identity.signing import VERIFY_KEY_FILE
 from fedtre.ops_http import parse_listen
@@ -50,10 +52,18 @@ _POLICY_KEYS = (
     "p_percent",
     "min_residual_df",
     "hold_for_review",
+    "perturbation",
+    "noise_deviation",
+    "noise_variance",
+    "magnitude_noise",
+    "categorical_only_models",
     "projects",
     "analyses",
+    # files: the TRE's cell-key secret and its own perturbation table (ONS CSV format)
+    "cell_key_secret",
+    "ptable",
 )
-_DATASET_KEYS = ("url", "table", "csv", "columns", "key", "parquet", "version")
+_DATASET_KEYS = ("url", "table", "csv", "columns", "key", "parquet", "version", "grids")
 _METRICS_KEYS = ("listen",)
 
 
@@ -101,11 +111,14 @@ class DatasetConfig:
     # The version of the data the operator declares (e.g. "extract 2026-03"); every
     # released output carries it, signed (node_agent.provenance).
     version: str = ""
+    # Per numeric column, the finest grid width of released bounds (histogram, quantile and
+    # survival intervals); a column without one has no released bounds.
+    grids: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def schema(self) -> DatasetSchema:
-        """Return the dataset as advertised: its name and declared columns, never values."""
-        return DatasetSchema(name=self.name, columns=dict(self.columns))
+        """Return the dataset as advertised: its name, declared columns and grids, never values."""
+        return DatasetSchema(name=self.name, columns=dict(self.columns), grids=dict(self.grids))
 
 
 @dataclass(frozen=True)
@@ -130,6 +143,17 @@ class AgentConfig:
     governance: GovernanceConfig = field(default_factory=GovernanceConfig)
     # The most tasks this agent runs at once; more wait in its queue (backpressure).
     max_concurrent_tasks: int = DEFAULT_MAX_CONCURRENT_TASKS
+    # The TRE's cell-key secret (created 0600 at first start when absent; never leaves
+    # the TRE) and its own perturbation table, if any.
+    cell_key_secret: Path | None = None
+    ptable: Path | None = None
+
+    @property
+    def secret_path(self) -> Path:
+        """Return the cell-key secret's file: as configured, else beside the state db."""
+        if self.cell_key_secret is not None:
+            return self.cell_key_secret
+        return self.state_db.parent / f"{self.state_db.stem}-cell-key-secret"
 
     def to_toml(self) -> str:
         """Return this config as TOML text that load_config reads back to an equal config."""
@@ -157,6 +181,12 @@ class AgentConfig:
             "[policy]",
             *self.policy.to_toml_lines(),
             f"analyses = [{', '.join(_toml_str(a) for a in self.analyses)}]",
+            *(
+                [f"cell_key_secret = {_toml_str(str(self.cell_key_secret))}"]
+                if self.cell_key_secret is not None
+                else []
+            ),
+            *([f"ptable = {_toml_str(str(self.ptable))}"] if self.ptable is not None else []),
             *self.policy.project_toml_tables(),
         ]
         if self.metrics_listen is not None:
@@ -174,6 +204,9 @@ class AgentConfig:
                     lines.append(f"key = {_toml_str(ds.key)}")
             if ds.version:
                 lines.append(f"version = {_toml_str(ds.version)}")
+            if ds.grids:
+                grids = ", ".join(f"{col} = {width!r}" for col, width in ds.grids.items())
+                lines.append(f"grids = {{ {grids} }}")
             lines.append(f"[datasets.{name}.columns]")
             lines += [f"{col} = {_toml_str(typ)}" for col, typ in ds.columns.items()]
         return "\n".join(lines) + "\n"
@@ -232,7 +265,17 @@ class _Parser:
         coordinator = self.string(raw, "coordinator", "coordinator")
         self.check_address(coordinator)
         state_db = self.path_value(raw.get("state_db", DEFAULT_STATE_DB), "state_db")
-        policy, analyses = self.parse_policy(self.table(raw, "policy", section="policy") or {})
+        policy_raw = self.table(raw, "policy", section="policy") or {}
+        policy, analyses = self.parse_policy(policy_raw)
+        secret = ptable = None
+        if "cell_key_secret" in policy_raw:
+            secret = self.path_value(policy_raw["cell_key_secret"], "[policy] cell_key_secret")
+        if "ptable" in policy_raw:
+            ptable = self.path_value(policy_raw["ptable"], "[policy] ptable")
+            try:
+                policy = policy.keyed(custom_ptable=PTable.from_csv(ptable))
+            except InvalidRequest as exc:
+                raise self.error("[policy] ptable", str(exc)) from exc
         workers = raw.get("max_concurrent_tasks", DEFAULT_MAX_CONCURRENT_TASKS)
         if (
             isinstance(workers, bool)
@@ -257,6 +300,8 @@ class _Parser:
                 self.table(raw, "governance", section="governance") or {}
             ),
             max_concurrent_tasks=workers,
+            cell_key_secret=secret,
+            ptable=ptable,
         )
 
     def parse_governance(self, raw: dict[str, Any]) -> GovernanceConfig:
@@ -318,7 +363,9 @@ class _Parser:
 
     def parse_policy(self, raw: dict[str, Any]) -> tuple[DisclosurePolicy, tuple[str, ...]]:
         self.reject_unknown("[policy]", raw, _POLICY_KEYS)
-        settings: dict[str, Any] = {k: v for k, v in raw.items() if k != "analyses"}
+        settings: dict[str, Any] = {
+            k: v for k, v in raw.items() if k not in ("analyses", "cell_key_secret", "ptable")
+        }
         try:
             policy = DisclosurePolicy.from_mapping(settings)
         except (InvalidRequest, TypeError) as exc:
@@ -359,7 +406,33 @@ class _Parser:
         if isinstance(raw, dict) and "version" in raw:
             version = self.string(raw, "version", f"[datasets.{name}] version")
             dataset = replace(dataset, version=version)
+        if isinstance(raw, dict) and "grids" in raw:
+            dataset = replace(dataset, grids=self.parse_grids(name, raw["grids"], dataset.columns))
         return dataset
+
+    def parse_grids(self, dataset: str, raw: Any, columns: Mapping[str, str]) -> dict[str, float]:
+        where = f"[datasets.{dataset}] grids"
+        if not isinstance(raw, dict):
+            raise self.error(where, "must be a table of column = width, e.g. { age = 5 }")
+        grids: dict[str, float] = {}
+        for column, width in raw.items():
+            if columns.get(column) not in ("integer", "float"):
+                raise self.error(
+                    where, f"{column!r} is not a declared numeric column; grids are for numbers"
+                )
+            if (
+                isinstance(width, bool)
+                or not isinstance(width, int | float)
+                or not math.isfinite(width)
+                or width <= 0
+            ):
+                raise self.error(
+                    f"{where} {column}",
+                    f"{width!r} is not a positive width; e.g. {column} = 5 releases bounds "
+                    "on multiples of 5 only",
+                )
+            grids[column] = float(width)
+        return grids
 
     def _parse_dataset(self, name: str, raw: Any) -> DatasetConfig:
         where = f"[datasets.{name}]"

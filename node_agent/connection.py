@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 
 from fedtre.analyses.base import DatasetSchema, NodeOutput
+from fedtre.disclosure import release
 from fedtre.identity.provenance import Provenance
 from fedtre.v1 import agent_pb2, agent_pb2_grpc
 from fedtre.wire import (
@@ -69,6 +70,8 @@ def task_from_pb(task: agent_pb2.Task) -> TaskSpec:
 
 
 def report_from_output(task_id: str, output: NodeOutput) -> agent_pb2.ReportResultRequest:
+    """The report of output as it may leave: rules in fixed words (release.public_output)."""
+    output = release.public_output(output)
     return agent_pb2.ReportResultRequest(
         task_id=task_id,
         outcome=OUTCOME_TO_PB[output.outcome],

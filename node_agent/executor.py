@@ -3,13 +3,18 @@
 The order of checks for one task (docs/disclosure.md):
 
 1. local policy: analysis, dataset and columns served (else REFUSED);
-2. the cohort rules, before anything is computed: a filtered cohort and its complement
-   each hold at least the threshold (else BLOCKED);
-3. the analysis computes and applies its disclosure rules (threshold, zeros, secondary
-   suppression, rounding, dominance...);
-4. differencing against the cohorts this project was answered on (else BLOCKED); the
-   cohort is remembered when the output is released or held;
-5. review: when the TRE holds this analysis (or project) for its output checker, or a
+2. the cohort rules, before anything is computed: the cohort is measured and remembered
+   in the dataset's differencing memory (across all projects; whatever the outcome); a
+   filtered cohort and its complement each hold at least the threshold, and the cohort
+   is an earlier set asked by the same question or differs from every earlier one on the
+   dataset by at least the threshold (else BLOCKED);
+3. the analysis computes and applies its disclosure rules, and every value of its
+   payload passes the release stage (fedtre.disclosure.release: threshold, cell-key
+   perturbation, dominance, grid bounds, labels of released groups only);
+4. the groups the output releases (levels of `by`, cells and margins of a table) pass
+   the same differencing check, and are remembered (else BLOCKED);
+5. what leaves shows each rule family in fixed words only (release.public_output);
+6. review: when the TRE holds this analysis (or project) for its output checker, or a
    rule asks for review, the output is kept in the airlock and HELD is reported; the
    payload leaves only once the checker approves (node_agent.airlock).
 """
@@ -26,9 +31,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from fedtre.analyses.base import DataSource, NodeOutput, Outcome, RuleResult
+from fedtre.analyses.base import Analysis, DataSource, NodeOutput, Outcome, RuleResult
 from fedtre.analyses.iterative import with_round
-from fedtre.disclosure import differencing
+from fedtre.disclosure import differencing, release
+from fedtre.disclosure.cellkey import keyed_source
+from fedtre.disclosure.policy import UNKEYED
 from fedtre.disclosure.rules import REVIEW, needs_review
 from fedtre.errors import Conflict, DisclosureBlocked, FedtreError, InvalidRequest, NotFound
 from node_agent.policy import LocalPolicy
@@ -67,7 +74,14 @@ class Executor:
         transient reason (the database unreachable or locked); their number bounds the retries."""
         self._policy = policy
         self._retry_delays = tuple(retry_delays)
-        self._sources = sources
+        # The agent keys its sources with the TRE's secret at start-up (node_agent.app); a
+        # source built without keys (a test's) is keyed here under the public test secret.
+        self._sources = {
+            name: source
+            if source.record_key is not None
+            else keyed_source(source, UNKEYED, policy.keys.get(name))
+            for name, source in sources.items()
+        }
         self._state = state
         self._guard = threading.Lock()
         self._running: dict[str, tuple[threading.Lock, list[int]]] = {}
@@ -101,6 +115,8 @@ class Executor:
             universe_filter,
             key=key,
             filtered=params.get("filter") is not None,
+            groupings=analysis.groupings(params),
+            question=params.get("filter"),
         )
         if task.round is not None:
             with self._guard:
@@ -182,21 +198,43 @@ class Executor:
             cohort = None
             if policy.threshold > 1:  # below 2, no difference is both non-zero and too small
                 cohort = self._measure_cohort(task, analysis, params, source)
+                # Remembered whatever follows: a blocked query counts toward the memory too.
+                closest = self._state.check_and_record_sets(
+                    task.project,
+                    task.dataset,
+                    cohort.scheme,
+                    [cohort.whole],
+                    policy,
+                    task.task_id,
+                    remember_on_conflict=True,
+                )
                 size_rule = differencing.cohort_size_rule(cohort, policy)
                 checked.append(size_rule)
                 if not size_rule.passed:
                     return NodeOutput(Outcome.BLOCKED, {}, tuple(checked)), None
+                checked.append(differencing.differencing_rule(closest, policy))
+                if closest is not None:
+                    return NodeOutput(Outcome.BLOCKED, {}, tuple(checked)), None
             raw = self._compute(task, analysis, params, source)
-            output = _sealed(analysis.check(params, raw, policy), task)
+            output = _sealed(analysis, analysis.check(params, raw, policy), task)
             checked += output.rules
             if output.outcome not in (Outcome.RELEASED, Outcome.SUPPRESSED):
                 return NodeOutput(output.outcome, {}, tuple(checked), output.error), None
-            if cohort is not None:
-                closest = self._state.check_and_record_cohort(
-                    task.project, task.dataset, cohort, policy, task.task_id
+            if cohort is not None and cohort.groups:
+                # The groups the output releases (levels of `by`, cells and margins) are
+                # compared like cohorts, and remembered once released.
+                released = analysis.released_groups(params, output.payload)
+                closest = self._state.check_and_record_sets(
+                    task.project,
+                    task.dataset,
+                    cohort.scheme,
+                    cohort.released_groups(released),
+                    policy,
+                    task.task_id,
+                    remember_on_conflict=False,
                 )
-                checked.append(differencing.differencing_rule(closest, policy))
                 if closest is not None:
+                    checked.append(differencing.differencing_rule(closest, policy))
                     return NodeOutput(Outcome.BLOCKED, {}, tuple(checked)), None
             if policy.holds(task.analysis) and not needs_review(checked):
                 scope = f"{task.analysis} outputs" + (
@@ -259,13 +297,18 @@ class Executor:
                     del self._running[task_id]
 
 
-def _sealed(output: NodeOutput, task: TaskSpec) -> NodeOutput:
-    """Return output fit to leave: a non-releasing outcome carries no payload; JSON-safe."""
+def _sealed(analysis: Analysis, output: NodeOutput, task: TaskSpec) -> NodeOutput:
+    """Return output fit to leave: a non-releasing outcome carries no payload; every value of
+    a released payload passed the release stage (release.seal); JSON-safe."""
     if not isinstance(output, NodeOutput):
         raise TypeError(f"analysis {task.analysis!r} returned {type(output).__name__}")
     if output.outcome not in RELEASING and output.payload:
         logger.debug("dropped the payload of a non-released output", extra=_ids(task))
         output = NodeOutput(output.outcome, {}, output.rules, output.error)
+    if output.outcome in RELEASING:
+        fields = {path: release.Kind(kind) for path, kind in analysis.released_fields.items()}
+        sealed = release.seal(analysis.name, output.payload, fields)
+        output = NodeOutput(output.outcome, sealed, output.rules, output.error)
     # Raises on values the state and the wire cannot hold: objects, NaN and infinities.
     json.dumps(output.payload, allow_nan=False)
     return output

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 import sqlalchemy as sa
 
 from fedtre.analyses.base import NodeOutput
+from fedtre.disclosure.release import researcher_view
 from fedtre.identity import provenance
 from fedtre.identity.provenance import Provenance, ProvenanceError
 from fedtre.identity.tls import TlsFiles
@@ -70,5 +71,6 @@ class ResultSigner:
             dataset_version=self._versions.get(row.dataset, ""),
             agent_version=self.agent_version,
             outcome=output.outcome.value,
-            payload=output.payload,
+            # what the researcher receives: the payload less its model statistics
+            payload=researcher_view(row.analysis, output.payload),
         )

@@ -1,9 +1,10 @@
-"""The agent's own SQLite state: tasks received, outputs released, cohorts answered, the airlock.
+"""The agent's own SQLite state: tasks received, outputs released, sets described, the airlock.
 
 Tables:
 - tasks: every task received and its recorded output (HELD until the output checker decides).
 - releases: one row per output that left the TRE, with the SHA-256 of what left.
-- cohorts: per project and dataset, the cohorts answered (differencing protection).
+- described_sets: per dataset (across projects), every set of records an output described
+  (differencing protection).
 - reviews: outputs held for the TRE's output checker: what would leave, and the decision.
 - settings: the operator's switches that outlive a restart (the maintenance pause).
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,10 +24,11 @@ import sqlalchemy as sa
 
 from fedtre.analyses.base import NodeOutput, Outcome, RuleResult
 from fedtre.disclosure.differencing import (
-    Cohort,
-    closest_difference,
-    decode_members,
-    encode_members,
+    DescribedSet,
+    decode_sketch,
+    encode_sketch,
+    sketch_digest,
+    symmetric_difference,
 )
 from fedtre.disclosure.policy import DisclosurePolicy
 from fedtre.disclosure.rules import REVIEW
@@ -37,7 +39,8 @@ from node_agent.task import TaskSpec
 # 2: cohorts and reviews tables (created on an existing version-1 file).
 # 3: the hash-chained audit log (node_agent.audit), created on an existing file.
 # 4: settings (the maintenance pause), created on an existing file.
-SCHEMA_VERSION = 4
+# 5: described_sets (sketches with their predicates) replaces cohorts.
+SCHEMA_VERSION = 5
 # Outcomes whose payload leaves the TRE; only these enter the released-outputs log.
 RELEASING = frozenset({Outcome.RELEASED, Outcome.SUPPRESSED})
 
@@ -75,20 +78,27 @@ releases = sa.Table(
 )
 
 
-cohorts = sa.Table(
-    "cohorts",
+# The differencing memory: every set of records an output described (a cohort, or a group
+# of one), per dataset across projects. Replaces the version-4 "cohorts" table, whose
+# member hashes this version cannot compare (dropped on upgrade).
+described_sets = sa.Table(
+    "described_sets",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("project", sa.String, nullable=False),
     sa.Column("dataset", sa.String, nullable=False),
-    # how records were identified; cohorts compare only under the same scheme
+    # how records were identified; sets compare only under the same scheme
     sa.Column("scheme", sa.String, nullable=False),
     sa.Column("size", sa.Integer, nullable=False),
+    # SHA-256 of the sketch: equal sets, equal digests
     sa.Column("digest", sa.String(64), nullable=False),
-    sa.Column("members", sa.LargeBinary, nullable=False),
+    # the canonical question that described it (fedtre.disclosure.differencing)
+    sa.Column("predicate", sa.String(64), nullable=False),
+    # the set's sketch (fedtre.disclosure.differencing: an IBLT of its record ids)
+    sa.Column("sketch", sa.LargeBinary, nullable=False),
     sa.Column("task_id", sa.String, nullable=False),
     sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Index("ix_cohorts_lookup", "project", "dataset", "scheme", "size"),
+    sa.Index("ix_described_sets_lookup", "dataset", "scheme", "size"),
 )
 
 reviews = sa.Table(
@@ -193,6 +203,8 @@ class AgentState:
                     f"agent state {self.path} was written by a newer fedtre agent "
                     f"(schema {version}); upgrade this agent or use a new state_db"
                 )
+            if version < 5:
+                conn.exec_driver_sql("DROP TABLE IF EXISTS cohorts")
             metadata.create_all(conn)
             agent_audit.create(conn)
             conn.exec_driver_sql(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -283,55 +295,98 @@ class AgentState:
 
     # -- differencing ---------------------------------------------------------------------
 
-    def check_and_record_cohort(
-        self, project: str, dataset: str, cohort: Cohort, policy: DisclosurePolicy, task_id: str
+    def check_and_record_sets(
+        self,
+        project: str,
+        dataset: str,
+        scheme: str,
+        sets: Sequence[DescribedSet],
+        policy: DisclosurePolicy,
+        task_id: str,
+        *,
+        remember_on_conflict: bool,
     ) -> int | None:
-        """Compare cohort with those answered before in project/dataset; record it if safe.
+        """Compare sets with every set described before on dataset; then remember them.
 
-        Returns None, and records the cohort, when it differs from each earlier one by 0 or
-        at least policy.threshold records; otherwise returns the smallest offending
-        difference and records nothing. Check and record are one step per agent.
+        The memory is the dataset's, across every project and researcher: the same pair of
+        sets asked in two projects describes the same people. Returns None when each set
+        either differs from each earlier one by at least policy.threshold records or is an
+        earlier set asked by the same question; otherwise the smallest offending difference
+        (0: the same records as an earlier, different question). The sets are remembered
+        when they pass, and also when they do not if remember_on_conflict (a measured
+        cohort counts even when blocked, so probing near it is blocked as well). Sets are
+        compared with earlier outputs' only, never with each other (how the groups of one
+        output relate is its own suppression's concern). One step per agent; `project` is
+        kept for the operator's audit.
         """
         t = policy.threshold
+        worst: int | None = None
         with self._cohort_lock, self._engine.begin() as conn:
-            where = (
-                cohorts.c.project == project,
-                cohorts.c.dataset == dataset,
-                cohorts.c.scheme == cohort.scheme,
-                cohorts.c.size > cohort.size - t,
-                cohorts.c.size < cohort.size + t,
-            )
-            rows = conn.execute(sa.select(cohorts.c.digest, cohorts.c.members).where(*where))
-            digest = cohort.digest
-            earlier = (decode_members(r.members) for r in rows if r.digest != digest)
-            worst = closest_difference(cohort, earlier, policy)
-            if worst is not None:
+            unique = {(sketch_digest(d.sketch), d.predicate): d for d in sets}
+            new: list[tuple[DescribedSet, str]] = []
+            for (digest, _), described in unique.items():
+                found, asked_before = self._compare(conn, dataset, scheme, described, digest, t)
+                if found is not None and (worst is None or found < worst):
+                    worst = found
+                if not asked_before:
+                    new.append((described, digest))
+            if worst is not None and not remember_on_conflict:
                 return worst
-            known = conn.execute(
-                sa.select(sa.func.count())
-                .select_from(cohorts)
-                .where(*where[:3], cohorts.c.digest == digest)
-            ).scalar_one()
-            if not known:
+            now = self._clock()
+            for described, digest in new:
                 conn.execute(
-                    cohorts.insert().values(
+                    described_sets.insert().values(
                         project=project,
                         dataset=dataset,
-                        scheme=cohort.scheme,
-                        size=cohort.size,
+                        scheme=scheme,
+                        size=described.size,
                         digest=digest,
-                        members=encode_members(cohort.members),
+                        predicate=described.predicate,
+                        sketch=encode_sketch(described.sketch),
                         task_id=task_id,
-                        recorded_at=self._clock(),
+                        recorded_at=now,
                     )
                 )
-            return None
+        return worst
+
+    @staticmethod
+    def _compare(
+        conn: sa.Connection,
+        dataset: str,
+        scheme: str,
+        described: DescribedSet,
+        digest: str,
+        t: int,
+    ) -> tuple[int | None, bool]:
+        """Return (the smallest offending difference or None, whether this very question
+        described these records before)."""
+        table = described_sets
+        where = (
+            table.c.dataset == dataset,
+            table.c.scheme == scheme,
+            table.c.size > described.size - t,
+            table.c.size < described.size + t,
+        )
+        rows = conn.execute(
+            sa.select(table.c.digest, table.c.predicate, table.c.sketch).where(*where)
+        ).all()
+        same = [r for r in rows if r.digest == digest]
+        asked_before = any(r.predicate == described.predicate for r in same)
+        worst: int | None = None if asked_before or not same else 0
+        for row in rows:
+            if row.digest == digest:
+                continue
+            d = symmetric_difference(described.sketch, decode_sketch(row.sketch), limit=t)
+            if d is not None and 0 < d and (worst is None or d < worst):
+                worst = d
+        return worst, asked_before
 
     def cohort_count(self, project: str | None = None) -> int:
-        """Return how many distinct cohorts are remembered (in one project, if given)."""
-        query = sa.select(sa.func.count()).select_from(cohorts)
+        """Return how many sets the differencing memory holds (first described in one
+        project, if given)."""
+        query = sa.select(sa.func.count()).select_from(described_sets)
         if project is not None:
-            query = query.where(cohorts.c.project == project)
+            query = query.where(described_sets.c.project == project)
         with self._engine.connect() as conn:
             return conn.execute(query).scalar_one()
 

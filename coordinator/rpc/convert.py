@@ -9,6 +9,7 @@ from google.protobuf import timestamp_pb2
 from coordinator.domain import rounds
 from coordinator.domain.model import Job, JobState, Node, PauseChoice, Task, TaskState
 from coordinator.domain.status import NetworkStatus
+from fedtre.disclosure.release import researcher_view
 from fedtre.v1 import agent_pb2, jobs_pb2
 from fedtre.wire import OUTCOME_TO_PB, dict_to_struct, rules_to_pb, schema_to_pb
 
@@ -70,14 +71,15 @@ def task_to_pb(
     return message
 
 
-def _task_status_to_pb(task: Task) -> jobs_pb2.TaskStatus:
+def _task_status_to_pb(task: Task, analysis: str) -> jobs_pb2.TaskStatus:
     status = jobs_pb2.TaskStatus(
         task_id=task.task_id, node=task.node, state=TASK_STATE_TO_PB[task.state]
     )
     if task.output is not None:
         status.outcome = OUTCOME_TO_PB[task.output.outcome]
         status.rules.extend(rules_to_pb(task.output))
-        status.payload.CopyFrom(dict_to_struct(task.output.payload))
+        # Model statistics stay with the coordinator's combination (release.researcher_view).
+        status.payload.CopyFrom(dict_to_struct(researcher_view(analysis, task.output.payload)))
         status.error = task.output.error
     return status
 
@@ -100,7 +102,7 @@ def job_to_pb(job: Job) -> jobs_pb2.Job:
         reason=job.reason,
         created_at=_timestamp(job.created_at),
         updated_at=_timestamp(job.updated_at),
-        tasks=[_task_status_to_pb(t) for t in job.tasks],
+        tasks=[_task_status_to_pb(t, job.spec.analysis) for t in job.tasks],
     )
     if job.combined is not None:
         message.combined.CopyFrom(dict_to_struct(job.combined))

@@ -154,7 +154,10 @@ class Store(RoundStore):
             row.online = True
             row.connection_id = connection_id
             row.last_seen = now
-            row.datasets = [{"name": d.name, "columns": dict(d.columns)} for d in datasets]
+            row.datasets = [
+                {"name": d.name, "columns": dict(d.columns), "grids": dict(d.grids)}
+                for d in datasets
+            ]
             row.analyses = list(analyses)
             row.paused = paused
             if paused and not was_paused:
@@ -930,7 +933,10 @@ def _give_up(task: TaskRow, now: datetime, reason: str) -> None:
 
 
 def _node(row: NodeRow) -> Node:
-    datasets = tuple(DatasetSchema(d["name"], dict(d["columns"])) for d in row.datasets or [])
+    datasets = tuple(
+        DatasetSchema(d["name"], dict(d["columns"]), grids=dict(d.get("grids") or {}))
+        for d in row.datasets or []
+    )
     return Node(
         row.node_id,
         bool(row.online),

@@ -40,10 +40,16 @@ class Outcome(enum.StrEnum):
 
 @dataclass(frozen=True)
 class DatasetSchema:
-    """A dataset as a node declares it: its name and analysable columns with their types."""
+    """A dataset as a node declares it: its name and analysable columns with their types.
+
+    grids: for numeric columns whose bounds may be released (histogram, quantiles,
+    survival times), the finest grid width the TRE allows; a released bound is always a
+    multiple of it. A column without a grid has no released bounds.
+    """
 
     name: str
     columns: Mapping[str, str]
+    grids: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -51,12 +57,17 @@ class DataSource:
     """Where an agent computes: an engine and a Core selectable exposing the declared columns.
 
     `table.c` holds exactly the declared columns; analyses build aggregate SQL on it so
-    the TRE's own engine does the work and no rows are loaded into Python.
+    the TRE's own engine does the work and no rows are loaded into Python. record_key is
+    each record's cell key (0..255) as a SQL expression over the table, keyed by the TRE's
+    secret (fedtre.disclosure.cellkey.keyed_source), and record_id each record's id for
+    the differencing memory; None until the agent sets them.
     """
 
     engine: sa.Engine
     table: sa.FromClause
     schema: DatasetSchema
+    record_key: sa.ColumnElement[int] | None = None
+    record_id: sa.ColumnElement[int] | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +102,10 @@ class Analysis(ABC):
 
     name: ClassVar[str]
     description: ClassVar[str]
+    # Every value of the node payload, by dotted path ("groups.*.1"; * is a list index),
+    # with its kind (fedtre.disclosure.release.Kind). The release stage refuses a value
+    # whose path is not here, or that did not pass its rule for that kind.
+    released_fields: ClassVar[Mapping[str, str]] = {}
 
     @abstractmethod
     def validate(self, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -128,6 +143,22 @@ class Analysis(ABC):
         """
         filter_ = self.validate(params).get("filter")
         return dict(filter_) if filter_ is not None else None
+
+    def groupings(self, params: Mapping[str, Any]) -> list[tuple[str, ...]]:
+        """Return the column sets whose groups the output releases separately (none: []).
+
+        The differencing memory remembers each group's records as well as the cohort's, so
+        two outputs that differ by a few records inside one group are caught even when
+        padding elsewhere makes their cohorts differ by many.
+        """
+        return []
+
+    def released_groups(
+        self, params: Mapping[str, Any], payload: Mapping[str, Any]
+    ) -> set[tuple[tuple[str, ...], tuple[str | None, ...]]]:
+        """Return the groups a checked payload releases: (grouping columns, labels) pairs,
+        for the groupings() of these params (none: an empty set)."""
+        return set()
 
     def universe_filter(self, params: Mapping[str, Any]) -> dict[str, Any] | None:
         """Return the cohort filter of the same output without the researcher's filter."""

@@ -9,11 +9,15 @@ SQLite, single-threaded, sorts every row for that window (20 s of a 10-million-r
 summary's 42 s, bench/README.md); when the caller knows the groups and they are few, it
 asks each group's `ORDER BY value DESC LIMIT n` instead, which SQLite keeps in a bounded
 sorter during one scan (about 1 s each at that size).
+
+Per column rather than per group (correlation, the model analyses: each numeric column's
+total is judged): column_contributions gives each column's total, minimum and largest
+values over the output's records, for fedtre.disclosure.dominance.columns_dominance_rules.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -65,4 +69,70 @@ def _per_group(
         values = [float(v) for (v,) in conn.execute(query)]
         if values:
             found[tuple(group)] = values
+    return found
+
+
+def column_contributions(
+    conn: sa.Connection,
+    values: Mapping[str, sa.ColumnElement[Any]],
+    conditions: Sequence[sa.ColumnElement[bool]],
+    *,
+    limit: int,
+) -> dict[str, dict[str, Any]]:
+    """Return, per named numeric expression, what the dominance rules judge a column total by.
+
+    values: column name -> a numeric SQL expression (e.g. CAST(col AS DOUBLE)); conditions:
+    the records (e.g. fedtre.analyses.design.complete_cases). Result: name ->
+    {"total": SUM, "minimum": MIN, "top": its `limit` largest values, descending}, all
+    over the records the conditions select (fedtre.disclosure.dominance.
+    columns_dominance_rules judges it). One query gives every total and minimum; the
+    largest values come from top_values_of_columns. Computed in the engine, never
+    released. A caller that already aggregates over the same records may put the SUMs
+    and MINs in its own query and call top_values_of_columns alone.
+    """
+    names = list(values)
+    if not names:
+        return {}
+    first = conn.execute(
+        sa.select(
+            *(sa.func.sum(values[c]) for c in names), *(sa.func.min(values[c]) for c in names)
+        ).where(*conditions)
+    ).one()
+    tops = top_values_of_columns(conn, values, conditions, limit=limit)
+    return {
+        name: contribution(first[i], first[len(names) + i], tops[name])
+        for i, name in enumerate(names)
+    }
+
+
+def contribution(total: Any, minimum: Any, top: Sequence[float]) -> dict[str, Any]:
+    """Return one column's entry of column_contributions() from its SUM, MIN and top values."""
+    return {
+        "total": float(total or 0.0),
+        "minimum": None if minimum is None else float(minimum),
+        "top": [float(v) for v in top],
+    }
+
+
+def top_values_of_columns(
+    conn: sa.Connection,
+    values: Mapping[str, sa.ColumnElement[Any]],
+    conditions: Sequence[sa.ColumnElement[bool]],
+    *,
+    limit: int,
+) -> dict[str, list[float]]:
+    """Return each named expression's `limit` largest values (descending) over the records.
+
+    One `ORDER BY value DESC LIMIT limit` query per column: a bounded sort in one scan.
+    """
+    found: dict[str, list[float]] = {}
+    for name, value in values.items():
+        # NULLs excluded: PostgreSQL sorts them first in descending order.
+        query = (
+            sa.select(value)
+            .where(*conditions, value.is_not(None))
+            .order_by(value.desc())
+            .limit(limit)
+        )
+        found[name] = [float(v) for (v,) in conn.execute(query)]
     return found

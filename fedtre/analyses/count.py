@@ -2,16 +2,19 @@
 
 Payloads (after a Struct round trip numbers are floats; combine casts counts back):
 
-- node:     {"n": int | null}   n rounded to the policy's base; null when withheld
+- node:     {"n": int | null}   n as the release stage lets it leave (fedtre.disclosure.
+            release.count): withheld (null) below the threshold, otherwise perturbed by the
+            cell-key method with the cell key of exactly the counted records (the same
+            cohort always gets the same answer), or rounded if the TRE chose rounding
 - combined: {"n": int | null, "withheld_by": [node, ...],
              "nodes": {"included": [node, ...], "excluded": {node: outcome}}}
 
 Included nodes are those whose outcome is RELEASED or SUPPRESSED. The combined n is
 their sum; it is null, never a partial sum, when a node withheld its count (a BLOCKED
 node withholds everything; "withheld_by" names them) or when no node is included.
-REFUSED and FAILED nodes are left out and listed under "excluded". With
-rounding at the nodes the sum is of rounded counts, so it can differ from the rounded
-pooled count by up to (number of nodes) x base / 2.
+REFUSED and FAILED nodes are left out and listed under "excluded". The sum is of
+perturbed counts, so it can differ from the pooled count by up to (number of nodes) x
+noise_deviation (with rounding: (number of nodes) x base / 2).
 """
 
 from __future__ import annotations
@@ -21,11 +24,18 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from fedtre.analyses.base import Analysis, DatasetSchema, DataSource, NodeOutput
+from fedtre.analyses.base import (
+    Analysis,
+    DatasetSchema,
+    DataSource,
+    NodeOutput,
+    Outcome,
+    RuleResult,
+)
 from fedtre.analyses.filters import compile_filter
 from fedtre.analyses.params import check_keys, filter_param, raise_problems, schema_filter_problems
 from fedtre.analyses.pooling import as_count, malformed, partition
-from fedtre.disclosure import rules
+from fedtre.disclosure import cellkey, release, rules
 
 if TYPE_CHECKING:
     from fedtre.disclosure import DisclosurePolicy
@@ -38,6 +48,7 @@ class CountAnalysis(Analysis):
 
     name = "count"
     description = "Number of records, optionally restricted by a filter."
+    released_fields = {"n": release.Kind.COUNT}
 
     def validate(self, params: Mapping[str, Any]) -> dict[str, Any]:
         p = check_keys(
@@ -51,18 +62,31 @@ class CountAnalysis(Analysis):
     def compute(self, params: Mapping[str, Any], source: DataSource) -> dict[str, Any]:
         p = self.validate(params)
         raise_problems(self.name, self.schema_problems(p, source.schema))
-        query = sa.select(sa.func.count()).select_from(source.table)
+        # The count and the cell key of exactly the counted records, in one query.
+        key = cellkey.cell_key_sum(cellkey.record_key_of(source))
+        query = sa.select(sa.func.count(), key).select_from(source.table)
         if p["filter"] is not None:
             query = query.where(compile_filter(p["filter"], source.table))
         with source.engine.connect() as conn:
-            n = conn.execute(query).scalar_one()
-        return {"n": int(n)}
+            n, cell_key = conn.execute(query).one()
+        return {"n": int(n), "key": int(cell_key or 0)}
 
     def check(
         self, params: Mapping[str, Any], raw: Mapping[str, Any], policy: DisclosurePolicy
     ) -> NodeOutput:
-        checked = rules.check_count(int(raw["n"]), policy)
-        return NodeOutput(checked.outcome, {"n": checked.values[0]}, checked.rules)
+        n = int(raw["n"])
+        value = release.count(n, int(raw["key"]), policy, zero_ok=policy.threshold == 0)
+        t = policy.threshold
+        if t == 0:
+            threshold = RuleResult(rules.THRESHOLD, True, "no minimum count applies (threshold 0)")
+        elif value is not None:
+            threshold = RuleResult(rules.THRESHOLD, True, f"the count has at least {t} records")
+        else:
+            threshold = RuleResult(
+                rules.THRESHOLD, False, f"the count has fewer than {t} records, so it is withheld"
+            )
+        outcome = Outcome.RELEASED if value is not None else Outcome.BLOCKED
+        return NodeOutput(outcome, {"n": value}, (threshold, rules.count_rule(policy)))
 
     def combine(
         self, params: Mapping[str, Any], outputs: Mapping[str, NodeOutput]

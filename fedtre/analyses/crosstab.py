@@ -8,25 +8,30 @@ round trip and are cast back to int by combine):
              "margins": {"rows": [[label, n | null], ...],        (only with margins=true;
                          "columns": [[label, n | null], ...],      rows/columns only in a
                          "total": n | null}}                       two-way table)
-  One-way: one entry per level present at the node. Two-way: the full grid of the row
-  and column levels present at the node, zero cells included. n is rounded after
-  suppression and null when withheld: below the threshold, a zero cell (when zeros are
-  disclosive), or withheld by secondary suppression so that no withheld cell can be
-  recovered from the totals (fedtre.disclosure.tables). In a one-way table every
-  column_label is null. Levels beside which every released figure (cell or total) is
-  withheld are dropped, labels included, and counted in "hidden": {"rows": k,
-  "columns": k} (present only when something was hidden): the label alone would tell
-  that someone in the cohort has that value.
+  Each cell's count and cell key are computed in the engine in one GROUP BY; a margin's
+  key is the combined key of its cells. Primary suppression (below the threshold, zero
+  cells when zeros are disclosive) and secondary suppression (so that no withheld cell
+  can be recovered from the totals, fedtre.disclosure.tables) decide on the TRUE counts;
+  every released count then leaves through the release stage (perturbed by the cell-key
+  method, or rounded if the TRE chose rounding). n is null when withheld. One-way: one
+  entry per level present at the node, every column_label null. Two-way: the full grid
+  of the row and column levels shown, zero cells included. A level beside which no
+  non-zero figure (cell or total) is released is dropped, label and all, and nothing
+  says that it was (no count of dropped levels leaves): its label alone would tell that
+  someone in the cohort has that value. Dropping a level only ever happens beside a
+  withheld figure, so only a SUPPRESSED output may have dropped levels.
 - combined: node shape plus
              "withheld": [[row_label, column_label, [node, ...]], ...],
              "nodes": {"included": [node, ...], "excluded": {node: outcome}}
   Included nodes are those whose outcome is RELEASED or SUPPRESSED. Cells are the union
-  over them; a cell absent at a node (its level does not occur there) counts 0 there. A
-  cell or total is null, never a partial sum, when a node withheld it; "withheld" names
-  those nodes; a node that hid levels may hold a withheld value at every label it did
-  not report, so those cells are null too. A BLOCKED node withheld every cell, so then every cell is null. REFUSED,
-  FAILED and HELD nodes are left out and listed under "excluded". Every combined value
-  is a sum of values the nodes released, so it reveals nothing a node withheld.
+  over them; a cell absent at a RELEASED node (its level does not occur there) counts 0
+  there. A cell or total is null, never a partial sum, when a node withheld it;
+  "withheld" names those nodes. A SUPPRESSED node may have dropped levels, so at every
+  label it did not report it may hold a withheld value: those cells and totals are null
+  too, naming it. A BLOCKED node withheld every cell, so then every cell is null.
+  REFUSED, FAILED and HELD nodes are left out and listed under "excluded". Every
+  combined value is a sum of values the nodes released, so it reveals nothing a node
+  withheld; it differs from the pooled count by at most (nodes) x noise_deviation.
 
 Cells are ordered by row label, then column label: numeric labels numerically, then
 other strings, then null.
@@ -57,8 +62,8 @@ from fedtre.analyses.params import (
     raise_problems,
     schema_filter_problems,
 )
-from fedtre.analyses.pooling import as_count, as_label, as_rows, hiding_nodes, partition
-from fedtre.disclosure import tables
+from fedtre.analyses.pooling import as_count, as_label, as_rows, partition
+from fedtre.disclosure import cellkey, release, tables
 from fedtre.errors import InvalidRequest
 
 if TYPE_CHECKING:
@@ -81,6 +86,18 @@ class CrosstabAnalysis(Analysis):
 
     name = "crosstab"
     description = "Frequency table of one categorical column (rows) or two (rows x columns)."
+    released_fields = {
+        "rows": release.Kind.PARAMETER,
+        "columns": release.Kind.PARAMETER,
+        "cells.*.0": release.Kind.LABEL,
+        "cells.*.1": release.Kind.LABEL,
+        "cells.*.2": release.Kind.COUNT,
+        "margins.total": release.Kind.COUNT,
+        "margins.rows.*.0": release.Kind.LABEL,
+        "margins.rows.*.1": release.Kind.COUNT,
+        "margins.columns.*.0": release.Kind.LABEL,
+        "margins.columns.*.1": release.Kind.COUNT,
+    }
 
     def validate(self, params: Mapping[str, Any]) -> dict[str, Any]:
         p = check_keys(
@@ -109,6 +126,29 @@ class CrosstabAnalysis(Analysis):
             )
         return {"rows": rows, "columns": columns, "filter": filter_param(p), "margins": margins}
 
+    def groupings(self, params: Mapping[str, Any]) -> list[tuple[str, ...]]:
+        """Each cell, and each row and column total, is remembered like a cohort."""
+        p = self.validate(params)
+        if p["columns"] is None:
+            return [(p["rows"],)]
+        return [(p["rows"], p["columns"]), (p["rows"],), (p["columns"],)]
+
+    def released_groups(
+        self, params: Mapping[str, Any], payload: Mapping[str, Any]
+    ) -> set[tuple[tuple[str, ...], tuple[str | None, ...]]]:
+        """The cells, and the row and column totals, whose counts the payload releases."""
+        p = self.validate(params)
+        rows, columns = p["rows"], p["columns"]
+        if columns is None:
+            return {((rows,), (c[0],)) for c in payload.get("cells", []) if c[2] is not None}
+        found = {
+            ((rows, columns), (c[0], c[1])) for c in payload.get("cells", []) if c[2] is not None
+        }
+        margins = payload.get("margins") or {}
+        found |= {((rows,), (m[0],)) for m in margins.get("rows", []) if m[1] is not None}
+        found |= {((columns,), (m[0],)) for m in margins.get("columns", []) if m[1] is not None}
+        return found
+
     def schema_problems(self, params: Mapping[str, Any], schema: DatasetSchema) -> list[str]:
         p = self.validate(params)
         problems: list[str] = []
@@ -124,35 +164,43 @@ class CrosstabAnalysis(Analysis):
         table, types = source.table, source.schema.columns
         names = [p["rows"]] + ([p["columns"]] if p["columns"] else [])
         keys = [table.c[name] for name in names]
-        query = sa.select(*keys, sa.func.count().label("n")).group_by(*keys)
+        # Each cell's count and cell key in the same GROUP BY: no record reaches Python.
+        key = cellkey.cell_key_sum(cellkey.record_key_of(source)).label("key")
+        query = sa.select(*keys, sa.func.count().label("n"), key).group_by(*keys)
         if p["filter"] is not None:
             query = query.where(compile_filter(p["filter"], table))
-        cells: dict[Cell, int] = {}
+        cells: dict[Cell, tuple[int, int]] = {}
         with source.engine.connect() as conn:
             for row in conn.execute(query):
                 labels = [
-                    category_label(v, types[name]) for v, name in zip(row[:-1], names, strict=True)
+                    category_label(v, types[name]) for v, name in zip(row[:-2], names, strict=True)
                 ]
                 cell = (labels[0], labels[1] if len(names) == 2 else None)
-                # Two raw values may share a label (1 and 1.0): their counts add up.
-                cells[cell] = cells.get(cell, 0) + int(row[-1])
+                # Two raw values may share a label (1 and 1.0): counts add, keys combine.
+                n, k = cells.get(cell, (0, 0))
+                cells[cell] = (n + int(row[-2]), cellkey.combine_keys([k, int(row[-1] or 0)]))
         if len(names) == 2:
             # The full grid: a combination absent here is a zero cell, judged like any cell.
             row_levels = {r for r, _ in cells}
             col_levels = {c for _, c in cells}
             for r in row_levels:
                 for c in col_levels:
-                    cells.setdefault((r, c), 0)
+                    cells.setdefault((r, c), (0, 0))
         ordered = sorted(cells, key=_cell_key)
-        return {"cells": [[r, c, cells[(r, c)]] for r, c in ordered]}
+        return {"cells": [[r, c, *cells[(r, c)]] for r, c in ordered]}
 
     def check(
         self, params: Mapping[str, Any], raw: Mapping[str, Any], policy: DisclosurePolicy
     ) -> NodeOutput:
+        """Suppress on the true counts (tables.protect_table), release the rest through the
+        release stage, and drop the levels beside which no non-zero figure is released.
+
+        raw: {"cells": [[row_label, column_label, n, cell_key], ...]} (compute's output).
+        """
         p = self.validate(params)
-        cells = {(r, c): int(n) for r, c, n in raw["cells"]}
+        cells = {(r, c): (int(n), int(k)) for r, c, n, k in raw["cells"]}
         protected = tables.protect_table(cells, policy, two_way=p["columns"] is not None)
-        released: list[list[Any]] = [[r, c, protected.cells[(r, c)]] for r, c, _ in raw["cells"]]
+        released: list[list[Any]] = [[r, c, protected.cells[(r, c)]] for r, c, *_ in raw["cells"]]
         payload: dict[str, Any] = {"rows": p["rows"], "columns": p["columns"], "cells": released}
         outcome = protected.outcome
         if outcome == Outcome.BLOCKED and p["margins"] and protected.total is not None:
@@ -168,7 +216,7 @@ class CrosstabAnalysis(Analysis):
                 margins["rows"] = _labelled(protected.row_totals)
                 margins["columns"] = _labelled(protected.column_totals)
             payload["margins"] = margins
-        return NodeOutput(outcome, _hide_unsupported_levels(payload), protected.rules)
+        return NodeOutput(outcome, _drop_unsupported_levels(payload), protected.rules)
 
     def combine(
         self, params: Mapping[str, Any], outputs: Mapping[str, NodeOutput]
@@ -188,15 +236,19 @@ class CrosstabAnalysis(Analysis):
         if part.blocked:
             for cell in set(totals) | set(withheld):
                 withheld.setdefault(cell, []).extend(part.blocked)
-        # A node that hid levels may hold a withheld value at any label it did not report.
-        hid_rows = hiding_nodes(part.included, "rows", _reported(0, "rows"))
-        hid_cols = hiding_nodes(part.included, "columns", _reported(1, "columns"))
-        for r, c in set(totals):
-            for node, reported in hid_rows.items():
-                if r not in reported:
-                    withheld.setdefault((r, c), []).append(node)
-            for node, reported in hid_cols.items():
-                if c not in reported:
+        # A SUPPRESSED node may have dropped levels (nothing says which or how many), so it
+        # may hold a withheld value at any label it did not report.
+        suppressed = {
+            node for node, out in outputs.items() if Outcome(out.outcome) is Outcome.SUPPRESSED
+        }
+        hid_rows = {n: _reported(0)(n, part.included[n]) for n in suppressed}
+        hid_cols = {n: _reported(1)(n, part.included[n]) for n in suppressed}
+        for r, c in set(totals) | set(withheld):
+            for node in sorted(suppressed):
+                absent = r not in hid_rows[node] or (
+                    p["columns"] is not None and c not in hid_cols[node]
+                )
+                if absent and node not in withheld.get((r, c), []):
                     withheld.setdefault((r, c), []).append(node)
         ordered = sorted(set(totals) | set(withheld), key=_cell_key)
         combined: dict[str, Any] = {
@@ -260,37 +312,42 @@ class CrosstabAnalysis(Analysis):
         return frame.astype("Int64")
 
 
-def _hide_unsupported_levels(payload: dict[str, Any]) -> dict[str, Any]:
-    """Drop the levels beside which every released figure is withheld.
+def _drop_unsupported_levels(payload: dict[str, Any]) -> dict[str, Any]:
+    """Keep only the levels beside which a non-zero figure is released; label the rest.
 
-    Such a label would itself disclose that someone in the cohort has that value (say,
-    age 97 in a table by age). The payload says only how many levels were hidden.
+    A dropped level's label would itself disclose that someone in the cohort has that
+    value (say, age 97 in a table by age), and so would a label shown only beside zeros
+    and withheld figures. Nothing says that (or how many) levels were dropped; the
+    outcome (SUPPRESSED) already says that something was withheld. Kept labels pass the
+    release stage as labels of released groups.
     """
     cells = payload["cells"]
     margins = payload.get("margins") or {}
 
     def supported(axis: int, totals: str) -> set[str | None]:
-        labels = {cell[axis] for cell in cells if cell[2] is not None}
-        return labels | {label for label, n in margins.get(totals) or [] if n is not None}
+        labels = {cell[axis] for cell in cells if cell[2]}
+        return labels | {label for label, n in margins.get(totals) or [] if n}
 
     rows_ok = supported(0, "rows")
-    cols_ok = supported(1, "columns") if payload["columns"] is not None else None
-    hidden = {"rows": len({c[0] for c in cells} - rows_ok)}
-    if cols_ok is not None:
-        hidden["columns"] = len({c[1] for c in cells} - cols_ok)
-    if not any(hidden.values()):
-        return payload
-    kept = dict(payload, hidden=hidden)
-    kept["cells"] = [c for c in cells if c[0] in rows_ok and (cols_ok is None or c[1] in cols_ok)]
+    two_way = payload["columns"] is not None
+    cols_ok = supported(1, "columns") if two_way else {None}
+    kept = dict(payload)
+    kept["cells"] = [
+        [release.label(r), release.label(c), n]
+        for r, c, n in cells
+        if r in rows_ok and c in cols_ok
+    ]
     if margins:
         kept["margins"] = dict(margins)
         for key, ok in (("rows", rows_ok), ("columns", cols_ok)):
-            if key in margins and ok is not None:
-                kept["margins"][key] = [pair for pair in margins[key] if pair[0] in ok]
+            if key in margins:
+                kept["margins"][key] = [
+                    [release.label(label), n] for label, n in margins[key] if label in ok
+                ]
     return kept
 
 
-def _reported(axis: int, key: str) -> Callable[[str, Mapping[str, Any]], set[str | None]]:
+def _reported(axis: int) -> Callable[[str, Mapping[str, Any]], set[str | None]]:
     def labels_of(node: str, payload: Mapping[str, Any]) -> set[str | None]:
         return {as_label(c[axis], node, "a label") for c in as_rows(payload, "cells", 3, node)}
 
@@ -311,8 +368,8 @@ def _combine_margins(
     p: Mapping[str, Any],
     hiders: Mapping[str, Mapping[str, set[str | None]]],
 ) -> dict[str, Any]:
-    """Sum the nodes' released totals; a total withheld (or hidden) at any node, or any
-    total when a node blocked, is null."""
+    """Sum the nodes' released totals; a total withheld at any node (or at a label a
+    SUPPRESSED node did not report), or any total when a node blocked, is null."""
 
     def combine(
         entries: dict[str, list[tuple[str | None, Any]]], hid: Mapping[str, set[str | None]]
@@ -327,8 +384,12 @@ def _combine_margins(
                     missing.add(label)
                 else:
                     sums[label] = sums.get(label, 0) + count
-        for reported in hid.values():
-            missing |= set(sums) - reported
+        for node, reported in hid.items():
+            # a SUPPRESSED node's totals: a label it did not report anywhere may be withheld
+            shown = reported | {
+                as_label(label, node, "a total's label") for label, _ in entries.get(node, [])
+            }
+            missing |= (set(sums) | missing) - shown
         labels = sorted(set(sums) | missing, key=label_key)
         return [[lab, None if lab in missing or blocked else sums[lab]] for lab in labels]
 

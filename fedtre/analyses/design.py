@@ -39,6 +39,8 @@ from fedtre.analyses.base import CATEGORICAL_TYPES, NUMERIC_TYPES, DatasetSchema
 from fedtre.analyses.filters import MAX_NAME, compile_filter
 from fedtre.analyses.labels import category_label
 from fedtre.analyses.pooling import malformed
+from fedtre.disclosure.cellkey import cell_key_sum
+from fedtre.disclosure.policy import MAX_DOMINANCE_N
 from fedtre.errors import InvalidRequest
 
 INTERCEPT = "Intercept"
@@ -299,6 +301,56 @@ def local_levels(
             )
         found[spec] = counts
     return found
+
+
+@dataclass(frozen=True)
+class ModelRecords:
+    """What a node knows of a model's records (complete cases), never released as such.
+
+    n: the exact number of records; key: their cell key (SUM(record key) mod 256), for
+    the released n; magnitudes: per numeric model column (outcome, numeric covariates),
+    its largest absolute values (descending) and the sum of its absolute values, for the
+    dominance rules; extra: the values of the caller's extra aggregates.
+    """
+
+    n: int
+    key: int
+    magnitudes: dict[str, tuple[list[float], float]]
+    extra: list[Any]
+
+
+def model_records(
+    conn: sa.Connection,
+    record_key: sa.ColumnElement[int],
+    columns: Mapping[str, sa.ColumnElement[Any]],
+    conditions: Sequence[sa.ColumnElement[bool]],
+    extra: Sequence[sa.ColumnElement[Any]] = (),
+) -> ModelRecords:
+    """Count the model's records, their cell key and each column's absolute total in one
+    query (with the caller's `extra` aggregates), then each column's largest absolute
+    values (one `ORDER BY |x| DESC LIMIT` per column: a bounded sort in one scan).
+
+    record_key: cellkey.record_key_of(source), taken before the connection is opened
+    (for a test source it registers SQLite's hash on connections checked out after it).
+    Everything runs in the source's engine; no record reaches Python.
+    """
+    names = list(columns)
+    sizes = [sa.func.sum(sa.func.abs(columns[c])) for c in names]
+    row = conn.execute(
+        sa.select(sa.func.count(), cell_key_sum(record_key), *sizes, *extra).where(*conditions)
+    ).one()
+    n, key = int(row[0]), int(row[1] or 0)
+    totals = [float(v or 0.0) for v in row[2 : 2 + len(names)]]
+    magnitudes: dict[str, tuple[list[float], float]] = {}
+    for name, total in zip(names, totals, strict=True):
+        top: list[float] = []
+        if n > 0:
+            # one bounded sort (top-N) in one scan, on every engine
+            size = sa.func.abs(columns[name])
+            query = sa.select(size).where(*conditions).order_by(size.desc()).limit(MAX_DOMINANCE_N)
+            top = [float(v) for (v,) in conn.execute(query) if v is not None]
+        magnitudes[name] = (top, total)
+    return ModelRecords(n, key, magnitudes, list(row[2 + len(names) :]))
 
 
 def node_basis(

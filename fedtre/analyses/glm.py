@@ -35,12 +35,31 @@ occur at a node is not listed by it; its round-1 report already said which level
 has): counting it would block round 2 after round 1 had released, so every round applies
 the same rules to the same records. A failing round is BLOCKED: nothing leaves.
 
-- node payload: {"n", "covariates": [[spec, kind, type, [levels]]...],
-                 "basis": [[spec, level | null], ...], "xtwx": [[...]], "xtwz": [...],
-                 "deviance", "ll_const", "finite"} (intercept first in xtwx/xtwz).
+Dominance: every round also applies the NK and p% rules to the outcome (of a Poisson
+model; a binary outcome is judged by its level counts) and to each numeric covariate
+over the node's model records, on absolute values (fedtre.disclosure.models); a
+dominated column blocks the round.
+
+- node payload of a round (kinds of fedtre.disclosure.release, declared in
+  released_fields): {"n": count, "covariates": [[spec, kind, type, [level labels]]...],
+  "basis": [[spec, level label | null], ...], "xtwx": [[model...]], "xtwz": [model...],
+  "deviance": model, "ll_const": model, "finite": model (1.0, or 0.0 when beta overflowed
+  this node's linear predictor: then only n and finite are sent)} (intercept first in
+  xtwx/xtwz). `n` is the released count (threshold, then cell-key noise or rounding, with
+  the cell key of the model's records, so every round releases the same n); the model
+  statistics are exact, for the coordinator's combination, and the researcher does not
+  receive them (release.researcher_view).
 - combined: fedtre.analyses.regression's table with z statistics and model figures
   (family, link, n, df_model, df_resid, deviance, log_likelihood, aic, iterations,
   converged), plus "nodes".
+
+Which figures are exact and which are perturbed (docs/disclosure.md, "linear_regression
+and glm"): the coefficients, standard errors, z statistics, p values and intervals
+(normal quantiles: no degrees of freedom), the deviance, log-likelihood and AIC come from
+the exact X'WX, X'Wz, deviance and ll_const, so they equal the pooled maximum-likelihood
+fit; none of them is a count. `n` is the sum of the nodes' released n and `df_resid` is
+that n less the parameters, so no figure states the exact number of records. (The fit
+itself never uses n: the coordinator's size check uses the released n.)
 """
 
 from __future__ import annotations
@@ -75,6 +94,7 @@ from fedtre.analyses.design import (
     finite_or_none,
     levels_param,
     local_levels,
+    model_records,
     node_basis,
     numeric_expr,
     order_levels,
@@ -93,7 +113,10 @@ from fedtre.analyses.params import (
 )
 from fedtre.analyses.pooling import as_count, as_float, malformed
 from fedtre.analyses.regression import coefficient_table, regression_frame
-from fedtre.disclosure.models import check_model
+from fedtre.disclosure import release
+from fedtre.disclosure.cellkey import record_key_of
+from fedtre.disclosure.models import check_model, released_count, released_design
+from fedtre.disclosure.release import Kind
 from fedtre.errors import InvalidRequest
 
 if TYPE_CHECKING:
@@ -157,6 +180,21 @@ class GlmAnalysis(IterativeAnalysis):
 
     name = "glm"
     description = "Logistic or Poisson regression by federated IRLS: coefficients, SE, z, p, CIs."
+    # The payload of every round (round 1 and later ones have the same shape).
+    released_fields = {
+        "n": Kind.COUNT,
+        "covariates.*.0": Kind.PARAMETER,
+        "covariates.*.1": Kind.PARAMETER,
+        "covariates.*.2": Kind.PARAMETER,
+        "covariates.*.3.*": Kind.LABEL,
+        "basis.*.0": Kind.PARAMETER,
+        "basis.*.1": Kind.LABEL,
+        "xtwx.*.*": Kind.MODEL,
+        "xtwz.*": Kind.MODEL,
+        "deviance": Kind.MODEL,
+        "ll_const": Kind.MODEL,
+        "finite": Kind.MODEL,
+    }
 
     # -- parameters ------------------------------------------------------------------
 
@@ -261,6 +299,7 @@ class GlmAnalysis(IterativeAnalysis):
         specs = p["covariates"]
         conditions = complete_cases(table, self._columns(p), p["filter"])
         y_expr = numeric_expr(table, p["outcome"], types[p["outcome"]])
+        record_key = record_key_of(source)  # before connecting: see model_records
         with source.engine.connect() as conn:
             counts = local_levels(conn, table, specs, types, conditions)
             _check_outcome(conn, family, y_expr, conditions, p["outcome"])
@@ -288,11 +327,20 @@ class GlmAnalysis(IterativeAnalysis):
                 if p["offset"]
                 else sa.literal(0.0, sa.Double)
             )
-            exprs = [y_expr, offset, *(basis_expr(table, b, types) for b in basis)]
+            columns = [basis_expr(table, b, types) for b in basis]
+            exprs = [y_expr, offset, *columns]
             query = sa.select(*exprs).where(*conditions)
+            # the outcome (of a count model) and each numeric covariate, for dominance
+            numeric = {p["outcome"]: y_expr} if family.name == "poisson" else {}
+            for b, e in zip(basis, columns, strict=True):
+                if b.label is None:
+                    numeric[parse_covariate(b.spec).column] = e
+            records = model_records(
+                conn, record_key, numeric, conditions, extra=[sa.func.avg(y_expr)]
+            )
             start_mean = 0.0
             if beta is None and family.name == "poisson":
-                mean = conn.execute(sa.select(sa.func.avg(y_expr)).where(*conditions)).scalar()
+                mean = records.extra[0]
                 start_mean = 0.0 if mean is None else float(mean)
             sums = _Sums(len(basis) + 1, start_mean)
             result = conn.execution_options(yield_per=CHUNK_ROWS).execute(query)
@@ -301,6 +349,8 @@ class GlmAnalysis(IterativeAnalysis):
                 sums.add(np.array(list(map(tuple, rows)), dtype=float), family, beta)
         return {
             "n": sums.n,
+            "key": records.key,
+            "magnitudes": records.magnitudes,
             "covariates": covariate_report(specs, types, counts),
             "basis": [b.key() for b in basis],
             "xtwx": sums.xtwx.tolist(),
@@ -331,16 +381,38 @@ class GlmAnalysis(IterativeAnalysis):
         parameters = len(raw["xtwz"])
         if raw["start"]:
             parameters -= sum(1 for c in raw["covariates"] if c[1] == CATEGORICAL and c[3])
+        n = int(raw["n"])
         checked = check_model(
-            records=int(raw["n"]), parameters=parameters, levels=levels, policy=policy
+            records=n,
+            parameters=parameters,
+            levels=levels,
+            policy=policy,
+            magnitudes=raw["magnitudes"],
+            numeric_covariates=sum(1 for c in raw["covariates"] if c[1] != CATEGORICAL),
         )
         if not checked.passed:
             return NodeOutput(Outcome.BLOCKED, {}, checked.rules)
+        released_n, count_rules = released_count(n, raw["key"], policy)
+        rules = checked.rules + count_rules
+        if released_n is None:
+            return NodeOutput(Outcome.BLOCKED, {}, rules)
         if not raw["finite"]:
             # beta overflowed this node's linear predictor: say so, release no figures
-            return NodeOutput(Outcome.RELEASED, {"finite": False, "n": raw["n"]}, checked.rules)
-        keys = ("n", "covariates", "basis", "xtwx", "xtwz", "deviance", "ll_const", "finite")
-        return NodeOutput(Outcome.RELEASED, {k: raw[k] for k in keys}, checked.rules)
+            return NodeOutput(
+                Outcome.RELEASED, {"n": released_n, "finite": release.model(0.0)}, rules
+            )
+        covariates, basis = released_design(raw["covariates"], raw["basis"])
+        payload = {
+            "n": released_n,
+            "covariates": covariates,
+            "basis": basis,
+            "xtwx": release.models(raw["xtwx"]),
+            "xtwz": release.models(raw["xtwz"]),
+            "deviance": release.model(raw["deviance"]),
+            "ll_const": release.model(raw["ll_const"]),
+            "finite": release.model(1.0),
+        }
+        return NodeOutput(Outcome.RELEASED, payload, rules)
 
     # -- at the coordinator ------------------------------------------------------------
 
@@ -391,7 +463,8 @@ class GlmAnalysis(IterativeAnalysis):
             return RoundStep(next_state, False, {"iteration": iteration})
         design = GlobalDesign.from_json(state["design"])
         beta = np.asarray(state["beta"], dtype=float)
-        finite = all(payload.get("finite") is True for payload in payloads.values())
+        # 1.0 (a model value) or, from an older agent, true
+        finite = all(payload.get("finite") == 1 for payload in payloads.values())
         deviance = None
         if finite:
             info, score, n, deviance, ll_const = _pooled(design, payloads, start=False)

@@ -1,32 +1,52 @@
-"""The histogram analysis: counts of a numeric column in bins every node shares.
+"""The histogram analysis: counts of a numeric column in bins on the TRE's grid.
 
-Parameters: `column` (numeric), optional `filter`, and the bins, either
-- `edges`: fixed, strictly increasing bin edges (2 to 1001 numbers); bins are
-  [e0, e1), [e1, e2), ..., [e(k-1), ek] (the last closed), as numpy.histogram; values
-  outside [e0, ek] are not counted; or
-- `width` (and optional `origin`, default 0): bins [origin + i width, origin + (i+1) width)
-  for every integer i, agreed by construction: each node counts in the same grid, from
-  its first non-empty bin to its last (so its outer edges are rounded outward to the
-  grid, never its exact minimum or maximum), and the coordinator joins the ranges.
+Parameters: `column` (numeric, with a grid declared by the TRE: DatasetSchema.grids),
+optional `filter`, and the bins, either
+- `edges`: fixed, strictly increasing bin edges (2 to 1001 numbers, each a multiple of
+  the column's grid); bins are [e0, e1), ..., [e(k-1), ek] (the last closed), as
+  numpy.histogram; values outside [e0, ek] are not counted; or
+- `width` (a whole multiple of the grid) and optional `origin` (a multiple of the grid,
+  default 0): bins [origin + i width, origin + (i+1) width) for every integer i.
+A column without a grid is a schema problem: the TRE must declare one before any bin
+edge of it can be released.
 
 Each node counts in its own SQL engine (GROUP BY a CASE over the edges, or FLOOR((x -
-origin) / width)); no value reaches Python.
+origin) / width)), with each bin's cell key in the same query; no value reaches Python.
 
-- node payload: edges: {"column", "edges": [...], "counts": [n | null, ...]};
-                width: {"column", "width", "origin", "bins": [[i, n | null], ...]}
-  Bins are checked as a one-way table with its total (fedtre.disclosure.tables): a bin
-  holds 0 or at least `threshold` records (an empty bin reveals no one, see
-  fedtre.disclosure.distributions), secondary suppression protects withheld bins against
-  the total, and released counts are rounded.
-- combined: {"column", "edges": [...], "counts": [n | null, ...],
-             "withheld": [[bin index, [node, ...]], ...], "nodes": {...}}
-  A bin is null when a node withheld it (a BLOCKED node withholds every bin); a bin
-  outside a node's range counts 0 there. REFUSED and FAILED nodes are left out.
+What a node releases (fedtre.disclosure.distributions, fedtre.disclosure.tables):
+- Open ends. The bins below the first edge with at least `threshold` records below it
+  merge into one lower bin open at the bottom, and those at or above the last edge with
+  at least `threshold` records at or above it into one upper bin open at the top. So
+  no minimum or maximum, and no bin in a sparse tail, is ever released or named; the
+  open bins' outer edges are not released at all (null). With `edges`, the open bins
+  still stop at e0 and ek (values outside are not counted). If no edge has `threshold`
+  records on each side, one bin open at both ends holds every counted record.
+- Inner bins. The open bins and every grid bin between them form a one-way table
+  checked with its total: a bin with 1 to threshold - 1 records is withheld, and
+  secondary suppression withholds more so none can be recovered from the total.
+  Released counts are perturbed by the cell-key method (or rounded).
+- Zeros never locate a withheld bin. An empty inner bin is released as 0 only when no
+  non-empty bin is withheld; otherwise every empty inner bin is shown null, exactly
+  like the withheld ones, so a null bin means "empty or withheld" and never says
+  "someone has a value here" (secondary suppression then treats those zeros as
+  withheld: the null bins together hold 0 or at least `threshold` records, never a
+  recoverable count). Bins are listed with their edges only, in order, contiguous; no
+  bin index is released.
+
+- node payload: {"column", "bins": [[lower | null, upper | null, n | null], ...]}
+  lower/upper: grid points (the first bin's lower and the last bin's upper are null:
+  open); n: the released count, null when withheld (or an empty bin shown as withheld).
+- combined: {"column", "bins": [[lower | null, upper | null, n | null], ...],
+             "withheld": [[lower | null, upper | null, [node, ...]], ...], "nodes": {...}}
+  The combined bins are bounded by the edges every included node released (the open
+  ends are as wide as the widest node's), so every node's bin lies inside one combined
+  bin and the combined count is the sum of the node bins inside it. A combined bin is
+  null when a node's bin inside it is null (a BLOCKED node withholds every bin);
+  "withheld" names those nodes. REFUSED and FAILED nodes are left out.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeGuard
@@ -51,8 +71,8 @@ from fedtre.analyses.params import (
     raise_problems,
     schema_filter_problems,
 )
-from fedtre.analyses.pooling import as_count, as_rows, malformed, partition
-from fedtre.disclosure import distributions, tables
+from fedtre.analyses.pooling import as_count, as_float, as_rows, malformed, partition
+from fedtre.disclosure import cellkey, distributions, release, tables
 from fedtre.errors import InvalidRequest
 
 if TYPE_CHECKING:
@@ -62,6 +82,10 @@ if TYPE_CHECKING:
 
 _EXAMPLE = '{"column": "age", "edges": [18, 30, 45, 60, 75, 100]} or {"column": "age", "width": 10}'
 MAX_BINS = 1000
+# A bin as released: (lower edge index | None, upper edge index | None, n | None).
+_Bin = tuple[int | None, int | None, int | None]
+# A bin before release: (lower edge index | None, upper edge index | None, n, cell key).
+_Span = tuple[int | None, int | None, int, int]
 
 
 def _number(value: Any) -> TypeGuard[int | float]:
@@ -74,6 +98,12 @@ class HistogramAnalysis(Analysis):
 
     name = "histogram"
     description = "Counts of a numeric column in fixed bin edges or bins of an agreed width."
+    released_fields = {
+        "column": release.Kind.PARAMETER,
+        "bins.*.0": release.Kind.BOUND,
+        "bins.*.1": release.Kind.BOUND,
+        "bins.*.2": release.Kind.COUNT,
+    }
 
     def validate(self, params: Mapping[str, Any]) -> dict[str, Any]:
         p = check_keys(
@@ -123,11 +153,22 @@ class HistogramAnalysis(Analysis):
 
     def schema_problems(self, params: Mapping[str, Any], schema: DatasetSchema) -> list[str]:
         p = self.validate(params)
-        return column_problems(
+        problems = column_problems(
             p["column"], role="histogram", schema=schema, allowed=NUMERIC_TYPES
-        ) + schema_filter_problems(p["filter"], schema)
+        )
+        if not problems:
+            problems += distributions.histogram_grid_problems(
+                p["column"],
+                schema,
+                width=p.get("width"),
+                origin=p.get("origin"),
+                edges=p.get("edges"),
+            )
+        return problems + schema_filter_problems(p["filter"], schema)
 
     def compute(self, params: Mapping[str, Any], source: DataSource) -> dict[str, Any]:
+        """Return {"grid": the column's grid, "bins": [[bin index, n, cell key], ...]}: the
+        non-empty bins, by index."""
         p = self.validate(params)
         raise_problems(self.name, self.schema_problems(p, source.schema))
         table = source.table
@@ -147,129 +188,174 @@ class HistogramAnalysis(Analysis):
         else:
             index = sa.func.floor((value - p["origin"]) / p["width"])
         labelled = index.label("bin")
-        query = sa.select(labelled, sa.func.count()).where(*conditions).group_by(labelled)
-        found: dict[int, int] = {}
+        key = cellkey.cell_key_sum(cellkey.record_key_of(source))
+        query = sa.select(labelled, sa.func.count(), key).where(*conditions).group_by(labelled)
+        found: dict[int, tuple[int, int]] = {}
         with source.engine.connect() as conn:
-            for i, n in conn.execute(query):
-                if i is not None:
-                    found[int(i)] = found.get(int(i), 0) + int(n)
-        if "edges" in p:
-            return {"counts": [found.get(i, 0) for i in range(len(p["edges"]) - 1)]}
-        if not found:
-            return {"bins": []}
-        low, high = min(found), max(found)
-        if high - low + 1 > MAX_BINS:
-            raise InvalidRequest(
-                f"the values at this node span more than {MAX_BINS} bins of this width; "
-                "use a wider width"
-            )
-        return {"bins": [[i, found.get(i, 0)] for i in range(low, high + 1)]}
+            for i, n, k in conn.execute(query):
+                if i is not None and n:
+                    m, kk = found.get(int(i), (0, 0))
+                    found[int(i)] = (m + int(n), cellkey.combine_keys([kk, int(k or 0)]))
+        grid = float(source.schema.grids[p["column"]])
+        return {"grid": grid, "bins": [[i, *found[i]] for i in sorted(found)]}
 
     def check(
         self, params: Mapping[str, Any], raw: Mapping[str, Any], policy: DisclosurePolicy
     ) -> NodeOutput:
-        """Protect the bins as a one-way table with its total; empty bins are safe."""
+        """Open ends, then the inner bins as a one-way table with its total (module docstring)."""
         p = self.validate(params)
-        if "edges" in p:
-            keys = list(range(len(raw["counts"])))
-            counts = [int(n) for n in raw["counts"]]
+        found = {int(i): (int(n), int(k)) for i, n, k in raw["bins"] if int(n) > 0}
+        ordered = sorted(found)
+        rules_: tuple[Any, ...]
+        split = distributions.open_bins([(i, found[i][0]) for i in ordered], policy.threshold)
+        # Bins as (lower edge index, upper edge index, n, key); edge j is bin j's lower edge.
+        spans: list[_Span]
+        if split is None:
+            n = sum(v[0] for v in found.values())
+            key = cellkey.combine_keys(v[1] for v in found.values())
+            spans = [(None, None, n, key)]
         else:
-            keys = [int(i) for i, _ in raw["bins"]]
-            counts = [int(n) for _, n in raw["bins"]]
-        # An empty bin says nobody has a value there: no one's attribute (distributions.py).
-        bins_policy = dataclasses.replace(policy, zeros_disclosive=False)
-        cells: dict[tuple[str | None, str | None], int] = {
-            (str(k), None): n for k, n in zip(keys, counts, strict=True)
-        }
-        if not cells:
-            cells = {("0", None): 0}
-        protected = tables.protect_table(cells, bins_policy, two_way=False)
-        released = [protected.cells[(str(k), None)] for k in keys]
-        rules_ = (*protected.rules, distributions.EXTREMES_RULE)
-        outcome = protected.outcome
-        if outcome == Outcome.BLOCKED:
-            return NodeOutput(outcome, {}, rules_)
-        payload: dict[str, Any] = {"column": p["column"]}
-        if "edges" in p:
-            payload |= {"edges": p["edges"], "counts": released}
-        else:
-            payload |= {
-                "width": p["width"],
-                "origin": p["origin"],
-                "bins": [[k, n] for k, n in zip(keys, released, strict=True)],
-            }
-        return NodeOutput(outcome, payload, rules_)
+            low, high = split
+
+            def merged(indices: list[int]) -> tuple[int, int]:
+                return (
+                    sum(found[i][0] for i in indices),
+                    cellkey.combine_keys(found[i][1] for i in indices),
+                )
+
+            if high - low - 1 > MAX_BINS:
+                raise InvalidRequest(
+                    f"these bins are too narrow: more than {MAX_BINS} of them would be needed; "
+                    "use a wider width"
+                )
+            spans = [(None, low + 1, *merged([i for i in ordered if i <= low]))]
+            spans += [(i, i + 1, *found.get(i, (0, 0))) for i in range(low + 1, high)]
+            spans += [(high, None, *merged([i for i in ordered if i >= high]))]
+        protected = _protect(spans, policy)
+        rules_ = (*protected.rules, distributions.EXTREMES_RULE, distributions.GRID_RULE)
+        if protected.outcome is Outcome.BLOCKED or not found:
+            return NodeOutput(Outcome.BLOCKED, {}, rules_)
+        grid = float(raw["grid"])
+        bins = [
+            [
+                None if lo is None else release.bound(_edge_value(p, lo), grid),
+                None if hi is None else release.bound(_edge_value(p, hi), grid),
+                protected.cells[(str(pos), None)],
+            ]
+            for pos, (lo, hi, _, _) in enumerate(spans)
+        ]
+        return NodeOutput(protected.outcome, {"column": p["column"], "bins": bins}, rules_)
 
     def combine(
         self, params: Mapping[str, Any], outputs: Mapping[str, NodeOutput]
     ) -> dict[str, Any]:
         p = self.validate(params)
         part = partition(outputs)
-        by_node: dict[str, dict[int, int | None]] = {}
-        for node, payload in part.included.items():
-            if "edges" in p:
-                released = payload.get("counts")
-                if not isinstance(released, list) or len(released) != len(p["edges"]) - 1:
-                    raise malformed(node, "'counts' does not match the edges")
-                by_node[node] = {
-                    i: as_count(n, node, "a bin count") for i, n in enumerate(released)
-                }
-            else:
-                by_node[node] = {}
-                for i, n in as_rows(payload, "bins", 2, node):
-                    if not _number(i) or not float(i).is_integer():
-                        raise malformed(node, "a bin index is not a whole number")
-                    by_node[node][int(i)] = as_count(n, node, "a bin count")
-        if "edges" in p:
-            indices = list(range(len(p["edges"]) - 1))
-        else:
-            seen = [i for bins in by_node.values() for i in bins]
-            indices = list(range(min(seen), max(seen) + 1)) if seen else []
-        counts: list[int | None] = []
+        by_node = {node: _node_bins(p, node, payload) for node, payload in part.included.items()}
+        # The edges every node released bound the combined bins.
+        common: set[int] | None = None
+        for bins in by_node.values():
+            inner = {hi for _, hi, _ in bins if hi is not None}
+            common = inner if common is None else common & inner
+        cuts: list[int | None] = [None, *sorted(common or ()), None]
+        spans = list(zip(cuts, cuts[1:], strict=False)) if by_node else []
+        combined: list[list[Any]] = []
         withheld: list[list[Any]] = []
-        for i in indices:
-            missing = sorted(
-                node for node, bins in by_node.items() if i in bins and bins[i] is None
-            )
-            missing += part.blocked
+        for lo, hi in spans:
+            total = 0
+            missing = list(part.blocked)
+            for node, bins in by_node.items():
+                for blo, bhi, n in bins:
+                    inside = (lo is None or (blo is not None and blo >= lo)) and (
+                        hi is None or (bhi is not None and bhi <= hi)
+                    )
+                    if not inside:
+                        continue
+                    if n is None:
+                        if node not in missing:
+                            missing.append(node)
+                    else:
+                        total += n
+            edges = [None if e is None else _edge_value(p, e) for e in (lo, hi)]
+            combined.append([*edges, None if missing else total])
             if missing:
-                counts.append(None)
-                withheld.append([i, sorted(missing)])
-            else:
-                counts.append(sum((bins.get(i) or 0) for bins in by_node.values()))
-        if "edges" in p:
-            edges = list(p["edges"])
-        else:
-            edges = (
-                [p["origin"] + i * p["width"] for i in [*indices, indices[-1] + 1]]
-                if indices
-                else []
-            )
+                withheld.append([*edges, sorted(missing)])
         return {
             "column": p["column"],
-            "edges": edges,
-            "counts": counts,
+            "bins": combined,
             "withheld": withheld,
             "nodes": part.nodes,
         }
 
     def to_frame(self, params: Mapping[str, Any], payload: Mapping[str, Any]) -> pd.DataFrame:
-        """Return one row per bin: index the bins as intervals (closed left), column n (Int64)."""
+        """Return one row per bin: index the bins as intervals (closed left; the open ends
+        run from -inf and to +inf), column n (Int64, <NA> when withheld)."""
         import numpy as np
         import pandas as pd
 
         p = self.validate(params)
-        if "counts" in payload:
-            edges = list(payload.get("edges") or p.get("edges") or [])
-            counts = list(payload.get("counts") or [])
-        else:
-            rows = as_rows(payload, "bins", 2, "(payload)")
-            width, origin = p["width"], p["origin"]
-            edges = [origin + int(i) * width for i, _ in rows]
-            edges += [edges[-1] + width] if rows else []
-            counts = [n for _, n in rows]
-        if len(edges) < 2:
+        rows = as_rows(payload, "bins", 3, "(payload)")
+        if not rows:
             return pd.DataFrame({"n": pd.array([], dtype="Int64")})
-        index = pd.IntervalIndex.from_breaks(edges, closed="left", name=p["column"])
-        values = [np.nan if n is None else float(n) for n in counts]
+        breaks = [-math.inf if rows[0][0] is None else float(rows[0][0])]
+        breaks += [math.inf if hi is None else float(hi) for _, hi, _ in rows]
+        index = pd.IntervalIndex.from_breaks(breaks, closed="left", name=p["column"])
+        values = [np.nan if n is None else float(n) for _, _, n in rows]
         return pd.DataFrame({"n": values}, index=index).astype({"n": "Int64"})
+
+
+def _protect(spans: list[_Span], policy: DisclosurePolicy) -> tables.ProtectedTable:
+    """Check the bins as a one-way table with its total.
+
+    Empty bins are released as 0 only when no non-empty bin is withheld; otherwise they
+    are withheld too, so a null bin never says "someone has a value here".
+    """
+    import dataclasses
+
+    cells: dict[tables.Cell, tuple[int, int]] = {
+        (str(pos), None): (n, key) for pos, (_, _, n, key) in enumerate(spans)
+    }
+    shown = tables.protect_table(
+        cells, dataclasses.replace(policy, zeros_disclosive=False), two_way=False
+    )
+    if shown.outcome is Outcome.RELEASED:
+        return shown
+    return tables.protect_table(
+        cells, dataclasses.replace(policy, zeros_disclosive=True), two_way=False
+    )
+
+
+def _edge_index(p: Mapping[str, Any], value: float, node: str) -> int:
+    """Return the grid index of a released edge (its position in edges, or its step)."""
+    if "edges" in p:
+        for j, e in enumerate(p["edges"]):
+            if math.isclose(e, value, rel_tol=1e-12, abs_tol=1e-12):
+                return j
+        raise malformed(node, "a bin edge is not one of the edges")
+    steps = (value - p["origin"]) / p["width"]
+    if abs(steps - round(steps)) > 1e-6:
+        raise malformed(node, "a bin edge is not on the grid")
+    return round(steps)
+
+
+def _edge_value(p: Mapping[str, Any], j: int) -> float:
+    return float(p["edges"][j]) if "edges" in p else p["origin"] + j * p["width"]
+
+
+def _node_bins(p: Mapping[str, Any], node: str, payload: Mapping[str, Any]) -> list[_Bin]:
+    """Return a node's bins as edge indices, checked to be contiguous with open ends."""
+    bins: list[_Bin] = []
+    for lo, hi, n in as_rows(payload, "bins", 3, node):
+        edges = []
+        for e in (lo, hi):
+            value = as_float(e, node, "a bin edge")
+            edges.append(None if value is None else _edge_index(p, value, node))
+        bins.append((edges[0], edges[1], as_count(n, node, "a bin count")))
+    if not bins:
+        raise malformed(node, "it released no bins")
+    if bins[0][0] is not None or bins[-1][1] is not None:
+        raise malformed(node, "its outermost bins are not open")
+    for (_, hi, _), (lo, _, _) in zip(bins, bins[1:], strict=False):
+        if hi is None or lo is None or hi != lo:
+            raise malformed(node, "its bins are not contiguous")
+    return bins

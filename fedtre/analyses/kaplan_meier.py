@@ -1,36 +1,57 @@
-"""The kaplan_meier analysis: survival curves from pooled event tables, and the log-rank test.
+"""The kaplan_meier analysis: survival curves on the TRE's time grid, and the log-rank test.
 
-Parameters: `time` (numeric: follow-up time), `event` (integer 0/1 or boolean: 1 = the
-event happened, 0 = censored), optional `by` (a categorical column: one curve per level,
-NULL its own level, and a log-rank test across them), optional `filter`.
+Parameters: `time` (numeric: follow-up time, with a grid the TRE declares for it:
+DatasetSchema.grids), `event` (integer 0/1 or boolean: 1 = the event happened, 0 =
+censored), optional `width` (a whole multiple of the time grid; default the grid itself),
+optional `by` (a categorical column: one curve per level, NULL its own level, and a
+log-rank test across them), optional `filter`. A time column without a grid is refused.
 
-Each node builds its event table in its own SQL engine (GROUP BY the group and the time:
-events and censorings at each distinct time) and protects each group's table with
-fedtre.disclosure.survival.protect_survival_table: consecutive times are merged into
-intervals until every number at risk, event count and censoring count is at least the
-threshold (censored may be 0). A group that cannot be protected is withheld (null); if
-every group is withheld the output is BLOCKED.
+Each node counts in its own SQL engine, per group and per grid interval ((i - 1) w, i w]
+(a time within 1e-9 widths above a grid point counts as on it), the events and the
+censorings with their cell keys, in one GROUP BY; then fedtre.disclosure.survival merges
+intervals on their true counts until every event count is at least the threshold (or 0
+where zeros are not disclosive) and every censoring count 0 or at least the threshold,
+and releases, per interval, the number at risk at its start, its events and its
+censorings through release.count (perturbed under the default policy), and its bounds
+through release.bound: grid points, with the first start and the last end open (the
+last interval is "after <start>", never the longest follow-up). A group that cannot be
+protected is left out of the payload and never named (the output is then SUPPRESSED);
+if every group is left out the output is BLOCKED.
 
-- node payload: {"time", "event", "by", "groups": [[label, [[start, end, at_risk, events,
-                 censored], ...] | null], ...]}
+- node payload (kinds declared in released_fields): {"time", "event", "by", "width"
+  (parameters), "groups": [[label, [[start | null, end | null, at_risk, events,
+  censored], ...]], ...]}
 - combined: {"time", "event", "by",
-             "groups": [[label, {"n", "events", "median", "table": [[time, at_risk,
-                         events, censored, survival, std_err, ci_lower, ci_upper], ...]}
-                         | null], ...],
-             "logrank": {"chi2", "df", "p_value"} | null,
+             "groups": [[label, {"n", "events", "median", "table": [[time | null,
+                         at_risk, events, censored, survival, std_err, ci_lower,
+                         ci_upper], ...]} | null], ...],
+             "logrank": {"chi2", "df", "p_value", "observed", "expected"} | null,
              "withheld": [[label, [node, ...]], ...], "nodes": {...}}
 
-Pooling: each node's interval is read as all of its events and censorings at the
-interval's end time (events before censorings, the Kaplan-Meier convention for ties); the
-pooled table is the union of these, and the number at risk at a time is every record not
-ended before it. Where nodes released exact times (no merging, e.g. threshold 0) this is
-exactly the pooled Kaplan-Meier estimate; with merging it is the estimate of the grouped
-data, never finer than the nodes released. Standard errors are Greenwood's; the 95%
-intervals use the log(-log) transform (lifelines' default). The median is the first time
-the survival is at or below 0.5 (null if it never is). The log-rank test compares
-observed with expected events in each group over the pooled event times (chi-squared on
-groups - 1 degrees of freedom). A group withheld by any node, or any group of a BLOCKED
-node, is null in the combined result, and the log-rank test is then null too.
+The estimator (docs/disclosure.md, "quantiles and kaplan_meier"): Kaplan-Meier at the
+released interval ends, each node's events and censorings of an interval placed at the
+interval's end with the censorings after the events (the Kaplan-Meier convention for
+ties); the records of each node's open last interval are placed at the end of follow-up,
+after every released time (the table's last row, time null). So the pooled number at
+risk at a time is, summed over nodes, the released number at risk of the node's interval
+that contains it; the curve steps by (1 - events / at risk) at each pooled time.
+Equivalently: the Kaplan-Meier estimate of the records with each time moved to the end
+of the interval its node released it in. When every event and censoring time is a grid
+point and no interval is merged (a permissive policy: threshold 0 or 1, rounding base 1,
+zeros not disclosive; a grid fine enough to separate every distinct time), that is the
+Kaplan-Meier estimate of the pooled records at every released time, and the log-rank
+test is the pooled one, provided each node's last records (its open interval) lie at the
+common end of follow-up (e.g. administrative censoring at the study's end); a node whose
+longest follow-up ends earlier has those records counted at risk until the end.
+Standard errors are Greenwood's; the 95% intervals use the log(-log) transform
+(lifelines' default). The median is the first released time the survival is at or below
+0.5 (null if it never is, or only in the open last row). The log-rank test compares
+observed with expected events in each group over the pooled times (chi-squared on
+groups - 1 degrees of freedom). Under cell-key perturbation each released count is
+within noise_deviation of the true one, so the curve is the estimate from the released
+counts. A node that BLOCKED makes every curve null; a node that left some group out
+(SUPPRESSED) makes null every group it did not release (the coordinator cannot tell a
+withheld group from an absent one); a null group makes the log-rank test null.
 """
 
 from __future__ import annotations
@@ -64,8 +85,8 @@ from fedtre.analyses.params import (
     schema_filter_problems,
 )
 from fedtre.analyses.pooling import as_count, as_float, as_label, as_rows, malformed, partition
-from fedtre.disclosure import rules
-from fedtre.disclosure.survival import protect_survival_table
+from fedtre.disclosure import cellkey, distributions, release, rules
+from fedtre.disclosure.survival import GridCell, protect_survival_table
 from fedtre.errors import InvalidRequest
 
 if TYPE_CHECKING:
@@ -76,20 +97,40 @@ if TYPE_CHECKING:
 _EXAMPLE = '{"time": "followup_years", "event": "died", "by": "sex"}'
 Z_95 = 1.959963984540054
 MAX_GROUPS = 50
+# A node's non-empty (group, grid interval) cells it will read; finer grids are refused.
+MAX_CELLS = 200_000
+GRID_RULE = "grid"
+Kind = release.Kind
+# One pooled row: (time, at risk, events, censored); time inf is the open last interval.
+Row = tuple[float, int, int, int]
+# One node's released interval: (start, end, at risk, events, censored); -inf/inf open.
+Interval = tuple[float, float, int, int, int]
 
 
 class KaplanMeierAnalysis(Analysis):
-    """Kaplan-Meier survival curves, optionally by group, with the log-rank test."""
+    """Kaplan-Meier survival curves on a time grid, optionally by group, with the log-rank test."""
 
     name = "kaplan_meier"
     description = "Kaplan-Meier survival with 95% CIs and numbers at risk; log-rank across groups."
+    released_fields = {
+        "time": Kind.PARAMETER,
+        "event": Kind.PARAMETER,
+        "by": Kind.PARAMETER,
+        "width": Kind.PARAMETER,
+        "groups.*.0": Kind.LABEL,
+        "groups.*.1.*.0": Kind.BOUND,
+        "groups.*.1.*.1": Kind.BOUND,
+        "groups.*.1.*.2": Kind.COUNT,
+        "groups.*.1.*.3": Kind.COUNT,
+        "groups.*.1.*.4": Kind.COUNT,
+    }
 
     def validate(self, params: Mapping[str, Any]) -> dict[str, Any]:
         p = check_keys(
             params,
             analysis=self.name,
             required=("time", "event"),
-            optional=("by", "filter"),
+            optional=("by", "width", "filter"),
             example=_EXAMPLE,
         )
         time = column_param(p, "time", analysis=self.name, example=_EXAMPLE)
@@ -99,16 +140,47 @@ class KaplanMeierAnalysis(Analysis):
             raise InvalidRequest(f"kaplan_meier needs 'time' and 'event' columns, e.g. {_EXAMPLE}")
         if len({time, event, by} - {None}) != (3 if by else 2):
             raise InvalidRequest("kaplan_meier 'time', 'event' and 'by' must be different columns")
-        return {"time": time, "event": event, "by": by, "filter": filter_param(p)}
+        width = p.get("width")
+        if width is not None and (
+            isinstance(width, bool)
+            or not isinstance(width, int | float)
+            or not math.isfinite(width)
+            or width <= 0
+        ):
+            raise InvalidRequest(
+                "kaplan_meier 'width' must be a positive multiple of the TRE's grid for the "
+                "time column (leave it out to use the grid itself)"
+            )
+        return {
+            "time": time,
+            "event": event,
+            "by": by,
+            "width": None if width is None else float(width),
+            "filter": filter_param(p),
+        }
 
     def cohort_filter(self, params: Mapping[str, Any]) -> dict[str, Any] | None:
         """The filter's records with a time and an event status: those the curves describe."""
         p = self.validate(params)
         return complete_cohort(p["filter"], [p["time"], p["event"]])
 
+    def groupings(self, params: Mapping[str, Any]) -> list[tuple[str, ...]]:
+        """Each curve's records (a level of `by`) are remembered like a cohort."""
+        by = self.validate(params)["by"]
+        return [(by,)] if by else []
+
+    def released_groups(
+        self, params: Mapping[str, Any], payload: Mapping[str, Any]
+    ) -> set[tuple[tuple[str, ...], tuple[str | None, ...]]]:
+        """The groups whose curve the payload releases."""
+        by = self.validate(params)["by"]
+        if not by:
+            return set()
+        return {((by,), (g[0],)) for g in payload.get("groups", []) if g[1] is not None}
+
     def schema_problems(self, params: Mapping[str, Any], schema: DatasetSchema) -> list[str]:
         p = self.validate(params)
-        return (
+        problems = (
             column_problems(p["time"], role="time", schema=schema, allowed=NUMERIC_TYPES)
             + column_problems(
                 p["event"], role="event", schema=schema, allowed=frozenset({"integer", "boolean"})
@@ -116,157 +188,176 @@ class KaplanMeierAnalysis(Analysis):
             + column_problems(p["by"], role="by", schema=schema, allowed=CATEGORICAL_TYPES)
             + schema_filter_problems(p["filter"], schema)
         )
+        if problems:
+            return problems
+        return distributions.grid_problems(
+            p["time"], p["width"], 0.0, schema.grids, analysis=self.name, dataset=schema.name
+        )
 
     def compute(self, params: Mapping[str, Any], source: DataSource) -> dict[str, Any]:
         p = self.validate(params)
         raise_problems(self.name, self.schema_problems(p, source.schema))
         table, types = source.table, source.schema.columns
-        time = sa.cast(table.c[p["time"]], sa.Double).label("t")
+        width = p["width"] if p["width"] is not None else float(source.schema.grids[p["time"]])
+        time = sa.cast(table.c[p["time"]], sa.Double)
         event = numeric_expr(table, p["event"], types[p["event"]])
         conditions = complete_cases(table, [p["time"], p["event"]], p["filter"])
+        # The grid interval ((i - 1) w, i w] of each time: i = ceil(t / w), in the engine.
+        steps = time / width - distributions.GRID_TOLERANCE
+        index = (-sa.func.floor(-steps)).label("i")
+        record_key = cellkey.record_key_of(source)
+        event_key = cellkey.cell_key_sum(sa.case((event == 1.0, record_key), else_=0))
+        censored_key = cellkey.cell_key_sum(sa.case((event == 0.0, record_key), else_=0))
         keys = [table.c[p["by"]]] if p["by"] else []
         query = (
-            sa.select(*keys, time, sa.func.sum(event), sa.func.count())
+            sa.select(*keys, index, sa.func.sum(event), sa.func.count(), event_key, censored_key)
             .where(*conditions)
-            .group_by(*keys, time)
-            .order_by(time)
+            .group_by(*keys, index)
         )
         bad = sa.select(sa.func.count()).where(*conditions, sa.and_(event != 0.0, event != 1.0))
-        groups: dict[str | None, dict[float, list[int]]] = {}
+        groups: dict[str | None, dict[int, list[int]]] = {}
+        cells = 0
         with source.engine.connect() as conn:
             if conn.execute(bad).scalar_one():
                 raise InvalidRequest(
                     f"the event column {p['event']!r} has values at this node other than 0 and 1"
                 )
-            for row in conn.execute(query):
+            for row in conn.execution_options(yield_per=10_000).execute(query):
                 label = category_label(row[0], types[p["by"]]) if p["by"] else None
-                t, d, n = float(row[-3]), int(row[-2] or 0), int(row[-1])
-                cell = groups.setdefault(label, {}).setdefault(t, [0, 0])
-                cell[0] += d
-                cell[1] += n - d
-        if len(groups) > MAX_GROUPS:
-            raise InvalidRequest(f"'by' has more than {MAX_GROUPS} levels; group it first")
+                i, d, n, kd, kc = row[-5:]
+                cell = groups.setdefault(label, {}).get(int(i))
+                if cell is None:
+                    groups[label][int(i)] = [int(d or 0), int(n) - int(d or 0), int(kd), int(kc)]
+                    cells += 1
+                else:
+                    cell[0] += int(d or 0)
+                    cell[1] += int(n) - int(d or 0)
+                    cell[2] = cellkey.combine_keys([cell[2], int(kd)])
+                    cell[3] = cellkey.combine_keys([cell[3], int(kc)])
+                if len(groups) > MAX_GROUPS:
+                    raise InvalidRequest(f"'by' has more than {MAX_GROUPS} levels; group it first")
+                if cells > MAX_CELLS:
+                    raise InvalidRequest(
+                        f"the time grid is too fine for this node's data (more than {MAX_CELLS} "
+                        "non-empty intervals); use a wider width"
+                    )
         return {
+            "width": width,
             "groups": [
-                [label, [[t, d, c] for t, (d, c) in sorted(groups[label].items())]]
+                [label, [[i, *cell] for i, cell in sorted(groups[label].items())]]
                 for label in sorted(groups, key=label_key)
-            ]
+            ],
         }
 
     def check(
         self, params: Mapping[str, Any], raw: Mapping[str, Any], policy: DisclosurePolicy
     ) -> NodeOutput:
-        """Protect each group's event table; withhold the groups that cannot be protected."""
+        """Protect each group's grid table; leave out (unnamed) the groups that cannot be."""
         p = self.validate(params)
+        width = float(raw["width"])
+
+        def bound(index: int | None) -> float | None:
+            return None if index is None else release.bound(index * width, width, 0.0)
+
         released: list[list[Any]] = []
         withheld = merged = 0
         for label, rows in raw["groups"]:
-            protected = protect_survival_table(
-                [(float(t), int(d), int(c)) for t, d, c in rows], policy
-            )
+            cells = [GridCell(int(i), int(d), int(c), int(kd), int(kc)) for i, d, c, kd, kc in rows]
+            protected = protect_survival_table(cells, policy)
             if protected.outcome is Outcome.BLOCKED:
                 withheld += 1
-                released.append([label, None])
                 continue
-            merged += protected.outcome is Outcome.SUPPRESSED
-            released.append(
-                [
-                    label,
-                    [
-                        [i.start, i.end, i.at_risk, i.events, i.censored]
-                        for i in protected.intervals
-                    ],
-                ]
-            )
+            merged += len(protected.intervals) < len(cells)
+            intervals = [
+                [bound(i.start), bound(i.end), i.at_risk, i.events, i.censored]
+                for i in protected.intervals
+            ]
+            released.append([release.label(label), intervals])
         t = policy.threshold
-        groups = len(released)
+        groups = len(raw["groups"])
         if withheld:
             rule = RuleResult(
                 rules.SURVIVAL,
                 False,
                 f"{withheld} of {groups} {'group' if groups == 1 else 'groups'} could not be "
-                f"grouped so that every count is at least {t}, so they are withheld",
-            )
-        elif merged:
-            # Like rounding, merging coarsens what is released and withholds nothing: every
-            # record still counts, so the output (and the combined curve) is whole.
-            rule = RuleResult(
-                rules.SURVIVAL,
-                True,
-                f"event times are merged into intervals so that every number at risk, event "
-                f"count and censoring count is at least {t} (or 0)",
+                f"grouped so that every count is at least {t}, so they are left out",
             )
         else:
+            # Like rounding, merging coarsens what is released and withholds nothing.
             rule = RuleResult(
                 rules.SURVIVAL,
                 True,
-                f"every number at risk, event count and censoring count is at least {t} (or 0)",
+                ("grid intervals are merged so that " if merged else "")
+                + f"every number at risk, event count and censoring count is at least {t} "
+                "(or 0)",
             )
-        shown = groups - withheld
-        if not groups or not shown:
-            return NodeOutput(Outcome.BLOCKED, {}, (rule,))
+        checked = (
+            rule,
+            rules.count_rule(policy),
+            RuleResult(GRID_RULE, True, "times are grid points; the last interval is open"),
+        )
+        if not released:
+            return NodeOutput(Outcome.BLOCKED, {}, checked)
         outcome = Outcome.RELEASED if not withheld else Outcome.SUPPRESSED
-        payload = {"time": p["time"], "event": p["event"], "by": p["by"], "groups": released}
-        return NodeOutput(outcome, payload, (rule,))
+        payload = {
+            "time": p["time"],
+            "event": p["event"],
+            "by": p["by"],
+            "width": width,
+            "groups": released,
+        }
+        return NodeOutput(outcome, payload, checked)
 
     def combine(
         self, params: Mapping[str, Any], outputs: Mapping[str, NodeOutput]
     ) -> dict[str, Any]:
         p = self.validate(params)
         part = partition(outputs)
-        tables: dict[str | None, list[tuple[float, int, int]]] = {}
-        withheld: dict[str | None, list[str]] = {}
+        released: dict[str | None, dict[str, list[Interval]]] = {}
         for node, payload in part.included.items():
             for label, intervals in as_rows(payload, "groups", 2, node):
                 label = as_label(label, node, "a group label")
-                if intervals is None:
-                    withheld.setdefault(label, []).append(node)
-                    continue
-                if not isinstance(intervals, list):
-                    raise malformed(node, "a group's intervals are not a list")
-                rows = tables.setdefault(label, [])
-                for interval in intervals:
-                    if not isinstance(interval, list) or len(interval) != 5:
-                        raise malformed(node, "an interval does not have 5 items")
-                    end = as_float(interval[1], node, "an interval's end")
-                    d = as_count(interval[3], node, "an event count")
-                    c = as_count(interval[4], node, "a censoring count")
-                    if end is None or d is None or c is None:
-                        raise malformed(node, "an interval has a missing value")
-                    rows.append((end, d, c))
-        labels = sorted(set(tables) | set(withheld), key=label_key)
-        if part.blocked:
-            for label in labels:
-                withheld.setdefault(label, []).extend(part.blocked)
+                released.setdefault(label, {})[node] = _intervals(intervals, node)
+        labels = sorted(released, key=label_key)
+        suppressed = [
+            node
+            for node, output in outputs.items()
+            if Outcome(output.outcome) is Outcome.SUPPRESSED
+        ]
+        withheld: dict[str | None, list[str]] = {}
+        for label in labels:
+            missing = [n for n in suppressed if n not in released[label]] + list(part.blocked)
+            if missing:
+                withheld[label] = sorted(missing)
         groups: list[list[Any]] = []
-        curves: dict[str | None, list[tuple[float, int, int]]] = {}
+        curves: dict[str | None, dict[str, list[Interval]]] = {}
         for label in labels:
             if label in withheld:
                 groups.append([label, None])
                 continue
-            pooled = pool_event_table(tables[label])
-            curves[label] = pooled
-            groups.append([label, kaplan_meier_curve(pooled)])
+            curves[label] = released[label]
+            groups.append([label, kaplan_meier_curve(pool_intervals(released[label].values()))])
         logrank = None
         if p["by"] is not None and len(curves) >= 2 and not withheld:
-            logrank = logrank_test(list(curves.values()))
+            logrank = logrank_test([list(c.values()) for c in curves.values()])
         return {
             "time": p["time"],
             "event": p["event"],
             "by": p["by"],
             "groups": groups,
             "logrank": logrank,
-            "withheld": [[g, sorted(withheld[g])] for g in labels if g in withheld],
+            "withheld": [[g, withheld[g]] for g in labels if g in withheld],
             "nodes": part.nodes,
         }
 
     def to_frame(self, params: Mapping[str, Any], payload: Mapping[str, Any]) -> pd.DataFrame:
         """Return the survival table: one row per time (and group), as in the combined result.
 
-        Index: time, or (by, time) with a `by` column. Columns: at_risk, events, censored
-        (Int64), survival, std_err, ci_lower, ci_upper. A node's payload gives its released
-        intervals instead (columns start, end, at_risk, events, censored). The log-rank
-        test is in frame.attrs["logrank"].
+        Index: time (NaN for the open last row: after every released time), or (by, time)
+        with a `by` column. Columns: at_risk, events, censored (Int64), survival, std_err,
+        ci_lower, ci_upper. A node's payload gives its released intervals instead (columns
+        start, end, at_risk, events, censored; NaN for the open bounds). The log-rank test
+        is in frame.attrs["logrank"].
         """
         import pandas as pd
 
@@ -281,7 +372,7 @@ class KaplanMeierAnalysis(Analysis):
                     records.append(
                         {
                             "group": label,
-                            "time": t,
+                            "time": math.nan if t is None else t,
                             "at_risk": n,
                             "events": d,
                             "censored": c,
@@ -296,8 +387,8 @@ class KaplanMeierAnalysis(Analysis):
                     records.append(
                         {
                             "group": label,
-                            "start": start,
-                            "end": end,
+                            "start": math.nan if start is None else start,
+                            "end": math.nan if end is None else end,
                             "at_risk": n,
                             "events": d,
                             "censored": c,
@@ -308,10 +399,10 @@ class KaplanMeierAnalysis(Analysis):
             return frame
         for column in ("at_risk", "events", "censored"):
             frame[column] = frame[column].astype("Int64")
-        for column in ("survival", "std_err", "ci_lower", "ci_upper"):
+        for column in ("time", "start", "end", "survival", "std_err", "ci_lower", "ci_upper"):
             if column in frame:
                 frame[column] = frame[column].astype(float)
-        time_key = "time" if "time" in frame else "start"
+        time_key = "time" if "time" in frame else "end"
         if p["by"] is None:
             frame = frame.drop(columns="group").set_index(time_key)
         else:
@@ -321,28 +412,66 @@ class KaplanMeierAnalysis(Analysis):
         return frame
 
 
-def pool_event_table(rows: Sequence[tuple[float, int, int]]) -> list[tuple[float, int, int]]:
-    """Return (time, events, censored) summed per distinct time, sorted by time."""
-    pooled: dict[float, list[int]] = {}
-    for t, d, c in rows:
-        cell = pooled.setdefault(float(t), [0, 0])
-        cell[0] += d
-        cell[1] += c
-    return [(t, d, c) for t, (d, c) in sorted(pooled.items())]
+def _intervals(value: Any, node: str) -> list[Interval]:
+    """Read one group's released intervals: bounds increasing, only the outer ones open."""
+    if not isinstance(value, list) or not value:
+        raise malformed(node, "a group's intervals are not a non-empty list")
+    out: list[Interval] = []
+    last = len(value) - 1
+    for k, interval in enumerate(value):
+        if not isinstance(interval, list) or len(interval) != 5:
+            raise malformed(node, "an interval does not have 5 items")
+        start = as_float(interval[0], node, "an interval's start")
+        end = as_float(interval[1], node, "an interval's end")
+        if (start is None) != (k == 0) or (end is None) != (k == last):
+            raise malformed(node, "only the first start and the last end may be open")
+        counts = [as_count(v, node, "a count") for v in interval[2:]]
+        if any(v is None for v in counts):
+            raise malformed(node, "an interval has a missing count")
+        n, d, c = (int(v or 0) for v in counts)
+        a = -math.inf if start is None else start
+        b = math.inf if end is None else end
+        if b <= a or (out and a != out[-1][1]):
+            raise malformed(node, "the intervals are not consecutive")
+        out.append((a, b, n, d, c))
+    return out
 
 
-def kaplan_meier_curve(table: Sequence[tuple[float, int, int]]) -> dict[str, Any]:
-    """Return the Kaplan-Meier estimate of a pooled event table (see the module docstring)."""
-    at_risk = sum(d + c for _, d, c in table)
-    total = at_risk
+def pool_intervals(nodes: Any, times: Sequence[float] | None = None) -> list[Row]:
+    """Return the pooled (time, at risk, events, censored) rows of the nodes' intervals.
+
+    Each node's events and censorings sit at their interval's end (inf: the open last
+    interval, after every released time); its number at risk at a time is the released
+    number at risk of its interval that contains the time. times: the times to pool at
+    (default: every interval end of these nodes).
+    """
+    tables = [list(intervals) for intervals in nodes]
+    if times is None:
+        times = sorted({b for intervals in tables for _, b, *_ in intervals})
+    rows: list[Row] = []
+    for tau in times:
+        n = d = c = 0
+        for intervals in tables:
+            for _a, b, at_risk, events, censored in intervals:
+                if b >= tau:
+                    n += at_risk
+                    if b == tau:
+                        d += events
+                        c += censored
+                    break
+        rows.append((tau, n, d, c))
+    return rows
+
+
+def kaplan_meier_curve(table: Sequence[Row]) -> dict[str, Any]:
+    """Return the Kaplan-Meier estimate of pooled rows (see the module docstring)."""
     survival = 1.0
     greenwood = 0.0
     rows: list[list[Any]] = []
     median = None
-    for t, d, c in table:
-        n = at_risk
+    for t, n, d, c in table:
         if d > 0 and n > 0:
-            survival *= 1.0 - d / n
+            survival *= max(0.0, 1.0 - d / n)
             greenwood = greenwood + d / (n * (n - d)) if n > d else math.inf
         se = survival * math.sqrt(greenwood) if survival > 0 and math.isfinite(greenwood) else None
         lower = upper = None
@@ -352,13 +481,13 @@ def kaplan_meier_curve(table: Sequence[tuple[float, int, int]]) -> dict[str, Any
             upper = survival ** math.exp(-Z_95 * sigma)
         elif survival == 1.0:
             lower = upper = 1.0
-        if median is None and survival <= 0.5:
-            median = t
-        rows.append([t, n, d, c, finite_or_none(survival), _f(se), _f(lower), _f(upper)])
-        at_risk -= d + c
+        time = t if math.isfinite(t) else None
+        if median is None and survival <= 0.5 and time is not None:
+            median = time
+        rows.append([time, n, d, c, finite_or_none(survival), _f(se), _f(lower), _f(upper)])
     return {
-        "n": total,
-        "events": sum(d for _, d, _ in table),
+        "n": table[0][1] if table else 0,
+        "events": sum(d for _, _, d, _ in table),
         "median": median,
         "table": rows,
     }
@@ -368,27 +497,20 @@ def _f(value: float | None) -> float | None:
     return None if value is None else finite_or_none(value)
 
 
-def logrank_test(tables: Sequence[Sequence[tuple[float, int, int]]]) -> dict[str, Any]:
-    """Return the log-rank test across groups' pooled event tables: chi2, df, p_value."""
+def logrank_test(groups: Sequence[Sequence[Sequence[Interval]]]) -> dict[str, Any]:
+    """Return the log-rank test across groups (each: its nodes' released intervals)."""
     from scipy import stats
 
-    groups = len(tables)
-    times = sorted({t for table in tables for t, d, _ in table if d > 0})
-    index = {t: i for i, t in enumerate(times)}
-    events = np.zeros((groups, len(times)))
-    at_risk = np.zeros((groups, len(times)))
-    for g, table in enumerate(tables):
-        remaining = sum(d + c for _, d, c in table)
-        ended = sorted(table)
-        pos = 0
-        for i, t in enumerate(times):
-            while pos < len(ended) and ended[pos][0] < t:
-                remaining -= ended[pos][1] + ended[pos][2]
-                pos += 1
-            at_risk[g, i] = remaining
-        for t, d, _ in table:
-            if d > 0:
-                events[g, index[t]] += d
+    times = sorted(
+        {b for nodes in groups for intervals in nodes for _, b, _, d, _ in intervals if d > 0}
+    )
+    count = len(groups)
+    events = np.zeros((count, len(times)))
+    at_risk = np.zeros((count, len(times)))
+    for g, nodes in enumerate(groups):
+        for i, (_, n, d, _) in enumerate(pool_intervals(nodes, times)):
+            at_risk[g, i] = n
+            events[g, i] = d
     n = at_risk.sum(axis=0)
     d = events.sum(axis=0)
     observed = events.sum(axis=1)
@@ -396,15 +518,15 @@ def logrank_test(tables: Sequence[Sequence[tuple[float, int, int]]]) -> dict[str
         share = np.where(n > 0, at_risk / n, 0.0)
         expected = (share * d).sum(axis=1)
         factor = np.where(n > 1, d * (n - d) / (n - 1), 0.0)
-    variance = np.zeros((groups, groups))
-    for g in range(groups):
-        for h in range(groups):
+    variance = np.zeros((count, count))
+    for g in range(count):
+        for h in range(count):
             delta = 1.0 if g == h else 0.0
             variance[g, h] = float(np.sum(factor * share[g] * (delta - share[h])))
     diff = (observed - expected)[:-1]
     v = variance[:-1, :-1]
     chi2 = float(diff @ np.linalg.pinv(v) @ diff)
-    df = groups - 1
+    df = count - 1
     return {
         "chi2": finite_or_none(chi2),
         "df": df,

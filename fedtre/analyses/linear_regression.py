@@ -9,22 +9,40 @@ reference included) and the outcome: the count n, the column means, and the cent
 cross-products C = sum (x - mean)(x - mean)' (two passes: means, then centred sums; the
 numerically stable form of X'X, X'y and y'y). No row reaches Python.
 
-- node payload: {"n": int, "covariates": [[spec, kind, type, [levels]], ...],
-                 "basis": [[spec, level | null], ...], "means": [...], "cross": [[...]]}
-  (means and cross run over the basis columns, then the outcome). Released only when
+- node payload (kinds of fedtre.disclosure.release, declared in released_fields):
+  {"n": count, "n_model": model, "covariates": [[spec, kind, type, [level labels]], ...],
+   "basis": [[spec, level label | null], ...], "means": [model...], "cross": [[model...]]}
+  (means and cross run over the basis columns, then the outcome). `n` is the released
+  count (threshold, then cell-key noise or rounding, with the cell key of the model's
+  records); `n_model` (the intercept's entry of X'X, i.e. the exact number of records),
+  `means` and `cross` are the exact model statistics for the coordinator's pooling, which
+  the researcher does not receive (release.researcher_view). Released only when
   fedtre.disclosure.models.check_model passes (residual degrees of freedom, parameters at
   most a third of the records, every level of a categorical covariate in at least
-  `threshold` records); otherwise BLOCKED, nothing leaves.
+  `threshold` records, no dominated outcome or numeric covariate); otherwise BLOCKED,
+  nothing leaves.
 - combined: fedtre.analyses.regression's coefficient table with t statistics and model
-  figures (n, df_model, df_resid, r_squared, adj_r_squared, f_statistic, f_p_value,
-  scale = residual variance, rss, log_likelihood, aic), plus "nodes" and "withheld_by".
+  figures, plus "nodes" and "withheld_by".
+
+Which figures are exact and which are perturbed (docs/disclosure.md, "linear_regression
+and glm"): the coefficients, standard errors and t statistics are those of the pooled fit,
+computed from the exact statistics (so they equal statsmodels' on the pooled records).
+Every count the researcher sees comes from the released n's: `n` is the sum of the nodes'
+released n; `df_resid` = n - parameters; p values and confidence intervals use the t
+distribution on that df_resid; R-squared and adjusted R-squared are derived from the F
+statistic and that df_resid (R2 = k F / (k F + df_resid)); the F statistic itself is exact
+(for one covariate it is t squared). The residual variance (`scale`), residual sum of
+squares, log-likelihood and AIC are not given (None): with the exact standard errors each
+would give the exact n (in an intercept-only model se^2 = rss / (n (n - 1))). Under a
+policy that releases counts exactly (rounding base 1) every figure equals the pooled fit.
 
 The coordinator takes the union of the levels, maps each node's columns into it (a level
 absent at a node is an all-zero column there), pools the cross-products exactly (Chan's
-formula in matrix form), drops each covariate's reference level and solves the normal
-equations on the correlation-scaled matrix. A BLOCKED node withheld its part of the model,
-so then no coefficient is combined (never a fit on the other nodes presented as pooled);
-REFUSED and FAILED nodes are left out and listed under nodes.excluded.
+formula in matrix form, weighted by the exact n_model), drops each covariate's reference
+level and solves the normal equations on the correlation-scaled matrix. A BLOCKED node
+withheld its part of the model, so then no coefficient is combined (never a fit on the
+other nodes presented as pooled); REFUSED and FAILED nodes are left out and listed under
+nodes.excluded.
 """
 
 from __future__ import annotations
@@ -59,6 +77,7 @@ from fedtre.analyses.design import (
     finite_or_none,
     levels_param,
     local_levels,
+    model_records,
     node_basis,
     numeric_expr,
     order_levels,
@@ -76,7 +95,10 @@ from fedtre.analyses.params import (
 )
 from fedtre.analyses.pooling import as_count, partition
 from fedtre.analyses.regression import coefficient_table, regression_frame, withheld_table
-from fedtre.disclosure.models import check_model
+from fedtre.disclosure import release
+from fedtre.disclosure.cellkey import record_key_of
+from fedtre.disclosure.models import check_model, released_count, released_design
+from fedtre.disclosure.release import Kind
 from fedtre.errors import InvalidRequest
 
 if TYPE_CHECKING:
@@ -92,6 +114,18 @@ class LinearRegressionAnalysis(Analysis):
 
     name = "linear_regression"
     description = "OLS regression: coefficients, standard errors, t, p values, 95% CIs, R-squared."
+    released_fields = {
+        "n": Kind.COUNT,
+        "n_model": Kind.MODEL,
+        "covariates.*.0": Kind.PARAMETER,
+        "covariates.*.1": Kind.PARAMETER,
+        "covariates.*.2": Kind.PARAMETER,
+        "covariates.*.3.*": Kind.LABEL,
+        "basis.*.0": Kind.PARAMETER,
+        "basis.*.1": Kind.LABEL,
+        "means.*": Kind.MODEL,
+        "cross.*.*": Kind.MODEL,
+    }
 
     def validate(self, params: Mapping[str, Any]) -> dict[str, Any]:
         p = check_keys(
@@ -136,6 +170,7 @@ class LinearRegressionAnalysis(Analysis):
         table, types = source.table, source.schema.columns
         specs = p["covariates"]
         conditions = complete_cases(table, self._columns(p), p["filter"])
+        record_key = record_key_of(source)  # before connecting: see model_records
         with source.engine.connect() as conn:
             counts = local_levels(conn, table, specs, types, conditions)
             ordered = {
@@ -144,11 +179,16 @@ class LinearRegressionAnalysis(Analysis):
             basis = node_basis(specs, types, ordered, drop_reference=False)
             exprs = [basis_expr(table, b, types) for b in basis]
             exprs.append(numeric_expr(table, p["outcome"], types[p["outcome"]]))
-            first = conn.execute(
-                sa.select(sa.func.count(), *(sa.func.avg(e) for e in exprs)).where(*conditions)
-            ).one()
-            n = int(first[0])
-            means = [float(m) if m is not None else 0.0 for m in first[1:]]
+            # the outcome and each numeric covariate, for the dominance rules
+            numeric = {p["outcome"]: exprs[-1]}
+            for b, e in zip(basis, exprs, strict=False):
+                if b.label is None:
+                    numeric[parse_covariate(b.spec).column] = e
+            records = model_records(
+                conn, record_key, numeric, conditions, extra=[sa.func.avg(e) for e in exprs]
+            )
+            n = records.n
+            means = [float(m) if m is not None else 0.0 for m in records.extra]
             size = len(exprs)
             cross = np.zeros((size, size))
             if n > 0:
@@ -163,6 +203,8 @@ class LinearRegressionAnalysis(Analysis):
                     cross[i, j] = cross[j, i] = float(value or 0.0)
         return {
             "n": n,
+            "key": records.key,
+            "magnitudes": records.magnitudes,
             "covariates": covariate_report(specs, types, counts),
             "basis": [b.key() for b in basis],
             "means": means,
@@ -173,18 +215,40 @@ class LinearRegressionAnalysis(Analysis):
     def check(
         self, params: Mapping[str, Any], raw: Mapping[str, Any], policy: DisclosurePolicy
     ) -> NodeOutput:
-        """Release the sufficient statistics only when every model rule passes."""
+        """Release the sufficient statistics only when every model rule passes.
+
+        The rules see exact figures (n, level counts, dominance of the outcome and of each
+        numeric covariate); a blocked output has no payload and no error text. Released:
+        n through the release stage's count, the statistics as exact model values.
+        """
         n = int(raw["n"])
         categorical = [c for c in raw["covariates"] if c[1] == CATEGORICAL]
         # This node's own model: the intercept, its basis, less one reference per covariate.
         parameters = 1 + len(raw["basis"]) - sum(1 for c in categorical if c[3])
         checked = check_model(
-            records=n, parameters=parameters, levels=raw["level_counts"], policy=policy
+            records=n,
+            parameters=parameters,
+            levels=raw["level_counts"],
+            policy=policy,
+            magnitudes=raw["magnitudes"],
+            numeric_covariates=sum(1 for c in raw["covariates"] if c[1] != CATEGORICAL),
         )
         if not checked.passed:
             return NodeOutput(Outcome.BLOCKED, {}, checked.rules)
-        payload = {k: raw[k] for k in ("n", "covariates", "basis", "means", "cross")}
-        return NodeOutput(Outcome.RELEASED, payload, checked.rules)
+        released_n, count_rules = released_count(n, raw["key"], policy)
+        rules = checked.rules + count_rules
+        if released_n is None:
+            return NodeOutput(Outcome.BLOCKED, {}, rules)
+        covariates, basis = released_design(raw["covariates"], raw["basis"])
+        payload = {
+            "n": released_n,
+            "n_model": release.model(n),
+            "covariates": covariates,
+            "basis": basis,
+            "means": release.models(raw["means"]),
+            "cross": release.models(raw["cross"]),
+        }
+        return NodeOutput(Outcome.RELEASED, payload, rules)
 
     def combine(
         self, params: Mapping[str, Any], outputs: Mapping[str, NodeOutput]
@@ -207,8 +271,11 @@ class LinearRegressionAnalysis(Analysis):
         )
         size = len(design.full) + 1  # the design's columns, then the outcome
         parts = []
+        released_n = 0
         for node, payload in part.included.items():
-            n = as_count(payload.get("n"), node, "n")
+            released_n += as_count(payload.get("n"), node, "n") or 0
+            # the exact number of records, a model statistic: it weights the pooling
+            n = as_count(payload.get("n_model"), node, "the model's records")
             positions = [*expand(design, payload.get("basis"), node).tolist(), size - 1]
             means = np.zeros(size)
             cross = np.zeros((size, size))
@@ -218,7 +285,9 @@ class LinearRegressionAnalysis(Analysis):
             )
             parts.append(CrossProducts(n or 0, means, cross))
         pooled = pool_cross_products(parts)
-        fit = ols_from_cross_products(pooled, list(design.kept), size - 1, design.terms)
+        fit = ols_from_cross_products(
+            pooled, list(design.kept), size - 1, design.terms, released_n=released_n
+        )
         return {**base, **fit, "withheld_by": [], "nodes": part.nodes}
 
     def to_frame(self, params: Mapping[str, Any], payload: Mapping[str, Any]) -> pd.DataFrame:
@@ -227,20 +296,33 @@ class LinearRegressionAnalysis(Analysis):
 
 
 def ols_from_cross_products(
-    pooled: CrossProducts, kept: list[int], outcome: int, terms: tuple[str, ...]
+    pooled: CrossProducts,
+    kept: list[int],
+    outcome: int,
+    terms: tuple[str, ...],
+    *,
+    released_n: int | None = None,
 ) -> dict[str, Any]:
     """Return the OLS coefficient table and figures from pooled centred cross-products.
 
     Slopes solve Sxx b = Sxy on the centred design; the intercept is mean(y) - b'mean(x).
+    The coefficients, standard errors, t and F statistics come from the exact statistics
+    (pooled.n is the exact number of records). released_n (the sum of the nodes' released
+    n; the exact n when None) gives every figure that would state the number of records:
+    n, df_resid, the t distribution's df of p values and intervals, R-squared (from F) and
+    adjusted R-squared. scale, rss, log_likelihood and aic are None when released_n is
+    given: with the exact standard errors they would give the exact n (module docstring).
     Raises InvalidRequest when there are too few records or the covariates are collinear.
     """
     n = pooled.n
     k = len(kept)
     parameters = k + 1
     df_resid = n - parameters
-    if df_resid <= 0:
+    shown_n = n if released_n is None else int(released_n)
+    shown_df = shown_n - parameters
+    if df_resid <= 0 or shown_df <= 0:
         raise InvalidRequest(
-            f"the model has {parameters} parameters but only {n} records; use fewer covariates"
+            f"the model has {parameters} parameters but too few records; use fewer covariates"
         )
     sxx = pooled.cross[np.ix_(kept, kept)]
     sxy = pooled.cross[kept, outcome]
@@ -256,29 +338,38 @@ def ols_from_cross_products(
     cov[1:, 1:] = scale * sxx_inv
     cov[1:, 0] = cov[0, 1:] = -scale * (sxx_inv @ xbar)
     cov[0, 0] = scale * (1.0 / n + float(xbar @ sxx_inv @ xbar))
-    table = coefficient_table(terms, coef, cov, df=df_resid)
-    r_squared = 1.0 - rss / syy if syy > 0 else None
-    adj = 1.0 - (1.0 - r_squared) * (n - 1) / df_resid if r_squared is not None else None
+    table = coefficient_table(terms, coef, cov, df=shown_df)
     f_stat = f_p = None
     if k > 0 and scale > 0:
         from scipy import stats
 
         f_stat = ((syy - rss) / k) / scale
-        f_p = float(stats.f.sf(f_stat, k, df_resid))
+        f_p = float(stats.f.sf(f_stat, k, shown_df))
+    # R-squared from F and the shown df (equal to 1 - rss / syy at the exact n): an exact
+    # R-squared beside the exact F (t squared, for one covariate) would give the exact df.
+    r_squared: float | None
+    if k == 0:
+        r_squared = 0.0 if syy > 0 else None
+    elif f_stat is not None:
+        r_squared = k * f_stat / (k * f_stat + shown_df)
+    else:
+        r_squared = 1.0 if syy > 0 else None
+    adj = 1.0 - (1.0 - r_squared) * (shown_n - 1) / shown_df if r_squared is not None else None
+    exact = released_n is None
     llf = -n / 2.0 * (math.log(2.0 * math.pi) + math.log(rss / n) + 1.0) if rss > 0 else None
     model = {
         "kind": "ols",
-        "n": n,
+        "n": shown_n,
         "df_model": float(k),
-        "df_resid": float(df_resid),
-        "scale": finite_or_none(scale),
-        "rss": finite_or_none(rss),
+        "df_resid": float(shown_df),
+        "scale": finite_or_none(scale) if exact else None,
+        "rss": finite_or_none(rss) if exact else None,
         "r_squared": None if r_squared is None else finite_or_none(r_squared),
         "adj_r_squared": None if adj is None else finite_or_none(adj),
         "f_statistic": None if f_stat is None else finite_or_none(f_stat),
         "f_p_value": f_p,
-        "log_likelihood": None if llf is None else finite_or_none(llf),
-        "aic": None if llf is None else finite_or_none(-2.0 * llf + 2.0 * parameters),
+        "log_likelihood": None if llf is None or not exact else finite_or_none(llf),
+        "aic": None if llf is None or not exact else finite_or_none(-2.0 * llf + 2.0 * parameters),
     }
     return {**table, "model": model}
 

@@ -103,11 +103,14 @@ def regression_frame(payload: Mapping[str, Any]) -> pd.DataFrame:
 class ModelFit:
     """A fitted model's figures: `Result.model` for linear_regression and glm results.
 
-    n: records used (complete cases); df_model: parameters less the intercept;
-    df_resid: n less the parameters; scale: the residual variance (OLS) or 1.0 (GLM).
-    OLS: r_squared, adj_r_squared, f_statistic, f_p_value, rss. GLM: family, link,
-    deviance, iterations (Newton-Raphson / IRLS rounds), converged. Both:
-    log_likelihood, aic. Figures an analysis does not produce are None.
+    n: records used (complete cases), the sum of the nodes' released (perturbed or
+    rounded) counts, never the exact number; df_model: parameters less the intercept;
+    df_resid: that n less the parameters; scale: 1.0 (GLM). OLS: r_squared and
+    adj_r_squared (from F and df_resid), f_statistic (exact), f_p_value; scale (residual
+    variance), rss, log_likelihood and aic are None, as together with the exact standard
+    errors they would state the exact n (fedtre.analyses.linear_regression). GLM: family,
+    link, deviance, log_likelihood, aic (exact), iterations (Newton-Raphson / IRLS
+    rounds), converged. Figures an analysis does not produce are None.
     """
 
     kind: str

@@ -4,43 +4,65 @@ Payloads (numbers are floats after a Struct round trip; combine casts n back to 
 
 - node:     {"column": col, "by": col | null,
              "groups": [[label, n | null, mean | null, sd | null], ...]}
+  Every value passes the release stage (fedtre.disclosure.release; released_fields):
+  n is a count released through release.count with the cell key of exactly the group's
+  records (the same query counts them), so it carries the cell-key noise (or the
+  rounding) of every count of the same records; mean and sd are magnitudes released
+  through release.mean_and_sd: the group's exact total and sum of squared deviations
+  carry consistent noise of at most policy.magnitude_noise times the group's largest
+  |value| (for the total) and its largest |value - mean| squared (for the squared
+  deviations), both computed in the engine and never released; the mean divides the
+  noisy total by the group's true n. The same records always give the same released
+  values (the noise is fixed by the cell key), so repeats cannot be averaged; and since
+  mean x n is not a whole number for any n, a released mean of integer data no longer
+  tells which n near the perturbed count is the true one.
   n counts the non-missing values of `column`; sd is the sample sd (ddof=1), null when
-  n < 2. Ungrouped ("by": null) there is one group, labelled null. A group with n below
-  the threshold, or whose total is dominated (NK or p% rule), is withheld whole, label
-  included (the label alone would say the group exists), and counted in
-  "hidden": {"groups": k}; when exactly one group would be withheld, the smallest other
-  group is withheld too (secondary suppression), so subtracting the released groups
-  from an ungrouped summary yields only a blend of two. A group with n - 1 below the
-  threshold keeps n and mean and withholds sd: [label, n, mean, null].
+  n < 2. Ungrouped ("by": null) there is one group, labelled null. A group whose count
+  is withheld (n below the threshold), or whose total is dominated (NK or p% rule), is
+  withheld whole, label included (the label alone would say the group exists); the
+  payload says nothing of how many groups were withheld (only the outcome, SUPPRESSED,
+  says that something was). A group with n - 1 below the threshold keeps n and mean and
+  withholds sd: [label, n, mean, null].
+
+  Secondary suppression: when exactly one group would be withheld, the smallest other
+  group is withheld too. It still matters under noise: subtracting the released groups
+  from an ungrouped summary of the same cohort estimates the withheld group's n and
+  total with only the sum of the outputs' noises (count noise of variance
+  noise_variance per count; total noise of at most magnitude_noise x the largest |value|
+  of each), which for a group of one or two people, or one dominated by a single large
+  value, can still narrow that person's value to a useful range, and with
+  magnitude_noise = 0 (a TRE may choose it) the subtraction is exact again. Withholding
+  a second group leaves only a blend of two, at least one of them of at least
+  `threshold` records.
 - combined: node shape plus
              "withheld": [[label, [node, ...]], ...],
              "nodes": {"included": [node, ...], "excluded": {node: outcome}}
   Included nodes are those whose outcome is RELEASED or SUPPRESSED. Each group is
-  pooled exactly over them (Chan et al.); a group absent at a node has n = 0 there. A
-  group is null when a node withheld it, or when the node hid groups and did not report
-  this one (its part there is unknown); a BLOCKED node withheld every group, so then
-  every group is null. A pooled sd is null when a node withheld its sd of that group
-  (its n and mean still pool). REFUSED, FAILED and HELD nodes are left out, listed
-  under "excluded".
+  pooled over them (Chan et al.) from the released n, mean and sd; a group absent at a
+  node has n = 0 there. A group is null when a node may have withheld it: a SUPPRESSED
+  node may hold a withheld group at any label it did not report (it does not say which
+  or how many), and a BLOCKED node withheld every group, so then every group is null.
+  A pooled sd is null when a node withheld its sd of that group (its n and mean still
+  pool). REFUSED, FAILED and HELD nodes are left out, listed under "excluded".
 
-n is rounded like every released count (so a summary cannot undo the rounding of a
-count of the same cohort); mean and sd are released as computed. Pooling weights each
-node by its released n, so under rounding the pooled mean and sd are close to, not
-exactly, the pooled data's; with rounding_base = 1 they are exact. Minimum and maximum
-are never released.
+Pooling weights each node by its released (perturbed or rounded) n and uses the noisy
+means and sds, so the pooled n, mean and sd are close to, not exactly, the pooled
+data's: approximate by design. With perturbation = "rounding", rounding_base = 1 and
+magnitude_noise = 0 they are exact. Minimum and maximum are never released.
 
 Local computation is three aggregate queries, so no row reaches Python: query 1 gives
-each group's count, mean and minimum; query 2 joins those means back to the rows
-(null-safe on the group) and sums squared deviations, the numerically stable two-pass
+each group's count, mean, minimum, maximum and cell key (SUM(record key) mod 256);
+query 2 sums squared deviations from each group's mean, the numerically stable two-pass
 variance; query 3 ranks values within each group (a window function) and returns each
-group's largest few, for the dominance rules. Minimum and top values never leave the
-agent.
+group's largest few, for the dominance rules. Minimum, maximum, the noise scales and
+top values never leave the agent.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import sqlalchemy as sa
 
@@ -72,12 +94,12 @@ from fedtre.analyses.pooling import (
     as_float,
     as_label,
     as_rows,
-    hiding_nodes,
     partition,
     pool,
 )
-from fedtre.disclosure import distributions, dominance, rules
+from fedtre.disclosure import cellkey, distributions, dominance, release, rules
 from fedtre.disclosure.policy import MAX_DOMINANCE_N
+from fedtre.disclosure.release import Kind
 from fedtre.errors import InvalidRequest
 
 if TYPE_CHECKING:
@@ -87,6 +109,55 @@ if TYPE_CHECKING:
 
 _EXAMPLE = '{"column": "bmi", "by": "sex"}'
 UNGROUPED_LABEL = "all"
+# The rule family of cell-key perturbation (release.PLAIN_WORDS).
+
+
+@dataclass(frozen=True)
+class _Group:
+    """One group as computed at the agent (never released as such)."""
+
+    label: str | None
+    moments: Moments
+    top: list[float]
+    low: float | None
+    high: float | None
+    key: int
+
+    @classmethod
+    def from_raw(cls, row: Sequence[Any]) -> _Group:
+        label, n, mean, m2, top, low, high, key = row
+        moments = Moments(int(n), None if mean is None else float(mean), float(m2 or 0.0))
+        return cls(label, moments, list(top), low, high, int(key))
+
+    def raw(self) -> list[Any]:
+        m = self.moments
+        return [self.label, m.n, m.mean, m.m2, self.top, self.low, self.high, self.key]
+
+    @property
+    def scale(self) -> float:
+        """The largest |value|: the scale of the total's noise."""
+        return max((abs(v) for v in (self.low, self.high) if v is not None), default=0.0)
+
+    @property
+    def dev_scale(self) -> float:
+        """The largest |value - mean|: the scale of the squared deviations' noise."""
+        mean = self.moments.mean
+        if mean is None or self.low is None or self.high is None:
+            return 0.0
+        return max(self.high - mean, mean - self.low, 0.0)
+
+    def merged(self, other: _Group) -> _Group:
+        """The union of two disjoint groups that share a label (raw 1 and 1.0)."""
+        lows = [v for v in (self.low, other.low) if v is not None]
+        highs = [v for v in (self.high, other.high) if v is not None]
+        return _Group(
+            self.label,
+            pool([self.moments, other.moments]),
+            sorted(self.top + other.top, reverse=True)[:MAX_DOMINANCE_N],
+            min(lows) if lows else None,
+            max(highs) if highs else None,
+            cellkey.combine_keys([self.key, other.key]),
+        )
 
 
 class SummaryAnalysis(Analysis):
@@ -94,6 +165,14 @@ class SummaryAnalysis(Analysis):
 
     name = "summary"
     description = "n, mean and sample sd of a numeric column, overall or by a categorical column."
+    released_fields: ClassVar[Mapping[str, str]] = {
+        "column": Kind.PARAMETER,
+        "by": Kind.PARAMETER,
+        "groups.*.0": Kind.LABEL,
+        "groups.*.1": Kind.COUNT,
+        "groups.*.2": Kind.MAGNITUDE,
+        "groups.*.3": Kind.MAGNITUDE,
+    }
 
     def validate(self, params: Mapping[str, Any]) -> dict[str, Any]:
         p = check_keys(
@@ -118,6 +197,20 @@ class SummaryAnalysis(Analysis):
         p = self.validate(params)
         return complete_cohort(p["filter"], [p["column"]])
 
+    def groupings(self, params: Mapping[str, Any]) -> list[tuple[str, ...]]:
+        """The `by` column: each group's records are remembered like a cohort."""
+        by = self.validate(params)["by"]
+        return [(by,)] if by else []
+
+    def released_groups(
+        self, params: Mapping[str, Any], payload: Mapping[str, Any]
+    ) -> set[tuple[tuple[str, ...], tuple[str | None, ...]]]:
+        """The groups whose n the payload releases."""
+        by = self.validate(params)["by"]
+        if not by:
+            return set()
+        return {((by,), (g[0],)) for g in payload.get("groups", []) if g[1] is not None}
+
     def schema_problems(self, params: Mapping[str, Any], schema: DatasetSchema) -> list[str]:
         p = self.validate(params)
         return (
@@ -127,6 +220,7 @@ class SummaryAnalysis(Analysis):
         )
 
     def compute(self, params: Mapping[str, Any], source: DataSource) -> dict[str, Any]:
+        """Return {"groups": [[label, n, mean, m2, top, min, max, cell key], ...]} (agent only)."""
         p = self.validate(params)
         raise_problems(self.name, self.schema_problems(p, source.schema))
         table = source.table
@@ -135,9 +229,17 @@ class SummaryAnalysis(Analysis):
         conditions = complete_cases(table, [p["column"]], p["filter"])
         key = table.c[p["by"]] if p["by"] else None
         keys = [key] if key is not None else []
+        width = len(keys)
 
         firsts = (
-            sa.select(*keys, sa.func.count(column), sa.func.avg(value), sa.func.min(value))
+            sa.select(
+                *keys,
+                sa.func.count(column),
+                sa.func.avg(value),
+                sa.func.min(value),
+                sa.func.max(value),
+                cellkey.cell_key_sum(cellkey.record_key_of(source)),
+            )
             .where(*conditions)
             .group_by(*keys)
         )
@@ -157,8 +259,9 @@ class SummaryAnalysis(Analysis):
         )
         with source.engine.connect() as conn:
             first_rows = conn.execute(firsts).all()
+            known = [(tuple(row[:width]), row[width + 1]) for row in first_rows]
             if len(first_rows) <= PER_GROUP_MAX:
-                seconds = _centred_on_known_means(value, keys, conditions, first_rows)
+                seconds = _centred_on_known_means(value, keys, conditions, known)
             m2_by_key = {tuple(row[:-1]): row[-1] for row in conn.execute(seconds)}
             tops_by_key = top_values_by_group(
                 conn,
@@ -166,70 +269,87 @@ class SummaryAnalysis(Analysis):
                 keys,
                 conditions,
                 limit=MAX_DOMINANCE_N,
-                groups=[tuple(row[:-3]) for row in first_rows],
+                groups=[g for g, _ in known],
             )
 
         by_type = source.schema.columns.get(p["by"] or "", "")
-        groups: dict[str | None, Moments] = {}
-        tops: dict[str | None, list[float]] = {}
-        minima: dict[str | None, float | None] = {}
+        groups: dict[str | None, _Group] = {}
         for row in first_rows:
-            raw_key, n, mean, low = tuple(row[:-3]), int(row[-3]), row[-2], row[-1]
-            m2 = m2_by_key.get(raw_key)
-            part = Moments(n, None if mean is None else float(mean), float(m2 or 0.0))
+            raw_key = tuple(row[:width])
+            n, mean, low, high, cell = row[width:]
             label = category_label(raw_key[0], by_type) if key is not None else None
+            part = _Group(
+                label,
+                Moments(
+                    int(n),
+                    None if mean is None else float(mean),
+                    float(m2_by_key.get(raw_key) or 0.0),
+                ),
+                tops_by_key.get(raw_key, [])[:MAX_DOMINANCE_N],
+                None if low is None else float(low),
+                None if high is None else float(high),
+                int(cell or 0),
+            )
             # Two raw values may share a label (1 and 1.0): pool them.
-            groups[label] = pool([groups[label], part]) if label in groups else part
-            merged = tops.get(label, []) + tops_by_key.get(raw_key, [])
-            tops[label] = sorted(merged, reverse=True)[:MAX_DOMINANCE_N]
-            lows = [v for v in (minima.get(label), low) if v is not None]
-            minima[label] = float(min(lows)) if lows else None
-        ordered = sorted(groups, key=label_key)
-        return {
-            "groups": [
-                [g, groups[g].n, groups[g].mean, groups[g].m2, tops[g], minima[g]] for g in ordered
-            ]
-        }
+            groups[label] = groups[label].merged(part) if label in groups else part
+        return {"groups": [groups[g].raw() for g in sorted(groups, key=label_key)]}
 
     def check(
         self, params: Mapping[str, Any], raw: Mapping[str, Any], policy: DisclosurePolicy
     ) -> NodeOutput:
-        """Withhold small or dominated groups whole, and sd where n - 1 is below threshold."""
+        """Withhold small or dominated groups whole, and sd where n - 1 is below threshold;
+        release every n, mean and sd through the release stage."""
         p = self.validate(params)
         column = p["column"]
-        groups = [
-            (row[0], Moments(int(row[1]), row[2], float(row[3])), row[4], row[5])
-            for row in raw["groups"]
+        groups = [_Group.from_raw(row) for row in raw["groups"]]
+        counts = [
+            release.count(g.moments.n, g.key, policy, zero_ok=policy.threshold == 0) for g in groups
         ]
+        # A count the release stage withholds is below the threshold (or, with a TRE's
+        # own table, perturbed below it): judged as too small.
         sizes = rules.check_group_sizes(
-            [m.n for _, m, _, _ in groups], policy, column=column, grouped=p["by"] is not None
+            [g.moments.n if c is not None else 0 for g, c in zip(groups, counts, strict=True)],
+            policy,
+            column=column,
+            grouped=p["by"] is not None,
         )
         verdicts = [
-            dominance.judge_group(top, m.n * (m.mean or 0.0), low, policy)
-            for _, m, top, low in groups
+            dominance.judge_group(g.top, g.moments.n * (g.moments.mean or 0.0), g.low, policy)
+            for g in groups
         ]
-        dominated = [v.dominated for v in verdicts]
-        keep = [big and not small for big, small in zip(sizes.released, dominated, strict=True)]
+        keep = [big and not v.dominated for big, v in zip(sizes.released, verdicts, strict=True)]
         secondary = _secondary_group(groups, keep) if p["by"] is not None else None
         if secondary is not None:
             keep[secondary] = False
         t = policy.threshold
         released: list[list[Any]] = []
         sd_withheld = 0
-        for (label, m, _, _), kept in zip(groups, keep, strict=True):
+        for g, n, kept in zip(groups, counts, keep, strict=True):
             if not kept:
                 continue  # withheld whole, label included: it would say the group exists
-            sd = m.sd
+            m = g.moments
+            mean = sd = None
+            if m.n > 0 and m.mean is not None:
+                mean, sd = release.mean_and_sd(
+                    n=m.n,
+                    total=m.n * m.mean,
+                    sum_sq_dev=m.m2,
+                    scale=g.scale,
+                    dev_scale=g.dev_scale,
+                    key=g.key,
+                    policy=policy,
+                    slot=column,
+                )
             if sd is not None and m.n - 1 < t:
                 sd, sd_withheld = None, sd_withheld + 1
-            released.append([label, rules.apply_rounding(m.n, policy), m.mean, sd])
+            released.append([release.label(g.label), n, mean, sd])
         checked: list[RuleResult] = list(sizes.rules)
         checked.append(_secondary_rule(secondary is not None))
         checked.append(_sd_rule(sd_withheld, t, column))
         if policy.dominance_on:
             judged = [v for v, ok in zip(verdicts, sizes.released, strict=True) if ok]
             checked += dominance.dominance_rules(judged, policy, what=f"the mean of {column!r}")
-        checked.append(rules.rounding_result(policy))
+        checked.append(rules.count_rule(policy))
         checked.append(distributions.EXTREMES_RULE)
         hidden = len(groups) - len(released)
         outcome = (
@@ -240,8 +360,6 @@ class SummaryAnalysis(Analysis):
         payload: dict[str, Any] = {"column": column, "by": p["by"], "groups": released}
         if outcome == Outcome.BLOCKED:
             payload["groups"] = []  # nothing leaves a blocked output
-        elif hidden:
-            payload["hidden"] = {"groups": hidden}
         return NodeOutput(outcome, payload, tuple(checked))
 
     def combine(
@@ -252,9 +370,12 @@ class SummaryAnalysis(Analysis):
         parts: dict[str | None, list[Moments]] = {}
         withheld: dict[str | None, list[str]] = {}
         sd_withheld: set[str | None] = set()
+        reported: dict[str, set[str | None]] = {}
         for node, payload in part.included.items():
+            reported[node] = set()
             for label, n, mean, sd in as_rows(payload, "groups", 4, node):
                 label = as_label(label, node, "a group label")
+                reported[node].add(label)
                 count = as_count(n, node, "a group n")
                 mean_f = as_float(mean, node, "a group mean")
                 if count is None or (mean_f is None and count > 0):
@@ -269,9 +390,12 @@ class SummaryAnalysis(Analysis):
         if part.blocked:
             for label in set(parts) | set(withheld):
                 withheld.setdefault(label, []).extend(part.blocked)
-        # A node that hid groups may hold a withheld one at any label it did not report.
-        for node, reported in hiding_nodes(part.included, "groups", _reported_groups).items():
-            for label in set(parts) - reported:
+        # A SUPPRESSED node may hold a withheld group at any label it did not report: it
+        # says neither which nor how many, so the pooled value there is unknown.
+        for node in sorted(reported):
+            if Outcome(outputs[node].outcome) is not Outcome.SUPPRESSED:
+                continue
+            for label in set(parts) - reported[node]:
                 withheld.setdefault(label, []).append(node)
         result_groups: list[list[Any]] = []
         for label in sorted(set(parts) | set(withheld), key=label_key):
@@ -313,19 +437,16 @@ class SummaryAnalysis(Analysis):
         return frame.astype({"n": "Int64"})
 
 
-def _reported_groups(node: str, payload: Mapping[str, Any]) -> set[str | None]:
-    return {as_label(g[0], node, "a group label") for g in as_rows(payload, "groups", 4, node)}
-
-
-def _secondary_group(groups: list[Any], keep: list[bool]) -> int | None:
+def _secondary_group(groups: list[_Group], keep: list[bool]) -> int | None:
     """The group to withhold besides a single withheld one, or None.
 
     With one group withheld, an ungrouped summary of the same cohort gives its n and
-    mean by subtraction; withholding the smallest other group too leaves only a blend.
+    total by subtraction (up to the outputs' noise); withholding the smallest other group
+    too leaves only a blend (see the module docstring).
     """
     if keep.count(False) != 1 or keep.count(True) < 1:
         return None
-    return min((i for i, k in enumerate(keep) if k), key=lambda i: groups[i][1].n)
+    return min((i for i, k in enumerate(keep) if k), key=lambda i: groups[i].moments.n)
 
 
 def _secondary_rule(applied: bool) -> RuleResult:
@@ -356,14 +477,15 @@ def _centred_on_known_means(
     value: sa.ColumnElement[Any],
     keys: list[sa.ColumnElement[Any]],
     conditions: list[sa.ColumnElement[bool]],
-    first_rows: Any,
+    known: Sequence[tuple[tuple[Any, ...], Any]],
 ) -> sa.Select[Any]:
     """The second pass with each group's mean from the first written into the SQL.
 
-    One scan and no join to the grouped means, which SQLite took 3x a scan to do at ten
-    million rows (bench/README.md); for the few groups PER_GROUP_MAX allows.
+    known: (raw group key, mean) per group. One scan and no join to the grouped means,
+    which SQLite took 3x a scan to do at ten million rows (bench/README.md); for the few
+    groups PER_GROUP_MAX allows.
     """
-    means = [(tuple(row[:-3]), row[-2]) for row in first_rows if row[-2] is not None]
+    means = [(g, m) for g, m in known if m is not None]
     centre: sa.ColumnElement[Any]
     if keys:
         whens = [

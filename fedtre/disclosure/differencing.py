@@ -1,37 +1,50 @@
-"""Differencing protection: the cohort rules and the memory of cohorts already answered.
+"""Differencing protection: the cohort rules and the memory of record sets already described.
 
-Two released figures about cohorts A and B that differ by a few records describe those
-few records: count(age >= 40) - count(age >= 40 and id != 17) is person 17. So:
+Two released figures about sets A and B that differ by a few records describe those few
+records: count(age >= 40) - count(age >= 40 and id != 17) is person 17. So:
 
 - cohort_size: a filtered output's cohort must hold at least `threshold` records and
   leave at least `threshold` of the analysis's records outside it (the complement
   attack: "everyone but these 3" against "everyone").
-- differencing: the agent keeps, per project and dataset, each cohort it has answered
-  (released or held for review). A new cohort whose symmetric difference with any of
-  them is between 1 and threshold - 1 records is blocked. An identical cohort (0) is
-  fine: asking the same question twice reveals nothing new.
+- differencing: the agent keeps, per dataset (across every project and researcher),
+  each cohort it has measured, and each group an output releases separately (a level of
+  `by`, a cell or margin of a table), whatever the output's outcome. A new cohort or
+  group whose symmetric difference with any of them is between 1 and threshold - 1
+  records is blocked. An identical one (0) is fine: asking the same question twice
+  reveals nothing new (and the cell-key method gives the same answer).
 
-A cohort is the set of records an output describes: the filter's records, narrowed by
-the analysis where it ignores some (a summary ignores records whose column is NULL; see
-Analysis.cohort_filter). Records are identified by
+Refusing only near-identical sets would itself be an oracle: asked S and then "S without
+the target", the agent would answer the second alike when the target is not in S (the
+same records) and refuse it when they are. So each set is remembered with the question
+that described it (its predicate: the researcher's filter and the group's levels, in a
+canonical form), and the same records described by a *different* question are refused
+too: then both answers are refusals. The same question again (the same predicate, or a
+rewrite with the same canonical form) is answered, the same as before.
 
-- the dataset's declared `key` column (url datasets), read with the cohort's filter; or
-- otherwise, a fingerprint of each record's declared columns. Filters and analyses see
-  only declared columns, so records with identical declared values are in or out of
-  every cohort together and a multiset of fingerprints measures exactly how far two
-  cohorts differ in everything the network can ask about.
+A set of records is remembered as a sketch the data engine computes: an invertible Bloom
+lookup table (Goodrich and Mitzenmacher 2011; Eppstein et al., "What's the difference?",
+2011) of the records' ids. Each record has an id (fedtre.disclosure.cellkey: a keyed hash
+of the dataset's key column, or of its declared values, in 1..2^31-2) and falls in one
+cell of each of PARTS parts; every cell holds the count of its records, the sum of their
+ids and the sum of a check hash of their ids. One GROUP BY per part, in the engine: no
+record reaches Python, and a sketch is PARTS x CELLS x 3 integers whatever the set's size.
 
-Members are stored as sorted 64-bit BLAKE2b hashes, zlib-compressed. Only cohorts whose
-size is within threshold - 1 of the new one can be that close, so the check decodes
-only those. A 64-bit collision could make two different records look alike; at a
-billion records the chance of any collision within a cohort is about 3%, and a
-collision can only make a difference look smaller (more blocking), never larger.
+Subtracting two sketches leaves the sketch of their symmetric difference (as a signed
+multiset); peeling its pure cells (count c, id sum c x id, check sum c x check(id))
+lists it exactly when it is small. With 4 x 64 cells a difference of 9 records (the
+largest the default threshold blocks) fails to peel when two of its records share a
+cell in every part: about 36 x 64^-4 = 2 in a million (measured: 0 in 200,000,
+bench/README.md); a difference that does not peel is treated as large, so such a rare
+failure lets one pair through. A sketch is 4 x 64 x 3 integers (6 KB). Records
+with identical ids (identical declared values, or a 2^-31 collision) count as one id
+several times: a difference can only look smaller through a collision of two differing
+records, with probability about 2^-31 a pair.
 """
 
 from __future__ import annotations
 
 import hashlib
-import zlib
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,39 +54,99 @@ import sqlalchemy as sa
 
 from fedtre.analyses.base import DataSource, RuleResult
 from fedtre.analyses.filters import compile_filter
+from fedtre.analyses.labels import category_label
+from fedtre.disclosure.cellkey import ID_PRIME, record_id_of
 from fedtre.disclosure.policy import DisclosurePolicy
 from fedtre.disclosure.rules import COHORT_SIZE, DIFFERENCING
 
-_STREAM_ROWS = 50_000
+PARTS = 4
+CELLS = 64
+# (multiplier, increment) of the integer hashes of an id: one per part, then the check.
+# Public constants: the ids themselves are keyed by the TRE's secret.
+_HASHES = (
+    (1_103_515_245, 12_345),
+    (1_664_525, 1_013_904_223),
+    (2_147_483_629, 2_147_483_587),
+    (1_234_567_891, 987_654_321),
+    (1_597_334_677, 2_654_435_761 % 2_147_483_647),
+)
+SKETCH_VERSION = "iblt1"
+
+
+@dataclass(frozen=True)
+class DescribedSet:
+    """A set of records an output describes: its size, sketch and the question's predicate;
+    for a group, its grouping columns and its levels' labels (fedtre.analyses.labels)."""
+
+    size: int
+    sketch: np.ndarray
+    predicate: str
+    grouping: tuple[str, ...] = ()
+    labels: tuple[str | None, ...] = ()
 
 
 @dataclass(frozen=True)
 class Cohort:
-    """The records an output describes, as hashes; never leaves the agent.
+    """The records an output describes, as sketches; never leaves the agent.
 
     size: records in the cohort; universe: records the analysis describes without a
     filter; filtered: whether a filter narrowed it; scheme: how records were identified
-    (cohorts are comparable only under the same scheme).
+    (sets compare only under the same scheme); sketch: the cohort's sketch; groups: the
+    sizes and sketches of each group the output releases separately.
     """
 
     size: int
     universe: int
     filtered: bool
     scheme: str
-    members: np.ndarray
+    sketch: np.ndarray
+    predicate: str = ""
+    groups: tuple[DescribedSet, ...] = ()
+
+    @property
+    def whole(self) -> DescribedSet:
+        """The cohort itself, as a set the memory compares."""
+        return DescribedSet(self.size, self.sketch, self.predicate)
+
+    def released_groups(
+        self, released: set[tuple[tuple[str, ...], tuple[str | None, ...]]]
+    ) -> list[DescribedSet]:
+        """Return the groups whose (grouping, labels) the output released."""
+        return [g for g in self.groups if (g.grouping, g.labels) in released]
 
     @property
     def digest(self) -> str:
-        """SHA-256 of the sorted member hashes: equal cohorts have equal digests."""
-        return hashlib.sha256(self.members.tobytes()).hexdigest()
+        """SHA-256 of the sketch: equal sets have equal digests."""
+        return sketch_digest(self.sketch)
+
+
+def sketch_digest(sketch: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(sketch, dtype=np.int64).tobytes()).hexdigest()
 
 
 def identity_scheme(source: DataSource, key: str | None) -> str:
     """Return how records of `source` are identified: by key column or by declared values."""
     if key:
-        return f"key:{key}"
+        return f"{SKETCH_VERSION}:key:{key}"
     columns = ",".join(f"{c}:{t}" for c, t in sorted(source.schema.columns.items()))
-    return "values:" + hashlib.sha256(columns.encode()).hexdigest()[:16]
+    return f"{SKETCH_VERSION}:values:" + hashlib.sha256(columns.encode()).hexdigest()[:16]
+
+
+def _hash_sql(rid: Any, which: int) -> Any:
+    a, b = _HASHES[which]
+    rid = sa.cast(rid, sa.BigInteger)
+    if which == PARTS:
+        # The check is quadratic: a linear one would pass a mixed cell as pure (the sum of
+        # a x id + b over n ids is n times its value at their mean id).
+        rid = rid * rid % ID_PRIME
+    return (rid * a + b) % ID_PRIME
+
+
+def _hash_py(rid: int, which: int) -> int:
+    a, b = _HASHES[which]
+    if which == PARTS:
+        rid = rid * rid % ID_PRIME
+    return (rid * a + b) % ID_PRIME
 
 
 def measure_cohort(
@@ -83,71 +156,211 @@ def measure_cohort(
     *,
     key: str | None = None,
     filtered: bool,
+    groupings: Sequence[Sequence[str]] = (),
+    question: Mapping[str, Any] | None = None,
 ) -> Cohort:
-    """Read the cohort's record identities (streamed) and the universe's size at the agent."""
+    """Sketch the cohort, and each group of every grouping, in the data engine.
+
+    question: the researcher's filter, the predicate the cohort is remembered under (the
+    analysis's own narrowing, e.g. a summary's non-missing values, is not part of it).
+
+    groupings: the column sets whose groups the output releases separately (e.g.
+    [("smoking", "sex"), ("smoking",), ("sex",)] for a two-way table with margins).
+    `key` is accepted for the scheme's name; the source's record ids already use it.
+    """
     table = source.table
-    if key:
-        ids: list[Any] = [sa.column(key)]
-    else:
-        ids = [table.c[name] for name in source.schema.columns]
-    query = sa.select(*ids).select_from(table)
-    if cohort_filter is not None:
-        query = query.where(compile_filter(cohort_filter, table))
+    rid = record_id_of(source)
+    where = compile_filter(cohort_filter, table) if cohort_filter is not None else None
     count = sa.select(sa.func.count()).select_from(table)
     if universe_filter is not None:
         count = count.where(compile_filter(universe_filter, table))
     with source.engine.connect() as conn:
         universe = int(conn.execute(count).scalar_one())
-        result = conn.execution_options(stream_results=True, yield_per=_STREAM_ROWS).execute(query)
-        members = hash_rows(result)
+        whole = _sketches(conn, table, rid, where, ())
+        groups: list[DescribedSet] = []
+        for grouping in groupings:
+            for label, (size, sketch) in _sketches(
+                conn, table, rid, where, tuple(grouping)
+            ).items():
+                atoms = [_level_atom(c, v) for c, v in zip(grouping, label, strict=True)]
+                labels = tuple(
+                    category_label(v, source.schema.columns.get(c, "string"))
+                    for c, v in zip(grouping, label, strict=True)
+                )
+                predicate = canonical_predicate(question, atoms)
+                groups.append(DescribedSet(size, sketch, predicate, tuple(grouping), labels))
+    size, sketch = whole.get((), (0, _empty()))
     return Cohort(
-        size=len(members),
+        size=size,
         universe=universe,
         filtered=filtered,
         scheme=identity_scheme(source, key),
-        members=members,
+        sketch=sketch,
+        predicate=canonical_predicate(question),
+        groups=tuple(groups),
     )
 
 
-def hash_rows(rows: Iterable[Sequence[Any]]) -> np.ndarray:
-    """Return the sorted 64-bit hashes of rows (a multiset: equal rows, equal hashes).
+def _level_atom(column: str, level: Any) -> dict[str, Any]:
+    if level is None:
+        return {"col": column, "op": "is_null"}
+    return {"col": column, "op": "==", "value": level}
 
-    Hashes are packed into arrays a chunk at a time: 8 bytes a record rather than a
-    Python int's 36 (at ten million records, 80 MB instead of 440 MB; bench/README.md).
+
+def canonical_predicate(
+    filter_: Mapping[str, Any] | None, atoms: Sequence[Mapping[str, Any]] = ()
+) -> str:
+    """Return a digest of the question "filter AND atoms" in a canonical form.
+
+    ANDs are flattened and, like ORs, their terms sorted; numbers compare as numbers
+    (40 and 40.0 alike); so a rewrite that only reorders or regroups terms, or asks for
+    a group as a filter ("sex == F" against the table's row F), is the same question.
     """
-    chunks: list[np.ndarray] = []
-    values: list[int] = []
-    for row in rows:
-        digest = hashlib.blake2b(repr(tuple(row)).encode(), digest_size=8).digest()
-        values.append(int.from_bytes(digest, "big"))
-        if len(values) == _STREAM_ROWS:
-            chunks.append(np.array(values, dtype=np.uint64))
-            values = []
-    chunks.append(np.array(values, dtype=np.uint64))
-    members = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
-    members.sort()
-    return members
+    terms: list[Any] = []
+    for part in ([filter_] if filter_ is not None else []) + list(atoms):
+        canon = _canonical(part)
+        terms += canon[1] if canon[0] == "and" else [canon]
+    form = ["and", sorted(terms, key=_sort_key)] if len(terms) != 1 else terms[0]
+    text = json.dumps(form, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
-def symmetric_difference(a: np.ndarray, b: np.ndarray) -> int:
-    """Return the size of the multiset symmetric difference of two sorted hash arrays."""
-    ua, ca = np.unique(a, return_counts=True)
-    ub, cb = np.unique(b, return_counts=True)
-    _, ia, ib = np.intersect1d(ua, ub, assume_unique=True, return_indices=True)
-    shared = int(np.minimum(ca[ia], cb[ib]).sum())
-    return len(a) + len(b) - 2 * shared
+def _canonical(node: Any) -> Any:
+    if isinstance(node, Mapping) and ("and" in node or "or" in node):
+        op = "and" if "and" in node else "or"
+        children: list[Any] = []
+        for child in node[op]:
+            canon = _canonical(child)
+            children += canon[1] if canon[0] == op else [canon]
+        children = sorted(children, key=_sort_key)
+        return children[0] if len(children) == 1 else [op, children]
+    if isinstance(node, Mapping) and "not" in node:
+        return ["not", _canonical(node["not"])]
+    if isinstance(node, Mapping):
+        value = node.get("value")
+        if isinstance(value, list):
+            value = sorted((_value(v) for v in value), key=_sort_key)
+        else:
+            value = _value(value)
+        return ["leaf", node.get("col"), node.get("op"), value]
+    return ["other", repr(node)]
 
 
-def encode_members(members: np.ndarray) -> bytes:
-    """Return the members as compact bytes for the agent's state (sorted, delta, zlib)."""
-    deltas = np.diff(members, prepend=np.uint64(0)).astype(">u8")
-    return zlib.compress(deltas.tobytes(), 6)
+def _value(value: Any) -> Any:
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return float(value)
+    return str(value)
 
 
-def decode_members(blob: bytes) -> np.ndarray:
-    """Return the sorted member hashes stored by encode_members."""
-    deltas = np.frombuffer(zlib.decompress(blob), dtype=">u8").astype(np.uint64)
-    return np.cumsum(deltas, dtype=np.uint64)
+def _sort_key(item: Any) -> str:
+    return json.dumps(item, sort_keys=True, default=str)
+
+
+def _empty() -> np.ndarray:
+    return np.zeros((PARTS, CELLS, 3), dtype=np.int64)
+
+
+def _sketches(
+    conn: sa.Connection,
+    table: sa.FromClause,
+    rid: Any,
+    where: Any,
+    grouping: tuple[str, ...],
+) -> dict[tuple[Any, ...], tuple[int, np.ndarray]]:
+    """Return {group label: (size, sketch)} for one grouping (() for the whole cohort)."""
+    inner = sa.select(
+        rid.label("rid"), *(table.c[c].label(f"g{i}") for i, c in enumerate(grouping))
+    )
+    if where is not None:
+        inner = inner.where(where)
+    records = inner.subquery("records")
+    labels = [records.c[f"g{i}"] for i in range(len(grouping))]
+    parts = [
+        sa.select(
+            sa.literal(p, sa.Integer).label("part"),
+            (_hash_sql(records.c.rid, p) % CELLS).label("cell"),
+            sa.cast(records.c.rid, sa.BigInteger).label("rid"),
+            _hash_sql(records.c.rid, PARTS).label("chk"),
+            *labels,
+        )
+        for p in range(PARTS)
+    ]
+    union = sa.union_all(*parts).subquery("cells")
+    group_cols = [union.c[f"g{i}"] for i in range(len(grouping))]
+    query = sa.select(
+        *group_cols,
+        union.c.part,
+        union.c.cell,
+        sa.func.count(),
+        sa.func.sum(union.c.rid),
+        sa.func.sum(union.c.chk),
+    ).group_by(*group_cols, union.c.part, union.c.cell)
+    found: dict[tuple[Any, ...], np.ndarray] = {}
+    for row in conn.execute(query):
+        label = tuple(row[: len(grouping)])
+        part, cell, n, ids, chk = row[len(grouping) :]
+        sketch = found.setdefault(label, _empty())
+        sketch[int(part), int(cell)] = (int(n), int(ids) % ID_PRIME, int(chk) % ID_PRIME)
+    return {label: (int(s[0, :, 0].sum()), s) for label, s in found.items()}
+
+
+def symmetric_difference(a: np.ndarray, b: np.ndarray, *, limit: int) -> int | None:
+    """Return the size of the symmetric difference of the sets sketched by a and b when it
+    is below `limit`; None when it is at least `limit` (or too large to list)."""
+    counts = (a[:, :, 0] - b[:, :, 0]).tolist()
+    ids = ((a[:, :, 1] - b[:, :, 1]) % ID_PRIME).tolist()
+    checks = ((a[:, :, 2] - b[:, :, 2]) % ID_PRIME).tolist()
+    found = 0
+    progress = True
+    while progress:
+        progress = False
+        for p in range(PARTS):
+            for c in range(CELLS):
+                n = counts[p][c]
+                if n == 0 or n % ID_PRIME == 0:
+                    continue
+                # A pure cell holds one id |n| times: ids = n x id, checks = n x check(id).
+                rid = ids[p][c] * pow(n % ID_PRIME, -1, ID_PRIME) % ID_PRIME
+                check = _hash_py(rid, PARTS)
+                if rid == 0 or check * n % ID_PRIME != checks[p][c]:
+                    continue
+                found += abs(n)
+                if found >= limit:
+                    return None
+                for q in range(PARTS):
+                    cell = _hash_py(rid, q) % CELLS
+                    counts[q][cell] -= n
+                    ids[q][cell] = (ids[q][cell] - n * rid) % ID_PRIME
+                    checks[q][cell] = (checks[q][cell] - n * check) % ID_PRIME
+                progress = True
+    if any(any(row) for row in counts) or any(any(row) for row in ids):
+        return None  # more than the cells can list: far above the threshold
+    return found
+
+
+def sketch_of_ids(ids: Iterable[int]) -> np.ndarray:
+    """Return the sketch of a multiset of record ids, as the engine computes it (for tests
+    and tools; the agent never holds record ids)."""
+    sketch = _empty()
+    for rid in ids:
+        for p in range(PARTS):
+            cell = _hash_py(rid, p) % CELLS
+            sketch[p, cell, 0] += 1
+            sketch[p, cell, 1] = (sketch[p, cell, 1] + rid) % ID_PRIME
+            sketch[p, cell, 2] = (sketch[p, cell, 2] + _hash_py(rid, PARTS)) % ID_PRIME
+    return sketch
+
+
+def encode_sketch(sketch: np.ndarray) -> bytes:
+    """Return the sketch as bytes for the agent's state."""
+    return np.ascontiguousarray(sketch, dtype=">i8").tobytes()
+
+
+def decode_sketch(blob: bytes) -> np.ndarray:
+    """Return the sketch stored by encode_sketch."""
+    return np.frombuffer(blob, dtype=">i8").astype(np.int64).reshape(PARTS, CELLS, 3)
 
 
 def cohort_size_rule(cohort: Cohort, policy: DisclosurePolicy) -> RuleResult:
@@ -172,33 +385,43 @@ def cohort_size_rule(cohort: Cohort, policy: DisclosurePolicy) -> RuleResult:
 
 
 def closest_difference(
-    cohort: Cohort, earlier: Iterable[np.ndarray], policy: DisclosurePolicy
+    cohort: Cohort, earlier: Iterable[tuple[int, np.ndarray]], policy: DisclosurePolicy
 ) -> int | None:
-    """Return the smallest non-zero difference below threshold from an earlier cohort, or None."""
+    """Return the smallest non-zero difference below threshold from an earlier set, or None."""
     worst: int | None = None
-    for members in earlier:
-        if abs(len(members) - cohort.size) >= policy.threshold:
+    for size, sketch in earlier:
+        if abs(size - cohort.size) >= policy.threshold:
             continue
-        d = symmetric_difference(cohort.members, members)
-        if 0 < d < policy.threshold and (worst is None or d < worst):
+        d = symmetric_difference(cohort.sketch, sketch, limit=policy.threshold)
+        if d is not None and 0 < d and (worst is None or d < worst):
             worst = d
     return worst
 
 
 def differencing_rule(difference: int | None, policy: DisclosurePolicy) -> RuleResult:
-    """Return the differencing rule's result from closest_difference's answer."""
+    """Return the differencing rule's result: None passes; 0 is the same records asked by a
+    different question; 1..threshold-1 a near difference."""
     t = policy.threshold
+    if difference == 0:
+        return RuleResult(
+            DIFFERENCING,
+            False,
+            "the cohort or one of its groups holds exactly the records an earlier, different "
+            "question described; answering would tell whether the difference between the two "
+            "questions is empty, so nothing is released (ask the earlier question again for "
+            "its answer)",
+        )
     if difference is None:
         return RuleResult(
             DIFFERENCING,
             True,
-            f"the cohort differs from every cohort this project was answered on by 0 or at "
-            f"least {t} records",
+            f"the cohort and its groups differ from every set described on this dataset by 0 "
+            f"or at least {t} records",
         )
     return RuleResult(
         DIFFERENCING,
         False,
-        f"the cohort differs from one this project was already answered on by fewer than {t} "
-        "records; comparing the two results would describe those records, so nothing is "
-        "released",
+        f"the cohort or one of its groups differs from a set already described on this "
+        f"dataset by fewer than {t} records; comparing the two results would describe those "
+        "records, so nothing is released",
     )

@@ -16,16 +16,23 @@ checker (a failed "review" rule) rather than being released or blocked automatic
 The inputs are computed at the agent, in SQL, and never released: the group's total,
 its largest contributions in descending order (fedtre.analyses.contributors), and its
 smallest value (to detect negatives).
+
+This module is the one place for NK and p%: per group (judge_group, dominance_rules:
+summary) and per column (columns_dominance_rules, check_columns_dominance: correlation
+and the model analyses, whose outputs reveal each numeric column's total).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from fedtre.analyses.base import RuleResult
-from fedtre.disclosure.policy import DisclosurePolicy
+import sqlalchemy as sa
+
+from fedtre.analyses.base import NUMERIC_TYPES, DataSource, RuleResult
+from fedtre.disclosure.policy import MAX_DOMINANCE_N, DisclosurePolicy
 from fedtre.disclosure.rules import NK_DOMINANCE, P_PERCENT, REVIEW
 
 # Relative slack for float sums: a share exactly at the limit counts as reaching it.
@@ -139,3 +146,123 @@ def _of(k: int, groups: int) -> str:
     if groups == 1:
         return "in the only group"
     return f"in {k} of {groups} groups"
+
+
+# -- per column (correlation, models) ---------------------------------------------------
+
+
+def judge_columns(
+    contributions: Mapping[str, Mapping[str, Any]], policy: DisclosurePolicy
+) -> dict[str, GroupDominance]:
+    """Return the verdict on each column total from column_contributions()'s output."""
+    return {
+        name: judge_group(c["top"], float(c["total"]), c["minimum"], policy)
+        for name, c in contributions.items()
+    }
+
+
+def columns_dominance_rules(
+    contributions: Mapping[str, Mapping[str, Any]], policy: DisclosurePolicy, *, what: str
+) -> list[RuleResult]:
+    """Return the NK, p% and (if needed) review rule results over column totals.
+
+    contributions: fedtre.analyses.contributors.column_contributions()'s output (each
+    column's total, minimum and largest values, over the output's records). A failed NK or
+    p% rule names the columns (researcher parameters, never data values); the caller
+    blocks or withholds `what` (e.g. "the model") when one fails. Empty when the policy
+    turns both rules off.
+    """
+    if not policy.dominance_on:
+        return []
+    verdicts = judge_columns(contributions, policy)
+    results: list[RuleResult] = []
+
+    def named(failing: list[str]) -> str:
+        return ", ".join(repr(c) for c in failing)
+
+    nk = [c for c, v in verdicts.items() if v.nk_fails and not v.has_negative]
+    pp = [c for c, v in verdicts.items() if v.p_fails and not v.has_negative]
+    if policy.dominance_n > 0:
+        n, k = policy.dominance_n, policy.dominance_k
+        if nk:
+            results.append(
+                RuleResult(
+                    NK_DOMINANCE,
+                    False,
+                    f"the largest {n} values of {named(nk)} make up {k:g}% or more of its "
+                    f"total, so {what} is withheld",
+                )
+            )
+        else:
+            results.append(
+                RuleResult(
+                    NK_DOMINANCE,
+                    True,
+                    f"no {n} values make up {k:g}% or more of a column's total",
+                )
+            )
+    if policy.p_percent > 0:
+        p = policy.p_percent
+        if pp:
+            results.append(
+                RuleResult(
+                    P_PERCENT,
+                    False,
+                    f"in {named(pp)} the second-largest contributor could estimate the "
+                    f"largest to within {p:g}%, so {what} is withheld",
+                )
+            )
+        else:
+            results.append(
+                RuleResult(P_PERCENT, True, f"no contribution can be estimated to within {p:g}%")
+            )
+    negative = [c for c, v in verdicts.items() if v.has_negative]
+    if negative:
+        results.append(
+            RuleResult(
+                REVIEW,
+                False,
+                f"negative values in {named(negative)} make the dominance rules inapplicable; "
+                "the output waits for the TRE's output checker",
+            )
+        )
+    return results
+
+
+def check_columns_dominance(
+    source: DataSource,
+    columns: Sequence[str],
+    filter_: Mapping[str, Any] | None,
+    policy: DisclosurePolicy,
+    *,
+    complete_on: Sequence[str] | None = None,
+    what: str = "the output",
+) -> list[RuleResult]:
+    """Compute and judge NK and p% on each numeric column's total, in the source's engine.
+
+    For analyses that release something equivalent to a column's total (a mean with its
+    n, a model's X'X / X'y): linear_regression, glm, correlation. columns: the columns
+    whose totals are judged; those the schema does not declare float or integer
+    (booleans, strings, dates) are skipped (a boolean's total is a count, which the
+    count rules protect). Records: the filter's records with no NULL in complete_on
+    (default: columns), i.e. the output's complete cases. Returns the rule results of
+    columns_dominance_rules (empty when the policy turns both rules off, and then
+    nothing is queried).
+
+    In an Analysis, compute() may call fedtre.analyses.contributors.column_contributions
+    itself and check() columns_dominance_rules, so the engine work stays in compute();
+    this function does both at once.
+    """
+    if not policy.dominance_on:
+        return []
+    # Imported here: fedtre.analyses imports this module while it loads.
+    from fedtre.analyses.contributors import column_contributions
+    from fedtre.analyses.design import complete_cases
+
+    table = source.table
+    numeric = [c for c in columns if source.schema.columns.get(c) in NUMERIC_TYPES]
+    conditions = complete_cases(table, complete_on if complete_on is not None else columns, filter_)
+    values = {c: sa.cast(table.c[c], sa.Double) for c in dict.fromkeys(numeric)}
+    with source.engine.connect() as conn:
+        found = column_contributions(conn, values, conditions, limit=MAX_DOMINANCE_N)
+    return columns_dominance_rules(found, policy, what=what)

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
+from functools import cached_property
 from typing import Any
 
+from fedtre.disclosure.cellkey import PTable
 from fedtre.errors import InvalidRequest
 
 DEFAULT_THRESHOLD = 10
@@ -27,6 +29,15 @@ DEFAULT_DOMINANCE_N = 2
 DEFAULT_DOMINANCE_K = 90.0
 DEFAULT_P_PERCENT = 10.0
 DEFAULT_MIN_RESIDUAL_DF = 10
+DEFAULT_PERTURBATION = "cell_key"
+DEFAULT_NOISE_DEVIATION = 3
+DEFAULT_NOISE_VARIANCE = 2.0
+DEFAULT_MAGNITUDE_NOISE = 0.5
+
+PERTURBATIONS = ("cell_key", "rounding")
+# The magnitude-noise key of a policy built without the agent's secret (tests, tools):
+# agents always set their own (node_agent.config).
+UNKEYED = b"fedtre-unkeyed"
 
 ROUNDING_SCHEMES = ("nearest", "midpoint")
 # The largest NK n a policy may set: analyses fetch this many top contributors per group.
@@ -44,6 +55,11 @@ _SETTINGS = (
     "p_percent",
     "min_residual_df",
     "hold_for_review",
+    "perturbation",
+    "noise_deviation",
+    "noise_variance",
+    "magnitude_noise",
+    "categorical_only_models",
 )
 _EXAMPLES = {
     "threshold": "threshold = 10",
@@ -55,6 +71,11 @@ _EXAMPLES = {
     "p_percent": "p_percent = 10",
     "min_residual_df": "min_residual_df = 10",
     "hold_for_review": 'hold_for_review = ["summary"]',
+    "perturbation": 'perturbation = "cell_key"',
+    "noise_deviation": "noise_deviation = 3",
+    "noise_variance": "noise_variance = 2.0",
+    "magnitude_noise": "magnitude_noise = 0.5",
+    "categorical_only_models": "categorical_only_models = false",
 }
 
 
@@ -76,6 +97,15 @@ class DisclosurePolicy:
         the largest (0 turns the rule off).
     min_residual_df: models need at least this many residual degrees of freedom.
     hold_for_review: analyses whose outputs wait for the TRE's output checker ("*" = all).
+    perturbation: how released counts are protected beyond the threshold: "cell_key"
+        (the default: consistent noise of at most noise_deviation, variance
+        noise_variance; fedtre.disclosure.cellkey) or "rounding" (rounding_base/rounding).
+    magnitude_noise: sums and means carry consistent noise of up to this fraction of the
+        group's largest contribution (0 turns it off).
+    categorical_only_models: allow models with no numeric covariate (intercept only, or
+        categorical covariates only), whose exact fit reproduces a table (off by default).
+    custom_ptable: the TRE's own perturbation table, replacing the default one.
+    secret_tag: the key of magnitude noise, derived from the TRE's secret (never shown).
     projects: stricter settings for named projects, as (name, policy) pairs.
     """
 
@@ -88,6 +118,13 @@ class DisclosurePolicy:
     p_percent: float = DEFAULT_P_PERCENT
     min_residual_df: int = DEFAULT_MIN_RESIDUAL_DF
     hold_for_review: tuple[str, ...] = ()
+    perturbation: str = DEFAULT_PERTURBATION
+    noise_deviation: int = DEFAULT_NOISE_DEVIATION
+    noise_variance: float = DEFAULT_NOISE_VARIANCE
+    magnitude_noise: float = DEFAULT_MAGNITUDE_NOISE
+    categorical_only_models: bool = False
+    custom_ptable: PTable | None = field(default=None, repr=False, compare=False)
+    secret_tag: bytes = field(default=UNKEYED, repr=False, compare=False)
     projects: tuple[tuple[str, DisclosurePolicy], ...] = ()
 
     def __post_init__(self) -> None:
@@ -117,6 +154,20 @@ class DisclosurePolicy:
                 'policy hold_for_review must be a list of analysis names, e.g. ["summary"], '
                 'or ["*"] for every analysis'
             )
+        if not isinstance(self.categorical_only_models, bool):
+            raise InvalidRequest("policy categorical_only_models must be true or false")
+        if self.perturbation not in PERTURBATIONS:
+            raise InvalidRequest(
+                f"policy perturbation must be one of {list(PERTURBATIONS)}, "
+                f'e.g. perturbation = "cell_key" (got {self.perturbation!r})'
+            )
+        _whole("noise_deviation", self.noise_deviation, 0)
+        _percent("noise_variance", self.noise_variance, low=0.0, high=1e6, low_open=False)
+        _percent("magnitude_noise", self.magnitude_noise, low=0.0, high=10.0, low_open=False)
+        object.__setattr__(self, "noise_variance", float(self.noise_variance))
+        object.__setattr__(self, "magnitude_noise", float(self.magnitude_noise))
+        if self.perturbation == "cell_key" and self.custom_ptable is None:
+            self.ptable  # noqa: B018  (raises InvalidRequest on an impossible D and V)
         object.__setattr__(self, "hold_for_review", tuple(holds))
         object.__setattr__(self, "dominance_k", float(self.dominance_k))
         object.__setattr__(self, "p_percent", float(self.p_percent))
@@ -133,12 +184,35 @@ class DisclosurePolicy:
 
     # -- reading -------------------------------------------------------------------------
 
+    @cached_property
+    def ptable(self) -> PTable:
+        """The perturbation table counts are released through (cell_key perturbation)."""
+        if self.custom_ptable is not None:
+            return self.custom_ptable
+        return PTable.maximum_entropy(
+            threshold=self.threshold,
+            deviation=self.noise_deviation,
+            variance=self.noise_variance,
+        )
+
     def for_project(self, project: str) -> DisclosurePolicy:
         """Return the policy that applies to `project`: its override, or this policy."""
         for name, override in self.projects:
             if name == project:
                 return override
         return replace(self, projects=()) if self.projects else self
+
+    def keyed(
+        self, *, secret_tag: bytes | None = None, custom_ptable: PTable | None = None
+    ) -> DisclosurePolicy:
+        """Return this policy (and its project overrides) with the TRE's secret or table set."""
+        changes: dict[str, Any] = {}
+        if secret_tag is not None:
+            changes["secret_tag"] = secret_tag
+        if custom_ptable is not None:
+            changes["custom_ptable"] = custom_ptable
+        projects = tuple((name, replace(o, **changes)) for name, o in self.projects)
+        return replace(self, **changes, projects=projects)
 
     def holds(self, analysis: str) -> bool:
         """Return True when outputs of `analysis` wait for the TRE's output checker."""
@@ -171,6 +245,17 @@ class DisclosurePolicy:
             problems.append(f"dominance_k {self.dominance_k:g} is above {floor.dominance_k:g}")
         less("p_percent", self.p_percent, floor.p_percent)
         less("min_residual_df", self.min_residual_df, floor.min_residual_df)
+        if self.perturbation != floor.perturbation:
+            problems.append(
+                f"perturbation {self.perturbation!r} differs from {floor.perturbation!r}"
+            )
+        less("noise_deviation", self.noise_deviation, floor.noise_deviation)
+        less("noise_variance", self.noise_variance, floor.noise_variance)
+        less("magnitude_noise", self.magnitude_noise, floor.magnitude_noise)
+        if self.categorical_only_models and not floor.categorical_only_models:
+            problems.append("categorical_only_models true where it is false")
+        if self.custom_ptable is not floor.custom_ptable:
+            problems.append("a project cannot change the TRE's perturbation table")
         if ALL_ANALYSES not in self.hold_for_review:
             dropped = sorted(set(floor.hold_for_review) - set(self.hold_for_review))
             if dropped:
@@ -294,4 +379,9 @@ def _toml_line(name: str, value: Any) -> str:
 
 
 # Every field but "projects" is a setting; keep the two lists in step.
-assert {f.name for f in fields(DisclosurePolicy)} == {*_SETTINGS, "projects"}
+assert {f.name for f in fields(DisclosurePolicy)} == {
+    *_SETTINGS,
+    "projects",
+    "custom_ptable",
+    "secret_tag",
+}

@@ -38,6 +38,8 @@ REVIEW = "review"
 RESIDUAL_DF = "residual_df"
 PARAMETERS = "parameters"
 LEVEL_COUNTS = "level_counts"
+TABLE_MODEL = "table_model"
+PERTURBATION = "perturbation"
 SURVIVAL = "survival_threshold"
 QUANTILE = "quantile_position"
 
@@ -107,6 +109,21 @@ def rounding_result(policy: DisclosurePolicy) -> RuleResult:
         return RuleResult(ROUNDING, True, "counts are released exactly (rounding base 1)")
     return RuleResult(
         ROUNDING, True, f"counts are rounded to the nearest multiple of {base} (halves round up)"
+    )
+
+
+def count_rule(policy: DisclosurePolicy) -> RuleResult:
+    """Return the rule saying how released counts are protected beyond the threshold: the
+    cell-key method's noise, or the rounding the TRE chose instead."""
+    if policy.perturbation == "rounding":
+        return rounding_result(policy)
+    table = policy.ptable.description or "the TRE's own"
+    return RuleResult(
+        PERTURBATION,
+        True,
+        f"counts carry consistent cell-key noise (perturbation table: {table}); sums and "
+        f"means carry consistent noise of at most {policy.magnitude_noise:g} x the largest "
+        "value",
     )
 
 

@@ -30,10 +30,19 @@ entry, withhold the smallest released non-zero entry at that balance (cells befo
 totals); then audit rule 1 and, for the first recoverable entry, withhold the smallest
 released non-zero entry at either end of its arc. Each step withholds one more entry,
 so this ends; if nothing is left to withhold while a rule still fails, the whole table
-is blocked. Counts are rounded only after suppression.
+is blocked.
+
+Suppression decides on the TRUE counts (the worst case: an attacker who knew every
+released figure exactly). Only then does each released entry leave through the release
+stage (fedtre.disclosure.release.count): perturbed by the cell-key method with the
+entry's cell key (a margin's key is fedtre.disclosure.cellkey.combine_keys of its
+cells' keys, the key its records would give), or rounded if the TRE chose rounding. An
+entry whose perturbed value the TRE's table would put below the threshold (a custom
+ptable) is withheld like a small one, before secondary suppression, so the pattern of
+withheld entries is always protected.
 
 Released figures from other outputs (counts of sub-cohorts) can still be combined with
-a table; rounding and the differencing rule (fedtre.disclosure.differencing) address
+a table; the noise and the differencing rule (fedtre.disclosure.differencing) address
 that; see docs/disclosure.md.
 """
 
@@ -44,14 +53,14 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from fedtre.analyses.base import Outcome, RuleResult
+from fedtre.disclosure import cellkey, release
 from fedtre.disclosure.policy import DisclosurePolicy
 from fedtre.disclosure.rules import (
     SECONDARY,
     THRESHOLD,
     ZERO_CELLS,
-    apply_rounding,
+    count_rule,
     outcome_for,
-    rounding_result,
 )
 
 Label = str | None
@@ -75,7 +84,10 @@ class _Arc:
 
 @dataclass(frozen=True)
 class ProtectedTable:
-    """A table after suppression and rounding; None marks a withheld value.
+    """A table after suppression and the release stage; None marks a withheld value.
+
+    Released values are counts made by fedtre.disclosure.release.count (perturbed or
+    rounded).
 
     why maps each withheld entry to "threshold", "zero" or "secondary".
     """
@@ -248,36 +260,59 @@ def _entry_key(entry: Entry) -> tuple[object, ...]:
     return (entry[0], *(label_key(v) for v in entry[1:]))  # type: ignore[arg-type]
 
 
-def protect_table(
-    cells: Mapping[Cell, int], policy: DisclosurePolicy, *, two_way: bool
-) -> ProtectedTable:
-    """Apply primary and secondary suppression and rounding to a table and its totals.
+def entry_keys(keys: Mapping[Cell, int], *, two_way: bool) -> dict[Entry, int]:
+    """Return the cell key of every entry: cells as given, each total the combined key of
+    the cells it adds up (cellkey.combine_keys), so a total's key is its records' key."""
+    out: dict[Entry, int] = {("cell", r, c): int(k) for (r, c), k in keys.items()}
+    out[TOTAL] = cellkey.combine_keys(keys.values())
+    if two_way:
+        rows: dict[Label, list[int]] = {}
+        cols: dict[Label, list[int]] = {}
+        for (r, c), k in keys.items():
+            rows.setdefault(r, []).append(k)
+            cols.setdefault(c, []).append(k)
+        out |= {("row", r): cellkey.combine_keys(ks) for r, ks in rows.items()}
+        out |= {("col", c): cellkey.combine_keys(ks) for c, ks in cols.items()}
+    return out
 
-    cells: every cell of the table with its exact count; a two-way table must hold the
-    full grid of its row and column levels, zeros included.
+
+def protect_table(
+    cells: Mapping[Cell, tuple[int, int]], policy: DisclosurePolicy, *, two_way: bool
+) -> ProtectedTable:
+    """Apply primary and secondary suppression to a table and its totals, then release.
+
+    cells: every cell of the table with (exact count, cell key); a two-way table must
+    hold the full grid of its row and column levels, zeros included (key 0 for a zero).
+    Suppression decides on the exact counts; released entries are perturbed (or rounded)
+    by fedtre.disclosure.release.count with their cell keys.
     """
     t = policy.threshold
-    arcs = table_network(cells, two_way=two_way)
+    counts = {cell: int(n) for cell, (n, _) in cells.items()}
+    keys = entry_keys({cell: int(k) for cell, (_, k) in cells.items()}, two_way=two_way)
+    arcs = table_network(counts, two_way=two_way)
     total = arcs[0].value
-    rounding = rounding_result(policy)
+    zero_ok = not policy.zeros_disclosive
+    out = {a.entry: release.count(a.value, keys[a.entry], policy, zero_ok=zero_ok) for a in arcs}
     primary: dict[Entry, str] = {}
     for a in arcs:
         if 0 < a.value < t:
             primary[a.entry] = PRIMARY
         elif a.value == 0 and a.entry[0] == "cell" and policy.zeros_disclosive:
             primary[a.entry] = ZERO
+        elif a.value > 0 and out[a.entry] is None:
+            # at or above the threshold, but the TRE's table would release it below
+            primary[a.entry] = PRIMARY
     ok = (
         total >= t
         and total > 0
+        and TOTAL not in primary
         and any(a.entry not in primary for a in arcs if a.entry[0] == "cell")
     )
     if ok:
         withheld, ok = suppress(arcs, primary, t)
     if not ok:
         withheld = {a.entry: primary.get(a.entry, SECOND) for a in arcs}
-    released = {
-        a.entry: None if a.entry in withheld else apply_rounding(a.value, policy) for a in arcs
-    }
+    released = {a.entry: None if a.entry in withheld else out[a.entry] for a in arcs}
     cell_keys = [a.entry for a in arcs if a.entry[0] == "cell"]
     n_cells = len(cell_keys)
     kinds = [withheld.get(e) for e in cell_keys]
@@ -289,7 +324,7 @@ def protect_table(
         _secondary_rule(
             second, sum(1 for e, w in withheld.items() if e[0] != "cell" and w == SECOND), ok
         ),
-        rounding,
+        count_rule(policy),
     ]
     withheld_cells = small + zeros + second
     outcome = (

@@ -25,12 +25,14 @@ OUTCOME_FAILED: Outcome
 OUTCOME_HELD: Outcome
 
 class ColumnSpec(_message.Message):
-    __slots__ = ("name", "type")
+    __slots__ = ("name", "type", "grid")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
+    GRID_FIELD_NUMBER: _ClassVar[int]
     name: str
     type: str
-    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ...) -> None: ...
+    grid: float
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., grid: _Optional[float] = ...) -> None: ...
 
 class DatasetSpec(_message.Message):
     __slots__ = ("name", "columns")

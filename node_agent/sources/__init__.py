@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from fedtre.analyses.base import DataSource
@@ -23,11 +24,14 @@ def cache_dir_for(config: AgentConfig) -> Path:
 
 
 def open_source(dataset: DatasetConfig, cache_dir: Path) -> DataSource:
-    """Return a checked DataSource for one declared dataset (open_sql_source, open_file_source)."""
+    """Return a checked DataSource for one declared dataset (open_sql_source, open_file_source),
+    whose schema is the dataset's declaration (columns and grids)."""
     if dataset.csv is not None or dataset.parquet is not None:
-        return open_file_source(dataset, spill_dir=cache_dir)
-    assert dataset.url is not None and dataset.table is not None
-    return open_sql_source(dataset.name, dataset.url, dataset.table, dataset.columns)
+        source = open_file_source(dataset, spill_dir=cache_dir)
+    else:
+        assert dataset.url is not None and dataset.table is not None
+        source = open_sql_source(dataset.name, dataset.url, dataset.table, dataset.columns)
+    return replace(source, schema=dataset.schema)
 
 
 def open_sources(config: AgentConfig) -> dict[str, DataSource]:

@@ -19,7 +19,7 @@ FRAME = pd.DataFrame({"age": list(range(20, 80)) * 2, "sex": ["F", "M"] * 60})
 def network() -> Iterator[LocalNetwork]:
     with LocalNetwork(
         {"tre-a": {"cohort": FRAME}, "tre-b": {"cohort": FRAME}},
-        policy={"threshold": 0, "rounding_base": 1},
+        policy={"threshold": 0, "rounding_base": 1, "perturbation": "rounding"},
     ) as net:
         yield net
 

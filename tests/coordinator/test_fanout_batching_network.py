@@ -14,7 +14,9 @@ NODES = [f"tre-{i}" for i in range(8)]
 
 def test_the_streams_a_job_wakes_are_dispatched_together_and_answered_once():
     data = {node: {"cohort": FRAME} for node in NODES}
-    with LocalNetwork(data, policy={"threshold": 0, "rounding_base": 1}) as net:
+    with LocalNetwork(
+        data, policy={"threshold": 0, "rounding_base": 1, "perturbation": "rounding"}
+    ) as net:
         with net.client() as client:
             handle = client.submit("count", dataset="cohort")
             result = handle.result(timeout=60)

@@ -20,7 +20,7 @@ WAIT_S = 20.0
 def network() -> Iterator[LocalNetwork]:
     with LocalNetwork(
         {"tre-a": {"cohort": FRAME}, "tre-b": {"cohort": FRAME}},
-        policy={"threshold": 0, "rounding_base": 1},
+        policy={"threshold": 0, "rounding_base": 1, "perturbation": "rounding"},
         ping_interval=1.0,
     ) as net:
         yield net

@@ -75,6 +75,8 @@ def permissive_network(parts, tmp_path_factory):
         "zeros_disclosive": False,
         "dominance_n": 0,
         "p_percent": 0,
+        "perturbation": "rounding",
+        "magnitude_noise": 0,
     }
     with LocalNetwork(data, policy=exact) as net:
         yield net

@@ -18,7 +18,10 @@ TIMEOUT = 10
 def network(parts):
     data = {node: {"cohort": frame} for node, frame in parts.items()}
     with LocalNetwork(
-        data, policy={"threshold": 0, "rounding_base": 1}, auto_approve=False, ping_interval=0.3
+        data,
+        policy={"threshold": 0, "rounding_base": 1, "perturbation": "rounding"},
+        auto_approve=False,
+        ping_interval=0.3,
     ) as net:
         yield net
 

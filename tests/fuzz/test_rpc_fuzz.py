@@ -65,7 +65,7 @@ def network():
     frame = pd.DataFrame({"age": list(range(20, 80)) * 3, "sex": ["F", "M", "F"] * 60})
     with LocalNetwork(
         {"tre-a": {"cohort": frame}, "tre-b": {"cohort": frame.head(90)}},
-        policy={"threshold": 0, "rounding_base": 1},
+        policy={"threshold": 0, "rounding_base": 1, "perturbation": "rounding"},
     ) as net:
         yield net
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from fedtre.analyses.base import (
     Outcome,
     RuleResult,
 )
-from fedtre.disclosure import DisclosurePolicy
+from fedtre.disclosure import DisclosurePolicy, release
 from fedtre.errors import InvalidRequest
 
 COHORT_COLUMNS = {"age": "integer", "sex": "string", "bmi": "float"}
@@ -29,6 +30,7 @@ class RowCount(Analysis):
 
     name = "rowcount"
     description = "number of rows (test only)"
+    released_fields = {"n": "count"}
 
     def __init__(self) -> None:
         self.computed = 0
@@ -64,7 +66,8 @@ class RowCount(Analysis):
         if n < policy.threshold:
             rule = RuleResult("threshold", False, f"n below {policy.threshold}")
             return NodeOutput(Outcome.BLOCKED, {}, (rule,))
-        rounded = policy.rounding_base * round(n / policy.rounding_base)
+        # Rounded (not perturbed) so these tests can state the released value.
+        rounded = release.count(n, 0, replace(policy, perturbation="rounding"))
         return NodeOutput(Outcome.RELEASED, {"n": rounded}, (RuleResult("threshold", True, ""),))
 
     def combine(self, params: Mapping[str, Any], outputs: Mapping[str, NodeOutput]) -> dict:

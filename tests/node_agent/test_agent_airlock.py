@@ -29,7 +29,8 @@ def make_executor(source: DataSource, state: AgentState, **policy: Any) -> Execu
     local = LocalPolicy(
         node_id="tre-a",
         analyses={n: get_analysis(n) for n in ("count", "crosstab", "summary")},
-        disclosure=DisclosurePolicy.from_mapping(policy),
+        # counts rounded, not perturbed, so these tests of the airlock can state them
+        disclosure=DisclosurePolicy.from_mapping({"perturbation": "rounding", **policy}),
         datasets={"cohort": source.schema},
     )
     return Executor(local, {"cohort": source}, state)
@@ -188,6 +189,7 @@ state_db = "agent-state.sqlite"
 dir = "bundle"
 [policy]
 hold_for_review = ["count"]
+perturbation = "rounding"
 [datasets.cohort]
 url = "sqlite:///{cohort_db}"
 table = "cohort"

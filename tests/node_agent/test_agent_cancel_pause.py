@@ -15,7 +15,7 @@ from fedtre.analyses.base import DataSource, Outcome
 from fedtre.errors import InvalidRequest
 from node_agent import audit as agent_audit
 from node_agent.config import DEFAULT_MAX_CONCURRENT_TASKS, AgentConfig, load_config
-from node_agent.state import AgentState
+from node_agent.state import SCHEMA_VERSION, AgentState
 
 
 class Blocking:
@@ -113,7 +113,7 @@ def test_an_older_state_file_gains_the_settings_table(tmp_path: Path) -> None:
         assert state.paused() is None
         state.pause("operator", "")
         with state.engine.connect() as conn:
-            assert conn.exec_driver_sql("PRAGMA user_version").scalar_one() == 4
+            assert conn.exec_driver_sql("PRAGMA user_version").scalar_one() == SCHEMA_VERSION
             assert conn.execute(sa.text("SELECT count(*) FROM settings")).scalar_one() == 1
 
 

@@ -1,4 +1,4 @@
-"""Differencing attacks against a real agent executor: blocked, remembered per project."""
+"""Differencing attacks against a real agent executor: blocked, remembered per dataset and group."""
 
 from __future__ import annotations
 
@@ -134,7 +134,7 @@ def test_the_complement_attack_is_blocked_before_anything_is_computed(
 
 
 def test_a_difference_of_exactly_the_threshold_is_allowed(
-    source: DataSource, state: AgentState
+    source: DataSource, state: AgentState, tmp_path: Path
 ) -> None:
     ex = executor(source, state)
     # aged 45 or over: the 10 people aged 40..44 fewer than OLDER
@@ -151,10 +151,12 @@ def test_a_difference_of_exactly_the_threshold_is_allowed(
             },
         ]
     }
-    assert ask(ex, "count", project="ten", filter=OLDER).outcome is Outcome.RELEASED
-    assert ask(ex, "count", project="ten", filter=ten_fewer).outcome is Outcome.RELEASED
-    assert ask(ex, "count", project="nine", filter=OLDER).outcome is Outcome.RELEASED
-    assert ask(ex, "count", project="nine", filter=nine_fewer).outcome is Outcome.BLOCKED
+    assert ask(ex, "count", filter=OLDER).outcome is Outcome.RELEASED
+    assert ask(ex, "count", filter=ten_fewer).outcome is Outcome.RELEASED
+    with AgentState(tmp_path / "fresh.sqlite") as fresh:
+        other = executor(source, fresh)
+        assert ask(other, "count", filter=OLDER).outcome is Outcome.RELEASED
+        assert ask(other, "count", filter=nine_fewer).outcome is Outcome.BLOCKED
 
 
 def test_asking_the_same_question_again_is_not_differencing(
@@ -162,15 +164,42 @@ def test_asking_the_same_question_again_is_not_differencing(
 ) -> None:
     ex = executor(source, state)
     assert ask(ex, "count", filter=OLDER).outcome is Outcome.RELEASED
-    assert ask(ex, "crosstab", rows="sex", filter=OLDER).outcome is Outcome.RELEASED
+    assert ask(ex, "count", filter=OLDER).outcome is Outcome.RELEASED
     assert state.cohort_count("p1") == 1
+    # a table of the same cohort adds its groups (the women, the men), not the cohort again
+    assert ask(ex, "crosstab", rows="sex", filter=OLDER).outcome is Outcome.RELEASED
+    assert state.cohort_count("p1") == 3
 
 
-def test_cohorts_are_remembered_per_project(source: DataSource, state: AgentState) -> None:
+def test_cohorts_are_remembered_across_projects(source: DataSource, state: AgentState) -> None:
+    # The same pair asked in two projects describes the same person: the memory is the
+    # dataset's, not the project's.
     ex = executor(source, state)
     assert ask(ex, "count", project="p1", filter=OLDER).outcome is Outcome.RELEASED
-    assert ask(ex, "count", project="p2", filter=OLDER_BUT_ONE).outcome is Outcome.RELEASED
-    assert ask(ex, "count", project="p1", filter=OLDER_BUT_ONE).outcome is Outcome.BLOCKED
+    output = ask(ex, "count", project="p2", filter=OLDER_BUT_ONE)
+    assert output.outcome is Outcome.BLOCKED
+    assert failed(output) == {"differencing"}
+
+
+def test_a_one_person_difference_inside_a_group_is_blocked_despite_padding_elsewhere(
+    source: DataSource, state: AgentState
+) -> None:
+    # Given a summary by sex of everyone aged 40+
+    ex = executor(source, state)
+    assert ask(ex, "summary", column="age", by="sex", filter=OLDER).outcome is Outcome.RELEASED
+    # When the second cohort drops the 45-year-old woman and pads with ten younger men, so
+    # the whole cohorts differ by 11 people but the women's groups by one
+    padding = {
+        "and": [
+            {"col": "age", "op": ">=", "value": 30},
+            {"col": "age", "op": "<", "value": 40},
+            {"col": "sex", "op": "==", "value": "M"},
+        ]
+    }
+    output = ask(ex, "summary", column="age", by="sex", filter={"or": [OLDER_BUT_ONE, padding]})
+    # Then the output is blocked by the group's difference
+    assert output.outcome is Outcome.BLOCKED
+    assert failed(output) == {"differencing"}
 
 
 def test_cohorts_survive_an_agent_restart(source: DataSource, tmp_path: Path) -> None:
@@ -193,11 +222,12 @@ def test_a_summary_cohort_leaves_out_missing_values(source: DataSource, state: A
     assert failed(output) == {"differencing"}
 
 
-def test_blocked_outputs_are_not_remembered(source: DataSource, state: AgentState) -> None:
+def test_blocked_outputs_are_remembered_too(source: DataSource, state: AgentState) -> None:
+    # A blocked query counts toward the memory once measured: probing near it is blocked.
     ex = executor(source, state)
     tiny = {"col": "age", "op": "<", "value": 23}  # 6 people
     assert ask(ex, "count", filter=tiny).outcome is Outcome.BLOCKED
-    assert state.cohort_count() == 0
+    assert state.cohort_count() == 1
 
 
 def test_an_unreadable_key_column_stops_the_agent_at_start_up(
@@ -207,3 +237,43 @@ def test_an_unreadable_key_column_stops_the_agent_at_start_up(
 
     with pytest.raises(NotFound, match="key column 'patient_no'"):
         executor(source, state, key="patient_no")
+
+
+def test_the_same_records_under_a_different_question_are_refused_like_a_near_difference(
+    source: DataSource, state: AgentState
+) -> None:
+    # Given everyone aged 40+ counted
+    ex = executor(source, state)
+    assert ask(ex, "count", filter=OLDER).outcome is Outcome.RELEASED
+    # When the attacker asks "40+ but the 30-year-old woman" (who is not 40+: the same
+    # records) and "40+ but the 45-year-old woman" (who is: one fewer)
+    not_in = {
+        "and": [
+            OLDER,
+            {
+                "not": {
+                    "and": [
+                        {"col": "age", "op": "==", "value": 30},
+                        {"col": "sex", "op": "==", "value": "F"},
+                    ]
+                }
+            },
+        ]
+    }
+    outside = ask(ex, "count", filter=not_in)
+    inside = ask(ex, "count", filter=OLDER_BUT_ONE)
+    # Then both are refused alike: whether she is in the cohort does not show
+    assert outside.outcome is inside.outcome is Outcome.BLOCKED
+    assert failed(outside) == failed(inside) == {"differencing"}
+
+
+def test_the_same_question_by_another_analysis_or_rewritten_is_answered(
+    source: DataSource, state: AgentState
+) -> None:
+    ex = executor(source, state)
+    older_women = {"and": [OLDER, {"col": "sex", "op": "==", "value": "F"}]}
+    assert ask(ex, "crosstab", rows="sex", filter=OLDER).outcome is Outcome.RELEASED
+    # the table's row "F" is the question "40+ and F", asked again as a count, reordered
+    reordered = {"and": [{"col": "sex", "op": "==", "value": "F"}, OLDER]}
+    assert ask(ex, "count", filter=reordered).outcome is Outcome.RELEASED
+    assert ask(ex, "count", filter=older_women).outcome is Outcome.RELEASED

@@ -45,9 +45,10 @@ def test_task_runs_and_its_checked_output_is_recorded(
     output = executor.run(task(params={"columns": ["bmi"]}))
 
     # 20 rows have a bmi; rounded to base 5. Around the analysis's own rules, the agent
-    # adds its cohort rules: the cohort's size first, differencing once the output passed.
+    # adds its cohort rules first: the cohort's size and differencing, measured before
+    # anything is computed.
     assert (output.outcome, output.payload) == (Outcome.RELEASED, {"n": 20})
-    assert [r.rule for r in output.rules] == ["cohort_size", "threshold", "differencing"]
+    assert [r.rule for r in output.rules] == ["cohort_size", "differencing", "threshold"]
     assert all(r.passed for r in output.rules)
     assert state.stored_result("t-1") == output
     assert state.released_count() == 1
@@ -140,6 +141,9 @@ class Exploding:
 
     def universe_filter(self, params: Mapping[str, Any]) -> None:
         return None
+
+    def groupings(self, params: Mapping[str, Any]) -> list[tuple[str, ...]]:
+        return []
 
     def compute(self, params: Mapping[str, Any], source: DataSource) -> dict[str, Any]:
         raise self.error

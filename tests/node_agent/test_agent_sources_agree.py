@@ -31,6 +31,8 @@ from node_agent.sources.sql import open_sql_source
 
 PG_URL = os.environ.get("FEDTRE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 N_ROWS = 400
+# The TRE's grids for the columns whose bounds the histogram, quantiles and survival release.
+GRIDS = "grids = { sbp = 5, bmi = 0.5, days = 1 }"
 COLUMNS = {
     "age": "integer",
     "sex": "string",
@@ -148,7 +150,7 @@ def sources(
     if pg_schema_if_any is not None:
         declared["on_postgres"] = f'url = "{PG_URL}"\ntable = "{pg_schema_if_any}.cohort"'
     text = 'node_id = "tre-a"\ncoordinator = "localhost:1"\n[tls]\ndir = "bundle"\n' + "".join(
-        f"[datasets.{name}]\n{how}\n[datasets.{name}.columns]\n{columns}\n"
+        f"[datasets.{name}]\n{how}\n{GRIDS}\n[datasets.{name}.columns]\n{columns}\n"
         for name, how in declared.items()
     )
     (home / "agent.toml").write_text(text)
@@ -246,7 +248,7 @@ def test_the_shared_answers_match_pandas(sources: dict[str, DataSource]) -> None
             assert n == by_sex.count()[sex], dataset
             assert mean == pytest.approx(by_sex.mean()[sex], rel=1e-12), dataset
             assert m2 == pytest.approx(by_sex.var(ddof=0)[sex] * n, rel=1e-9), dataset
-        cells = {(r, c): n for r, c, n in crosstab["cells"] if r is not None}
+        cells = {(r, c): n for r, c, n, _key in crosstab["cells"] if r is not None}
         expected = {
             (r, str(c).lower()): 0 for r in ("current", "former", "never") for c in (False, True)
         }
@@ -275,8 +277,12 @@ def test_postgres_streams_glm_rows_through_a_server_side_cursor(
         sa.event.remove(source.engine, "before_cursor_execute", watch)
 
     # Then the design rows come through a server-side (named) cursor, fetched in chunks,
-    # never whole into the client; the aggregates need none
-    streamed = [kind for statement, kind in cursors if "count(" not in statement]
+    # never whole into the client; the aggregates and the dominance top-k (LIMIT) need none
+    streamed = [
+        kind
+        for statement, kind in cursors
+        if "count(" not in statement and "LIMIT" not in statement
+    ]
     assert len(streamed) == 1 and issubclass(streamed[0], psycopg.ServerCursor)
     assert all(
         not issubclass(kind, psycopg.ServerCursor)

@@ -27,7 +27,7 @@ def test_a_jobs_life_is_logged_as_json_events_with_ids_and_without_data():
     try:
         with LocalNetwork(
             {"tre-a": {"cohort": frame}, "tre-b": {"cohort": frame}},
-            policy={"threshold": 0, "rounding_base": 1},
+            policy={"threshold": 0, "rounding_base": 1, "perturbation": "rounding"},
         ) as net:
             result = (
                 net.client()

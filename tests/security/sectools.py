@@ -17,7 +17,7 @@ from fedtre.testing import LocalNetwork, eventually
 
 TIMEOUT = 10
 # Permissive disclosure: these tests are about who may run what, not about small cells.
-OPEN_POLICY = {"threshold": 0, "rounding_base": 1}
+OPEN_POLICY = {"threshold": 0, "rounding_base": 1, "perturbation": "rounding"}
 
 # Every token the suite has seen, and every log record it produced.
 TOKENS: set[str] = set()

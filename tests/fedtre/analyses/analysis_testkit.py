@@ -30,11 +30,21 @@ SCHEMA = DatasetSchema(
         "site": "integer",
         "visit_date": "date",
     },
+    # the TRE's grids for released bounds (histogram, quantiles, survival)
+    grids={"age": 1.0, "bmi": 0.1, "site": 1.0},
 )
 
 # Every rule off, so federated results can be compared with pooled ones exactly.
+# No disclosure control at all: counts exact (rounding to 1, no cell-key noise), no
+# magnitude noise, no dominance; for checking the mathematics against the pooled data.
 EXACT = DisclosurePolicy(
-    threshold=0, rounding_base=1, zeros_disclosive=False, dominance_n=0, p_percent=0
+    threshold=0,
+    rounding_base=1,
+    zeros_disclosive=False,
+    dominance_n=0,
+    p_percent=0,
+    perturbation="rounding",
+    magnitude_noise=0,
 )
 
 

@@ -12,6 +12,7 @@ import pytest
 from analysis_testkit import cohort, make_nodes, make_source, roundtrip, run_federated, split
 
 from fedtre.analyses import DatasetSchema, get_analysis
+from fedtre.disclosure import DisclosurePolicy
 
 POOLED_N = 600
 SPLITS = {
@@ -87,6 +88,12 @@ def label(value: Any, ctype: str) -> str | None:
 TYPES = {"sex": "string", "smoking": "string", "diabetic": "boolean", "site": "integer"}
 
 
+# Counts released exactly (rounding to 1, no cell-key noise), every rule off.
+COUNTS_EXACT = DisclosurePolicy(
+    threshold=0, perturbation="rounding", rounding_base=1, zeros_disclosive=False
+)
+
+
 @pytest.mark.parametrize("name", list(FILTERS))
 def test_count_equals_pooled_count(network, name: str) -> None:
     # Given a cohort split unevenly across nodes
@@ -95,7 +102,7 @@ def test_count_equals_pooled_count(network, name: str) -> None:
     params = {} if f is None else {"filter": f}
 
     # When every node counts and the coordinator combines
-    result = run_federated(get_analysis("count"), params, nodes)
+    result = run_federated(get_analysis("count"), params, nodes, COUNTS_EXACT)
 
     # Then the combined count is the pooled count, as an int after the Struct round trip
     expected = int(mask(pooled).sum())
@@ -119,7 +126,7 @@ def test_crosstab_equals_pooled_table(network, rows, columns, filter_name) -> No
     f, mask = FILTERS[filter_name]
     params = {"rows": rows, "columns": columns, "filter": f}
 
-    result = run_federated(get_analysis("crosstab"), params, nodes)
+    result = run_federated(get_analysis("crosstab"), params, nodes, COUNTS_EXACT)
 
     selected = pooled[mask(pooled)]
     expected = Counter(
@@ -132,6 +139,38 @@ def test_crosstab_equals_pooled_table(network, rows, columns, filter_name) -> No
     assert all(cell not in expected for cell, n in got.items() if n == 0)
     assert all(isinstance(n, int) for n in got.values())
     assert result["withheld"] == []
+
+
+def test_count_and_crosstab_under_noise_are_close_and_consistent(network) -> None:
+    # Given the default cell-key perturbation (threshold 0 so every cell shows)
+    pooled, nodes = network
+    noisy = DisclosurePolicy(threshold=0, zeros_disclosive=False)
+    bound = noisy.noise_deviation * len(nodes)
+
+    count = run_federated(get_analysis("count"), {}, nodes, noisy)
+    table = run_federated(get_analysis("crosstab"), {"rows": "smoking"}, nodes, noisy)
+
+    # Then each combined figure is within (nodes) x D of the pooled one, and asking again
+    # gives the same answers
+    assert abs(count["n"] - POOLED_N) <= bound
+    expected = Counter(label(v, "string") for v in pooled.smoking)
+    for r, _, n in table["cells"]:
+        assert abs(n - expected[r]) <= bound
+    assert run_federated(get_analysis("count"), {}, nodes, noisy) == count
+    assert run_federated(get_analysis("crosstab"), {"rows": "smoking"}, nodes, noisy) == table
+
+
+# The summary's exactness policy: counts rounded to 1 (no cell-key noise), no magnitude
+# noise, every rule off; then pooling the released n, mean and sd is exact.
+SUMMARY_EXACT = DisclosurePolicy(
+    threshold=0,
+    perturbation="rounding",
+    rounding_base=1,
+    zeros_disclosive=False,
+    dominance_n=0,
+    p_percent=0,
+    magnitude_noise=0,
+)
 
 
 def expected_summary(df: pd.DataFrame, column: str, by: str | None) -> dict[Any, tuple]:
@@ -160,7 +199,7 @@ def test_summary_equals_pooled_moments(network, column, by, filter_name) -> None
     f, mask = FILTERS[filter_name]
     params = {"column": column, "by": by, "filter": f}
 
-    result = run_federated(get_analysis("summary"), params, nodes)
+    result = run_federated(get_analysis("summary"), params, nodes, SUMMARY_EXACT)
 
     expected = expected_summary(pooled[mask(pooled)], column, by)
     got = {g: (n, mean, sd) for g, n, mean, sd in result["groups"]}
@@ -184,7 +223,7 @@ def test_summary_variance_is_stable_far_from_zero(tmp_path) -> None:
     assert abs(math.sqrt(abs(naive_var)) - exact_sd) / exact_sd > 1e-6  # the data is hard
     nodes = make_nodes(tmp_path, split(pooled, [100, 350, 150]))
 
-    result = run_federated(get_analysis("summary"), {"column": "bmi"}, nodes)
+    result = run_federated(get_analysis("summary"), {"column": "bmi"}, nodes, SUMMARY_EXACT)
 
     [[_, n, mean, sd]] = result["groups"]
     assert n == POOLED_N
@@ -197,7 +236,9 @@ def test_summary_of_a_single_value_group_has_null_sd(tmp_path) -> None:
     schema = DatasetSchema("tiny", {"sex": "string", "bmi": "float"})
     nodes = {"a": make_source(tmp_path / "a.db", pooled, schema)}
 
-    result = run_federated(get_analysis("summary"), {"column": "bmi", "by": "sex"}, nodes)
+    result = run_federated(
+        get_analysis("summary"), {"column": "bmi", "by": "sex"}, nodes, SUMMARY_EXACT
+    )
 
     assert result["groups"] == [["F", 1, 20.0, None], ["M", 2, 24.0, pytest.approx(math.sqrt(8))]]
 
@@ -207,7 +248,9 @@ def test_summary_group_with_only_missing_values_does_not_appear(tmp_path) -> Non
     schema = DatasetSchema("tiny", {"sex": "string", "bmi": "float"})
     nodes = {"a": make_source(tmp_path / "a.db", pooled, schema)}
 
-    result = run_federated(get_analysis("summary"), {"column": "bmi", "by": "sex"}, nodes)
+    result = run_federated(
+        get_analysis("summary"), {"column": "bmi", "by": "sex"}, nodes, SUMMARY_EXACT
+    )
 
     assert [g[0] for g in result["groups"]] == ["F", "M"]
 

@@ -85,10 +85,11 @@ def test_crosstab_unions_labels_and_nulls_cells_a_node_withheld() -> None:
     assert cells == {
         ("F", "never"): 50,
         ("F", "current"): None,  # b's 25 is not the pooled value: a withheld its part
-        ("M", "never"): 35,  # absent at b: zero there
-        (None, "never"): 15,
+        ("M", "never"): 35,  # absent at b (RELEASED): zero there
+        # absent at a, which is SUPPRESSED and so may have dropped the NULL level unsaid
+        (None, "never"): None,
     }
-    assert result["withheld"] == [["F", "current", ["a"]]]
+    assert result["withheld"] == [["F", "current", ["a"]], [None, "never", ["a"]]]
     assert result["nodes"] == {"included": ["a", "b"], "excluded": {"c": "failed"}}
     assert 25 not in [n for _, _, n in result["cells"]]
     assert roundtrip(result) == result
@@ -137,7 +138,8 @@ def test_summary_pools_exactly_and_nulls_groups_a_node_withheld() -> None:
     a_f, b_f, b_m = rng.normal(25, 4, 30), rng.normal(28, 6, 55), rng.normal(27, 3, 41)
     one = np.array([31.0])
     params = {"column": "bmi", "by": "sex"}
-    a = {"column": "bmi", "by": "sex", "groups": [["F", *moments(a_f)], ["M", None, None, None]]}
+    # a withheld its M group whole (label included) and says only that it suppressed
+    a = {"column": "bmi", "by": "sex", "groups": [["F", *moments(a_f)]]}
     b = {
         "column": "bmi",
         "by": "sex",
@@ -151,10 +153,16 @@ def test_summary_pools_exactly_and_nulls_groups_a_node_withheld() -> None:
     assert groups["F"][0] == 85 and isinstance(groups["F"][0], int)
     assert groups["F"][1] == pytest.approx(np.mean(pooled_f), rel=1e-12)
     assert groups["F"][2] == pytest.approx(np.std(pooled_f, ddof=1), rel=1e-12)
+    # a may hold a withheld group at any label it did not report: M, and the null level
     assert groups["M"] == [None, None, None]
-    assert groups[None] == [1, 31.0, None]
-    assert result["withheld"] == [["M", ["a"]]]
+    assert groups[None] == [None, None, None]
+    assert result["withheld"] == [["M", ["a"]], [None, ["a"]]]
     assert roundtrip(result) == result
+
+    # A released node withheld nothing: a group it does not report has n = 0 there
+    released = SUMMARY.combine(params, {"a": out(a), "b": out(b)})
+    assert {g: rest for g, *rest in released["groups"]}[None] == [1, 31.0, None]
+    assert released["withheld"] == []
 
 
 def test_summary_pooling_two_single_values_gives_an_sd() -> None:

@@ -5,6 +5,12 @@ covariate (so its design lacks that covariate's other levels: the coordinator's 
 levels must map its sums into the pooled design). The references are statsmodels' formula
 API on the pooled complete cases; standard errors of GLMs are compared with the inverse
 of statsmodels' Hessian at its (tightly converged) maximum-likelihood estimate.
+
+EXACT_COUNTS releases counts exactly (rounding base 1), so every figure, n included,
+equals the pooled fit's. Under NOISY (the default cell-key noise and the default NK and
+p% rules, on data no column of which is dominated) the coefficients, standard errors and
+test statistics still equal the pooled fit's to 1e-8 (they come from the exact model
+statistics) while n is the sum of the released, perturbed n's.
 """
 
 from __future__ import annotations
@@ -21,8 +27,25 @@ from analysis_testkit import run_federated
 from model_testkit import make_model_nodes, model_cohort, run_rounds, split_with_single_level
 
 from fedtre.analyses import get_analysis
+from fedtre.disclosure import DisclosurePolicy
 from fedtre.errors import InvalidRequest
 
+# Counts released exactly, every rule off: the whole result equals the pooled fit.
+EXACT_COUNTS = DisclosurePolicy(
+    threshold=0,
+    perturbation="rounding",
+    rounding_base=1,
+    zeros_disclosive=False,
+    dominance_n=0,
+    p_percent=0,
+    min_residual_df=0,
+    magnitude_noise=0,
+    categorical_only_models=True,
+)
+# The default count noise and dominance rules; a threshold of 1 so that the small nodes'
+# rare levels do not block (level_counts is tested in test_model_disclosure.py); models
+# without a numeric covariate allowed, to check their fit (table_model: test_models_release).
+NOISY = DisclosurePolicy(threshold=1, min_residual_df=0, categorical_only_models=True)
 RTOL = 1e-8
 POOLED_N = 900
 # sizes, and the (column, level) the first node holds alone
@@ -77,7 +100,10 @@ def test_linear_regression_equals_pooled_ols(network, model: str) -> None:
 
     # When every node sends its sufficient statistics and the coordinator solves
     result = run_federated(
-        get_analysis("linear_regression"), {"outcome": "sbp", "covariates": covariates}, nodes
+        get_analysis("linear_regression"),
+        {"outcome": "sbp", "covariates": covariates},
+        nodes,
+        EXACT_COUNTS,
     )
 
     # Then the table and figures are statsmodels' OLS of the pooled complete cases
@@ -97,10 +123,9 @@ def test_linear_regression_equals_pooled_ols(network, model: str) -> None:
     assert m["n"] == fit.nobs
     assert m["df_resid"] == fit.df_resid
     assert m["df_model"] == fit.df_model
-    assert close(m["rss"], fit.ssr)
-    assert close(m["scale"], fit.scale)
-    assert close(m["log_likelihood"], fit.llf)
-    assert close(m["aic"], fit.aic)
+    # with the exact standard errors these would state the exact n: never given
+    assert m["rss"] is None and m["scale"] is None
+    assert m["log_likelihood"] is None and m["aic"] is None
     if covariates:
         assert close(m["r_squared"], fit.rsquared)
         assert close(m["adj_r_squared"], fit.rsquared_adj)
@@ -114,7 +139,10 @@ def test_linear_regression_terms_follow_the_covariates_in_order(network) -> None
     covariates = ["C(site)", "bmi", "smoking", "age", "diabetic"]
 
     result = run_federated(
-        get_analysis("linear_regression"), {"outcome": "sbp", "covariates": covariates}, nodes
+        get_analysis("linear_regression"),
+        {"outcome": "sbp", "covariates": covariates},
+        nodes,
+        EXACT_COUNTS,
     )
 
     assert result["terms"] == [
@@ -138,6 +166,7 @@ def test_linear_regression_with_filter_equals_pooled_subset(network) -> None:
         get_analysis("linear_regression"),
         {"outcome": "sbp", "covariates": ["age", "bmi", "smoking"], "filter": f},
         nodes,
+        EXACT_COUNTS,
     )
 
     subset = pooled[(pooled.age >= 40) & (pooled.arm != "c")]
@@ -145,6 +174,43 @@ def test_linear_regression_with_filter_equals_pooled_subset(network) -> None:
     assert result["model"]["n"] == fit.nobs
     assert close(result["coef"], fit.params[result["terms"]])
     assert close(result["std_err"], fit.bse[result["terms"]])
+
+
+def noise_bound(nodes: dict[str, Any]) -> int:
+    """The most the sum of the nodes' released n can differ from the true n (D per node)."""
+    return NOISY.noise_deviation * len(nodes)
+
+
+@pytest.mark.parametrize("model", ["numeric and categorical", "intercept only"])
+def test_linear_regression_under_count_noise_and_dominance_keeps_the_pooled_fit(
+    network, model: str
+) -> None:
+    # Given undominated data, the default count noise and the NK and p% rules on
+    pooled, nodes = network
+    covariates = OLS_MODELS[model]
+    params = {"outcome": "sbp", "covariates": covariates}
+
+    # When the model is fitted twice
+    result = run_federated(get_analysis("linear_regression"), params, nodes, NOISY)
+    again = run_federated(get_analysis("linear_regression"), params, nodes, NOISY)
+
+    # Then coefficients, standard errors and t statistics are the pooled fit's, exactly
+    fit = smf.ols(formula("sbp", covariates), pooled).fit()
+    terms = result["terms"]
+    assert close(result["coef"], fit.params[terms])
+    assert close(result["std_err"], fit.bse[terms])
+    assert close(result["t"], fit.tvalues[terms])
+    # and n is the released n: near the true n, the same on every run, df from it
+    m = result["model"]
+    assert abs(m["n"] - fit.nobs) <= noise_bound(nodes)
+    assert m["n"] == again["model"]["n"]
+    assert m["df_resid"] == m["n"] - len(terms)
+    assert m["rss"] is None and m["scale"] is None and m["log_likelihood"] is None
+    # p values and intervals use the released df: near statsmodels' (far tails aside)
+    expected_p = fit.pvalues[terms].to_numpy()
+    shown = expected_p > 1e-6
+    assert close(np.asarray(result["p_value"])[shown], expected_p[shown], rtol=1e-2)
+    assert result == again
 
 
 # -- GLMs ---------------------------------------------------------------------------------
@@ -210,7 +276,7 @@ def test_logistic_regression_equals_pooled_glm(network) -> None:
     params = {"outcome": "diabetic", "family": "binomial", "covariates": GLM_COVARIATES}
 
     # When the coordinator runs federated IRLS round by round
-    run = run_rounds(get_analysis("glm"), params, nodes)
+    run = run_rounds(get_analysis("glm"), params, nodes, EXACT_COUNTS)
 
     # Then the fit is statsmodels' logistic regression of the pooled data
     assert run.result is not None
@@ -229,7 +295,7 @@ def test_poisson_regression_with_offset_equals_pooled_glm(network) -> None:
         "offset": "log_years",
     }
 
-    run = run_rounds(get_analysis("glm"), params, nodes)
+    run = run_rounds(get_analysis("glm"), params, nodes, EXACT_COUNTS)
 
     assert run.result is not None
     check_glm(run.result, *pooled_glm(pooled, params))
@@ -240,7 +306,7 @@ def test_poisson_regression_without_offset_equals_pooled_glm(network) -> None:
     pooled, nodes = network
     params = {"outcome": "visits", "family": "poisson", "covariates": ["age", "sex"]}
 
-    run = run_rounds(get_analysis("glm"), params, nodes)
+    run = run_rounds(get_analysis("glm"), params, nodes, EXACT_COUNTS)
 
     assert run.result is not None
     check_glm(run.result, *pooled_glm(pooled, params))
@@ -250,7 +316,7 @@ def test_glm_progress_reports_each_round_and_its_deviance(network) -> None:
     pooled, nodes = network
     params = {"outcome": "diabetic", "family": "binomial", "covariates": ["age", "bmi"]}
 
-    run = run_rounds(get_analysis("glm"), params, nodes)
+    run = run_rounds(get_analysis("glm"), params, nodes, EXACT_COUNTS)
 
     assert run.result is not None
     iterations = run.result["model"]["iterations"]
@@ -260,6 +326,40 @@ def test_glm_progress_reports_each_round_and_its_deviance(network) -> None:
     assert all(b <= a * (1 + 1e-12) for a, b in zip(deviances, deviances[1:], strict=False))
     _, tight, _ = pooled_glm(pooled, params)
     assert close(deviances[-1], tight.deviance, rtol=1e-10)
+
+
+@pytest.mark.parametrize("family", ["binomial", "poisson"])
+def test_glm_under_count_noise_and_dominance_keeps_the_pooled_fit(network, family: str) -> None:
+    # Given undominated data, the default count noise and the NK and p% rules on
+    pooled, nodes = network
+    if family == "binomial":
+        params = {"outcome": "diabetic", "family": family, "covariates": GLM_COVARIATES}
+    else:
+        params = {
+            "outcome": "visits",
+            "family": family,
+            "covariates": ["age", "smoking", "bmi"],
+            "offset": "log_years",
+        }
+
+    # When the coordinator runs federated IRLS round by round
+    run = run_rounds(get_analysis("glm"), params, nodes, NOISY)
+
+    # Then every figure but the counts is the pooled fit's; n is the released n
+    assert run.result is not None
+    _, tight, exact_se = pooled_glm(pooled, params)
+    terms = run.result["terms"]
+    order = [list(tight.params.index).index(t) for t in terms]
+    assert close(run.result["coef"], tight.params.to_numpy()[order])
+    assert close(run.result["std_err"], exact_se[order])
+    m = run.result["model"]
+    assert close(m["deviance"], tight.deviance, rtol=1e-10)
+    assert close(m["log_likelihood"], tight.llf, rtol=1e-10)
+    assert abs(m["n"] - tight.nobs) <= noise_bound(nodes)
+    assert m["df_resid"] == m["n"] - len(terms)
+    # every round released the same n at each node (one cell key for the same records)
+    for node in nodes:
+        assert len({r[node].payload["n"] for r in run.rounds}) == 1
 
 
 # -- iteration cap and tolerance ------------------------------------------------------------
@@ -286,7 +386,7 @@ def test_iteration_cap_stops_unconverged_with_a_warning(network, max_iter: int) 
         "max_iter": max_iter,
     }
 
-    run = run_rounds(get_analysis("glm"), params, nodes)
+    run = run_rounds(get_analysis("glm"), params, nodes, EXACT_COUNTS)
 
     assert run.result is not None
     assert len(run.rounds) == max_iter
@@ -313,7 +413,7 @@ def test_convergence_tolerance_is_honoured(network, tol: float) -> None:
     expected = next(i for i, s in enumerate(steps, start=2) if s <= tol)
 
     # When the federated fit runs with that tolerance
-    run = run_rounds(get_analysis("glm"), {**params, "tol": tol}, nodes)
+    run = run_rounds(get_analysis("glm"), {**params, "tol": tol}, nodes, EXACT_COUNTS)
 
     # Then it stops exactly there, converged, at statsmodels' estimate of that iteration
     assert run.result is not None
@@ -341,9 +441,10 @@ def test_levels_are_the_union_when_no_node_has_them_all(tmp_path) -> None:
         get_analysis("linear_regression"),
         {"outcome": "sbp", "covariates": ["age", "smoking"]},
         nodes,
+        EXACT_COUNTS,
     )
     glm_params = {"outcome": "diabetic", "family": "binomial", "covariates": ["age", "smoking"]}
-    glm = run_rounds(get_analysis("glm"), glm_params, nodes)
+    glm = run_rounds(get_analysis("glm"), glm_params, nodes, EXACT_COUNTS)
 
     fit = smf.ols("sbp ~ age + smoking", both).fit()
     assert ols["terms"] == ["Intercept", "age", "smoking[T.former]", "smoking[T.never]"]
@@ -361,6 +462,7 @@ def test_requested_levels_set_the_reference(network) -> None:
         get_analysis("linear_regression"),
         {"outcome": "sbp", "covariates": ["age", "smoking"], "levels": levels},
         nodes,
+        EXACT_COUNTS,
     )
 
     fit = smf.ols("sbp ~ age + C(smoking, Treatment('current'))", pooled).fit()
@@ -382,9 +484,9 @@ def test_a_level_that_exists_nowhere_is_a_clear_error(network, analysis: str) ->
 
     with pytest.raises(InvalidRequest) as caught:
         if analysis == "glm":
-            run_rounds(get_analysis("glm"), params, nodes)
+            run_rounds(get_analysis("glm"), params, nodes, EXACT_COUNTS)
         else:
-            run_federated(get_analysis(analysis), params, nodes)
+            run_federated(get_analysis(analysis), params, nodes, EXACT_COUNTS)
 
     message = str(caught.value)
     assert "'vaping'" in message
@@ -399,7 +501,7 @@ def test_perfect_separation_stops_at_the_cap_and_says_why(tmp_path) -> None:
     nodes = make_model_nodes(tmp_path, [pooled.iloc[:150], pooled.iloc[150:]])
     params = {"outcome": "diabetic", "family": "binomial", "covariates": ["age"], "max_iter": 12}
 
-    run = run_rounds(get_analysis("glm"), params, nodes)
+    run = run_rounds(get_analysis("glm"), params, nodes, EXACT_COUNTS)
 
     # Then the fit runs to its cap, does not claim convergence, and names separation
     assert run.result is not None
@@ -417,7 +519,7 @@ def test_a_level_missing_from_the_requested_levels_is_a_clear_error(network) -> 
     }
 
     with pytest.raises(InvalidRequest, match=r"level\(s\) \['current'\] that 'levels' does not"):
-        run_federated(get_analysis("linear_regression"), params, nodes)
+        run_federated(get_analysis("linear_regression"), params, nodes, EXACT_COUNTS)
 
 
 @pytest.mark.parametrize(
@@ -433,7 +535,7 @@ def test_an_outcome_the_family_cannot_model_is_refused_at_the_node(
     params = {"outcome": outcome, "family": family, "covariates": ["age"]}
 
     with pytest.raises(InvalidRequest, match=fragment):
-        run_rounds(get_analysis("glm"), params, nodes)
+        run_rounds(get_analysis("glm"), params, nodes, EXACT_COUNTS)
 
 
 def test_glm_with_filter_equals_pooled_subset(network) -> None:
@@ -446,7 +548,7 @@ def test_glm_with_filter_equals_pooled_subset(network) -> None:
     }
     params = {"outcome": "diabetic", "family": "binomial", "covariates": ["age", "bmi", "sex"]}
 
-    run = run_rounds(get_analysis("glm"), {**params, "filter": f}, nodes)
+    run = run_rounds(get_analysis("glm"), {**params, "filter": f}, nodes, EXACT_COUNTS)
 
     subset = pooled[(pooled.age < 75) & pooled.arm.isin(["a", "b"])]
     assert run.result is not None

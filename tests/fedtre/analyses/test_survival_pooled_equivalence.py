@@ -1,161 +1,317 @@
-"""Federated Kaplan-Meier curves and the log-rank test equal the pooled analysis.
+"""Federated Kaplan-Meier on the TRE's time grid: equal to lifelines where it is owed, safe always.
 
-References on the pooled records: a Kaplan-Meier estimate written out here from the raw
-times (numbers at risk, Greenwood standard errors, log(-log) 95% intervals), statsmodels'
-SurvfuncRight (survival and standard errors at event times, median), and statsmodels'
-survdiff (log-rank chi-squared and p value).
+References on the pooled records: lifelines' KaplanMeierFitter (survival, numbers at
+risk, events, censorings) and multivariate_logrank_test (chi-squared, p value).
+
+The data have censorings before the first event, between events and tied with events,
+on a grid of quarter years, and administrative censoring at the study's end (10 years)
+at every node and in every group, so each node's open last interval holds the records at
+the common end of follow-up (the condition under which the released curve is the pooled
+Kaplan-Meier estimate at every time: fedtre.analyses.kaplan_meier).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
-import sqlalchemy as sa
-from analysis_testkit import run_federated, run_node
-from model_testkit import make_model_nodes, model_cohort, split_with_single_level
-from scipy import stats
-from statsmodels.duration.survfunc import SurvfuncRight, survdiff
+from analysis_testkit import make_source, run_federated, run_node
+from lifelines import KaplanMeierFitter
+from lifelines.statistics import multivariate_logrank_test
 
-from fedtre.analyses import Outcome, get_analysis
-from fedtre.disclosure import DisclosurePolicy
+from fedtre.analyses import DatasetSchema, Outcome, get_analysis
+from fedtre.disclosure import DisclosurePolicy, release
 
-POOLED_N = 900
-SPLITS = {
-    "2 nodes": ([160, 740], ("smoking", "never")),
-    "3 nodes": ([90, 510, 300], ("arm", "a")),
-    "5 nodes": ([60, 300, 70, 350, 120], ("smoking", "current")),
+GRID = 0.25
+END = 10.0
+SCHEMA = DatasetSchema(
+    name="cohort",
+    columns={"time": "float", "died": "integer", "arm": "string", "age": "integer"},
+    grids={"time": GRID},
+)
+PERMISSIVE = {
+    "perturbation": "rounding",
+    "rounding_base": 1,
+    "zeros_disclosive": False,
+    "dominance_n": 0,
+    "p_percent": 0,
+    "magnitude_noise": 0,
+    "min_residual_df": 0,
 }
+KM = get_analysis("kaplan_meier")
 
 
-@pytest.fixture(params=list(SPLITS), scope="module")
-def network(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
-    sizes, (column, level) = SPLITS[request.param]
-    pooled = model_cohort(POOLED_N, seed=42)
-    parts = split_with_single_level(pooled, sizes, column, level)
-    nodes = make_model_nodes(tmp_path_factory.mktemp("km"), parts)
-    yield pd.concat(parts, ignore_index=True), nodes
+def permissive(threshold: int) -> DisclosurePolicy:
+    return DisclosurePolicy(threshold=threshold, **PERMISSIVE)
+
+
+def survival_cohort(n: int, seed: int) -> pd.DataFrame:
+    """Quarter-year times; early censorings (before any event), ties; everyone left at
+    END is censored there."""
+    rng = np.random.default_rng(seed)
+    arm = rng.choice(["a", "b", "c"], n, p=[0.4, 0.35, 0.25])
+    age = rng.integers(30, 85, n)
+    hazard = 0.08 * np.exp(0.02 * (age - 55) + 0.4 * (arm == "b") - 0.3 * (arm == "c"))
+    event = 0.6 + rng.exponential(1 / hazard)
+    censor = np.where(rng.random(n) < 0.3, rng.uniform(0.0, 12.0, n), 99.0)
+    raw = np.minimum(np.minimum(event, censor), END)
+    time = np.maximum(np.ceil(raw / GRID) * GRID, GRID)
+    died = ((event <= censor) & (event <= END)).astype(int)
+    # censorings before the first event in every arm: at 0.25 and 0.5
+    early = rng.choice(n, 24, replace=False)
+    time[early] = np.where(np.arange(24) % 2 == 0, 0.25, 0.5)
+    died[early] = 0
+    frame = pd.DataFrame({"time": time, "died": died, "arm": arm, "age": age})
+    first_event = frame[frame.died == 1].groupby("arm").time.min()
+    assert (first_event > 0.5).all(), "the early censorings must come before every event"
+    return frame
+
+
+def split(frame: pd.DataFrame, sizes: list[int]) -> list[pd.DataFrame]:
+    bounds = np.cumsum([0, *sizes])
+    return [
+        frame.iloc[a:b].reset_index(drop=True) for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+    ]
+
+
+@pytest.fixture(scope="module")
+def network(tmp_path_factory: pytest.TempPathFactory):
+    pooled = survival_cohort(900, seed=7)
+    parts = split(pooled, [200, 450, 250])
+    for part in parts:  # every node has records at the end of follow-up in every arm
+        assert set(part[part.time == END].arm) == {"a", "b", "c"}
+    home = tmp_path_factory.mktemp("km")
+    nodes = {
+        f"tre-{i}": make_source(home / f"node{i}.db", part, SCHEMA) for i, part in enumerate(parts)
+    }
+    yield pooled, parts, nodes
     for source in nodes.values():
         source.engine.dispose()
 
 
-def reference_km(time: np.ndarray, died: np.ndarray) -> list[tuple[float, ...]]:
-    """Kaplan-Meier from raw records: one row per distinct time (events or censorings).
-
-    (time, at risk, events, censored, survival, Greenwood se, log(-log) lower, upper).
-    """
-    z = stats.norm.ppf(0.975)
-    rows = []
-    s, var_sum = 1.0, 0.0
-    for t in np.unique(time):
-        n = int(np.sum(time >= t))
-        d = int(np.sum((time == t) & (died == 1)))
-        c = int(np.sum((time == t) & (died == 0)))
-        if d:
-            s *= 1 - d / n
-            var_sum += d / (n * (n - d)) if n > d else math.inf
-        se = s * math.sqrt(var_sum) if s > 0 else math.nan
-        if 0 < s < 1:
-            half = z * math.sqrt(var_sum) / math.log(s)
-            lower, upper = s ** math.exp(-half), s ** math.exp(half)
-        elif s == 1:
-            lower = upper = 1.0
-        else:
-            lower = upper = math.nan
-        rows.append((float(t), n, d, c, s, se, lower, upper))
-    return rows
+def check_against_lifelines(curve: dict[str, Any], group: pd.DataFrame) -> None:
+    """Every released row equals lifelines' Kaplan-Meier of the pooled records to 1e-8."""
+    kmf = KaplanMeierFitter().fit(group.time, group.died)
+    table = kmf.event_table
+    rows = curve["table"]
+    assert rows[-1][0] is None  # the open last interval: after every released time
+    finite = [r for r in rows if r[0] is not None]
+    times = sorted(group.time.unique())
+    assert [r[0] for r in finite] == times[:-1]  # every distinct time but the last (END)
+    for t, n, d, c, s, *_ in finite:
+        assert n == table.at_risk.loc[t]
+        assert d == table.observed.loc[t]
+        assert c == table.censored.loc[t]
+        assert s == pytest.approx(float(kmf.survival_function_at_times(t).iloc[0]), abs=1e-8)
+    _, n, d, c, s, *_ = rows[-1]
+    assert (n, d, c) == (
+        table.at_risk.loc[END],
+        table.observed.loc[END],
+        table.censored.loc[END],
+    )
+    assert s == pytest.approx(float(kmf.survival_function_.iloc[-1, 0]), abs=1e-8)
+    assert curve["n"] == len(group)
+    assert curve["events"] == int(group.died.sum())
 
 
-def as_array(rows: Any) -> np.ndarray:
-    return np.array([[math.nan if v is None else v for v in row] for row in rows], dtype=float)
+@pytest.mark.parametrize("threshold", [0, 1])
+def test_permissive_curves_and_log_rank_equal_lifelines(network, threshold: int) -> None:
+    # Given three nodes and a permissive policy (no perturbation, threshold 0 or 1)
+    pooled, _, nodes = network
 
+    # When curves by arm are combined
+    result = run_federated(
+        KM, {"time": "time", "event": "died", "by": "arm"}, nodes, permissive(threshold)
+    )
 
-def check_curve(curve: dict[str, Any], time: np.ndarray, died: np.ndarray) -> None:
-    got = as_array(curve["table"])
-    expected = np.array(reference_km(time, died), dtype=float)
-    assert got.shape == expected.shape
-    # times, numbers at risk, events, censorings: exact
-    assert np.array_equal(got[:, :4], expected[:, :4])
-    assert np.allclose(got[:, 4:], expected[:, 4:], rtol=1e-10, atol=1e-14, equal_nan=True)
-    assert curve["n"] == len(time)
-    assert curve["events"] == int(died.sum())
-    # statsmodels at the event times: survival and Greenwood standard errors
-    sf = SurvfuncRight(time, died)
-    at_events = got[got[:, 2] > 0]
-    assert np.array_equal(at_events[:, 0], sf.surv_times)
-    assert np.array_equal(at_events[:, 1], sf.n_risk)
-    assert np.allclose(at_events[:, 4], sf.surv_prob, rtol=1e-12, atol=1e-15)
-    finite = np.isfinite(sf.surv_prob_se) & (sf.surv_prob > 0)
-    assert np.allclose(at_events[finite, 5], sf.surv_prob_se[finite], rtol=1e-10)
-    median = sf.quantile(0.5)
-    if np.isnan(median):
-        assert curve["median"] is None
-    else:
-        assert curve["median"] == median
-
-
-def test_kaplan_meier_without_groups_equals_pooled(network) -> None:
-    pooled, nodes = network
-
-    result = run_federated(get_analysis("kaplan_meier"), {"time": "time", "event": "died"}, nodes)
-
-    [[label, curve]] = result["groups"]
-    assert label is None
-    check_curve(curve, pooled.time.to_numpy(), pooled.died.to_numpy())
-    assert result["logrank"] is None
+    # Then each curve and the log-rank test are lifelines' on the pooled records
+    assert [label for label, _ in result["groups"]] == ["a", "b", "c"]
+    for label, curve in result["groups"]:
+        check_against_lifelines(curve, pooled[pooled.arm == label])
+    test = multivariate_logrank_test(pooled.time, pooled.arm, pooled.died)
+    assert result["logrank"]["df"] == 2
+    assert result["logrank"]["chi2"] == pytest.approx(test.test_statistic, abs=1e-8)
+    assert result["logrank"]["p_value"] == pytest.approx(test.p_value, abs=1e-8)
     assert result["withheld"] == []
 
 
-@pytest.mark.parametrize("by", ["smoking", "arm", "sex", "site"])
-def test_kaplan_meier_by_group_and_log_rank_equal_pooled(network, by: str) -> None:
-    # Given one node holding a single level of some grouping column
-    pooled, nodes = network
+def test_censorings_before_the_first_event_leave_the_risk_set(network) -> None:
+    # Given 12 censorings at 0.25 and 12 at 0.5, before any event
+    pooled, _, nodes = network
 
-    # When curves by group are combined
-    result = run_federated(
-        get_analysis("kaplan_meier"), {"time": "time", "event": "died", "by": by}, nodes
-    )
+    result = run_federated(KM, {"time": "time", "event": "died"}, nodes, permissive(1))
 
-    # Then each group's curve is the pooled group's, and the log-rank test is statsmodels'
-    labels = sorted(pooled[by].astype(str).unique())
-    assert sorted(label for label, _ in result["groups"]) == labels
-    for label, curve in result["groups"]:
-        group = pooled[pooled[by].astype(str) == label]
-        check_curve(curve, group.time.to_numpy(), group.died.to_numpy())
-    chi2, p = survdiff(pooled.time.to_numpy(), pooled.died.to_numpy(), pooled[by].astype(str))
-    logrank = result["logrank"]
-    assert logrank["df"] == len(labels) - 1
-    assert logrank["chi2"] == pytest.approx(chi2, rel=1e-10)
-    assert logrank["p_value"] == pytest.approx(p, rel=1e-8)
+    [[_, curve]] = result["groups"]
+    first_event = next(r for r in curve["table"] if r[2] > 0)
+    assert first_event[1] == int((pooled.time >= first_event[0]).sum())
+    assert first_event[1] < len(pooled) - 20
+    check_against_lifelines(curve, pooled)
 
 
-def test_kaplan_meier_with_filter_equals_pooled_subset(network) -> None:
-    pooled, nodes = network
-    f = {"col": "age", "op": ">=", "value": 50}
+def test_a_coarser_width_is_the_estimate_at_its_interval_ends(network) -> None:
+    # Given width 1 year (four grid points): records move to the end of their year
+    pooled, _, nodes = network
 
     result = run_federated(
-        get_analysis("kaplan_meier"),
-        {"time": "time", "event": "died", "by": "sex", "filter": f},
-        nodes,
+        KM, {"time": "time", "event": "died", "width": 1.0}, nodes, permissive(1)
     )
 
-    subset = pooled[pooled.age >= 50]
-    for label, curve in result["groups"]:
-        group = subset[subset.sex == label]
-        check_curve(curve, group.time.to_numpy(), group.died.to_numpy())
-    chi2, _ = survdiff(subset.time.to_numpy(), subset.died.to_numpy(), subset.sex.to_numpy())
-    assert result["logrank"]["chi2"] == pytest.approx(chi2, rel=1e-10)
+    [[_, curve]] = result["groups"]
+    moved = pooled.assign(time=np.ceil(pooled.time - 1e-9))
+    times = [r[0] for r in curve["table"]]
+    assert times[:-1] == [float(t) for t in sorted(moved.time.unique())[:-1]]
+    check_against_lifelines(curve, moved)
 
 
-def test_kaplan_meier_frame_has_the_survival_table(network) -> None:
-    pooled, nodes = network
+def released_numbers(payload: dict[str, Any]) -> tuple[list[float], list[int]]:
+    bounds, counts = [], []
+    for _, intervals in payload["groups"]:
+        for start, end, n, d, c in intervals:
+            bounds += [b for b in (start, end) if b is not None]
+            counts += [n, d, c]
+    return bounds, counts
+
+
+def test_bounds_are_grid_points_and_the_outer_ones_open(tmp_path: Path) -> None:
+    # Given times that are never on the grid of 1 year
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame(
+        {
+            "time": np.round(rng.uniform(0.05, 9.95, 400), 3),
+            "died": rng.integers(0, 2, 400),
+            "arm": rng.choice(["a", "b"], 400),
+            "age": rng.integers(30, 80, 400),
+        }
+    )
+    frame.loc[frame.time % 1 == 0, "time"] += 0.5
+    schema = dataclasses.replace(SCHEMA, grids={"time": 1.0})
+    source = make_source(tmp_path / "n.db", frame, schema)
     params = {"time": "time", "event": "died", "by": "arm"}
-    result = run_federated(get_analysis("kaplan_meier"), params, nodes)
 
-    frame = get_analysis("kaplan_meier").to_frame(params, result)
+    for policy in (DisclosurePolicy(), permissive(1)):
+        output = KM.check(KM.validate(params), KM.compute(KM.validate(params), source), policy)
+        # the release stage accepts every value as declared
+        release.seal(KM.name, output.payload, KM.released_fields)
+        times = set(frame.time)
+        for _, intervals in output.payload["groups"]:
+            assert intervals[0][0] is None and intervals[-1][1] is None
+            for start, end, *_ in intervals:
+                for b in (start, end):
+                    assert b is None or (float(b).is_integer() and b not in times)
+        assert frame.time.max() not in released_numbers(output.payload)[0]
+    source.engine.dispose()
+
+
+def true_counts(frame: pd.DataFrame, intervals: list[list[Any]]) -> list[tuple[int, int, int]]:
+    out = []
+    for start, end, *_ in intervals:
+        a = -math.inf if start is None else start
+        b = math.inf if end is None else end
+        inside = frame[(frame.time > a) & (frame.time <= b)]
+        out.append(
+            (int((frame.time > a).sum()), int(inside.died.sum()), int((inside.died == 0).sum()))
+        )
+    return out
+
+
+def test_default_policy_counts_are_near_the_true_ones_and_consistent(network) -> None:
+    # Given the default policy (threshold 10, cell-key noise of at most 3)
+    _, parts, nodes = network
+    policy = DisclosurePolicy()
+    params = {"time": "time", "event": "died", "by": "arm"}
+
+    for (node, source), part in zip(nodes.items(), parts, strict=True):
+        first = run_node(KM, params, source, policy)
+        again = run_node(KM, params, source, policy)
+
+        # Then asking twice gives the same answer, and every count is within D of the
+        # true count of the records it describes, and 0 or at least the threshold
+        assert first.payload == again.payload, node
+        for label, intervals in first.payload["groups"]:
+            group = part[part.arm == label]
+            for released, true in zip(
+                [iv[2:] for iv in intervals], true_counts(group, intervals), strict=True
+            ):
+                for r, t in zip(released, true, strict=True):
+                    assert abs(r - t) <= policy.noise_deviation
+                    assert t == 0 or t >= policy.threshold
+                    assert r == 0 or r >= policy.threshold
+                assert true[1] >= policy.threshold  # zeros are disclosive by default
+
+
+def test_default_policy_curve_is_the_grouped_estimate_up_to_noise(network) -> None:
+    # Given the default policy: nodes merge grid intervals, counts carry noise
+    _, parts, nodes = network
+    params = {"time": "time", "event": "died", "by": "arm"}
+    policy = DisclosurePolicy()
+    outputs = {node: run_node(KM, params, source, policy) for node, source in nodes.items()}
+
+    # When the coordinator combines them
+    result = KM.combine(KM.validate(params), outputs)
+
+    # Then each curve is, up to the noise, lifelines' Kaplan-Meier of the records moved
+    # to the end of the interval their node released them in (the open last one: after
+    # every released time)
+    moved = []
+    for node, part in zip(nodes, parts, strict=True):
+        for label, intervals in outputs[node].payload["groups"]:
+            group = part[part.arm == label]
+            ends = np.array([np.inf if iv[1] is None else iv[1] for iv in intervals])
+            which = np.searchsorted(ends, group.time.to_numpy() - 1e-9, side="left")
+            moved.append(group.assign(time=np.where(np.isinf(ends[which]), 1e6, ends[which])))
+    grouped = pd.concat(moved)
+    for label, curve in result["groups"]:
+        group = grouped[grouped.arm == label]
+        kmf = KaplanMeierFitter().fit(group.time, group.died)
+        for t, _n, _d, _c, s, *_ in curve["table"]:
+            expected = kmf.survival_function_at_times(1e6 if t is None else t).iloc[0]
+            # each released count is within D = 3 of its truth
+            assert s == pytest.approx(float(expected), abs=0.06)
+
+
+def test_a_small_group_is_left_out_unnamed(tmp_path: Path) -> None:
+    # Given a group of 5 records at one node
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame(
+        {
+            "time": np.ceil(rng.uniform(0.1, 9, 205) * 4) / 4,
+            "died": rng.integers(0, 2, 205),
+            "arm": ["a"] * 200 + ["rare"] * 5,
+            "age": rng.integers(30, 80, 205),
+        }
+    )
+    source = make_source(tmp_path / "n.db", frame, SCHEMA)
+
+    output = run_node(
+        KM, {"time": "time", "event": "died", "by": "arm"}, source, DisclosurePolicy()
+    )
+
+    assert output.outcome is Outcome.SUPPRESSED
+    assert [label for label, _ in output.payload["groups"]] == ["a"]
+    assert "rare" not in repr(output)
+    source.engine.dispose()
+
+
+def test_a_time_column_without_a_grid_is_refused() -> None:
+    schema = dataclasses.replace(SCHEMA, grids={})
+    problems = KM.schema_problems({"time": "time", "event": "died"}, schema)
+    assert any("grids" in p and "time" in p for p in problems)
+    problems = KM.schema_problems({"time": "time", "event": "died", "width": 0.3}, SCHEMA)
+    assert any("multiple" in p for p in problems)
+    assert KM.schema_problems({"time": "time", "event": "died", "width": 0.75}, SCHEMA) == []
+
+
+def test_frame_has_the_survival_table(network) -> None:
+    _, _, nodes = network
+    params = {"time": "time", "event": "died", "by": "arm"}
+    result = run_federated(KM, params, nodes, permissive(1))
+
+    frame = KM.to_frame(params, result)
 
     assert list(frame.index.names) == ["arm", "time"]
     assert list(frame.columns) == [
@@ -167,93 +323,5 @@ def test_kaplan_meier_frame_has_the_survival_table(network) -> None:
         "ci_lower",
         "ci_upper",
     ]
-    group = pooled[pooled.arm == "b"]
-    expected = np.array(reference_km(group.time.to_numpy(), group.died.to_numpy()))
-    assert np.array_equal(frame.loc["b"].index.to_numpy(), expected[:, 0])
-    assert np.allclose(frame.loc["b", "survival"].to_numpy(), expected[:, 4], rtol=1e-10)
+    assert math.isnan(frame.loc["b"].index[-1])
     assert frame.attrs["logrank"]["chi2"] == result["logrank"]["chi2"]
-
-
-def test_with_merged_intervals_the_curve_is_the_pooled_grouped_data(network) -> None:
-    # Given the default policy: each node merges its event times into intervals of at
-    # least 10 events (and 0 or at least 10 censorings)
-    pooled, nodes = network
-    policy = DisclosurePolicy()
-    params = {"time": "time", "event": "died", "by": "smoking"}
-    analysis = get_analysis("kaplan_meier")
-    outputs = {node: run_node(analysis, params, source, policy) for node, source in nodes.items()}
-
-    # When the coordinator combines the released intervals
-    result = analysis.combine(analysis.validate(params), outputs)
-
-    # Then each curve is the pooled Kaplan-Meier of the records with their times moved to
-    # the end of the interval their node released them in (nothing finer is known)
-    assert {o.outcome for o in outputs.values()} <= {Outcome.RELEASED, Outcome.SUPPRESSED}
-    for output in outputs.values():
-        # merging coarsens and withholds no record: only a withheld group suppresses
-        has_withheld = any(curve is None for _, curve in output.payload["groups"])
-        assert output.outcome is (Outcome.SUPPRESSED if has_withheld else Outcome.RELEASED)
-    moved, withheld = [], set()
-    for node, source in nodes.items():
-        with source.engine.connect() as conn:
-            records = pd.read_sql(sa.select(source.table), conn)
-        intervals = dict(outputs[node].payload["groups"])
-        for label, group in records.groupby("smoking"):
-            if intervals[label] is None:  # too few records or events at this node
-                withheld.add(label)
-                continue
-            bounds = np.array([[start, end] for start, end, *_ in intervals[label]])
-            assert bounds[0, 0] <= group.time.min() and group.time.max() <= bounds[-1, 1]
-            which = np.searchsorted(bounds[:, 1], group.time.to_numpy(), side="left")
-            moved.append(group.assign(time=bounds[which, 1]))
-    grouped = pd.concat(moved)
-    for label, curve in result["groups"]:
-        if label in withheld:
-            assert curve is None
-            continue
-        part = grouped[grouped.smoking == label]
-        check_reference_only(curve, part.time.to_numpy(), part.died.to_numpy())
-    if withheld:
-        assert result["logrank"] is None
-        return
-    chi2, p = survdiff(grouped.time.to_numpy(), grouped.died.to_numpy(), grouped.smoking)
-    assert result["logrank"]["chi2"] == pytest.approx(chi2, rel=1e-10)
-
-
-def check_reference_only(curve: dict[str, Any], time: np.ndarray, died: np.ndarray) -> None:
-    got = as_array(curve["table"])
-    expected = np.array(reference_km(time, died), dtype=float)
-    assert np.array_equal(got[:, :4], expected[:, :4])
-    assert np.allclose(got[:, 4:], expected[:, 4:], rtol=1e-10, atol=1e-14, equal_nan=True)
-
-
-def test_plot_numbers_at_risk_are_the_pooled_ones(network) -> None:
-    from fedtre.plot import at_risk
-
-    pooled, nodes = network
-    result = run_federated(
-        get_analysis("kaplan_meier"), {"time": "time", "event": "died", "by": "sex"}, nodes
-    )
-    ticks = [0.0, 0.5, 3.0, 7.25, 12.0, 20.0, 29.0, 100.0]
-
-    for label, curve in result["groups"]:
-        times = pooled[pooled.sex == label].time.to_numpy()
-        assert at_risk(curve["table"], ticks) == [int(np.sum(times >= t)) for t in ticks]
-
-
-def test_a_node_whose_times_are_merged_releases_with_the_rule_saying_so() -> None:
-    # Given one group of 60 records with every event time distinct (each alone < 10)
-    times = np.arange(1.0, 61.0)
-    raw = {"groups": [[None, [[float(t), 1, 0] for t in times]]]}
-    analysis = get_analysis("kaplan_meier")
-    params = analysis.validate({"time": "time", "event": "died"})
-
-    # When the default policy checks it
-    output = analysis.check(params, raw, DisclosurePolicy())
-
-    # Then the times are merged into intervals of >= 10 events and the output is released
-    ((label, intervals),) = output.payload["groups"]
-    assert len(intervals) < len(times) and all(i[3] >= 10 for i in intervals)
-    assert output.outcome is Outcome.RELEASED
-    (rule,) = output.rules
-    assert rule.passed and "merged into intervals" in rule.detail

@@ -16,7 +16,7 @@ def network():
     frame = pd.DataFrame({"age": [30, 45, 60, 75] * 10, "sex": ["F", "M"] * 20})
     with LocalNetwork(
         {"tre-a": {"cohort": frame}, "tre-b": {"cohort": frame.head(20)}},
-        policy={"threshold": 0, "rounding_base": 1},
+        policy={"threshold": 0, "rounding_base": 1, "perturbation": "rounding"},
         auto_approve=False,
     ) as net:
         yield net

@@ -35,26 +35,33 @@ class Seen:
 
 
 def seen_from_payload(
-    payload: Mapping, *, two_way: bool, all_cells: Mapping[tuple[Label, Label], int] | None = None
+    payload: Mapping,
+    *,
+    two_way: bool,
+    all_cells: Mapping[tuple[Label, Label], int] | None = None,
+    zeros_known: bool = False,
 ) -> Seen:
     """What a researcher sees in a crosstab node payload released with margins=true.
 
-    A payload may hide levels whose every figure is withheld, saying only how many. The
-    adversary still knows the grid has them, so given all_cells (the true table) the
-    hidden levels come back under their true labels with every value unknown: a label
-    carries no count, so this is exactly the adversary's knowledge.
+    A payload drops the levels beside which no non-zero figure is released, and says
+    nothing about them. The adversary is granted more: given all_cells (the true table),
+    the dropped levels come back under their true labels with every value unknown (the
+    worst case, an adversary who knows which levels exist). A level with no records at
+    all (an all-zero row or column of a made-up grid) does not exist in real data; it is
+    left out. zeros_known: zero cells may be released (zeros_disclosive false), so the
+    adversary is granted the zero cells of dropped levels too.
     """
     cells = {(r, c): n for r, c, n in payload["cells"]}
-    hidden = payload.get("hidden", {})
+    assert "hidden" not in payload  # no count of dropped levels leaves
     if all_cells is not None:
-        shown_totals = payload.get("margins", {})
-        rows_before = {r for r, _ in cells} | {r for r, _ in shown_totals.get("rows", [])}
-        cols_before = {c for _, c in cells} | {c for c, _ in shown_totals.get("columns", [])}
-        for key in all_cells:
-            cells.setdefault(key, None)
-        assert len({r for r, _ in cells} - rows_before) == hidden.get("rows", 0)
-        if two_way:
-            assert len({c for _, c in cells} - cols_before) == hidden.get("columns", 0)
+        rows_n: dict[Label, int] = {}
+        cols_n: dict[Label, int] = {}
+        for (r, c), n in all_cells.items():
+            rows_n[r] = rows_n.get(r, 0) + n
+            cols_n[c] = cols_n.get(c, 0) + n
+        for (r, c), n in all_cells.items():
+            if rows_n[r] > 0 and cols_n[c] > 0:
+                cells.setdefault((r, c), 0 if zeros_known and n == 0 else None)
     rows = sorted({r for r, _ in cells}, key=str)
     cols = sorted({c for _, c in cells}, key=str)
     margins = payload.get("margins", {})

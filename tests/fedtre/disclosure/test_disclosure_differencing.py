@@ -1,7 +1,9 @@
-"""Cohort identities, their differences, and the cohort rules, at and around the threshold."""
+"""The differencing memory's sketches (computed by the engine), their differences, and the
+cohort rules, at and around the threshold."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,22 +14,25 @@ import sqlalchemy as sa
 
 from fedtre.analyses import DataSource
 from fedtre.disclosure import DisclosurePolicy
+from fedtre.disclosure.cellkey import ID_PRIME, keyed_source
 from fedtre.disclosure.differencing import (
     Cohort,
+    canonical_predicate,
     closest_difference,
     cohort_size_rule,
-    decode_members,
+    decode_sketch,
     differencing_rule,
-    encode_members,
-    hash_rows,
+    encode_sketch,
     identity_scheme,
     measure_cohort,
+    sketch_of_ids,
     symmetric_difference,
 )
 from node_agent.sources.sql import open_sql_source
 
 POLICY = DisclosurePolicy()
 COLUMNS = {"age": "integer", "sex": "string"}
+SECRET = b"s" * 32
 
 
 @pytest.fixture
@@ -53,28 +58,94 @@ def age_at_least(n: int) -> dict:
     return {"col": "age", "op": ">=", "value": n}
 
 
-def test_symmetric_difference_counts_a_multiset() -> None:
-    a = hash_rows([(1,), (2,), (2,), (3,)])
-    b = hash_rows([(2,), (3,), (4,)])
-    assert symmetric_difference(a, b) == 3  # one 1, one of the two 2s, and the 4
-    assert symmetric_difference(a, a) == 0
+def _ids(source: DataSource, where: sa.ColumnElement[bool] | None = None) -> list[int]:
+    assert source.record_id is not None
+    query = sa.select(source.record_id)
+    if where is not None:
+        query = query.where(where)
+    with source.engine.connect() as conn:
+        return [int(x) for x in conn.execute(query).scalars()]
 
 
-def test_members_survive_encoding() -> None:
-    members = hash_rows([(i, "x") for i in range(1000)])
-    assert np.array_equal(decode_members(encode_members(members)), members)
+def test_the_engine_computes_the_sketch_of_the_cohorts_record_ids(source: DataSource) -> None:
+    keyed = keyed_source(source, SECRET, "pid")
+    cohort = measure_cohort(keyed, age_at_least(50), None, key="pid", filtered=True)
+    ids = _ids(keyed, keyed.table.c.age >= 50)
+    assert cohort.size == len(ids) == 31
+    assert cohort.universe == 61
+    assert np.array_equal(cohort.sketch, sketch_of_ids(ids))
 
 
-def test_cohort_by_key_column_and_by_declared_values(source: DataSource) -> None:
-    by_key = measure_cohort(source, age_at_least(50), None, key="pid", filtered=True)
-    by_values = measure_cohort(source, age_at_least(50), None, filtered=True)
+def test_groups_are_sketched_one_by_one(source: DataSource) -> None:
+    keyed = keyed_source(source, SECRET, None)
+    cohort = measure_cohort(keyed, age_at_least(50), None, filtered=True, groupings=[("sex",)])
+    by_size = sorted(group.size for group in cohort.groups)
+    assert by_size == [15, 16]  # 15 men and 15 + the duplicate woman
+    for group in cohort.groups:
+        difference = symmetric_difference(cohort.sketch, group.sketch, limit=100)
+        assert difference == cohort.size - group.size
+    # each group is remembered under its own question: the filter and its level
+    assert len({g.predicate for g in cohort.groups} | {cohort.predicate}) == 3
 
-    assert by_key.size == by_values.size == 31
-    assert by_key.universe == 61
-    assert by_key.scheme == "key:pid" and by_values.scheme.startswith("values:")
-    # the two people with identical declared values hash alike, but are both counted
-    assert len(np.unique(by_values.members)) == 30
-    assert identity_scheme(source, None) == by_values.scheme
+
+def test_a_rewrite_of_the_same_question_has_the_same_predicate() -> None:
+    older_women = {
+        "and": [
+            {"col": "age", "op": ">=", "value": 50},
+            {"col": "sex", "op": "==", "value": "F"},
+        ]
+    }
+    regrouped = {
+        "and": [
+            {"col": "sex", "op": "==", "value": "F"},
+            {"and": [{"col": "age", "op": ">=", "value": 50.0}]},
+        ]
+    }
+    as_group = canonical_predicate(
+        {"col": "age", "op": ">=", "value": 50}, [{"col": "sex", "op": "==", "value": "F"}]
+    )
+    assert canonical_predicate(older_women) == canonical_predicate(regrouped) == as_group
+    assert canonical_predicate(older_women) != canonical_predicate(
+        {"col": "age", "op": ">", "value": 49}
+    )
+
+
+@pytest.mark.parametrize("difference", [0, 1, 2, 5, 9])
+def test_small_differences_are_listed_exactly(difference: int) -> None:
+    rng = random.Random(difference)
+    for _ in range(200):
+        base = rng.sample(range(1, ID_PRIME), 500)
+        removed = rng.randint(0, difference)
+        other = base[removed:] + [rng.randrange(1, ID_PRIME) for _ in range(difference - removed)]
+        d = symmetric_difference(sketch_of_ids(base), sketch_of_ids(other), limit=10)
+        assert d == difference
+
+
+@pytest.mark.parametrize("difference", [10, 11, 40, 400])
+def test_differences_at_or_above_the_limit_are_reported_as_such(difference: int) -> None:
+    rng = random.Random(difference)
+    for _ in range(50):
+        base = rng.sample(range(1, ID_PRIME), 1000)
+        other = base[difference:]
+        assert symmetric_difference(sketch_of_ids(base), sketch_of_ids(other), limit=10) is None
+
+
+def test_duplicate_ids_count_as_a_multiset() -> None:
+    a = sketch_of_ids([1, 2, 2, 3])
+    b = sketch_of_ids([2, 3, 4])
+    assert symmetric_difference(a, b, limit=10) == 3  # one 1, one of the two 2s, and the 4
+    assert symmetric_difference(a, a, limit=10) == 0
+
+
+def test_sketches_survive_encoding_and_their_size_does_not_grow_with_the_set() -> None:
+    small, large = sketch_of_ids(range(1, 20)), sketch_of_ids(range(1, 20_000))
+    assert np.array_equal(decode_sketch(encode_sketch(large)), large)
+    assert len(encode_sketch(small)) == len(encode_sketch(large))
+
+
+def test_the_identity_scheme_names_the_key_or_the_declared_columns(source: DataSource) -> None:
+    assert identity_scheme(source, "pid").endswith("key:pid")
+    assert ":values:" in identity_scheme(source, None)
 
 
 @pytest.mark.parametrize(
@@ -88,13 +159,13 @@ def test_cohort_by_key_column_and_by_declared_values(source: DataSource) -> None
 def test_cohort_size_rule_checks_the_cohort_and_its_complement(
     size: int, universe: int, passed: bool, fragment: str
 ) -> None:
-    cohort = Cohort(size, universe, True, "key:x", np.zeros(size, dtype=np.uint64))
+    cohort = Cohort(size, universe, True, "key:x", sketch_of_ids(range(1, size + 1)))
     rule = cohort_size_rule(cohort, POLICY)
     assert rule.passed is passed and fragment in rule.detail
 
 
 def test_an_unfiltered_output_needs_no_complement() -> None:
-    cohort = Cohort(12, 12, False, "key:x", np.zeros(12, dtype=np.uint64))
+    cohort = Cohort(12, 12, False, "key:x", sketch_of_ids(range(1, 13)))
     assert cohort_size_rule(cohort, POLICY).passed
 
 
@@ -102,31 +173,22 @@ def test_an_unfiltered_output_needs_no_complement() -> None:
 def test_differences_between_1_and_threshold_minus_1_are_blocked(
     removed: int, blocked: bool
 ) -> None:
-    everyone = hash_rows([(i,) for i in range(50)])
-    fewer = hash_rows([(i,) for i in range(removed, 50)])
-    cohort = Cohort(len(fewer), 50, True, "key:x", fewer)
+    everyone = sketch_of_ids(range(1, 51))
+    cohort = Cohort(50 - removed, 50, True, "key:x", sketch_of_ids(range(1 + removed, 51)))
 
-    closest = closest_difference(cohort, [everyone], POLICY)
+    closest = closest_difference(cohort, [(50, everyone)], POLICY)
 
     assert (closest is not None) is blocked
     assert differencing_rule(closest, POLICY).passed is (not blocked)
 
 
-def test_an_added_record_is_a_difference_too() -> None:
-    base = hash_rows([(i,) for i in range(30)])
-    more = hash_rows([(i,) for i in range(31)])
-    cohort = Cohort(31, 60, True, "key:x", more)
-    assert closest_difference(cohort, [base], POLICY) == 1
-
-
 def test_swapping_one_record_for_another_is_a_difference_of_two() -> None:
-    a = hash_rows([(i,) for i in range(30)])
-    b = hash_rows([*((i,) for i in range(29)), (99,)])
-    assert symmetric_difference(a, b) == 2
-    assert closest_difference(Cohort(30, 60, True, "k", b), [a], POLICY) == 2
+    a = sketch_of_ids(range(1, 31))
+    b = sketch_of_ids([*range(1, 30), 99])
+    assert closest_difference(Cohort(30, 60, True, "k", b), [(30, a)], POLICY) == 2
 
 
 def test_the_rules_never_state_a_count() -> None:
-    cohort = Cohort(7, 40, True, "key:x", np.zeros(7, dtype=np.uint64))
+    cohort = Cohort(7, 40, True, "key:x", sketch_of_ids(range(1, 8)))
     assert "7" not in cohort_size_rule(cohort, POLICY).detail
     assert "3" not in differencing_rule(3, POLICY).detail

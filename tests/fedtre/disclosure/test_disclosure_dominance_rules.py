@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -103,8 +104,9 @@ def test_dominated_groups_are_withheld_whole_and_the_rest_released(firms: DataSo
     groups = {g: rest for g, *rest in output.payload["groups"]}
     # withheld whole, labels included
     assert "giant" not in groups and "p" not in groups
-    assert output.payload["hidden"] == {"groups": 2}
-    assert groups["even"][0] == 30 and groups["even"][1] is not None
+    assert "hidden" not in output.payload  # nor how many groups were withheld
+    assert abs(groups["even"][0] - 30) <= POLICY.noise_deviation  # a perturbed count
+    assert groups["even"][1] is not None
     assert output.outcome is Outcome.SUPPRESSED
     failed = {r.rule for r in output.rules if not r.passed}
     assert failed == {"nk_dominance", "p_percent"}
@@ -135,12 +137,14 @@ def test_a_mean_needs_n_at_threshold_and_an_sd_needs_n_minus_1(tmp_path: Path) -
         }
     )
     source = make_source(tmp_path, frame)
-    output = summarise(source)
+    # counts and means exact, so the values below can be checked
+    exact = replace(POLICY, perturbation="rounding", rounding_base=1, magnitude_noise=0)
+    output = summarise(source, exact)
     source.engine.dispose()
 
     groups = {g: rest for g, *rest in output.payload["groups"]}
     assert "nine" not in groups and "eight" not in groups  # n < 10: nothing, not even the label
-    assert output.payload["hidden"] == {"groups": 2}
+    assert "hidden" not in output.payload
     assert groups["ten"][:2] == [10, pytest.approx(frame.income[:10].mean())]
     assert groups["ten"][2] is None  # n - 1 = 9 < 10: sd withheld
     assert groups["eleven"][2] == pytest.approx(frame.income[10:21].std(ddof=1))
@@ -177,3 +181,72 @@ def test_combined_sd_is_withheld_where_a_node_withheld_its_sd() -> None:
     combined = analysis.combine(params, outputs)
     [[_, n, mean, sd]] = combined["groups"]
     assert (n, mean, sd) == (40, pytest.approx(57.5), None)
+
+
+# ----------------------------------------------------------------------------- per column
+
+
+COLUMNS_SCHEMA = DatasetSchema(
+    "firms", {"sector": "string", "income": "float", "staff": "integer", "listed": "boolean"}
+)
+
+
+@pytest.fixture
+def columns_source(tmp_path: Path) -> DataSource:
+    # income: one firm makes 95% of the total; staff: even; sector "small" leaves it out
+    frame = pd.DataFrame(
+        {
+            "sector": ["big"] + ["small"] * 29,
+            "income": np.r_[100_000.0, np.full(29, 150.0)],
+            "staff": np.arange(30) % 7 + 10,
+            "listed": [True, False] * 15,
+        }
+    )
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'columns.db'}")
+    frame.to_sql("firms", engine, index=False)
+    table = sa.Table("firms", sa.MetaData(), autoload_with=engine)
+    source = DataSource(engine, table, COLUMNS_SCHEMA)
+    yield source
+    engine.dispose()
+
+
+def test_column_totals_are_judged_per_column_in_sql(columns_source: DataSource) -> None:
+    from fedtre.disclosure.dominance import check_columns_dominance
+
+    results = check_columns_dominance(
+        columns_source, ["income", "staff", "listed", "sector"], None, POLICY, what="the model"
+    )
+
+    failed = {r.rule: r.detail for r in results if not r.passed}
+    assert set(failed) == {"nk_dominance", "p_percent"}
+    assert "'income'" in failed["nk_dominance"] and "'staff'" not in failed["nk_dominance"]
+    assert "the model" in failed["nk_dominance"]
+    assert "100000" not in repr(results)  # details name columns, never values
+
+    # The filter decides the records: without the big firm nothing is dominated
+    small = {"col": "sector", "op": "==", "value": "small"}
+    results = check_columns_dominance(columns_source, ["income", "staff"], small, POLICY)
+    assert all(r.passed for r in results)
+    assert {r.rule for r in results} == {"nk_dominance", "p_percent"}
+
+
+def test_column_dominance_respects_complete_cases_and_the_policy(
+    columns_source: DataSource,
+) -> None:
+    from fedtre.analyses.contributors import column_contributions
+    from fedtre.disclosure.dominance import check_columns_dominance, columns_dominance_rules
+
+    # Turned off: nothing is judged
+    off = DisclosurePolicy(dominance_n=0, p_percent=0)
+    assert check_columns_dominance(columns_source, ["income"], None, off) == []
+
+    # compute / check halves, as an analysis would use them
+    income = sa.cast(columns_source.table.c.income, sa.Double)
+    with columns_source.engine.connect() as conn:
+        found = column_contributions(conn, {"income": income}, [], limit=3)
+    assert found["income"]["top"] == [100_000.0, 150.0, 150.0]
+    assert found["income"]["total"] == pytest.approx(100_000.0 + 29 * 150.0)
+    assert found["income"]["minimum"] == 150.0
+    negative = {"income": {**found["income"], "minimum": -1.0}}
+    rules_ = columns_dominance_rules(negative, POLICY, what="x")
+    assert needs_review(rules_)

@@ -13,7 +13,7 @@ from fedtre.disclosure.distributions import (
     quantile_rule,
 )
 from fedtre.disclosure.models import check_model
-from fedtre.disclosure.survival import protect_survival_table
+from fedtre.disclosure.survival import GridCell, protect_survival_table
 
 POLICY = DisclosurePolicy()
 
@@ -67,27 +67,53 @@ def test_every_level_of_the_outcome_and_covariates_needs_threshold_records() -> 
 # ----------------------------------------------------------------------------- survival
 
 
-def test_survival_rows_are_merged_until_every_count_is_safe() -> None:
-    rows = [(1.0, 4, 0), (2.0, 7, 0), (3.0, 12, 0), (5.0, 3, 10), (8.0, 9, 0), (9.0, 20, 5)]
-    protected = protect_survival_table(rows, POLICY)
+def cells(*rows: tuple[int, int, int]) -> list[GridCell]:
+    """Grid cells (index, events, censored) with cell keys 0 (rounding policies ignore them)."""
+    return [GridCell(i, d, c, 0, 0) for i, d, c in rows]
 
-    assert protected.outcome is Outcome.SUPPRESSED  # times were grouped
+
+ROUNDED = DisclosurePolicy(perturbation="rounding", rounding_base=1)
+
+
+def test_survival_cells_are_merged_until_every_count_is_safe() -> None:
+    rows = cells((1, 4, 0), (2, 7, 0), (3, 12, 0), (5, 3, 10), (8, 9, 0), (9, 20, 5))
+    protected = protect_survival_table(rows, ROUNDED)
+
+    assert protected.outcome is Outcome.RELEASED
+    assert len(protected.intervals) < len(rows)
     for interval in protected.intervals:
         assert interval.at_risk >= 10 and interval.events >= 10
         assert interval.censored == 0 or interval.censored >= 10
     assert sum(i.events + i.censored for i in protected.intervals) == 70
     assert protected.intervals[0].at_risk == 70
+    # bounds are grid indices; the first start and the last end are open
+    assert protected.intervals[0].start is None and protected.intervals[-1].end is None
+    ends = [i.end for i in protected.intervals[:-1]]
+    assert ends == [i.start for i in protected.intervals[1:]]
 
 
 def test_a_survival_table_that_is_safe_as_it_stands_is_released_unchanged() -> None:
-    rows = [(1.0, 10, 0), (2.0, 15, 10), (4.0, 12, 0)]
-    protected = protect_survival_table(rows, POLICY)
+    protected = protect_survival_table(cells((1, 10, 0), (2, 15, 10), (4, 12, 0)), ROUNDED)
     assert protected.outcome is Outcome.RELEASED
     assert [i.events for i in protected.intervals] == [10, 15, 12]
+    assert [i.at_risk for i in protected.intervals] == [47, 37, 12]
+
+
+def test_censorings_leave_the_risk_set_before_later_events() -> None:
+    # censorings alone in a grid interval before the first event stay in their interval
+    permissive = DisclosurePolicy(
+        threshold=1, perturbation="rounding", rounding_base=1, zeros_disclosive=False
+    )
+    protected = protect_survival_table(cells((1, 0, 10), (2, 3, 0), (3, 1, 2)), permissive)
+    assert [(i.at_risk, i.events, i.censored) for i in protected.intervals] == [
+        (16, 0, 10),
+        (6, 3, 0),
+        (3, 1, 2),
+    ]
 
 
 def test_a_small_survival_table_is_withheld() -> None:
-    protected = protect_survival_table([(1.0, 4, 1), (2.0, 3, 0)], POLICY)
+    protected = protect_survival_table(cells((1, 4, 1), (2, 3, 0)), POLICY)
     assert protected.outcome is Outcome.BLOCKED and protected.intervals == ()
 
 

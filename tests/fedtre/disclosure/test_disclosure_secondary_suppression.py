@@ -2,6 +2,8 @@
 
 The adversary (table_adversary.py) is independent of fedtre's method: it bounds each
 withheld value by max-flow feasibility over every table consistent with the release.
+Suppression decides on the true counts, so its tests use rounding base 1 (released =
+true, the adversary's worst case); the noisy default is tested at the end.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from table_adversary import (
     Seen,
@@ -24,22 +26,40 @@ from fedtre.analyses import Outcome, get_analysis
 from fedtre.disclosure import DisclosurePolicy
 from fedtre.disclosure.tables import protect_table, recoverable, table_network
 
-EXACT_ROUNDING = DisclosurePolicy(threshold=10, rounding_base=1)
+EXACT_ROUNDING = DisclosurePolicy(threshold=10, rounding_base=1, perturbation="rounding")
 CROSSTAB = get_analysis("crosstab")
+
+
+def exact(threshold: int = 10, **settings: Any) -> DisclosurePolicy:
+    return DisclosurePolicy(
+        threshold=threshold, rounding_base=1, perturbation="rounding", **settings
+    )
 
 
 def two_way(grid: list[list[int]]) -> dict[tuple[str, str], int]:
     return {(f"r{i}", f"c{j}"): n for i, row in enumerate(grid) for j, n in enumerate(row)}
 
 
+def keyed(cells: dict) -> dict:
+    """Cells with a cell key each (any fixed key: these tests are about suppression)."""
+    return {cell: (n, (37 * i + 11) % 256) for i, (cell, n) in enumerate(cells.items())}
+
+
 def check_grid(grid: list[list[int]], policy: DisclosurePolicy = EXACT_ROUNDING) -> Any:
-    cells = [[r, c, n] for (r, c), n in two_way(grid).items()]
+    cells = [[r, c, n, k] for (r, c), (n, k) in keyed(two_way(grid)).items()]
     params = {"rows": "a", "columns": "b", "margins": True}
     return CROSSTAB.check(params, {"cells": cells}, policy)
 
 
-def assert_protected(payload: dict, cells: dict, threshold: int, *, two: bool = True) -> None:
-    seen = seen_from_payload(payload, two_way=two, all_cells=cells)
+def assert_protected(
+    payload: dict, cells: dict, threshold: int, *, two: bool = True, zeros_ok: bool = False
+) -> None:
+    """No withheld entry can be recovered and no derivable sum is small.
+
+    zeros_ok: zero cells may be released (zeros_disclosive false); the adversary is then
+    granted the zero cells of dropped levels as well.
+    """
+    seen = seen_from_payload(payload, two_way=two, all_cells=cells, zeros_known=zeros_ok)
     truth = truth_entries(cells, two_way=two)
     assert recovered(seen, truth) == []
     assert small_derived_sums(seen, threshold) == []
@@ -60,20 +80,20 @@ def test_a_cell_at_the_threshold_is_released_and_one_below_is_withheld() -> None
 
 
 def test_a_small_row_total_is_withheld_like_a_cell() -> None:
-    protected = protect_table(two_way([[4, 4], [40, 50]]), EXACT_ROUNDING, two_way=True)
+    protected = protect_table(keyed(two_way([[4, 4], [40, 50]])), EXACT_ROUNDING, two_way=True)
     assert protected.row_totals["r0"] is None
     assert protected.why[("row", "r0")] == "threshold"
 
 
 def test_zero_cells_are_withheld_when_disclosive_and_released_otherwise() -> None:
     grid = [[0, 30, 20], [40, 50, 25], [15, 12, 30]]
-    withheld = protect_table(two_way(grid), EXACT_ROUNDING, two_way=True)
+    withheld = protect_table(keyed(two_way(grid)), EXACT_ROUNDING, two_way=True)
     assert withheld.cells[("r0", "c0")] is None and withheld.why[("cell", "r0", "c0")] == "zero"
     assert any(r.rule == "zero_cells" and not r.passed for r in withheld.rules)
 
     released = protect_table(
-        two_way(grid),
-        DisclosurePolicy(threshold=10, rounding_base=1, zeros_disclosive=False),
+        keyed(two_way(grid)),
+        exact(zeros_disclosive=False),
         two_way=True,
     )
     assert released.cells[("r0", "c0")] == 0
@@ -81,7 +101,9 @@ def test_zero_cells_are_withheld_when_disclosive_and_released_otherwise() -> Non
 
 
 def test_a_table_of_fewer_than_threshold_records_is_blocked() -> None:
-    protected = protect_table({("a", None): 5, ("b", None): 4}, EXACT_ROUNDING, two_way=False)
+    protected = protect_table(
+        keyed({("a", None): 5, ("b", None): 4}), EXACT_ROUNDING, two_way=False
+    )
     assert protected.outcome is Outcome.BLOCKED
     assert all(v is None for v in protected.cells.values()) and protected.total is None
 
@@ -92,7 +114,7 @@ def test_a_table_of_fewer_than_threshold_records_is_blocked() -> None:
 def test_one_small_cell_in_a_one_way_table_takes_the_next_smallest_with_it() -> None:
     # a = 3 alone would be total - (b + c); b, the next smallest, goes with it.
     cells = {("a", None): 3, ("b", None): 12, ("c", None): 40}
-    protected = protect_table(cells, EXACT_ROUNDING, two_way=False)
+    protected = protect_table(keyed(cells), EXACT_ROUNDING, two_way=False)
 
     assert protected.cells == {("a", None): None, ("b", None): None, ("c", None): 40}
     assert protected.why[("cell", "b", None)] == "secondary"
@@ -102,7 +124,7 @@ def test_one_small_cell_in_a_one_way_table_takes_the_next_smallest_with_it() -> 
 def test_two_small_cells_whose_sum_is_below_threshold_take_a_third() -> None:
     # 3 + 4 = 7 would be derivable from the total: a count below the threshold
     cells = {("a", None): 3, ("b", None): 4, ("c", None): 12, ("d", None): 40}
-    protected = protect_table(cells, EXACT_ROUNDING, two_way=False)
+    protected = protect_table(keyed(cells), EXACT_ROUNDING, two_way=False)
     assert [k for k, v in protected.cells.items() if v is None] == [
         ("a", None),
         ("b", None),
@@ -112,7 +134,7 @@ def test_two_small_cells_whose_sum_is_below_threshold_take_a_third() -> None:
 
 def test_a_single_small_cell_in_a_two_way_table_is_protected_by_a_rectangle() -> None:
     grid = [[3, 30, 20], [40, 50, 25], [15, 12, 30]]
-    protected = protect_table(two_way(grid), EXACT_ROUNDING, two_way=True)
+    protected = protect_table(keyed(two_way(grid)), EXACT_ROUNDING, two_way=True)
 
     hidden = sorted(k for k, v in protected.cells.items() if v is None)
     # the small cell, the next smallest in its row (20) and column (15), and the corner
@@ -160,7 +182,7 @@ def test_a_two_by_two_table_with_a_small_cell_releases_only_its_margins() -> Non
     # without margins there is nothing left to release
     plain = CROSSTAB.check(
         {"rows": "a", "columns": "b"},
-        {"cells": [[r, c, n] for (r, c), n in two_way([[3, 30], [40, 50]]).items()]},
+        {"cells": [[r, c, n, k] for (r, c), (n, k) in keyed(two_way([[3, 30], [40, 50]])).items()]},
         EXACT_ROUNDING,
     )
     assert plain.outcome is Outcome.BLOCKED and plain.payload["cells"] == []
@@ -192,7 +214,10 @@ def test_a_table_that_cannot_be_protected_is_blocked_whole() -> None:
 
 
 def test_released_margins_are_rounded_after_suppression() -> None:
-    output = check_grid([[12, 31], [40, 53]], DisclosurePolicy(threshold=10, rounding_base=5))
+    output = check_grid(
+        [[12, 31], [40, 53]],
+        DisclosurePolicy(threshold=10, rounding_base=5, perturbation="rounding"),
+    )
     margins = output.payload["margins"]
     assert margins["total"] == 135  # 136 rounded to 5
     assert dict(map(tuple, margins["rows"])) == {"r0": 45, "r1": 95}
@@ -220,7 +245,10 @@ grids = st.integers(1, 4).flatmap(
 def test_no_released_count_is_small_and_no_withheld_value_is_recoverable(
     grid: list[list[int]], threshold: int, zeros: bool
 ) -> None:
-    policy = DisclosurePolicy(threshold=threshold, rounding_base=1, zeros_disclosive=zeros)
+    # Real levels have records: a row or column of zeros is no level of any real table.
+    columns = zip(*grid, strict=True)
+    assume(all(sum(row) > 0 for row in grid) and all(sum(col) > 0 for col in columns))
+    policy = exact(threshold, zeros_disclosive=zeros)
     output = check_grid(grid, policy)
     payload = output.payload
     released = [n for _, _, n in payload["cells"]]
@@ -229,7 +257,7 @@ def test_no_released_count_is_small_and_no_withheld_value_is_recoverable(
         released.append(payload["margins"]["total"])
     assert all(n is None or n >= threshold or (n == 0 and not zeros) for n in released)
     if output.outcome is not Outcome.BLOCKED:
-        assert_protected(payload, two_way(grid), threshold)
+        assert_protected(payload, two_way(grid), threshold, zeros_ok=not zeros)
 
 
 @settings(max_examples=150, deadline=None)
@@ -238,14 +266,14 @@ def test_no_released_count_is_small_and_no_withheld_value_is_recoverable(
     threshold=st.sampled_from([3, 10]),
 )
 def test_one_way_tables_resist_recovery_from_the_total(counts: list[int], threshold: int) -> None:
-    cells = [[f"l{i}", None, n] for i, n in enumerate(counts)]
-    policy = DisclosurePolicy(threshold=threshold, rounding_base=1)
+    cells = [[f"l{i}", None, n, (53 * i) % 256] for i, n in enumerate(counts)]
+    policy = exact(threshold)
     output = CROSSTAB.check({"rows": "a", "margins": True}, {"cells": cells}, policy)
     if output.outcome is Outcome.BLOCKED:
         assert output.payload["cells"] == []
         return
     assert all(n is None or n >= threshold for _, _, n in output.payload["cells"])
-    truth = {(r, c): n for r, c, n in cells}
+    truth = {(r, c): n for r, c, n, _ in cells}
     assert_protected(output.payload, truth, threshold, two=False)
 
 
@@ -284,3 +312,55 @@ def test_rules_never_state_a_withheld_value(threshold: int) -> None:
     output = check_grid([[3, 30], [40, 7]])
     text = " ".join(r.detail for r in output.rules)
     assert " 3 " not in f" {text} " and " 7 " not in f" {text} "
+
+
+# ----------------------------------------------------------------------------- noise
+
+DEFAULT = DisclosurePolicy()
+
+
+@settings(max_examples=100, deadline=None)
+@given(grid=grids)
+def test_under_noise_the_same_entries_are_withheld_and_released_ones_are_close(
+    grid: list[list[int]],
+) -> None:
+    # Suppression decides on the true counts, so the noisy default withholds exactly what
+    # exact release would; each released figure is within D of the truth, >= threshold.
+    cells = keyed(two_way(grid))
+    noisy = protect_table(cells, DEFAULT, two_way=True)
+    plain = protect_table(cells, exact(DEFAULT.threshold), two_way=True)
+    assert set(noisy.why) == set(plain.why)
+    assert noisy.outcome is plain.outcome
+    truth = truth_entries(two_way(grid), two_way=True)
+    released = {("cell", r, c): v for (r, c), v in noisy.cells.items()}
+    released |= {("row", r): v for r, v in noisy.row_totals.items()}
+    released |= {("col", c): v for c, v in noisy.column_totals.items()}
+    for entry, value in released.items():
+        if value is not None:
+            assert abs(value - truth[entry]) <= DEFAULT.noise_deviation
+            assert value >= DEFAULT.threshold
+    if noisy.total is not None:
+        assert abs(noisy.total - sum(map(sum, grid))) <= DEFAULT.noise_deviation
+
+
+def test_a_margin_has_the_cell_key_of_its_cells_combined() -> None:
+    from fedtre.disclosure import release
+    from fedtre.disclosure.cellkey import combine_keys
+
+    cells = keyed(two_way([[30, 40], [50, 60]]))
+    protected = protect_table(cells, DEFAULT, two_way=True)
+    r0_key = combine_keys([cells[("r0", "c0")][1], cells[("r0", "c1")][1]])
+    assert protected.row_totals["r0"] == release.count(70, r0_key, DEFAULT)
+    total_key = combine_keys(k for _, k in cells.values())
+    assert protected.total == release.count(180, total_key, DEFAULT)
+    # the same table twice: the same answer (repeats cannot be averaged)
+    assert protect_table(cells, DEFAULT, two_way=True) == protected
+
+
+def test_the_noisy_table_withholds_the_small_cell_with_its_protection() -> None:
+    grid = [[3, 30, 22], [40, 50, 31], [12, 16, 60]]
+    output = check_grid(grid, DEFAULT)
+    assert output.outcome is Outcome.SUPPRESSED
+    shown = {(r, c): n for r, c, n in output.payload["cells"]}
+    assert shown.get(("r0", "c0")) is None
+    assert sum(n is None for n in shown.values()) + (9 - len(shown)) >= 4  # a rectangle

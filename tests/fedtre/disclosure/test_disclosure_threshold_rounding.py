@@ -24,6 +24,8 @@ from fedtre.disclosure.rules import (
 from fedtre.errors import InvalidRequest
 
 STRICT = DisclosurePolicy(threshold=10, rounding_base=5)
+# Rounding to 5 instead of the default cell-key noise: for the tests of rounding itself.
+ROUNDED = DisclosurePolicy(threshold=10, rounding_base=5, perturbation="rounding")
 SCHEMA = DatasetSchema("clinic", {"ward": "string", "sex": "string", "los": "float"})
 # Ward sizes by construction: a and b fall below the threshold of 10.
 WARD_SIZES = {"a": 3, "b": 7, "c": 12, "d": 23, "e": 40}
@@ -135,24 +137,41 @@ def test_small_count_is_blocked_and_absent_from_the_payload(clinic) -> None:
     assert not any(mentions(r.detail, 7) for r in output.rules)
 
 
-def test_released_count_is_rounded(clinic) -> None:
+def test_released_count_is_rounded_under_the_rounding_policy(clinic) -> None:
     _, source = clinic
-    output = run("count", {"filter": {"col": "ward", "op": "in", "value": ["a", "c"]}}, source)
+    params = {"filter": {"col": "ward", "op": "in", "value": ["a", "c"]}}
+    output = run("count", params, source, ROUNDED)
     assert output.outcome is Outcome.RELEASED
     assert output.payload == {"n": 15}  # 3 + 12 = 15 records
 
 
+def test_released_count_carries_consistent_bounded_noise_by_default(clinic) -> None:
+    _, source = clinic
+    default = DisclosurePolicy()
+    for wards, true_n in ((["a", "c"], 15), (["d", "e"], 63), (["c", "d", "e"], 75)):
+        params = {"filter": {"col": "ward", "op": "in", "value": wards}}
+        output = run("count", params, source, default)
+        n = output.payload["n"]
+        assert output.outcome is Outcome.RELEASED
+        assert abs(n - true_n) <= default.noise_deviation and n >= default.threshold
+        # the same cohort, asked again (and written another way): the same answer
+        assert run("count", params, source, default).payload == {"n": n}
+        reordered = {"filter": {"col": "ward", "op": "in", "value": wards[::-1]}}
+        assert run("count", reordered, source, default).payload == {"n": n}
+    assert any(r.rule == "perturbation" for r in output.rules)
+
+
 def test_crosstab_withholds_small_cells_and_rounds_the_rest(clinic) -> None:
     _, source = clinic
-    output = run("crosstab", {"rows": "ward"}, source)
+    output = run("crosstab", {"rows": "ward"}, source, ROUNDED)
 
     assert output.outcome is Outcome.SUPPRESSED
     cells = {r: n for r, _, n in output.payload["cells"]}
-    # The withheld wards' labels are hidden too: only how many were withheld is said.
+    # The withheld wards' labels are dropped, and nothing says how many were.
     assert cells == {"c": 10, "d": 25, "e": 40}
-    assert output.payload["hidden"] == {"rows": 2}
+    assert "hidden" not in output.payload
     assert not {3.0, 7.0} & set(numbers_in(output.payload))
-    assert all(n % 5 == 0 for n in numbers_in(output.payload) if n != 2)
+    assert all(n % 5 == 0 for n in numbers_in(output.payload))
     failed = [r for r in output.rules if not r.passed]
     assert [r.rule for r in failed] == ["threshold"]
     assert "2 of 5 cells have fewer than 10 records" in failed[0].detail
@@ -167,9 +186,24 @@ def test_crosstab_with_every_cell_small_is_blocked_and_empty(clinic) -> None:
     assert output.payload["cells"] == []
 
 
+def test_crosstab_under_noise_is_close_consistent_and_names_no_withheld_ward(clinic) -> None:
+    _, source = clinic
+    default = DisclosurePolicy()
+    params = {"rows": "ward", "margins": True}
+    output = run("crosstab", params, source, default)
+
+    cells = {r: n for r, _, n in output.payload["cells"]}
+    assert set(cells) == {"c", "d", "e"}
+    for ward, n in cells.items():
+        assert n is None or abs(n - WARD_SIZES[ward]) <= default.noise_deviation
+    assert "'a'" not in repr(output.payload) and "'b'" not in repr(output.payload)
+    assert "hidden" not in output.payload
+    assert run("crosstab", params, source, default).payload == output.payload
+
+
 def test_two_way_crosstab_withholds_cell_by_cell(clinic) -> None:
     df, source = clinic
-    output = run("crosstab", {"rows": "ward", "columns": "sex"}, source)
+    output = run("crosstab", {"rows": "ward", "columns": "sex"}, source, ROUNDED)
     raw = df.groupby(["ward", "sex"]).size()
     secondary = 0
     for r, c, n in output.payload["cells"]:
@@ -182,21 +216,22 @@ def test_two_way_crosstab_withholds_cell_by_cell(clinic) -> None:
             assert n == 5 * int(exact / 5 + 0.5)
     assert output.outcome is Outcome.SUPPRESSED
     rule = next(r for r in output.rules if r.rule == "secondary_suppression")
-    if "hidden" in output.payload:
-        # some secondary cells may sit in hidden levels, out of sight
-        assert secondary == 0 or not rule.passed
-    else:
-        assert rule.passed is (secondary == 0)
+    # some secondary cells may sit in dropped levels, out of sight
+    assert secondary == 0 or not rule.passed
 
 
 def test_summary_withholds_small_groups_whole_and_rounds_n(clinic) -> None:
     df, source = clinic
-    output = run("summary", {"column": "los", "by": "ward"}, source)
+    # Rounding as the TRE's choice, and no magnitude noise: the rules under test alone
+    rounding = DisclosurePolicy(
+        threshold=10, rounding_base=5, perturbation="rounding", magnitude_noise=0
+    )
+    output = run("summary", {"column": "los", "by": "ward"}, source, rounding)
 
     assert output.outcome is Outcome.SUPPRESSED
     groups = {g: rest for g, *rest in output.payload["groups"]}
     assert "a" not in groups and "b" not in groups
-    assert output.payload["hidden"] == {"groups": 2}
+    assert "hidden" not in output.payload  # nor how many groups were withheld
     withheld = df[df.ward.isin(["a", "b"])].groupby("ward").los.agg(["mean", "std"])
     assert not set(withheld.to_numpy().ravel()) & set(numbers_in(output.payload))
     c = df[df.ward == "c"].los
@@ -205,6 +240,16 @@ def test_summary_withholds_small_groups_whole_and_rounds_n(clinic) -> None:
     assert groups["c"][2] == pytest.approx(c.std(ddof=1), rel=1e-12)
     threshold = next(r for r in output.rules if r.rule == "threshold")
     assert not threshold.passed and "2 of 5 groups" in threshold.detail
+
+    # Under the default policy n carries cell-key noise and mean and sd magnitude noise
+    default = run("summary", {"column": "los", "by": "ward"}, source)
+    noisy = {g: rest for g, *rest in default.payload["groups"]}
+    assert set(noisy) == set(groups)
+    for ward, (n, mean, _) in noisy.items():
+        values = df[df.ward == ward].los
+        assert abs(n - len(values)) <= STRICT.noise_deviation
+        bound = STRICT.magnitude_noise * values.abs().max() / len(values)
+        assert abs(mean - values.mean()) <= bound
 
 
 def test_ungrouped_summary_below_threshold_is_blocked(clinic) -> None:
