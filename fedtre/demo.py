@@ -5,8 +5,8 @@ token; the admin creates a researcher and an approver (each with their own API t
 and a project naming the TREs, the dataset and the analyses it may use. The researcher
 submits each analysis, the approver approves it, the coordinator signs the approved
 tasks, the agents verify the signature, run the task on their own cohorts with the
-default disclosure policy (threshold 10, rounding to 5), and the combined result is
-printed with each TRE's outcome.
+default disclosure policy (threshold 10; counts carry the cell-key method's small,
+consistent noise), and the combined result is printed with each TRE's outcome.
 """
 
 from __future__ import annotations
@@ -98,7 +98,12 @@ def run_demo(
         with Client(api_address, home / "people" / "admin") as admin:
             tokens = _set_up_governance(admin, node_ids, say)
             wait_for_nodes(admin, node_ids, processes, home)
-        say(f"agents online: {', '.join(node_ids)}\n")
+        say(f"agents online: {', '.join(node_ids)}")
+        say(
+            "disclosure control: default policy; counts below 10 withheld, every released "
+            "count carries small consistent noise (at most +-3), so totals differ slightly "
+            "from the exact ones\n"
+        )
 
         ca = home / "pki" / "ca" / "ca.pem"
         results = []

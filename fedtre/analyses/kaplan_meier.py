@@ -100,9 +100,10 @@ MAX_GROUPS = 50
 # A node's non-empty (group, grid interval) cells it will read; finer grids are refused.
 MAX_CELLS = 200_000
 GRID_RULE = "grid"
+_CELL_TOLERANCE = 1e-9
 Kind = release.Kind
 # One pooled row: (time, at risk, events, censored); time inf is the open last interval.
-Row = tuple[float, int, int, int]
+Row = tuple[float, float, float, float, float, float]
 # One node's released interval: (start, end, at risk, events, censored); -inf/inf open.
 Interval = tuple[float, float, int, int, int]
 
@@ -314,7 +315,9 @@ class KaplanMeierAnalysis(Analysis):
         p = self.validate(params)
         part = partition(outputs)
         released: dict[str | None, dict[str, list[Interval]]] = {}
+        widths: dict[str, float] = {}
         for node, payload in part.included.items():
+            widths[node] = _width(payload, node)
             for label, intervals in as_rows(payload, "groups", 2, node):
                 label = as_label(label, node, "a group label")
                 released.setdefault(label, {})[node] = _intervals(intervals, node)
@@ -336,10 +339,13 @@ class KaplanMeierAnalysis(Analysis):
                 groups.append([label, None])
                 continue
             curves[label] = released[label]
-            groups.append([label, kaplan_meier_curve(pool_intervals(released[label].values()))])
+            nodes = [(iv, widths[node]) for node, iv in released[label].items()]
+            groups.append([label, kaplan_meier_curve(pool_intervals(nodes))])
         logrank = None
         if p["by"] is not None and len(curves) >= 2 and not withheld:
-            logrank = logrank_test([list(c.values()) for c in curves.values()])
+            logrank = logrank_test(
+                [[(iv, widths[node]) for node, iv in c.items()] for c in curves.values()]
+            )
         return {
             "time": p["time"],
             "event": p["event"],
@@ -412,6 +418,13 @@ class KaplanMeierAnalysis(Analysis):
         return frame
 
 
+def _width(payload: Mapping[str, Any], node: str) -> float:
+    width = as_float(payload.get("width"), node, "the width")
+    if width is None or not width > 0:
+        raise malformed(node, "the width is not a positive number")
+    return width
+
+
 def _intervals(value: Any, node: str) -> list[Interval]:
     """Read one group's released intervals: bounds increasing, only the outer ones open."""
     if not isinstance(value, list) or not value:
@@ -437,42 +450,90 @@ def _intervals(value: Any, node: str) -> list[Interval]:
     return out
 
 
-def pool_intervals(nodes: Any, times: Sequence[float] | None = None) -> list[Row]:
-    """Return the pooled (time, at risk, events, censored) rows of the nodes' intervals.
+def _merged(intervals: Sequence[Interval], width: float) -> bool:
+    """Whether a node's release of a group shows merging: an interval with two finite
+    bounds that is wider than one grid cell and not empty, or no such interval at all."""
+    inner = [iv for iv in intervals if math.isfinite(iv[0]) and math.isfinite(iv[1])]
+    return not inner or any(
+        b - a > width * (1 + _CELL_TOLERANCE) and d + c > 0 for a, b, _, d, c in inner
+    )
 
-    Each node's events and censorings sit at their interval's end (inf: the open last
-    interval, after every released time); its number at risk at a time is the released
-    number at risk of its interval that contains the time. times: the times to pool at
-    (default: every interval end of these nodes).
-    """
-    tables = [list(intervals) for intervals in nodes]
+
+def _span(a: float, b: float, width: float, merged: bool) -> tuple[float, float] | None:
+    """Where an interval's records are: None for at its end (the end of follow-up for the
+    open last one), else the span (s, e] they are spread over uniformly in time."""
+    if not merged or b - a <= width * (1 + _CELL_TOLERANCE):
+        return None
+    if math.isinf(b):
+        return (a, b)
+    if math.isinf(a):
+        return (0.0, b) if b > width * (1 + _CELL_TOLERANCE) else None
+    return (a, b)
+
+
+def pool_intervals(nodes: Any, times: Sequence[float] | None = None) -> list[Row]:
+    """Return the pooled rows (time, at risk, spread events, spread censorings, events,
+    censorings) of the nodes' intervals; nodes: (intervals, width) pairs."""
+    tables = [(list(ivs), float(w), _merged(ivs, float(w))) for ivs, w in nodes]
     if times is None:
-        times = sorted({b for intervals in tables for _, b, *_ in intervals})
+        times = sorted(
+            {b for intervals, *_ in tables for _, b, *_ in intervals if math.isfinite(b)}
+        )
     rows: list[Row] = []
-    for tau in times:
-        n = d = c = 0
-        for intervals in tables:
-            for _a, b, at_risk, events, censored in intervals:
-                if b >= tau:
+    previous = -math.inf
+    for tau in [*times, math.inf]:
+        n = ds = cs = dp = cp = 0.0
+        for intervals, width, merged in tables:
+            for a, b, at_risk, events, censored in intervals:
+                if b < tau:
+                    continue
+                span = _span(a, b, width, merged)
+                if span is None:
                     n += at_risk
                     if b == tau:
-                        d += events
-                        c += censored
-                    break
-        rows.append((tau, n, d, c))
+                        dp += events
+                        cp += censored
+                elif math.isinf(span[1]):  # spread over the open last interval
+                    n += at_risk
+                    if b == tau:
+                        ds += events
+                        cs += censored
+                else:
+                    s, e = span
+                    lo = min(1.0, max(0.0, (previous - s) / (e - s)))
+                    hi = min(1.0, max(0.0, (tau - s) / (e - s)))
+                    n += at_risk - (events + censored) * lo
+                    ds += events * (hi - lo)
+                    cs += censored * (hi - lo)
+                break
+        rows.append((tau, n, ds, cs, dp, cp))
+        previous = tau
     return rows
 
 
+def _steps(row: Row) -> list[tuple[float, float]]:
+    """The (at risk, events) steps of a pooled row: the spread counts with the actuarial
+    correction, then the counts at the row's time."""
+    _, n, ds, cs, dp, _ = row
+    return [(n - cs / 2.0, ds), (n - ds - cs, dp)]
+
+
 def kaplan_meier_curve(table: Sequence[Row]) -> dict[str, Any]:
-    """Return the Kaplan-Meier estimate of pooled rows (see the module docstring)."""
+    """Return the estimate of pooled rows (see the module docstring)."""
     survival = 1.0
     greenwood = 0.0
     rows: list[list[Any]] = []
     median = None
-    for t, n, d, c in table:
-        if d > 0 and n > 0:
-            survival *= max(0.0, 1.0 - d / n)
-            greenwood = greenwood + d / (n * (n - d)) if n > d else math.inf
+    for row in table:
+        t, n, ds, cs, dp, cp = row
+        if ds + cs + dp + cp <= 0 and math.isfinite(t):
+            continue
+        for at_risk, d in _steps(row):
+            if d > 0 and at_risk > 0:
+                survival *= max(0.0, 1.0 - d / at_risk)
+                greenwood = (
+                    greenwood + d / (at_risk * (at_risk - d)) if at_risk > d else math.inf
+                )
         se = survival * math.sqrt(greenwood) if survival > 0 and math.isfinite(greenwood) else None
         lower = upper = None
         if 0.0 < survival < 1.0 and math.isfinite(greenwood):
@@ -484,33 +545,42 @@ def kaplan_meier_curve(table: Sequence[Row]) -> dict[str, Any]:
         time = t if math.isfinite(t) else None
         if median is None and survival <= 0.5 and time is not None:
             median = time
-        rows.append([time, n, d, c, finite_or_none(survival), _f(se), _f(lower), _f(upper)])
+        rows.append(
+            [time, _n(n), _n(ds + dp), _n(cs + cp), finite_or_none(survival), _f(se), _f(lower),
+             _f(upper)]
+        )
     return {
-        "n": table[0][1] if table else 0,
-        "events": sum(d for _, _, d, _ in table),
+        "n": _n(table[0][1]) if table else 0,
+        "events": _n(sum(r[2] + r[4] for r in table)),
         "median": median,
         "table": rows,
     }
+
+
+def _n(value: float) -> int | float:
+    """A pooled count: whole where nothing is spread, else to 2 decimals."""
+    whole = round(value)
+    return int(whole) if abs(value - whole) < 1e-6 else round(value, 2)
 
 
 def _f(value: float | None) -> float | None:
     return None if value is None else finite_or_none(value)
 
 
-def logrank_test(groups: Sequence[Sequence[Sequence[Interval]]]) -> dict[str, Any]:
-    """Return the log-rank test across groups (each: its nodes' released intervals)."""
+def logrank_test(groups: Sequence[Sequence[tuple[Sequence[Interval], float]]]) -> dict[str, Any]:
+    """Return the log-rank test across groups (each: its nodes' (intervals, width))."""
     from scipy import stats
 
     times = sorted(
-        {b for nodes in groups for intervals in nodes for _, b, _, d, _ in intervals if d > 0}
+        {b for nodes in groups for intervals, _ in nodes for _, b, *_ in intervals if math.isfinite(b)}
     )
     count = len(groups)
-    events = np.zeros((count, len(times)))
-    at_risk = np.zeros((count, len(times)))
-    for g, nodes in enumerate(groups):
-        for i, (_, n, d, _) in enumerate(pool_intervals(nodes, times)):
-            at_risk[g, i] = n
-            events[g, i] = d
+    tables = [pool_intervals(nodes, times) for nodes in groups]
+    steps = [[s for row in table for s in _steps(row)] for table in tables]
+    at_risk = np.array([[r for r, _ in g] for g in steps], dtype=float)
+    events = np.array([[d for _, d in g] for g in steps], dtype=float)
+    keep = events.sum(axis=0) > 0
+    at_risk, events = np.maximum(at_risk[:, keep], 0.0), events[:, keep]
     n = at_risk.sum(axis=0)
     d = events.sum(axis=0)
     observed = events.sum(axis=1)

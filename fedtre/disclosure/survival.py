@@ -76,9 +76,11 @@ class _Run:
     censored: int
     event_key: int
     censored_key: int
+    first: int  # the first non-empty grid cell
 
     def join(self, other: _Run) -> None:
         self.end = max(self.end, other.end)
+        self.first = min(self.first, other.first)
         self.events += other.events
         self.censored += other.censored
         self.event_key = cellkey.combine_keys([self.event_key, other.event_key])
@@ -96,7 +98,9 @@ def protect_survival_table(
     runs: list[_Run] = []
     current: _Run | None = None
     for cell in sorted(cells, key=lambda c: c.index):
-        run = _Run(cell.index, cell.events, cell.censored, cell.event_key, cell.censored_key)
+        run = _Run(
+            cell.index, cell.events, cell.censored, cell.event_key, cell.censored_key, cell.index
+        )
         if current is None:
             current = run
         else:
@@ -155,6 +159,11 @@ def _release(runs: list[_Run], policy: DisclosurePolicy) -> list[SurvivalInterva
                 break
             start = runs[i - 1].end if i > 0 else None
             end = run.end if i < len(runs) - 1 else None
+            if start is not None and run.first - 1 > start and not policy.zeros_disclosive:
+                # the empty grid intervals before the run: nobody's time ends there
+                zero = release.count(0, 0, policy, zero_ok=True)
+                released.append(SurvivalInterval(start, run.first - 1, n, zero, zero))
+                start = run.first - 1
             released.append(SurvivalInterval(start, end, n, d, c))
             at_risk -= run.events + run.censored
             risk_key = cellkey.combine_keys([risk_key, -run.event_key, -run.censored_key])
