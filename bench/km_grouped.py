@@ -15,6 +15,12 @@ open last row) against lifelines' Kaplan-Meier of the pooled records at the last
 the largest absolute difference from lifelines' curve over the released times, and the
 log-rank chi-squared against lifelines' multivariate_logrank_test. Mean and range over
 the seeds follow the first seed's figures.
+
+Before the life-table estimator (each node's merged interval's records at the interval's
+end, pooled as Kaplan-Meier), the same command printed for the default policy:
+arm no: end 0.490 (s0), mean 0.471, range 0.457-0.490, max deviation 0.146 (s0), mean
+0.137, max 0.169; arm yes: end 0.586, mean 0.582, range 0.560-0.601, max deviation
+0.160, mean 0.150, max 0.174; log-rank chi2 14.5 (s0), mean 17.1, range 10.1-23.6.
 """
 
 from __future__ import annotations
@@ -90,9 +96,7 @@ def reference(frame: pd.DataFrame) -> dict[str, Any]:
     from lifelines import KaplanMeierFitter
     from lifelines.statistics import multivariate_logrank_test
 
-    fits = {
-        label: KaplanMeierFitter().fit(g.time, g.cens) for label, g in frame.groupby("horTh")
-    }
+    fits = {label: KaplanMeierFitter().fit(g.time, g.cens) for label, g in frame.groupby("horTh")}
     test = multivariate_logrank_test(frame.time, frame.horTh, frame.cens)
     return {"fits": fits, "chi2": float(test.test_statistic)}
 
@@ -124,8 +128,10 @@ def main() -> None:
     frame = gbsg2()
     ref = reference(frame)
     print(f"$ {COMMAND} --seeds {args.seeds} --grid {args.grid:g}")
-    print(f"GBSG2: {len(frame)} patients, {int(frame.cens.sum())} events, 3 nodes, "
-          f"grid {args.grid:g} day(s)")
+    print(
+        f"GBSG2: {len(frame)} patients, {int(frame.cens.sum())} events, 3 nodes, "
+        f"grid {args.grid:g} day(s)"
+    )
     ends = ", ".join(
         f"{label} {ref['fits'][label].survival_function_.iloc[-1, 0]:.3f}" for label in ref["fits"]
     )
@@ -137,8 +143,10 @@ def main() -> None:
                 for s in range(args.seeds)
             ]
             print(f"\npolicy {name}:")
-            print(f"  {'arm':<5} {'end s0':>8} {'end mean':>9} {'end range':>15} "
-                  f"{'maxdev s0':>10} {'maxdev mean':>12} {'maxdev max':>11} {'rows s0':>8}")
+            print(
+                f"  {'arm':<5} {'end s0':>8} {'end mean':>9} {'end range':>15} "
+                f"{'maxdev s0':>10} {'maxdev mean':>12} {'maxdev max':>11} {'rows s0':>8}"
+            )
             for label in ref["fits"]:
                 arm = [r["arms"][label] for r in runs]
                 e = [a["end"] for a in arm]
@@ -149,8 +157,10 @@ def main() -> None:
                     f"{max(m):>11.4f} {arm[0]['rows']:>8}"
                 )
             c = [r["chi2"] for r in runs]
-            print(f"  log-rank chi2: s0 {c[0]:.3f}, mean {np.mean(c):.3f}, "
-                  f"range {min(c):.3f}-{max(c):.3f} (lifelines {ref['chi2']:.3f})")
+            print(
+                f"  log-rank chi2: s0 {c[0]:.3f}, mean {np.mean(c):.3f}, "
+                f"range {min(c):.3f}-{max(c):.3f} (lifelines {ref['chi2']:.3f})"
+            )
 
 
 if __name__ == "__main__":

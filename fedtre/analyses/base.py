@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -95,6 +95,21 @@ class NodeOutput:
     payload: dict[str, Any]
     rules: tuple[RuleResult, ...] = field(default_factory=tuple)
     error: str = ""
+
+
+def by_groupings(by: str | None) -> list[tuple[str, ...]]:
+    """Return the groupings of an output with one group per level of `by` (none: [])."""
+    return [(by,)] if by else []
+
+
+def released_by_groups(
+    by: str | None, groups: Sequence[Sequence[Any]]
+) -> set[tuple[tuple[str, ...], tuple[str | None, ...]]]:
+    """Return the released groups of a payload's [label, value, ...] rows (value null:
+    withheld), as Analysis.released_groups does, for an output grouped by `by`."""
+    if not by:
+        return set()
+    return {((by,), (g[0],)) for g in groups if g[1] is not None}
 
 
 class Analysis(ABC):

@@ -141,7 +141,7 @@ class CrosstabAnalysis(Analysis):
         rows, columns = p["rows"], p["columns"]
         if columns is None:
             return {((rows,), (c[0],)) for c in payload.get("cells", []) if c[2] is not None}
-        found = {
+        found: set[tuple[tuple[str, ...], tuple[str | None, ...]]] = {
             ((rows, columns), (c[0], c[1])) for c in payload.get("cells", []) if c[2] is not None
         }
         margins = payload.get("margins") or {}

@@ -46,6 +46,17 @@ from fedtre.errors import InvalidRequest
 INTERCEPT = "Intercept"
 NUMERIC = "numeric"
 CATEGORICAL = "categorical"
+
+# The kinds of a model payload's design report (released_fields of linear_regression and
+# glm): the researcher's covariate specs, and the levels each node's data has.
+DESIGN_FIELDS = {
+    "covariates.*.0": "parameter",
+    "covariates.*.1": "parameter",
+    "covariates.*.2": "parameter",
+    "covariates.*.3.*": "label",
+    "basis.*.0": "parameter",
+    "basis.*.1": "label",
+}
 MAX_COVARIATES = 100
 MAX_LEVELS = 200
 _FORCED = re.compile(r"^C\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*\)$")

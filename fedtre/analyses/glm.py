@@ -81,6 +81,7 @@ from fedtre.analyses.base import (
 )
 from fedtre.analyses.design import (
     CATEGORICAL,
+    DESIGN_FIELDS,
     GlobalDesign,
     as_matrix,
     as_vector,
@@ -183,12 +184,7 @@ class GlmAnalysis(IterativeAnalysis):
     # The payload of every round (round 1 and later ones have the same shape).
     released_fields = {
         "n": Kind.COUNT,
-        "covariates.*.0": Kind.PARAMETER,
-        "covariates.*.1": Kind.PARAMETER,
-        "covariates.*.2": Kind.PARAMETER,
-        "covariates.*.3.*": Kind.LABEL,
-        "basis.*.0": Kind.PARAMETER,
-        "basis.*.1": Kind.LABEL,
+        **{path: Kind(kind) for path, kind in DESIGN_FIELDS.items()},
         "xtwx.*.*": Kind.MODEL,
         "xtwz.*": Kind.MODEL,
         "deviance": Kind.MODEL,

@@ -64,6 +64,7 @@ from fedtre.analyses.base import (
 )
 from fedtre.analyses.design import (
     CATEGORICAL,
+    DESIGN_FIELDS,
     CrossProducts,
     as_matrix,
     as_vector,
@@ -117,12 +118,7 @@ class LinearRegressionAnalysis(Analysis):
     released_fields = {
         "n": Kind.COUNT,
         "n_model": Kind.MODEL,
-        "covariates.*.0": Kind.PARAMETER,
-        "covariates.*.1": Kind.PARAMETER,
-        "covariates.*.2": Kind.PARAMETER,
-        "covariates.*.3.*": Kind.LABEL,
-        "basis.*.0": Kind.PARAMETER,
-        "basis.*.1": Kind.LABEL,
+        **{path: Kind(kind) for path, kind in DESIGN_FIELDS.items()},
         "means.*": Kind.MODEL,
         "cross.*.*": Kind.MODEL,
     }

@@ -75,6 +75,8 @@ from fedtre.analyses.base import (
     NodeOutput,
     Outcome,
     RuleResult,
+    by_groupings,
+    released_by_groups,
 )
 from fedtre.analyses.contributors import PER_GROUP_MAX, top_values_by_group
 from fedtre.analyses.design import complete_cases
@@ -199,17 +201,13 @@ class SummaryAnalysis(Analysis):
 
     def groupings(self, params: Mapping[str, Any]) -> list[tuple[str, ...]]:
         """The `by` column: each group's records are remembered like a cohort."""
-        by = self.validate(params)["by"]
-        return [(by,)] if by else []
+        return by_groupings(self.validate(params)["by"])
 
     def released_groups(
         self, params: Mapping[str, Any], payload: Mapping[str, Any]
     ) -> set[tuple[tuple[str, ...], tuple[str | None, ...]]]:
         """The groups whose n the payload releases."""
-        by = self.validate(params)["by"]
-        if not by:
-            return set()
-        return {((by,), (g[0],)) for g in payload.get("groups", []) if g[1] is not None}
+        return released_by_groups(self.validate(params)["by"], payload.get("groups", []))
 
     def schema_problems(self, params: Mapping[str, Any], schema: DatasetSchema) -> list[str]:
         p = self.validate(params)

@@ -174,21 +174,21 @@ def measure_cohort(
     count = sa.select(sa.func.count()).select_from(table)
     if universe_filter is not None:
         count = count.where(compile_filter(universe_filter, table))
+    all_groupings = [(), *(tuple(g) for g in groupings)]
     with source.engine.connect() as conn:
         universe = int(conn.execute(count).scalar_one())
-        whole = _sketches(conn, table, rid, where, ())
-        groups: list[DescribedSet] = []
-        for grouping in groupings:
-            for label, (size, sketch) in _sketches(
-                conn, table, rid, where, tuple(grouping)
-            ).items():
-                atoms = [_level_atom(c, v) for c, v in zip(grouping, label, strict=True)]
-                labels = tuple(
-                    category_label(v, source.schema.columns.get(c, "string"))
-                    for c, v in zip(grouping, label, strict=True)
-                )
-                predicate = canonical_predicate(question, atoms)
-                groups.append(DescribedSet(size, sketch, predicate, tuple(grouping), labels))
+        found = _sketches(conn, table, rid, where, all_groupings)
+    groups: list[DescribedSet] = []
+    for gid, grouping in enumerate(all_groupings[1:], start=1):
+        for label, (size, sketch) in found.get(gid, {}).items():
+            atoms = [_level_atom(c, v) for c, v in zip(grouping, label, strict=True)]
+            labels = tuple(
+                category_label(v, source.schema.columns.get(c, "string"))
+                for c, v in zip(grouping, label, strict=True)
+            )
+            predicate = canonical_predicate(question, atoms)
+            groups.append(DescribedSet(size, sketch, predicate, grouping, labels))
+    whole = found.get(0, {})
     size, sketch = whole.get((), (0, _empty()))
     return Cohort(
         size=size,
@@ -267,43 +267,80 @@ def _sketches(
     table: sa.FromClause,
     rid: Any,
     where: Any,
-    grouping: tuple[str, ...],
-) -> dict[tuple[Any, ...], tuple[int, np.ndarray]]:
-    """Return {group label: (size, sketch)} for one grouping (() for the whole cohort)."""
-    inner = sa.select(
-        rid.label("rid"), *(table.c[c].label(f"g{i}") for i, c in enumerate(grouping))
-    )
+    groupings: Sequence[tuple[str, ...]],
+) -> dict[int, dict[tuple[Any, ...], tuple[int, np.ndarray]]]:
+    """Return {grouping index: {group label: (size, sketch)}} in one statement.
+
+    The cohort's records are read once into a materialised CTE holding each record's id,
+    its cell in every part, its check hash and its group columns (so the id's hash runs
+    once per record); one GROUP BY over the union of (grouping, part) then fills every
+    sketch. () as a grouping is the whole cohort.
+    """
+    columns = list(dict.fromkeys(c for g in groupings for c in g))
+    slot = {c: f"g{i}" for i, c in enumerate(columns)}
+    ids = sa.select(
+        sa.cast(rid, sa.BigInteger).label("rid"),
+        *(table.c[c].label(slot[c]) for c in columns),
+    ).select_from(table)
     if where is not None:
-        inner = inner.where(where)
-    records = inner.subquery("records")
-    labels = [records.c[f"g{i}"] for i in range(len(grouping))]
-    parts = [
-        sa.select(
-            sa.literal(p, sa.Integer).label("part"),
-            (_hash_sql(records.c.rid, p) % CELLS).label("cell"),
-            sa.cast(records.c.rid, sa.BigInteger).label("rid"),
-            _hash_sql(records.c.rid, PARTS).label("chk"),
-            *labels,
-        )
-        for p in range(PARTS)
-    ]
+        ids = ids.where(where)
+    with_ids = ids.subquery("ids")
+    inner = sa.select(
+        with_ids.c.rid,
+        *(_hash_sql(with_ids.c.rid, p).label(f"h{p}") for p in range(PARTS + 1)),
+        *(with_ids.c[slot[c]] for c in columns),
+    )
+    records = inner.cte("records").prefix_with("MATERIALIZED")
+    # Each grouping has label columns of its own (one type each, NULL elsewhere), so the
+    # union never mixes a text column with a number.
+    names = [[f"l{gid}_{i}" for i in range(len(g))] for gid, g in enumerate(groupings)]
+    parts = []
+    for gid in range(len(groupings)):
+        labels = [
+            (
+                records.c[slot[c]]
+                if other == gid
+                else sa.cast(sa.null(), table.c[c].type)  # typed: PostgreSQL's UNION
+            ).label(name)
+            for other, (g, ns) in enumerate(zip(groupings, names, strict=True))
+            for c, name in zip(g, ns, strict=True)
+        ]
+        for p in range(PARTS):
+            parts.append(
+                sa.select(
+                    sa.literal(gid, sa.Integer).label("gid"),
+                    sa.literal(p, sa.Integer).label("part"),
+                    (records.c[f"h{p}"] % CELLS).label("cell"),
+                    records.c.rid,
+                    records.c[f"h{PARTS}"].label("chk"),
+                    *labels,
+                )
+            )
     union = sa.union_all(*parts).subquery("cells")
-    group_cols = [union.c[f"g{i}"] for i in range(len(grouping))]
+    label_cols = [union.c[name] for ns in names for name in ns]
     query = sa.select(
-        *group_cols,
+        union.c.gid,
+        *label_cols,
         union.c.part,
         union.c.cell,
         sa.func.count(),
         sa.func.sum(union.c.rid),
         sa.func.sum(union.c.chk),
-    ).group_by(*group_cols, union.c.part, union.c.cell)
-    found: dict[tuple[Any, ...], np.ndarray] = {}
+    ).group_by(union.c.gid, *label_cols, union.c.part, union.c.cell)
+    offsets = [sum(len(ns) for ns in names[:gid]) for gid in range(len(groupings))]
+    width = len(label_cols)
+    found: dict[int, dict[tuple[Any, ...], np.ndarray]] = {}
     for row in conn.execute(query):
-        label = tuple(row[: len(grouping)])
-        part, cell, n, ids, chk = row[len(grouping) :]
-        sketch = found.setdefault(label, _empty())
+        gid = int(row[0])
+        start = 1 + offsets[gid]
+        label = tuple(row[start : start + len(groupings[gid])])
+        part, cell, n, ids, chk = row[1 + width :]
+        sketch = found.setdefault(gid, {}).setdefault(label, _empty())
         sketch[int(part), int(cell)] = (int(n), int(ids) % ID_PRIME, int(chk) % ID_PRIME)
-    return {label: (int(s[0, :, 0].sum()), s) for label, s in found.items()}
+    return {
+        gid: {label: (int(s[0, :, 0].sum()), s) for label, s in by_label.items()}
+        for gid, by_label in found.items()
+    }
 
 
 def symmetric_difference(a: np.ndarray, b: np.ndarray, *, limit: int) -> int | None:

@@ -10,7 +10,11 @@ protect_survival_table merges consecutive grid intervals, on their TRUE counts, 
 every interval the events are at least the threshold (or 0, where zeros are not
 disclosive) and the censorings are 0 or at least the threshold; what cannot form such an
 interval at the end is merged back into the last one. Empty grid intervals join the next
-non-empty one. Then:
+non-empty one, except where zeros are not disclosive: there a stretch of empty grid
+intervals between two released intervals is released as an interval of its own, with
+no events and no censorings, so that an interval wider than one grid cell always means
+merged records (the coordinator spreads those over it: fedtre.analyses.kaplan_meier).
+The first interval keeps its leading empty cells (its start is open). Then:
 
 - interval bounds are grid points (the caller releases them with release.bound);
 - the first interval's start and the last interval's end are open (never released): the
@@ -162,6 +166,7 @@ def _release(runs: list[_Run], policy: DisclosurePolicy) -> list[SurvivalInterva
             if start is not None and run.first - 1 > start and not policy.zeros_disclosive:
                 # the empty grid intervals before the run: nobody's time ends there
                 zero = release.count(0, 0, policy, zero_ok=True)
+                assert zero is not None  # a zero the analysis may show always leaves
                 released.append(SurvivalInterval(start, run.first - 1, n, zero, zero))
                 start = run.first - 1
             released.append(SurvivalInterval(start, end, n, d, c))

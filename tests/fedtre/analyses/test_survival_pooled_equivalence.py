@@ -244,34 +244,70 @@ def test_default_policy_counts_are_near_the_true_ones_and_consistent(network) ->
                 assert true[1] >= policy.threshold  # zeros are disclosive by default
 
 
-def test_default_policy_curve_is_the_grouped_estimate_up_to_noise(network) -> None:
+def max_deviation(curve: dict[str, Any], group: pd.DataFrame, time: str, event: str) -> float:
+    """The largest |released survival - lifelines' pooled Kaplan-Meier| at released times."""
+    kmf = KaplanMeierFitter().fit(group[time], group[event])
+    rows = [r for r in curve["table"] if r[0] is not None]
+    ours = np.array([r[4] for r in rows])
+    return float(np.max(np.abs(ours - kmf.survival_function_at_times([r[0] for r in rows]))))
+
+
+def test_default_policy_curve_is_near_the_pooled_estimate(network) -> None:
     # Given the default policy: nodes merge grid intervals, counts carry noise
-    _, parts, nodes = network
+    pooled, _, nodes = network
     params = {"time": "time", "event": "died", "by": "arm"}
-    policy = DisclosurePolicy()
-    outputs = {node: run_node(KM, params, source, policy) for node, source in nodes.items()}
 
     # When the coordinator combines them
-    result = KM.combine(KM.validate(params), outputs)
+    result = run_federated(KM, params, nodes, DisclosurePolicy())
 
-    # Then each curve is, up to the noise, lifelines' Kaplan-Meier of the records moved
-    # to the end of the interval their node released them in (the open last one: after
-    # every released time)
-    moved = []
-    for node, part in zip(nodes, parts, strict=True):
-        for label, intervals in outputs[node].payload["groups"]:
-            group = part[part.arm == label]
-            ends = np.array([np.inf if iv[1] is None else iv[1] for iv in intervals])
-            which = np.searchsorted(ends, group.time.to_numpy() - 1e-9, side="left")
-            moved.append(group.assign(time=np.where(np.isinf(ends[which]), 1e6, ends[which])))
-    grouped = pd.concat(moved)
+    # Then each curve is near lifelines' Kaplan-Meier of the pooled records at every
+    # released time (measured here: 0.10, 0.02, 0.14 for arms a, b, c; each arm has 2 to 4
+    # released times, its records spread over merged intervals of years)
     for label, curve in result["groups"]:
-        group = grouped[grouped.arm == label]
-        kmf = KaplanMeierFitter().fit(group.time, group.died)
-        for t, _n, _d, _c, s, *_ in curve["table"]:
-            expected = kmf.survival_function_at_times(1e6 if t is None else t).iloc[0]
-            # each released count is within D = 3 of its truth
-            assert s == pytest.approx(float(expected), abs=0.06)
+        assert max_deviation(curve, pooled[pooled.arm == label], "time", "died") <= 0.15, label
+
+
+GBSG2_SCHEMA = DatasetSchema(
+    name="gbsg2",
+    columns={"time": "float", "cens": "integer", "horTh": "string"},
+    grids={"time": 1.0},
+)
+
+
+def test_default_policy_on_gbsg2_is_near_lifelines(tmp_path: Path) -> None:
+    """GBSG2 (lifelines' copy, 686 patients, early censorings) over three nodes at random.
+
+    Measured over 10 random splits (bench/km_grouped.py): the largest deviation from
+    lifelines at the released times averages 0.036 (arm no) and 0.057 (arm yes), at most
+    0.13; the curve's end (the open last row) is within 0.18 of lifelines' (the records of
+    a node's open last interval are spread over it: their times are not released). Before
+    (each merged interval's records at its end): 0.14 and 0.15 on average, ends 0.26 off.
+    """
+    from lifelines.datasets import load_gbsg2
+
+    data = load_gbsg2()
+    frame = pd.DataFrame({"time": data.time.astype(float), "cens": data.cens, "horTh": data.horTh})
+    params = {"time": "time", "event": "cens", "by": "horTh"}
+    deviations: dict[str, list[float]] = {"no": [], "yes": []}
+    for seed in range(5):
+        node = np.random.default_rng(seed).integers(0, 3, len(frame))
+        sources = {
+            f"tre-{i}": make_source(
+                tmp_path / f"s{seed}-{i}.db", frame[node == i].reset_index(drop=True), GBSG2_SCHEMA
+            )
+            for i in range(3)
+        }
+        result = run_federated(KM, params, sources, DisclosurePolicy())
+        for source in sources.values():
+            source.engine.dispose()
+        for label, curve in result["groups"]:
+            group = frame[frame.horTh == label]
+            deviations[label].append(max_deviation(curve, group, "time", "cens"))
+            end = KaplanMeierFitter().fit(group.time, group.cens).survival_function_.iloc[-1, 0]
+            assert abs(curve["table"][-1][4] - end) <= 0.2, (seed, label)
+    for label, found in deviations.items():
+        assert max(found) <= 0.15, label
+        assert np.mean(found) <= 0.08, label
 
 
 def test_a_small_group_is_left_out_unnamed(tmp_path: Path) -> None:

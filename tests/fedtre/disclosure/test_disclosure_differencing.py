@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from fedtre.analyses import DataSource
+from fedtre.analyses import DatasetSchema, DataSource
 from fedtre.disclosure import DisclosurePolicy
 from fedtre.disclosure.cellkey import ID_PRIME, keyed_source
 from fedtre.disclosure.differencing import (
@@ -192,3 +192,50 @@ def test_the_rules_never_state_a_count() -> None:
     cohort = Cohort(7, 40, True, "key:x", sketch_of_ids(range(1, 8)))
     assert "7" not in cohort_size_rule(cohort, POLICY).detail
     assert "3" not in differencing_rule(3, POLICY).detail
+
+
+@pytest.mark.parametrize("engine_kind", ["duckdb", "postgresql"])
+def test_every_engine_sketches_the_same_records_alike(
+    engine_kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    # Given one table of a text and an integer column in SQLite and in another engine
+    frame = pd.DataFrame({"smoking": ["a", "b", "c", None] * 30, "diabetes": [0, 1, 1] * 40})
+    columns = {"smoking": "string", "diabetes": "integer"}
+    urls = {
+        "sqlite": f"sqlite:///{tmp_path / 'a.sqlite'}",
+        "duckdb": "duckdb:///:memory:",
+        "postgresql": request.getfixturevalue("pg_url") if engine_kind == "postgresql" else "",
+    }
+    measured = []
+    for kind in ("sqlite", engine_kind):
+        engine = sa.create_engine(urls[kind])
+        frame.to_sql("sketch_agree", engine, index=False, if_exists="replace")
+        table = sa.Table(
+            "sketch_agree",
+            sa.MetaData(),
+            sa.Column("smoking", sa.String),
+            sa.Column("diabetes", sa.Integer),
+        )
+        base = DataSource(engine, table, DatasetSchema("d", columns))
+        # When each measures a two-way table's cohort with its cells and margins
+        measured.append(
+            measure_cohort(
+                keyed_source(base, SECRET, None),
+                {"col": "diabetes", "op": "==", "value": 1},
+                None,
+                filtered=True,
+                groupings=[("smoking", "diabetes"), ("smoking",), ("diabetes",)],
+            )
+        )
+        engine.dispose()
+    # Then the cohort and every group have the same sketch, labels and question
+    first, second = measured
+    assert first.digest == second.digest and first.size == 80
+    key = lambda g: (g.grouping, tuple(str(x) for x in g.labels))  # noqa: E731
+    assert [(key(g), g.size, g.predicate) for g in sorted(first.groups, key=key)] == [
+        (key(g), g.size, g.predicate) for g in sorted(second.groups, key=key)
+    ]
+    assert all(
+        np.array_equal(a.sketch, b.sketch)
+        for a, b in zip(sorted(first.groups, key=key), sorted(second.groups, key=key), strict=True)
+    )
