@@ -364,6 +364,62 @@ def model_records(
     return ModelRecords(n, key, magnitudes, list(row[2 + len(names) :]))
 
 
+def max_leverage(
+    conn: sa.Connection,
+    columns: Sequence[sa.ColumnElement[Any]],
+    conditions: Sequence[sa.ColumnElement[bool]],
+    *,
+    n: int,
+    means: Sequence[float] | None = None,
+    cross: np.ndarray | None = None,
+) -> float | None:
+    """Return the largest leverage h_i = 1/n + (x_i - mean)' C^+ (x_i - mean) of the model's
+    records (C: the centred cross-products of the design columns, C^+ its pseudo-inverse,
+    so the reference level of a categorical covariate may be in or out), or None when there
+    are no records. A record with leverage h weighs h in its own fitted value: 1 means the
+    model reproduces it (a covariate that singles it out).
+
+    means and cross, when the caller has them, spare two passes; the maximum is one more
+    aggregate in the engine (the quadratic form written as a sum of squares of its
+    eigen-directions), so no record reaches Python.
+    """
+    if n <= 0:
+        return None
+    if not columns:
+        return 1.0 / n
+    if means is None or cross is None:
+        means = [
+            float(v or 0.0)
+            for v in conn.execute(
+                sa.select(*(sa.func.avg(c) for c in columns)).where(*conditions)
+            ).one()
+        ]
+        centred = [c - sa.literal(m, sa.Double) for c, m in zip(columns, means, strict=True)]
+        size = len(columns)
+        pairs = [(i, j) for i in range(size) for j in range(i, size)]
+        sums = conn.execute(
+            sa.select(*(sa.func.sum(centred[i] * centred[j]) for i, j in pairs)).where(*conditions)
+        ).one()
+        cross = np.zeros((size, size))
+        for (i, j), value in zip(pairs, sums, strict=True):
+            cross[i, j] = cross[j, i] = float(value or 0.0)
+    centred = [c - sa.literal(m, sa.Double) for c, m in zip(columns, means, strict=True)]
+    values, vectors = np.linalg.eigh(np.asarray(cross, dtype=float))
+    keep = values > max(float(values.max(initial=0.0)), 1.0) * 1e-10
+    terms: list[sa.ColumnElement[Any]] = []
+    for value, vector in zip(values[keep], vectors.T[keep], strict=True):
+        projection = sum(
+            (float(w) * c for w, c in zip(vector, centred, strict=True)),
+            start=sa.literal(0.0, sa.Double),
+        )
+        terms.append(sa.literal(1.0 / float(value), sa.Double) * projection * projection)
+    if not terms:
+        return 1.0 / n
+    form = sum(terms[1:], start=terms[0])
+    largest = conn.execute(sa.select(sa.func.max(form)).where(*conditions)).scalar_one()
+    return 1.0 / n + float(largest or 0.0)
+
+
 def node_basis(
     specs: Sequence[str],
     types: Mapping[str, str],

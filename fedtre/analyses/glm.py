@@ -95,6 +95,7 @@ from fedtre.analyses.design import (
     finite_or_none,
     levels_param,
     local_levels,
+    max_leverage,
     model_records,
     node_basis,
     numeric_expr,
@@ -334,6 +335,7 @@ class GlmAnalysis(IterativeAnalysis):
             records = model_records(
                 conn, record_key, numeric, conditions, extra=[sa.func.avg(y_expr)]
             )
+            leverage = max_leverage(conn, columns, conditions, n=records.n)
             start_mean = 0.0
             if beta is None and family.name == "poisson":
                 mean = records.extra[0]
@@ -346,6 +348,7 @@ class GlmAnalysis(IterativeAnalysis):
         return {
             "n": sums.n,
             "key": records.key,
+            "leverage": leverage,
             "magnitudes": records.magnitudes,
             "covariates": covariate_report(specs, types, counts),
             "basis": [b.key() for b in basis],
@@ -385,6 +388,7 @@ class GlmAnalysis(IterativeAnalysis):
             policy=policy,
             magnitudes=raw["magnitudes"],
             numeric_covariates=sum(1 for c in raw["covariates"] if c[1] != CATEGORICAL),
+            leverage=raw.get("leverage"),
         )
         if not checked.passed:
             return NodeOutput(Outcome.BLOCKED, {}, checked.rules)

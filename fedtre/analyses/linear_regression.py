@@ -78,6 +78,7 @@ from fedtre.analyses.design import (
     finite_or_none,
     levels_param,
     local_levels,
+    max_leverage,
     model_records,
     node_basis,
     numeric_expr,
@@ -197,7 +198,11 @@ class LinearRegressionAnalysis(Analysis):
                 ).one()
                 for (i, j), value in zip(pairs, sums, strict=True):
                     cross[i, j] = cross[j, i] = float(value or 0.0)
+            leverage = max_leverage(
+                conn, exprs[:-1], conditions, n=n, means=means[:-1], cross=cross[:-1, :-1]
+            )
         return {
+            "leverage": leverage,
             "n": n,
             "key": records.key,
             "magnitudes": records.magnitudes,
@@ -228,6 +233,7 @@ class LinearRegressionAnalysis(Analysis):
             policy=policy,
             magnitudes=raw["magnitudes"],
             numeric_covariates=sum(1 for c in raw["covariates"] if c[1] != CATEGORICAL),
+            leverage=raw.get("leverage"),
         )
         if not checked.passed:
             return NodeOutput(Outcome.BLOCKED, {}, checked.rules)

@@ -41,6 +41,7 @@ from fedtre.disclosure.dominance import columns_dominance_rules
 from fedtre.disclosure.policy import DisclosurePolicy
 from fedtre.disclosure.rules import (
     LEVEL_COUNTS,
+    LEVERAGE,
     PARAMETERS,
     RESIDUAL_DF,
     TABLE_MODEL,
@@ -65,6 +66,7 @@ def check_model(
     policy: DisclosurePolicy,
     magnitudes: Mapping[str, tuple[Sequence[float], float]] | None = None,
     numeric_covariates: int = 1,
+    leverage: float | None = None,
 ) -> ModelCheck:
     """Check a model fitted on `records` records with `parameters` parameters.
 
@@ -80,10 +82,28 @@ def check_model(
     the groups' exact sizes (an intercept-only logistic model: n = 1 / (se^2 p (1 - p))),
     undoing the perturbation of counts; such models are blocked unless the policy allows
     them (categorical_only_models): the researcher asks for the table instead.
+    leverage: the largest leverage of the model's records (design.max_leverage): at most
+    1 / threshold, the leverage of a member of a level of exactly `threshold` records, so
+    no record weighs more in its own fitted value than a member of the smallest level
+    the level_counts rule allows (a numeric covariate that singles a few records out, or
+    one record's extreme value, would otherwise reproduce their outcomes).
     """
     t = policy.threshold
     df = records - parameters
     rules: list[RuleResult] = []
+    if leverage is not None and t > 1:
+        if leverage <= 1.0 / t + 1e-9:
+            rules.append(RuleResult(LEVERAGE, True, f"no record's leverage exceeds 1/{t}"))
+        else:
+            rules.append(
+                RuleResult(
+                    LEVERAGE,
+                    False,
+                    f"a record's leverage exceeds 1/{t}: a covariate singles out fewer than "
+                    f"{t} records, or one record's value is far from the others'; drop or "
+                    "band that covariate, or narrow the cohort",
+                )
+            )
     if numeric_covariates > 0 or policy.categorical_only_models:
         rules.append(RuleResult(TABLE_MODEL, True, "the design has a numeric covariate"))
     else:

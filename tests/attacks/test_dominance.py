@@ -98,3 +98,34 @@ def test_correlation_and_glm_on_a_dominated_column_are_blocked(
     assert rounds[0].outcome is Outcome.BLOCKED and result is None
     for view in (corr, *rounds):
         assert not any(abs(x) > 1e6 for x in numbers(view.payload))
+
+
+def test_a_covariate_that_singles_out_the_target_does_not_give_their_income(
+    factory: Factory, frame: pd.DataFrame
+) -> None:
+    """The dummy-covariate attack: a cohort where a numeric covariate is constant for
+    everyone but the target (filter: visits == v, or the target's quasi-identifiers, the
+    target having other visits). The regression income ~ visits then passes through the
+    target's point: intercept + slope x target's visits = target's income, exactly.
+
+    Nothing learned: the model is blocked (the target's leverage is 1, above 1/threshold),
+    so no coefficient is released, and what the researcher sees names only rule families.
+    """
+    from .conftest import qi_filter, unique_targets
+
+    target = unique_targets(frame)[0]
+    visits = int(frame.loc[target, "visits"])
+    other = (visits + 3) % 12
+    cohort = {"or": [{"col": "visits", "op": "==", "value": other}, qi_filter(frame, target)]}
+    agent = factory.agent(factory.source(frame))
+
+    out = agent.ask("linear_regression", outcome="income", covariates=["visits"], filter=cohort)
+    result = agent.combined(
+        "linear_regression", "p2", outcome="income", covariates=["visits"], filter=cohort
+    )
+
+    assert out.outcome is Outcome.BLOCKED and out.payload == {}
+    assert "leverage" in {r.rule for r in out.rules}
+    coef = result.get("coef") or []
+    truth = float(frame.loc[target, "income"])
+    assert not coef or abs(coef[0] + coef[1] * visits - truth) > 1000

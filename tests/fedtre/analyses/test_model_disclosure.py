@@ -86,7 +86,9 @@ def test_glm_round_one_is_blocked_before_anything_leaves(tmp_path, case: str) ->
     small_out = run.rounds[0]["tre-2"]
     assert small_out.outcome is Outcome.BLOCKED
     assert small_out.payload == {}
-    assert failed_rules(small_out) == {case.split(" ")[0]}
+    # (a node of very few records also has records of high leverage)
+    assert case.split(" ")[0] in failed_rules(small_out)
+    assert failed_rules(small_out) <= {case.split(" ")[0], "leverage"}
     assert {run.rounds[0][n].outcome for n in ("tre-0", "tre-1")} == {Outcome.RELEASED}
 
 
@@ -117,7 +119,8 @@ def test_every_later_glm_round_is_checked_too(tmp_path, case: str) -> None:
     for output in outputs:
         assert output.outcome is Outcome.BLOCKED
         assert output.payload == {}
-        assert failed_rules(output) == {case.split(" ")[0]}
+        assert case.split(" ")[0] in failed_rules(output)
+        assert failed_rules(output) <= {case.split(" ")[0], "leverage"}
 
 
 def test_glm_round_two_is_not_blocked_for_a_level_the_node_lacks(tmp_path) -> None:
