@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import sqlalchemy as sa
 
     from fedtre.disclosure import DisclosurePolicy
+    from fedtre.disclosure.differencing import Grouping, Labels
 
 # Declared column types a TRE may give a column in its agent config.
 COLUMN_TYPES = ("integer", "float", "string", "boolean", "date")
@@ -97,14 +98,14 @@ class NodeOutput:
     error: str = ""
 
 
-def by_groupings(by: str | None) -> list[tuple[str, ...]]:
+def by_groupings(by: str | None) -> list[Grouping]:
     """Return the groupings of an output with one group per level of `by` (none: [])."""
     return [(by,)] if by else []
 
 
 def released_by_groups(
     by: str | None, groups: Sequence[Sequence[Any]]
-) -> set[tuple[tuple[str, ...], tuple[str | None, ...]]]:
+) -> set[tuple[Grouping, Labels]]:
     """Return the released groups of a payload's [label, value, ...] rows (value null:
     withheld), as Analysis.released_groups does, for an output grouped by `by`."""
     if not by:
@@ -159,8 +160,9 @@ class Analysis(ABC):
         filter_ = self.validate(params).get("filter")
         return dict(filter_) if filter_ is not None else None
 
-    def groupings(self, params: Mapping[str, Any]) -> list[tuple[str, ...]]:
-        """Return the column sets whose groups the output releases separately (none: []).
+    def groupings(self, params: Mapping[str, Any]) -> list[Grouping]:
+        """Return the groupings whose groups the output releases separately (none: []): column
+        sets, or value ranges (fedtre.disclosure.differencing.Bins, Edges).
 
         The differencing memory remembers each group's records as well as the cohort's, so
         two outputs that differ by a few records inside one group are caught even when
@@ -170,9 +172,9 @@ class Analysis(ABC):
 
     def released_groups(
         self, params: Mapping[str, Any], payload: Mapping[str, Any]
-    ) -> set[tuple[tuple[str, ...], tuple[str | None, ...]]]:
-        """Return the groups a checked payload releases: (grouping columns, labels) pairs,
-        for the groupings() of these params (none: an empty set)."""
+    ) -> set[tuple[Grouping, Labels]]:
+        """Return the groups a checked payload releases: (grouping, labels) pairs, for the
+        groupings() of these params (none: an empty set)."""
         return set()
 
     def universe_filter(self, params: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -70,6 +70,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from fedtre.disclosure import DisclosurePolicy
+    from fedtre.disclosure.differencing import Grouping, Labels
 
 _EXAMPLE = '{"rows": "sex", "columns": "smoking"}'
 Cell = tuple[str | None, str | None]
@@ -126,7 +127,7 @@ class CrosstabAnalysis(Analysis):
             )
         return {"rows": rows, "columns": columns, "filter": filter_param(p), "margins": margins}
 
-    def groupings(self, params: Mapping[str, Any]) -> list[tuple[str, ...]]:
+    def groupings(self, params: Mapping[str, Any]) -> list[Grouping]:
         """Each cell, and each row and column total, is remembered like a cohort."""
         p = self.validate(params)
         if p["columns"] is None:
@@ -135,13 +136,13 @@ class CrosstabAnalysis(Analysis):
 
     def released_groups(
         self, params: Mapping[str, Any], payload: Mapping[str, Any]
-    ) -> set[tuple[tuple[str, ...], tuple[str | None, ...]]]:
+    ) -> set[tuple[Grouping, Labels]]:
         """The cells, and the row and column totals, whose counts the payload releases."""
         p = self.validate(params)
         rows, columns = p["rows"], p["columns"]
         if columns is None:
             return {((rows,), (c[0],)) for c in payload.get("cells", []) if c[2] is not None}
-        found: set[tuple[tuple[str, ...], tuple[str | None, ...]]] = {
+        found: set[tuple[Grouping, Labels]] = {
             ((rows, columns), (c[0], c[1])) for c in payload.get("cells", []) if c[2] is not None
         }
         margins = payload.get("margins") or {}

@@ -380,8 +380,8 @@ def max_leverage(
     model reproduces it (a covariate that singles it out).
 
     means and cross, when the caller has them, spare two passes; the maximum is one more
-    aggregate in the engine (the quadratic form written as a sum of squares of its
-    eigen-directions), so no record reaches Python.
+    aggregate in the engine (the quadratic form written out over the centred columns),
+    so no record reaches Python.
     """
     if n <= 0:
         return None
@@ -403,20 +403,30 @@ def max_leverage(
         cross = np.zeros((size, size))
         for (i, j), value in zip(pairs, sums, strict=True):
             cross[i, j] = cross[j, i] = float(value or 0.0)
-    centred = [c - sa.literal(m, sa.Double) for c, m in zip(columns, means, strict=True)]
-    values, vectors = np.linalg.eigh(np.asarray(cross, dtype=float))
-    keep = values > max(float(values.max(initial=0.0)), 1.0) * 1e-10
-    terms: list[sa.ColumnElement[Any]] = []
-    for value, vector in zip(values[keep], vectors.T[keep], strict=True):
-        projection = sum(
-            (float(w) * c for w, c in zip(vector, centred, strict=True)),
-            start=sa.literal(0.0, sa.Double),
+    # The centred columns once, in a subquery; the form refers to them by name, and its
+    # weights (our own floats) are written into the SQL rather than bound one by one.
+    centred_query = sa.select(
+        *(
+            (c - sa.literal_column(repr(float(m)), sa.Double)).label(f"c{i}")
+            for i, (c, m) in enumerate(zip(columns, means, strict=True))
         )
-        terms.append(sa.literal(1.0 / float(value), sa.Double) * projection * projection)
+    ).where(*conditions)
+    rows = centred_query.subquery("centred")
+    inverse = np.linalg.pinv(np.asarray(cross, dtype=float), rcond=1e-10, hermitian=True)
+    size = len(columns)
+    # The form as SQL text over the subquery's column names: only our own floats and
+    # names, no value from a user; a text keeps the statement small for any number of
+    # design columns (an expression tree of p^2 terms costs Python more than the query).
+    terms = [
+        f"{float(inverse[i, j] * (1 if i == j else 2))!r} * centred.c{i} * centred.c{j}"
+        for i in range(size)
+        for j in range(i, size)
+        if inverse[i, j] != 0.0
+    ]
     if not terms:
         return 1.0 / n
-    form = sum(terms[1:], start=terms[0])
-    largest = conn.execute(sa.select(sa.func.max(form)).where(*conditions)).scalar_one()
+    form = sa.literal_column(f"max({' + '.join(terms)})", sa.Double)
+    largest = conn.execute(sa.select(form).select_from(rows)).scalar_one()
     return 1.0 / n + float(largest or 0.0)
 
 

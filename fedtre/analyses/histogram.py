@@ -32,6 +32,11 @@ What a node releases (fedtre.disclosure.distributions, fedtre.disclosure.tables)
   withheld: the null bins together hold 0 or at least `threshold` records, never a
   recoverable count). Bins are listed with their edges only, in order, contiguous; no
   bin index is released.
+- Differencing memory. Each released bin is remembered like a table cell (groupings,
+  released_groups): inner bins, and each open bin as the union of the grid bins in it,
+  under the question "filter and lower <= x < upper"; a bin of another histogram (or a
+  cohort or group) holding nearly the same records is refused, so overlapping
+  histograms cannot isolate a withheld bin's records (fedtre.disclosure.differencing).
 
 - node payload: {"column", "bins": [[lower | null, upper | null, n | null], ...]}
   lower/upper: grid points (the first bin's lower and the last bin's upper are null:
@@ -72,7 +77,7 @@ from fedtre.analyses.params import (
     schema_filter_problems,
 )
 from fedtre.analyses.pooling import as_count, as_float, as_rows, malformed, partition
-from fedtre.disclosure import cellkey, distributions, release, tables
+from fedtre.disclosure import cellkey, differencing, distributions, release, tables
 from fedtre.errors import InvalidRequest
 
 if TYPE_CHECKING:
@@ -151,6 +156,29 @@ class HistogramAnalysis(Analysis):
         p = self.validate(params)
         return complete_cohort(p["filter"], [p["column"]])
 
+    # The base class's annotations name columns only; a histogram's groups are its bins.
+    def groupings(self, params: Mapping[str, Any]) -> list[differencing.Grouping]:
+        """The bins, each remembered like a cohort under "filter and lower <= x < upper"."""
+        return [(_binning(self.validate(params)),)]
+
+    def released_groups(
+        self, params: Mapping[str, Any], payload: Mapping[str, Any]
+    ) -> set[tuple[differencing.Grouping, differencing.Labels]]:
+        """The bins whose count the payload releases: every inner bin, and each open
+        outer bin as the union of the grid bins in it (with edges, down to e0 or up to
+        ek); a single bin open at both ends (the whole cohort, or with edges its records
+        within [e0, ek]) is not named, as the cohort itself is remembered."""
+        p = self.validate(params)
+        binning = _binning(p)
+        found: set[tuple[differencing.Grouping, differencing.Labels]] = set()
+        for lower, upper, n in payload.get("bins", []):
+            if n is None or (lower is None and upper is None):
+                continue
+            lo = None if lower is None else _edge_index(p, float(lower), "(payload)")
+            hi = None if upper is None else _edge_index(p, float(upper), "(payload)")
+            found.add(((binning,), (differencing.span_label(lo, hi),)))
+        return found
+
     def schema_problems(self, params: Mapping[str, Any], schema: DatasetSchema) -> list[str]:
         p = self.validate(params)
         problems = column_problems(
@@ -171,22 +199,8 @@ class HistogramAnalysis(Analysis):
         non-empty bins, by index."""
         p = self.validate(params)
         raise_problems(self.name, self.schema_problems(p, source.schema))
-        table = source.table
-        value = sa.cast(table.c[p["column"]], sa.Double)
-        conditions = complete_cases(table, [p["column"]], p["filter"])
-        if "edges" in p:
-            edges = p["edges"]
-            last = len(edges) - 2
-            whens = [
-                (
-                    sa.and_(value >= lo, value <= hi if i == last else value < hi),
-                    sa.literal(i),
-                )
-                for i, (lo, hi) in enumerate(zip(edges, edges[1:], strict=False))
-            ]
-            index: sa.ColumnElement[Any] = sa.case(*whens, else_=None)
-        else:
-            index = sa.func.floor((value - p["origin"]) / p["width"])
+        conditions = complete_cases(source.table, [p["column"]], p["filter"])
+        index = _binning(p).index_sql(source.table)
         labelled = index.label("bin")
         key = cellkey.cell_key_sum(cellkey.record_key_of(source))
         query = sa.select(labelled, sa.func.count(), key).where(*conditions).group_by(labelled)
@@ -323,6 +337,14 @@ def _protect(spans: list[_Span], policy: DisclosurePolicy) -> tables.ProtectedTa
     return tables.protect_table(
         cells, dataclasses.replace(policy, zeros_disclosive=True), two_way=False
     )
+
+
+def _binning(p: Mapping[str, Any]) -> differencing.Binning:
+    """Return the bins of validated params as the differencing memory names them; its
+    index_sql is the bin index compute counts by."""
+    if "edges" in p:
+        return differencing.Edges(p["column"], tuple(float(e) for e in p["edges"]))
+    return differencing.Bins(p["column"], float(p["origin"]), float(p["width"]))
 
 
 def _edge_index(p: Mapping[str, Any], value: float, node: str) -> int:

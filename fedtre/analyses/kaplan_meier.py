@@ -116,6 +116,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from fedtre.disclosure import DisclosurePolicy
+    from fedtre.disclosure.differencing import Grouping, Labels
 
 _EXAMPLE = '{"time": "followup_years", "event": "died", "by": "sex"}'
 Z_95 = 1.959963984540054
@@ -188,13 +189,13 @@ class KaplanMeierAnalysis(Analysis):
         p = self.validate(params)
         return complete_cohort(p["filter"], [p["time"], p["event"]])
 
-    def groupings(self, params: Mapping[str, Any]) -> list[tuple[str, ...]]:
+    def groupings(self, params: Mapping[str, Any]) -> list[Grouping]:
         """Each curve's records (a level of `by`) are remembered like a cohort."""
         return by_groupings(self.validate(params)["by"])
 
     def released_groups(
         self, params: Mapping[str, Any], payload: Mapping[str, Any]
-    ) -> set[tuple[tuple[str, ...], tuple[str | None, ...]]]:
+    ) -> set[tuple[Grouping, Labels]]:
         """The groups whose curve the payload releases."""
         return released_by_groups(self.validate(params)["by"], payload.get("groups", []))
 

@@ -108,6 +108,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from fedtre.disclosure import DisclosurePolicy
+    from fedtre.disclosure.differencing import Grouping, Labels
 
 _EXAMPLE = '{"column": "bmi", "by": "sex"}'
 UNGROUPED_LABEL = "all"
@@ -199,13 +200,13 @@ class SummaryAnalysis(Analysis):
         p = self.validate(params)
         return complete_cohort(p["filter"], [p["column"]])
 
-    def groupings(self, params: Mapping[str, Any]) -> list[tuple[str, ...]]:
+    def groupings(self, params: Mapping[str, Any]) -> list[Grouping]:
         """The `by` column: each group's records are remembered like a cohort."""
         return by_groupings(self.validate(params)["by"])
 
     def released_groups(
         self, params: Mapping[str, Any], payload: Mapping[str, Any]
-    ) -> set[tuple[tuple[str, ...], tuple[str | None, ...]]]:
+    ) -> set[tuple[Grouping, Labels]]:
         """The groups whose n the payload releases."""
         return released_by_groups(self.validate(params)["by"], payload.get("groups", []))
 

@@ -13,6 +13,14 @@ records: count(age >= 40) - count(age >= 40 and id != 17) is person 17. So:
   records is blocked. An identical one (0) is fine: asking the same question twice
   reveals nothing new (and the cell-key method gives the same answer).
 
+A grouping is a tuple of columns (one group per combination of their levels) or of
+binnings of a numeric column (Bins: width bins on an origin; Edges: fixed edges), whose
+group label is the bin index the engine computes (as histogram.compute does); a released
+bin is remembered under the question "filter and lower <= x < upper", so a bin is the
+same question as the filter a researcher would write for its range. A union of adjacent
+bins (an open outer bin) is remembered as the sum of their sketches (label "lo:hi",
+Cohort.released_groups).
+
 Refusing only near-identical sets would itself be an oracle: asked S and then "S without
 the target", the agent would answer the second alike when the target is not in S (the
 same records) and refuse it when they are. So each set is remembered with the question
@@ -45,9 +53,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence, Set
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
 
 import numpy as np
 import sqlalchemy as sa
@@ -74,15 +82,103 @@ SKETCH_VERSION = "iblt1"
 
 
 @dataclass(frozen=True)
+class Bins:
+    """Bins [origin + k width, origin + (k + 1) width) of a numeric column, every integer
+    k; a record's label is k = FLOOR((x - origin) / width), NULL when x is."""
+
+    column: str
+    origin: float
+    width: float
+
+    def edge(self, j: int) -> float:
+        """Return edge j (bin j's lower bound), as histogram releases it."""
+        return self.origin + j * self.width
+
+    def index_sql(self, table: sa.FromClause) -> sa.ColumnElement[Any]:
+        """Return each record's bin index as a SQL expression (NULL: no bin)."""
+        value = sa.cast(table.c[self.column], sa.Double)
+        index = sa.func.floor((value - self.origin) / self.width)
+        # SQLAlchemy's SQLite FLOOR (a Python function) fails on NULL: never call it there.
+        return sa.case((value.is_not(None), index), else_=None)
+
+    def atoms(self, lo: int | None, hi: int | None) -> list[dict[str, Any]]:
+        """Return the conditions selecting the bins lo..hi-1 (None: open at that end)."""
+        atoms = []
+        if lo is not None:
+            atoms.append({"col": self.column, "op": ">=", "value": self.edge(lo)})
+        if hi is not None:
+            atoms.append({"col": self.column, "op": "<", "value": self.edge(hi)})
+        return atoms or [{"col": self.column, "op": "not_null"}]
+
+
+@dataclass(frozen=True)
+class Edges:
+    """Bins [e0, e1), ..., [e(k-1), ek] of a numeric column (the last closed, as
+    numpy.histogram); bin i is [e_i, e_(i+1)); a record outside [e0, ek] is in none."""
+
+    column: str
+    edges: tuple[float, ...]
+
+    def edge(self, j: int) -> float:
+        """Return edge j (bin j's lower bound)."""
+        return float(self.edges[j])
+
+    def index_sql(self, table: sa.FromClause) -> sa.ColumnElement[Any]:
+        """Return each record's bin index as a SQL expression (NULL: no bin)."""
+        value = sa.cast(table.c[self.column], sa.Double)
+        last = len(self.edges) - 2
+        whens = [
+            (sa.and_(value >= lo, value <= hi if i == last else value < hi), sa.literal(i))
+            for i, (lo, hi) in enumerate(zip(self.edges, self.edges[1:], strict=False))
+        ]
+        return sa.case(*whens, else_=None)
+
+    def atoms(self, lo: int | None, hi: int | None) -> list[dict[str, Any]]:
+        """Return the conditions selecting the bins lo..hi-1 (None: to the first or last
+        edge, which bound every bin)."""
+        last = len(self.edges) - 1
+        lo, hi = 0 if lo is None else lo, last if hi is None else hi
+        if not 0 <= lo < hi <= last:
+            raise ValueError(f"no bins {lo}..{hi - 1} among {last} edges' bins")
+        return [
+            {"col": self.column, "op": ">=", "value": self.edge(lo)},
+            {"col": self.column, "op": "<=" if hi == last else "<", "value": self.edge(hi)},
+        ]
+
+
+Binning: TypeAlias = Bins | Edges
+# A grouping names a column (one group per level) or a binning (one group per bin).
+GroupingElement: TypeAlias = str | Bins | Edges
+Grouping: TypeAlias = tuple[GroupingElement, ...]
+Labels: TypeAlias = tuple[str | None, ...]
+
+
+def span_label(lo: int | None, hi: int | None) -> str:
+    """Return the label of the bins lo..hi-1 of a binning: "k" for bin k alone, "lo:hi"
+    for a union of bins (either end empty: open), as Cohort.released_groups reads it."""
+    if lo is not None and hi is not None and hi == lo + 1:
+        return str(lo)
+    return f"{'' if lo is None else lo}:{'' if hi is None else hi}"
+
+
+def _span(label: str) -> tuple[int | None, int | None]:
+    if ":" not in label:
+        return int(label), int(label) + 1
+    lo, hi = label.split(":")
+    return (int(lo) if lo else None, int(hi) if hi else None)
+
+
+@dataclass(frozen=True)
 class DescribedSet:
     """A set of records an output describes: its size, sketch and the question's predicate;
-    for a group, its grouping columns and its levels' labels (fedtre.analyses.labels)."""
+    for a group, its grouping and its labels (fedtre.analyses.labels for a column's
+    level, span_label for a binning's bins)."""
 
     size: int
     sketch: np.ndarray
     predicate: str
-    grouping: tuple[str, ...] = ()
-    labels: tuple[str | None, ...] = ()
+    grouping: Grouping = ()
+    labels: Labels = ()
 
 
 @dataclass(frozen=True)
@@ -92,7 +188,8 @@ class Cohort:
     size: records in the cohort; universe: records the analysis describes without a
     filter; filtered: whether a filter narrowed it; scheme: how records were identified
     (sets compare only under the same scheme); sketch: the cohort's sketch; groups: the
-    sizes and sketches of each group the output releases separately.
+    sizes and sketches of each group the output releases separately; question: the
+    researcher's filter (for the predicates of unions of bins).
     """
 
     size: int
@@ -102,17 +199,62 @@ class Cohort:
     sketch: np.ndarray
     predicate: str = ""
     groups: tuple[DescribedSet, ...] = ()
+    question: Mapping[str, Any] | None = field(default=None, compare=False)
 
     @property
     def whole(self) -> DescribedSet:
         """The cohort itself, as a set the memory compares."""
         return DescribedSet(self.size, self.sketch, self.predicate)
 
-    def released_groups(
-        self, released: set[tuple[tuple[str, ...], tuple[str | None, ...]]]
-    ) -> list[DescribedSet]:
-        """Return the groups whose (grouping, labels) the output released."""
-        return [g for g in self.groups if (g.grouping, g.labels) in released]
+    def released_groups(self, released: Set[tuple[Grouping, Labels]]) -> list[DescribedSet]:
+        """Return the groups whose (grouping, labels) the output released.
+
+        A binning's label may name a union of its bins ("lo:hi", span_label): that set is
+        the sum of the sketches of the bins in it (a sketch is linear in its records),
+        remembered under "filter and the union's range"; an empty union is left out, as
+        is a released group with no records (no sketch). A union in a grouping that also
+        has a column is not supported (ValueError).
+        """
+        found = [g for g in self.groups if (g.grouping, g.labels) in released]
+        measured = {(g.grouping, g.labels) for g in self.groups}
+        for grouping, labels in sorted(released - measured, key=_sort_key):
+            union = self._union(grouping, labels)
+            if union is not None:
+                found.append(union)
+        return found
+
+    def _union(self, grouping: Grouping, labels: Labels) -> DescribedSet | None:
+        """The union of bins named by labels (a span per binning), or None when labels
+        name no union; raises ValueError for a grouping with a column (not supported)."""
+        if len(grouping) != len(labels) or not any(
+            isinstance(e, Bins | Edges) and isinstance(v, str) and ":" in v
+            for e, v in zip(grouping, labels, strict=True)
+        ):
+            return None  # not a union (e.g. a level, or a bin with no records)
+        spans: list[tuple[int | None, int | None]] = []
+        binnings: list[Binning] = []
+        for element, label in zip(grouping, labels, strict=True):
+            if not isinstance(element, Bins | Edges) or label is None:
+                raise ValueError(f"a union of bins is remembered only over binnings: {grouping!r}")
+            spans.append(_span(label))
+            binnings.append(element)
+
+        def inside(group: DescribedSet) -> bool:
+            return all(
+                got is not None and (lo is None or int(got) >= lo) and (hi is None or int(got) < hi)
+                for got, (lo, hi) in zip(group.labels, spans, strict=True)
+            )
+
+        members = [g for g in self.groups if g.grouping == grouping and inside(g)]
+        if not members:
+            return None
+        sketch = _empty()
+        for g in members:
+            sketch[:, :, 0] += g.sketch[:, :, 0]
+            sketch[:, :, 1:] = (sketch[:, :, 1:] + g.sketch[:, :, 1:]) % ID_PRIME
+        atoms = [a for b, span in zip(binnings, spans, strict=True) for a in b.atoms(*span)]
+        predicate = canonical_predicate(self.question, atoms)
+        return DescribedSet(sum(g.size for g in members), sketch, predicate, grouping, labels)
 
     @property
     def digest(self) -> str:
@@ -156,7 +298,7 @@ def measure_cohort(
     *,
     key: str | None = None,
     filtered: bool,
-    groupings: Sequence[Sequence[str]] = (),
+    groupings: Sequence[Sequence[GroupingElement]] = (),
     question: Mapping[str, Any] | None = None,
 ) -> Cohort:
     """Sketch the cohort, and each group of every grouping, in the data engine.
@@ -165,7 +307,10 @@ def measure_cohort(
     analysis's own narrowing, e.g. a summary's non-missing values, is not part of it).
 
     groupings: the column sets whose groups the output releases separately (e.g.
-    [("smoking", "sex"), ("smoking",), ("sex",)] for a two-way table with margins).
+    [("smoking", "sex"), ("smoking",), ("sex",)] for a two-way table with margins); an
+    element may be a binning (Bins, Edges) instead of a column: its groups are the
+    non-empty bins, labelled span_label(k, k + 1), remembered under the question "filter
+    and lower <= x < upper" (records in no bin are in no group).
     `key` is accepted for the scheme's name; the source's record ids already use it.
     """
     table = source.table
@@ -174,20 +319,27 @@ def measure_cohort(
     count = sa.select(sa.func.count()).select_from(table)
     if universe_filter is not None:
         count = count.where(compile_filter(universe_filter, table))
-    all_groupings = [(), *(tuple(g) for g in groupings)]
+    all_groupings: list[Grouping] = [(), *(tuple(g) for g in groupings)]
     with source.engine.connect() as conn:
         universe = int(conn.execute(count).scalar_one())
         found = _sketches(conn, table, rid, where, all_groupings)
     groups: list[DescribedSet] = []
     for gid, grouping in enumerate(all_groupings[1:], start=1):
         for label, (size, sketch) in found.get(gid, {}).items():
-            atoms = [_level_atom(c, v) for c, v in zip(grouping, label, strict=True)]
-            labels = tuple(
-                category_label(v, source.schema.columns.get(c, "string"))
-                for c, v in zip(grouping, label, strict=True)
-            )
+            atoms: list[dict[str, Any]] = []
+            labels: list[str | None] = []
+            for element, level in zip(grouping, label, strict=True):
+                if isinstance(element, Bins | Edges):
+                    k = int(level)
+                    atoms += element.atoms(k, k + 1)
+                    labels.append(span_label(k, k + 1))
+                else:
+                    atoms.append(_level_atom(element, level))
+                    labels.append(
+                        category_label(level, source.schema.columns.get(element, "string"))
+                    )
             predicate = canonical_predicate(question, atoms)
-            groups.append(DescribedSet(size, sketch, predicate, grouping, labels))
+            groups.append(DescribedSet(size, sketch, predicate, grouping, tuple(labels)))
     whole = found.get(0, {})
     size, sketch = whole.get((), (0, _empty()))
     return Cohort(
@@ -198,6 +350,7 @@ def measure_cohort(
         sketch=sketch,
         predicate=canonical_predicate(question),
         groups=tuple(groups),
+        question=question,
     )
 
 
@@ -267,20 +420,30 @@ def _sketches(
     table: sa.FromClause,
     rid: Any,
     where: Any,
-    groupings: Sequence[tuple[str, ...]],
+    groupings: Sequence[Grouping],
 ) -> dict[int, dict[tuple[Any, ...], tuple[int, np.ndarray]]]:
     """Return {grouping index: {group label: (size, sketch)}} in one statement.
 
     The cohort's records are read once into a materialised CTE holding each record's id,
-    its cell in every part, its check hash and its group columns (so the id's hash runs
-    once per record); one GROUP BY over the union of (grouping, part) then fills every
-    sketch. () as a grouping is the whole cohort.
+    its cell in every part, its check hash and its group columns and bin indices (so the
+    id's hash runs once per record); one GROUP BY over the union of (grouping, part) then
+    fills every sketch; a grouping's records in no bin of one of its binnings are left
+    out. () as a grouping is the whole cohort.
     """
-    columns = list(dict.fromkeys(c for g in groupings for c in g))
-    slot = {c: f"g{i}" for i, c in enumerate(columns)}
+    elements = list(dict.fromkeys(e for g in groupings for e in g))
+    slot = {e: f"g{i}" for i, e in enumerate(elements)}
+
+    def value_of(element: GroupingElement) -> sa.ColumnElement[Any]:
+        if isinstance(element, Bins | Edges):
+            return sa.cast(element.index_sql(table), sa.BigInteger)
+        return table.c[element]
+
+    def type_of(element: GroupingElement) -> Any:
+        return sa.BigInteger() if isinstance(element, Bins | Edges) else table.c[element].type
+
     ids = sa.select(
         sa.cast(rid, sa.BigInteger).label("rid"),
-        *(table.c[c].label(slot[c]) for c in columns),
+        *(value_of(e).label(slot[e]) for e in elements),
     ).select_from(table)
     if where is not None:
         ids = ids.where(where)
@@ -288,23 +451,24 @@ def _sketches(
     inner = sa.select(
         with_ids.c.rid,
         *(_hash_sql(with_ids.c.rid, p).label(f"h{p}") for p in range(PARTS + 1)),
-        *(with_ids.c[slot[c]] for c in columns),
+        *(with_ids.c[slot[e]] for e in elements),
     )
     records = inner.cte("records").prefix_with("MATERIALIZED")
     # Each grouping has label columns of its own (one type each, NULL elsewhere), so the
     # union never mixes a text column with a number.
     names = [[f"l{gid}_{i}" for i in range(len(g))] for gid, g in enumerate(groupings)]
     parts = []
-    for gid in range(len(groupings)):
+    for gid, grouping in enumerate(groupings):
         labels = [
             (
-                records.c[slot[c]]
+                records.c[slot[e]]
                 if other == gid
-                else sa.cast(sa.null(), table.c[c].type)  # typed: PostgreSQL's UNION
+                else sa.cast(sa.null(), type_of(e))  # typed: PostgreSQL's UNION
             ).label(name)
             for other, (g, ns) in enumerate(zip(groupings, names, strict=True))
-            for c, name in zip(g, ns, strict=True)
+            for e, name in zip(g, ns, strict=True)
         ]
+        in_bins = [records.c[slot[e]].is_not(None) for e in grouping if isinstance(e, Bins | Edges)]
         for p in range(PARTS):
             parts.append(
                 sa.select(
@@ -314,7 +478,7 @@ def _sketches(
                     records.c.rid,
                     records.c[f"h{PARTS}"].label("chk"),
                     *labels,
-                )
+                ).where(*in_bins)
             )
     union = sa.union_all(*parts).subquery("cells")
     label_cols = [union.c[name] for ns in names for name in ns]

@@ -125,3 +125,45 @@ def test_glm_rounds_each_pass_the_rules_and_a_blocked_round_leaks_nothing(
     assert len(rounds) == 1 and result is None
     assert_generic_block(rounds[0], forbidden=("ZZ9", "postcode"))
     assert "ZZ9" not in view_text(rounds[0])
+
+
+def _bins_differ(first: Any, second: Any) -> bool:
+    """The attacker's guess that the target is in [150, 151): the second histogram was
+    refused, or one of its bins differs in count from the first's bin it overlaps."""
+    if not (released(first) and released(second)):
+        return True
+    return [b[2] for b in first.payload["bins"]] != [b[2] for b in second.payload["bins"]]
+
+
+def test_overlapping_histograms_do_not_isolate_a_withheld_bin(
+    factory: Factory, frame: pd.DataFrame
+) -> None:
+    """Cross-job secondary suppression. Nobody but possibly the target has sbp in
+    [150, 151), a bin a histogram of width 1 withholds. The attacker asks a histogram
+    with edges 140, 150, 160, 170, then one with edges 140, 151, 160, 170 (both on the
+    grid, of the same cohort): each bin of the second holds the same records as its
+    overlapping bin of the first, but for the target when they are in [150, 151). Unless
+    the target is in, the two bins are the same records, so their cell keys and released
+    counts are equal; if in, they differ by one. Repeated for 16 targets, each in two
+    worlds (sbp 150.37 or 149.37) against a fresh agent; the attacker guesses "in" when
+    the second histogram is refused or a bin's count changed.
+
+    Nothing learned: the guesses are right for at most 75% of the 32 worlds (50% is
+    guessing; without the bins in the differencing memory they are right for nearly
+    every world, since equal records give equal counts).
+    """
+    base = frame.copy()
+    unit = (base["sbp"] >= 150) & (base["sbp"] < 151)
+    base.loc[unit, "sbp"] -= 1  # empty the unit bin
+    right = trials = 0
+    for target in base.index[:16]:
+        for inside in (False, True):
+            world = base.copy()
+            world.loc[target, "sbp"] = 150.37 if inside else 149.37
+            agent = factory.agent(factory.source(world))
+            first = agent.ask("histogram", column="sbp", edges=[140, 150, 160, 170])
+            assert released(first) and len(first.payload["bins"]) == 3
+            second = agent.ask("histogram", column="sbp", edges=[140, 151, 160, 170])
+            right += _bins_differ(first, second) == inside
+            trials += 1
+    assert right / trials <= 0.75, f"{right} of {trials} worlds guessed right"

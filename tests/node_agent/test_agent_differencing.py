@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,7 +43,8 @@ def source(tmp_path: Path) -> Iterator[DataSource]:
     pd.DataFrame(rows).to_sql("cohort", engine, index=False)
     engine.dispose()
     s = open_sql_source("cohort", f"sqlite:///{path}", "cohort", COLUMNS)
-    yield s
+    # the TRE's grid for age, so histograms of it can release bin edges
+    yield dataclasses.replace(s, schema=dataclasses.replace(s.schema, grids={"age": 1.0}))
     s.engine.dispose()
 
 
@@ -55,7 +57,7 @@ def state(tmp_path: Path) -> Iterator[AgentState]:
 def executor(source: DataSource, state: AgentState, *, key: str | None = None) -> Executor:
     policy = LocalPolicy(
         node_id="tre-a",
-        analyses={n: get_analysis(n) for n in ("count", "crosstab", "summary")},
+        analyses={n: get_analysis(n) for n in ("count", "crosstab", "summary", "histogram")},
         disclosure=DisclosurePolicy(threshold=10, rounding_base=5),
         datasets={"cohort": source.schema},
         keys={"cohort": key} if key else {},
@@ -277,3 +279,71 @@ def test_the_same_question_by_another_analysis_or_rewritten_is_answered(
     reordered = {"and": [{"col": "sex", "op": "==", "value": "F"}, OLDER]}
     assert ask(ex, "count", filter=reordered).outcome is Outcome.RELEASED
     assert ask(ex, "count", filter=older_women).outcome is Outcome.RELEASED
+
+
+def bins_of(output: Any) -> list[list[Any]]:
+    return [list(b) for b in output.payload["bins"]]
+
+
+def test_a_histogram_bin_shifted_by_fewer_than_threshold_records_is_blocked(
+    source: DataSource, state: AgentState
+) -> None:
+    # Given a width-10 histogram of age: bins below 30 (open), [30, 40), [40, 50), [50, 60)
+    # and 60 up (open), 20 people each
+    ex = executor(source, state)
+    first = ask(ex, "histogram", column="age", width=10)
+    assert first.outcome is Outcome.RELEASED
+    assert [b[:2] for b in bins_of(first)] == [[None, 30], [30, 40], [40, 50], [50, 60], [60, None]]
+    # When the bins are shifted by 2 on the grid: [32, 42) differs from [30, 40) by the
+    # four people aged 30, 31, 40 and 41, though the two cohorts are the same people
+    shifted = ask(ex, "histogram", column="age", width=10, origin=2)
+    # Then it is blocked by the bins' difference; the same histogram again is answered alike
+    assert shifted.outcome is Outcome.BLOCKED and shifted.payload == {}
+    assert failed(shifted) == {"differencing"}
+    again = ask(ex, "histogram", column="age", width=10)
+    assert again.outcome is Outcome.RELEASED
+    assert bins_of(again) == bins_of(first)
+
+
+def _range(low: tuple[str, int] | None, high: tuple[str, int] | None) -> dict[str, Any]:
+    terms = [{"col": "age", "op": op, "value": v} for op, v in (low, high) if op]
+    return terms[0] if len(terms) == 1 else {"and": terms}
+
+
+NO_BOUND = ("", 0)
+
+
+@pytest.mark.parametrize(
+    ("params", "filter_", "outcome"),
+    [
+        # the inner bin [40, 50) of width-10 bins, as a filter (in any order)
+        ({"width": 10}, _range(("<", 50), (">=", 40)), Outcome.RELEASED),
+        # the same 20 people written differently (ages are whole numbers)
+        ({"width": 10}, _range((">", 39), ("<=", 49)), Outcome.BLOCKED),
+        # the open lower bin "under 30", and "under 28": four fewer
+        ({"width": 10}, _range(("<", 30), NO_BOUND), Outcome.RELEASED),
+        ({"width": 10}, _range(("<", 28), NO_BOUND), Outcome.BLOCKED),
+        # fixed edges close the last one: the open upper bin is 50 <= age <= 69, and
+        # 50 <= age < 69 is two fewer
+        ({"edges": [20, 30, 40, 50, 69]}, _range((">=", 50), ("<=", 69)), Outcome.RELEASED),
+        ({"edges": [20, 30, 40, 50, 69]}, _range((">=", 50), ("<", 69)), Outcome.BLOCKED),
+    ],
+    ids=["bin", "bin-rewritten", "open", "open-less-4", "edges-closed", "edges-less-2"],
+)
+def test_a_released_bin_is_remembered_with_its_range_as_the_question(
+    source: DataSource,
+    state: AgentState,
+    params: dict[str, Any],
+    filter_: dict[str, Any],
+    outcome: Outcome,
+) -> None:
+    # Given a histogram of age (20 people in each of 20..29, 30..39, 40..49, ...)
+    ex = executor(source, state)
+    assert ask(ex, "histogram", column="age", **params).outcome is Outcome.RELEASED
+    # When a count asks a released bin's range, or nearly the same records
+    output = ask(ex, "count", filter=filter_)
+    # Then the bin's own question is answered; the same or nearly the same records under
+    # another question are refused
+    assert output.outcome is outcome
+    if outcome is Outcome.BLOCKED:
+        assert failed(output) == {"differencing"}

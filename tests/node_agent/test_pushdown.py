@@ -175,9 +175,10 @@ AGGREGATES = {
     "histogram": ({"column": "age", "width": 10}, 9),
     "linear_regression": (
         {"outcome": "sbp", "covariates": ["age", "sex", "C(deprivation)", "bmi"]},
-        # level counts of two categoricals, the means, the cross-products, and the largest
-        # |values| of the outcome and the two numeric covariates (dominance)
-        2 + 5 + 2 + 3 * MAX_DOMINANCE_N,
+        # level counts of two categoricals, the means, the cross-products, the largest
+        # |values| of the outcome and the two numeric covariates (dominance), and the
+        # largest leverage (one row)
+        2 + 5 + 2 + 3 * MAX_DOMINANCE_N + 1,
     ),
     "correlation": ({"columns": ["age", "bmi", "sbp"]}, 2 + 3 * MAX_DOMINANCE_N),
 }

@@ -16,6 +16,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 from analysis_testkit import numbers_in, roundtrip, run_federated, run_node
@@ -280,3 +281,32 @@ def test_a_dominated_column_through_linear_regression_no_longer_gives_the_value(
     # the model is withheld for dominance (and, having no numeric covariate, as a table),
     # and says only that in fixed words
     assert {r.rule for r in seen.rules} == {"nk_dominance", "p_percent", "table_model"}
+
+
+def test_the_engine_computes_the_largest_leverage_of_the_design(tmp_path) -> None:
+    # Given records with an intercept, a numeric covariate and a three-level categorical
+    import sqlalchemy as sa
+
+    from fedtre.analyses.design import max_leverage
+
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame(
+        {"x": rng.normal(0, 1, 60), "g": rng.choice(["a", "b", "c"], 60)}
+    )
+    frame.loc[0, "x"] = 9.0  # one record far from the others
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'lev.sqlite'}")
+    frame.to_sql("t", engine, index=False)
+    t = sa.table("t", sa.column("x"), sa.column("g"))
+    columns = [t.c.x, *(sa.case((t.c.g == level, 1.0), else_=0.0) for level in "abc")]
+
+    # When the engine computes the largest leverage (reference level included: the
+    # pseudo-inverse makes that harmless)
+    with engine.connect() as conn:
+        found = max_leverage(conn, columns, [], n=len(frame))
+
+    # Then it is the largest diagonal entry of the hat matrix of the pooled design
+    design = np.column_stack(
+        [np.ones(len(frame)), frame.x, frame.g == "b", frame.g == "c"]
+    ).astype(float)
+    hat = design @ np.linalg.pinv(design.T @ design) @ design.T
+    assert found == pytest.approx(float(np.diag(hat).max()), rel=1e-9)

@@ -16,7 +16,9 @@ from fedtre.analyses import DatasetSchema, DataSource
 from fedtre.disclosure import DisclosurePolicy
 from fedtre.disclosure.cellkey import ID_PRIME, keyed_source
 from fedtre.disclosure.differencing import (
+    Bins,
     Cohort,
+    Edges,
     canonical_predicate,
     closest_difference,
     cohort_size_rule,
@@ -26,6 +28,7 @@ from fedtre.disclosure.differencing import (
     identity_scheme,
     measure_cohort,
     sketch_of_ids,
+    span_label,
     symmetric_difference,
 )
 from node_agent.sources.sql import open_sql_source
@@ -86,6 +89,35 @@ def test_groups_are_sketched_one_by_one(source: DataSource) -> None:
         assert difference == cohort.size - group.size
     # each group is remembered under its own question: the filter and its level
     assert len({g.predicate for g in cohort.groups} | {cohort.predicate}) == 3
+
+
+def test_bins_are_groups_and_a_union_of_bins_is_the_sum_of_their_sketches(
+    source: DataSource,
+) -> None:
+    keyed = keyed_source(source, SECRET, None)
+    bins = Bins("age", 0.0, 10.0)
+    cohort = measure_cohort(keyed, None, None, filtered=False, groupings=[(bins,)])
+    # an inner bin: the records of its range, remembered as the filter of that range
+    (forties,) = cohort.released_groups({((bins,), (span_label(4, 5),))})
+    assert forties.labels == ("4",)
+    assert np.array_equal(
+        forties.sketch, sketch_of_ids(_ids(keyed, keyed.table.c.age.between(40, 49)))
+    )
+    in_range = {"and": [{"col": "age", "op": "<", "value": 50}, age_at_least(40)]}
+    assert forties.predicate == canonical_predicate(in_range)
+    # an open bin: the sum of the bins' sketches, remembered as the filter of its range
+    (under_40,) = cohort.released_groups({((bins,), (span_label(None, 4),))})
+    ids = _ids(keyed, keyed.table.c.age < 40)
+    assert under_40.size == len(ids) == 20
+    assert np.array_equal(under_40.sketch, sketch_of_ids(ids))
+    assert under_40.predicate == canonical_predicate({"col": "age", "op": "<", "value": 40})
+    # fixed edges: the last is closed, and the open bins stop at the first and last edge
+    edges = Edges("age", (30.0, 40.0, 60.0))
+    cohort = measure_cohort(keyed, None, None, filtered=False, groupings=[(edges,)])
+    (upper,) = cohort.released_groups({((edges,), (span_label(1, None),))})
+    assert upper.size == 22  # 40..60, and the second 50-year-old
+    closed = {"and": [age_at_least(40), {"col": "age", "op": "<=", "value": 60}]}
+    assert upper.predicate == canonical_predicate(closed)
 
 
 def test_a_rewrite_of_the_same_question_has_the_same_predicate() -> None:
@@ -198,9 +230,13 @@ def test_the_rules_never_state_a_count() -> None:
 def test_every_engine_sketches_the_same_records_alike(
     engine_kind: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    # Given one table of a text and an integer column in SQLite and in another engine
-    frame = pd.DataFrame({"smoking": ["a", "b", "c", None] * 30, "diabetes": [0, 1, 1] * 40})
-    columns = {"smoking": "string", "diabetes": "integer"}
+    # Given one table of a text, an integer and a float column in SQLite and in another
+    # engine (bmi on bin edges, inside bins, negative, missing)
+    bmi = [None, 17.5, 20.0, 24.99, 25.0, 31.2, -3.0, 40.0, 45.5, 29.999] * 12
+    frame = pd.DataFrame(
+        {"smoking": ["a", "b", "c", None] * 30, "diabetes": [0, 1, 1] * 40, "bmi": bmi}
+    )
+    columns = {"smoking": "string", "diabetes": "integer", "bmi": "float"}
     urls = {
         "sqlite": f"sqlite:///{tmp_path / 'a.sqlite'}",
         "duckdb": "duckdb:///:memory:",
@@ -215,23 +251,31 @@ def test_every_engine_sketches_the_same_records_alike(
             sa.MetaData(),
             sa.Column("smoking", sa.String),
             sa.Column("diabetes", sa.Integer),
+            sa.Column("bmi", sa.Float),
         )
         base = DataSource(engine, table, DatasetSchema("d", columns))
-        # When each measures a two-way table's cohort with its cells and margins
+        # When each measures a two-way table's cohort with its cells and margins, and
+        # bins of width 5 (origin 2.5) and of fixed edges (the last one closed)
         measured.append(
             measure_cohort(
                 keyed_source(base, SECRET, None),
                 {"col": "diabetes", "op": "==", "value": 1},
                 None,
                 filtered=True,
-                groupings=[("smoking", "diabetes"), ("smoking",), ("diabetes",)],
+                groupings=[
+                    ("smoking", "diabetes"),
+                    ("smoking",),
+                    ("diabetes",),
+                    (Bins("bmi", 2.5, 5.0),),
+                    (Edges("bmi", (0.0, 20.0, 25.0, 40.0)),),
+                ],
             )
         )
         engine.dispose()
     # Then the cohort and every group have the same sketch, labels and question
     first, second = measured
     assert first.digest == second.digest and first.size == 80
-    key = lambda g: (g.grouping, tuple(str(x) for x in g.labels))  # noqa: E731
+    key = lambda g: (repr(g.grouping), tuple(str(x) for x in g.labels))  # noqa: E731
     assert [(key(g), g.size, g.predicate) for g in sorted(first.groups, key=key)] == [
         (key(g), g.size, g.predicate) for g in sorted(second.groups, key=key)
     ]
@@ -239,3 +283,20 @@ def test_every_engine_sketches_the_same_records_alike(
         np.array_equal(a.sketch, b.sketch)
         for a, b in zip(sorted(first.groups, key=key), sorted(second.groups, key=key), strict=True)
     )
+    # and the bins are those of the values (NULL and out-of-range values in none)
+    bins = {g.labels: g.size for g in first.groups if isinstance(g.grouping[0], Bins)}
+    edges = {g.labels: g.size for g in first.groups if isinstance(g.grouping[0], Edges)}
+    sizes = frame[frame["diabetes"] == 1].groupby("bmi").size().to_dict()
+    assert bins == {
+        ("-2",): sizes[-3.0],  # [-7.5, -2.5)
+        ("3",): sizes[17.5] + sizes[20.0],  # [17.5, 22.5)
+        ("4",): sizes[24.99] + sizes[25.0],
+        ("5",): sizes[31.2] + sizes[29.999],
+        ("7",): sizes[40.0],
+        ("8",): sizes[45.5],
+    }
+    assert edges == {
+        ("0",): sizes[17.5],
+        ("1",): sizes[20.0] + sizes[24.99],
+        ("2",): sizes[25.0] + sizes[31.2] + sizes[40.0] + sizes[29.999],
+    }
