@@ -280,9 +280,7 @@ def test_postgres_streams_glm_rows_through_a_server_side_cursor(
     # never whole into the client; the aggregates (the leverage's avg, sum and max
     # included) and the dominance top-k (LIMIT) need none
     aggregate = ("count(", "LIMIT", "avg(", "sum(", "max(")
-    streamed = [
-        kind for statement, kind in cursors if not any(a in statement for a in aggregate)
-    ]
+    streamed = [kind for statement, kind in cursors if not any(a in statement for a in aggregate)]
     assert len(streamed) == 1 and issubclass(streamed[0], psycopg.ServerCursor)
     assert all(
         not issubclass(kind, psycopg.ServerCursor)

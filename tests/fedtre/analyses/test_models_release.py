@@ -290,9 +290,7 @@ def test_the_engine_computes_the_largest_leverage_of_the_design(tmp_path) -> Non
     from fedtre.analyses.design import max_leverage
 
     rng = np.random.default_rng(3)
-    frame = pd.DataFrame(
-        {"x": rng.normal(0, 1, 60), "g": rng.choice(["a", "b", "c"], 60)}
-    )
+    frame = pd.DataFrame({"x": rng.normal(0, 1, 60), "g": rng.choice(["a", "b", "c"], 60)})
     frame.loc[0, "x"] = 9.0  # one record far from the others
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'lev.sqlite'}")
     frame.to_sql("t", engine, index=False)
@@ -305,8 +303,8 @@ def test_the_engine_computes_the_largest_leverage_of_the_design(tmp_path) -> Non
         found = max_leverage(conn, columns, [], n=len(frame))
 
     # Then it is the largest diagonal entry of the hat matrix of the pooled design
-    design = np.column_stack(
-        [np.ones(len(frame)), frame.x, frame.g == "b", frame.g == "c"]
-    ).astype(float)
+    design = np.column_stack([np.ones(len(frame)), frame.x, frame.g == "b", frame.g == "c"]).astype(
+        float
+    )
     hat = design @ np.linalg.pinv(design.T @ design) @ design.T
     assert found == pytest.approx(float(np.diag(hat).max()), rel=1e-9)
