@@ -254,6 +254,17 @@ class Executor:
         except FedtreError as exc:
             # FedtreError messages are public by contract (fedtre/errors.py).
             return NodeOutput(Outcome.FAILED, {}, error=str(exc)), None
+        except sa.exc.SQLAlchemyError as exc:
+            # One line, no SQL and no bound values: the statement text holds the seed of the
+            # TRE's record keys, and a driver's message can quote the statement.
+            orig = getattr(exc, "orig", None)
+            logger.error(
+                "task failed: the database refused the query (%s%s)",
+                type(exc).__name__,
+                f": {type(orig).__name__}" if orig is not None else "",
+                extra=_ids(task),
+            )
+            return NodeOutput(Outcome.FAILED, {}, error=GENERIC_FAILURE), None
         except Exception:
             logger.exception("task failed", extra=_ids(task))
             return NodeOutput(Outcome.FAILED, {}, error=GENERIC_FAILURE), None

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from fedtre.analyses.base import DataSource, NodeOutput, Outcome, RuleResult
 from fedtre.disclosure import DisclosurePolicy
@@ -165,6 +167,31 @@ def test_unexpected_error_fails_with_a_generic_message_and_logs_the_traceback(
     failure = next(r for r in caplog.records if r.getMessage() == "task failed")
     assert failure.exc_info is not None and failure.task_id == "t-1"  # type: ignore[attr-defined]
     assert state.stored_result("t-1") == output
+
+
+def test_a_database_error_is_logged_in_one_line_without_sql_or_values(
+    source: DataSource, state: AgentState, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a query the database refuses, whose statement carries a record-key seed and a
+    # bound value (as the cell-key SQL does)
+    error = sa.exc.ProgrammingError(
+        "SELECT md5('1b53109d90886df1:' || name) FROM cohort WHERE name = ?",
+        ("Smith",),
+        sqlite3.ProgrammingError("no such column: name"),
+    )
+    executor = make_executor(Exploding(error), source, state)
+
+    with caplog.at_level(logging.INFO, logger="node_agent.executor"):
+        output = executor.run(task())
+
+    # Then the researcher sees the generic failure, and the log has one line that names
+    # the kind of error only
+    assert output == NodeOutput(Outcome.FAILED, {}, (), GENERIC_FAILURE)
+    logged = "\n".join(caplog.text.splitlines())
+    assert "1b53109d90886df1" not in logged and "Smith" not in logged
+    assert "SELECT" not in logged and "no such column" not in logged
+    failure = next(r for r in caplog.records if r.getMessage().startswith("task failed"))
+    assert failure.exc_info is None and "ProgrammingError" in failure.getMessage()
 
 
 def test_public_fedtre_error_is_passed_on(source: DataSource, state: AgentState) -> None:
