@@ -79,7 +79,7 @@ from fedtre.analyses.params import (
     schema_filter_problems,
 )
 from fedtre.analyses.pooling import as_count, as_float, as_rows, malformed, partition
-from fedtre.disclosure import cellkey, distributions, release, rules
+from fedtre.disclosure import cellkey, differencing, distributions, release, rules
 from fedtre.errors import InvalidRequest
 
 if TYPE_CHECKING:
@@ -159,6 +159,33 @@ class QuantilesAnalysis(Analysis):
         """The filter's records with a value of `column`."""
         p = self.validate(params)
         return complete_cohort(p["filter"], [p["column"]])
+
+    def groupings(self, params: Mapping[str, Any]) -> list[differencing.Grouping]:
+        """The grid bins: each released interval (a run of them) is remembered like a cohort,
+        under "filter and lower <= x < upper"."""
+        p = self.validate(params)
+        return [(differencing.Bins(p["column"], float(p["origin"]), float(p["width"])),)]
+
+    def released_groups(
+        self, params: Mapping[str, Any], payload: Mapping[str, Any]
+    ) -> set[tuple[differencing.Grouping, differencing.Labels]]:
+        """The intervals whose count the payload releases, as runs of grid bins (an open
+        outer interval: every bin below or above its bound); a single interval open at both
+        ends is the cohort itself, remembered already."""
+        p = self.validate(params)
+        binning = differencing.Bins(p["column"], float(p["origin"]), float(p["width"]))
+
+        def index(bound: Any) -> int | None:
+            if bound is None:
+                return None
+            return round((float(bound) - binning.origin) / binning.width)
+
+        found: set[tuple[differencing.Grouping, differencing.Labels]] = set()
+        for low, high, n in payload.get("intervals", []):
+            if n is None or (low is None and high is None):
+                continue
+            found.add(((binning,), (differencing.span_label(index(low), index(high)),)))
+        return found
 
     def schema_problems(self, params: Mapping[str, Any], schema: DatasetSchema) -> list[str]:
         p = self.validate(params)

@@ -57,7 +57,9 @@ def state(tmp_path: Path) -> Iterator[AgentState]:
 def executor(source: DataSource, state: AgentState, *, key: str | None = None) -> Executor:
     policy = LocalPolicy(
         node_id="tre-a",
-        analyses={n: get_analysis(n) for n in ("count", "crosstab", "summary", "histogram")},
+        analyses={
+            n: get_analysis(n) for n in ("count", "crosstab", "summary", "histogram", "quantiles")
+        },
         disclosure=DisclosurePolicy(threshold=10, rounding_base=5),
         datasets={"cohort": source.schema},
         keys={"cohort": key} if key else {},
@@ -347,3 +349,37 @@ def test_a_released_bin_is_remembered_with_its_range_as_the_question(
     assert output.outcome is outcome
     if outcome is Outcome.BLOCKED:
         assert failed(output) == {"differencing"}
+
+
+def test_a_quantile_interval_is_remembered_like_a_histogram_bin(
+    source: DataSource, state: AgentState, tmp_path: Path
+) -> None:
+    def interval(ex: Executor) -> tuple[float, float]:
+        quantiles = ask(ex, "quantiles", column="age", width=10)
+        assert quantiles.outcome is Outcome.RELEASED
+        return next(
+            (lo, hi) for lo, hi, _ in quantiles.payload["intervals"] if None not in (lo, hi)
+        )
+
+    def ages(lo: float, hi: float) -> dict[str, Any]:
+        return {
+            "and": [
+                {"col": "age", "op": ">=", "value": lo},
+                {"col": "age", "op": "<", "value": hi},
+            ]
+        }
+
+    # Given quantiles of age on a grid of 10 (intervals of at least 10 people)
+    ex = executor(source, state)
+    lo, hi = interval(ex)
+    # When a count asks for one interval's range less its last age (two people fewer)
+    output = ask(ex, "count", filter=ages(lo, hi - 1))
+    # Then it is blocked by the interval's memory
+    assert output.outcome is Outcome.BLOCKED
+    assert failed(output) == {"differencing"}
+    # while, on another agent's memory, the interval's own range (the same question) is
+    # answered
+    with AgentState(tmp_path / "other.sqlite") as other:
+        ex = executor(source, other)
+        lo, hi = interval(ex)
+        assert ask(ex, "count", filter=ages(lo, hi)).outcome is Outcome.RELEASED
