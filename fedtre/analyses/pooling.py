@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,29 +134,3 @@ def pool(parts: Iterable[Moments]) -> Moments:
     mean = math.fsum(p.n * p.mean for p in parts if p.mean is not None) / n
     m2 = math.fsum(p.m2 + p.n * (p.mean - mean) ** 2 for p in parts if p.mean is not None)
     return Moments(n, mean, m2)
-
-
-def hidden_levels(payload: Mapping[str, Any], axis: str) -> int:
-    """How many levels of axis ("rows", "columns", "groups") a node hid with their values."""
-    hidden = payload.get("hidden")
-    if not isinstance(hidden, Mapping):
-        return 0
-    value = hidden.get(axis, 0)
-    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
-
-
-def hiding_nodes(
-    included: Mapping[str, Mapping[str, Any]],
-    axis: str,
-    labels_of: Callable[[str, Mapping[str, Any]], set[str | None]],
-) -> dict[str, set[str | None]]:
-    """The nodes that hid levels of axis, each with the labels it did report.
-
-    A combined value at a label such a node did not report is unknown: the node may hold
-    a withheld value there, so the value must not be presented as pooled.
-    """
-    return {
-        node: labels_of(node, payload)
-        for node, payload in included.items()
-        if hidden_levels(payload, axis) > 0
-    }

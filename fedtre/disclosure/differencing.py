@@ -585,20 +585,6 @@ def cohort_size_rule(cohort: Cohort, policy: DisclosurePolicy) -> RuleResult:
     )
 
 
-def closest_difference(
-    cohort: Cohort, earlier: Iterable[tuple[int, np.ndarray]], policy: DisclosurePolicy
-) -> int | None:
-    """Return the smallest non-zero difference below threshold from an earlier set, or None."""
-    worst: int | None = None
-    for size, sketch in earlier:
-        if abs(size - cohort.size) >= policy.threshold:
-            continue
-        d = symmetric_difference(cohort.sketch, sketch, limit=policy.threshold)
-        if d is not None and 0 < d and (worst is None or d < worst):
-            worst = d
-    return worst
-
-
 def differencing_rule(difference: int | None, policy: DisclosurePolicy) -> RuleResult:
     """Return the differencing rule's result: None passes; 0 is the same records asked by a
     different question; 1..threshold-1 a near difference."""

@@ -80,13 +80,6 @@ def apply_rounding(n: int, policy: DisclosurePolicy) -> int:
     return round_count(n, policy.rounding_base)
 
 
-def release_count(n: int, policy: DisclosurePolicy) -> int | None:
-    """Return the count as it may be released (rounded), or None when it is withheld."""
-    if not meets_threshold(n, policy):
-        return None
-    return apply_rounding(n, policy)
-
-
 def outcome_for(*, released: int, withheld: int) -> Outcome:
     """Return the outcome of an output that releases `released` values and withholds `withheld`."""
     if withheld == 0:
@@ -140,60 +133,6 @@ def _cells_have(k: int) -> str:
 
 def _groups_have(k: int) -> str:
     return "group has" if k == 1 else "groups have"
-
-
-@dataclass(frozen=True)
-class CheckedCounts:
-    """Counts after the threshold and rounding rules: None marks a withheld value."""
-
-    values: tuple[int | None, ...]
-    outcome: Outcome
-    rules: tuple[RuleResult, ...]
-
-
-def check_count(n: int, policy: DisclosurePolicy) -> CheckedCounts:
-    """Check a single count: below the threshold it is withheld and the output BLOCKED."""
-    value = release_count(n, policy)
-    t = policy.threshold
-    threshold = _no_threshold(policy) or (
-        RuleResult(THRESHOLD, True, f"the count has at least {t} records")
-        if value is not None
-        else RuleResult(
-            THRESHOLD, False, f"the count has fewer than {t} records, so it is withheld"
-        )
-    )
-    outcome = Outcome.RELEASED if value is not None else Outcome.BLOCKED
-    return CheckedCounts((value,), outcome, (threshold, rounding_result(policy)))
-
-
-def check_cells(counts: Sequence[int], policy: DisclosurePolicy) -> CheckedCounts:
-    """Check the cells of a table; each cell below the threshold is withheld on its own.
-
-    An empty table is judged as a total of zero records: BLOCKED unless the threshold is 0.
-    """
-    t = policy.threshold
-    rounding = rounding_result(policy)
-    if not counts:
-        no_threshold = _no_threshold(policy)
-        if no_threshold is not None:
-            return CheckedCounts((), Outcome.RELEASED, (no_threshold, rounding))
-        detail = f"the table has fewer than {t} records in total, so it is withheld"
-        return CheckedCounts((), Outcome.BLOCKED, (RuleResult(THRESHOLD, False, detail), rounding))
-    values = tuple(release_count(n, policy) for n in counts)
-    withheld = sum(v is None for v in values)
-    if withheld:
-        threshold = RuleResult(
-            THRESHOLD,
-            False,
-            f"{withheld} of {len(values)} {_cells_have(withheld)} fewer than {t} records; "
-            "their counts are withheld",
-        )
-    else:
-        threshold = _no_threshold(policy) or RuleResult(
-            THRESHOLD, True, f"every cell has at least {t} records"
-        )
-    outcome = outcome_for(released=len(values) - withheld, withheld=withheld)
-    return CheckedCounts(values, outcome, (threshold, rounding))
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ totally unimodular, so integer and real feasibility agree.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 Label = str | None
@@ -39,7 +39,7 @@ def seen_from_payload(
     *,
     two_way: bool,
     all_cells: Mapping[tuple[Label, Label], int] | None = None,
-    zeros_known: bool = False,
+    zeros_known: Collection[tuple[Label, Label]] = (),
 ) -> Seen:
     """What a researcher sees in a crosstab node payload released with margins=true.
 
@@ -48,8 +48,9 @@ def seen_from_payload(
     the dropped levels come back under their true labels with every value unknown (the
     worst case, an adversary who knows which levels exist). A level with no records at
     all (an all-zero row or column of a made-up grid) does not exist in real data; it is
-    left out. zeros_known: zero cells may be released (zeros_disclosive false), so the
-    adversary is granted the zero cells of dropped levels too.
+    left out. zeros_known: the zero cells the table released (zeros_disclosive false)
+    that a dropped level hides; the adversary is granted them too (a zero the table
+    withheld to protect another cell stays unknown: nothing else releases it).
     """
     cells = {(r, c): n for r, c, n in payload["cells"]}
     assert "hidden" not in payload  # no count of dropped levels leaves
@@ -61,7 +62,7 @@ def seen_from_payload(
             cols_n[c] = cols_n.get(c, 0) + n
         for (r, c), n in all_cells.items():
             if rows_n[r] > 0 and cols_n[c] > 0:
-                cells.setdefault((r, c), 0 if zeros_known and n == 0 else None)
+                cells.setdefault((r, c), 0 if (r, c) in zeros_known and n == 0 else None)
     rows = sorted({r for r, _ in cells}, key=str)
     cols = sorted({c for _, c in cells}, key=str)
     margins = payload.get("margins", {})

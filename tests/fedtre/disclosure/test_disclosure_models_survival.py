@@ -1,4 +1,4 @@
-"""Rules for the analyses still to come: models, survival tables, quantiles and histograms."""
+"""Rules for models and survival tables."""
 
 from __future__ import annotations
 
@@ -6,12 +6,6 @@ import pytest
 
 from fedtre.analyses import Outcome
 from fedtre.disclosure import DisclosurePolicy
-from fedtre.disclosure.distributions import (
-    check_bins,
-    outer_edges,
-    quantile_is_safe,
-    quantile_rule,
-)
 from fedtre.disclosure.models import check_model
 from fedtre.disclosure.survival import GridCell, protect_survival_table
 
@@ -118,36 +112,3 @@ def test_a_small_survival_table_is_withheld() -> None:
 
 
 # ----------------------------------------------------------------------------- distributions
-
-
-@pytest.mark.parametrize(
-    ("q", "n", "safe"),
-    [
-        (0.5, 19, True),  # the 10th of 19 values: 10 at or below, 10 at or above
-        (0.5, 18, False),  # between the 9th and 10th: only 9 at or below the 9th
-        (0.5, 20, True),
-        (0.0, 100, False),  # the minimum
-        (1.0, 100, False),  # the maximum
-        (0.1, 101, True),
-        (0.05, 100, False),
-    ],
-)
-def test_quantiles_need_threshold_values_on_each_side(q: float, n: int, safe: bool) -> None:
-    assert quantile_is_safe(q, n, POLICY) is safe
-
-
-def test_quantile_rule_names_the_unsafe_quantiles() -> None:
-    rule = quantile_rule([0.05, 0.5], 100, POLICY)
-    assert not rule.passed and "0.05" in rule.detail and "0.5," not in rule.detail
-
-
-def test_histogram_bins_hold_zero_or_at_least_threshold() -> None:
-    safe, rule = check_bins([0, 10, 9, 25], POLICY)
-    assert safe == [True, True, False, True]
-    assert not rule.passed and "1 of 4 bins" in rule.detail
-
-
-def test_histogram_edges_are_rounded_outward_beyond_the_data() -> None:
-    low, high = outer_edges(17.3, 88.0, 5.0)
-    assert (low, high) == (15.0, 90.0)
-    assert outer_edges(15.0, 90.0, 5.0)[1] == 95.0  # never the exact maximum

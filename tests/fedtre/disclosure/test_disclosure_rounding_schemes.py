@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from fedtre.disclosure import DisclosurePolicy
+from fedtre.disclosure import DisclosurePolicy, release
 from fedtre.disclosure.rules import (
     apply_rounding,
-    check_count,
-    release_count,
     round_count,
     round_midpoint,
     rounding_result,
@@ -38,13 +36,15 @@ def test_nearest_tie_goes_up_at_every_base() -> None:
 
 
 def test_threshold_is_applied_to_the_exact_count_before_rounding() -> None:
-    policy = DisclosurePolicy(threshold=10, rounding_base=5)
+    policy = DisclosurePolicy(threshold=10, rounding_base=5, perturbation="rounding")
     # 9 would round to 10, but suppression decides on the exact count
-    assert release_count(9, policy) is None
-    assert release_count(10, policy) == 10
-    midpoint = DisclosurePolicy(threshold=10, rounding="midpoint", rounding_base=6)
-    assert release_count(9, midpoint) is None
-    assert release_count(10, midpoint) == 9
+    assert release.count(9, 0, policy) is None
+    assert release.count(10, 0, policy) == 10
+    midpoint = DisclosurePolicy(
+        threshold=10, rounding="midpoint", rounding_base=6, perturbation="rounding"
+    )
+    assert release.count(9, 0, midpoint) is None
+    assert release.count(10, 0, midpoint) == 9
 
 
 def test_rounding_rule_says_which_scheme_applies() -> None:
@@ -54,5 +54,7 @@ def test_rounding_rule_says_which_scheme_applies() -> None:
 
 
 def test_count_released_under_midpoint_6() -> None:
-    checked = check_count(14, DisclosurePolicy(threshold=10, rounding="midpoint", rounding_base=6))
-    assert checked.values == (15,)
+    policy = DisclosurePolicy(
+        threshold=10, rounding="midpoint", rounding_base=6, perturbation="rounding"
+    )
+    assert release.count(14, 0, policy) == 15

@@ -8,10 +8,11 @@ true, the adversary's worst case); the noisy default is tested at the end.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from table_adversary import (
     Seen,
@@ -52,14 +53,19 @@ def check_grid(grid: list[list[int]], policy: DisclosurePolicy = EXACT_ROUNDING)
 
 
 def assert_protected(
-    payload: dict, cells: dict, threshold: int, *, two: bool = True, zeros_ok: bool = False
+    payload: dict,
+    cells: dict,
+    threshold: int,
+    *,
+    two: bool = True,
+    zeros_released: Collection[tuple[str, str]] = (),
 ) -> None:
     """No withheld entry can be recovered and no derivable sum is small.
 
-    zeros_ok: zero cells may be released (zeros_disclosive false); the adversary is then
-    granted the zero cells of dropped levels as well.
+    zeros_released: the zero cells the table released (zeros_disclosive false); the
+    adversary is granted those of dropped levels as well.
     """
-    seen = seen_from_payload(payload, two_way=two, all_cells=cells, zeros_known=zeros_ok)
+    seen = seen_from_payload(payload, two_way=two, all_cells=cells, zeros_known=zeros_released)
     truth = truth_entries(cells, two_way=two)
     assert recovered(seen, truth) == []
     assert small_derived_sums(seen, threshold) == []
@@ -241,6 +247,9 @@ grids = st.integers(1, 4).flatmap(
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# A zero withheld to protect another cell, in a level dropped from the payload: it stays
+# unknown to the adversary (found by this test once)
+@example(grid=[[0, 2, 1], [1, 0, 1], [2, 0, 0]], threshold=3, zeros=False)
 @given(grid=grids, threshold=st.sampled_from([3, 5, 10]), zeros=st.booleans())
 def test_no_released_count_is_small_and_no_withheld_value_is_recoverable(
     grid: list[list[int]], threshold: int, zeros: bool
@@ -257,7 +266,15 @@ def test_no_released_count_is_small_and_no_withheld_value_is_recoverable(
         released.append(payload["margins"]["total"])
     assert all(n is None or n >= threshold or (n == 0 and not zeros) for n in released)
     if output.outcome is not Outcome.BLOCKED:
-        assert_protected(payload, two_way(grid), threshold, zeros_ok=not zeros)
+        # The zeros the table released (none withheld to protect another cell), as the
+        # suppression decided them on the exact counts
+        protected = protect_table(keyed(two_way(grid)), policy, two_way=True)
+        released_zeros = {
+            cell
+            for cell, n in two_way(grid).items()
+            if n == 0 and not zeros and ("cell", *cell) not in protected.why
+        }
+        assert_protected(payload, two_way(grid), threshold, zeros_released=released_zeros)
 
 
 @settings(max_examples=150, deadline=None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +14,10 @@ import pytest
 import sqlalchemy as sa
 
 from fedtre.analyses import DatasetSchema, DataSource, NodeOutput, Outcome, get_analysis
-from fedtre.disclosure import DisclosurePolicy
+from fedtre.disclosure import DisclosurePolicy, release
 from fedtre.disclosure.rules import (
-    check_cells,
-    check_count,
     check_group_sizes,
+    count_rule,
     outcome_for,
     round_count,
 )
@@ -99,30 +99,28 @@ def test_outcome_for() -> None:
     assert outcome_for(released=0, withheld=4) is Outcome.BLOCKED
 
 
-def test_count_at_threshold_is_released_and_below_is_blocked() -> None:
-    assert check_count(10, STRICT).values == (10,)
-    below = check_count(9, STRICT)
-    assert below.values == (None,) and below.outcome is Outcome.BLOCKED
-    threshold = below.rules[0]
-    assert (threshold.rule, threshold.passed) == ("threshold", False)
-    assert threshold.detail == "the count has fewer than 10 records, so it is withheld"
+def test_count_at_threshold_is_released_and_below_is_withheld() -> None:
+    rounding = replace(STRICT, perturbation="rounding")
+    assert release.count(10, 0, rounding) == 10
+    assert release.count(9, 0, rounding) is None
+    for key in range(0, 256, 51):
+        assert release.count(10, key, STRICT) == 10  # the noise never goes below it
+        assert release.count(9, key, STRICT) is None
 
 
-def test_threshold_zero_releases_zero() -> None:
-    checked = check_count(0, DisclosurePolicy(threshold=0, rounding_base=1))
-    assert checked.values == (0,) and checked.outcome is Outcome.RELEASED
-    assert all(r.passed for r in checked.rules)
+def test_threshold_zero_releases_zero_only_where_zeros_may_show() -> None:
+    exact = DisclosurePolicy(threshold=0, rounding_base=1, perturbation="rounding")
+    assert release.count(0, 0, exact, zero_ok=True) == 0
+    assert release.count(0, 0, exact) is None
 
 
-def test_every_check_reports_passed_rules_too() -> None:
-    checked = check_cells([12, 30], STRICT)
-    assert [(r.rule, r.passed) for r in checked.rules] == [("threshold", True), ("rounding", True)]
-    assert "nearest multiple of 5" in checked.rules[1].detail
+def test_the_count_rule_says_how_counts_are_protected() -> None:
+    assert count_rule(replace(STRICT, perturbation="rounding")).rule == "rounding"
+    assert "nearest multiple of 5" in count_rule(replace(STRICT, perturbation="rounding")).detail
+    assert count_rule(STRICT).rule == "perturbation" and count_rule(STRICT).passed
 
 
-def test_empty_table_is_blocked_unless_threshold_is_zero() -> None:
-    assert check_cells([], STRICT).outcome is Outcome.BLOCKED
-    assert check_cells([], DisclosurePolicy(0, 5)).outcome is Outcome.RELEASED
+def test_no_groups_is_blocked_unless_threshold_is_zero() -> None:
     assert check_group_sizes([], STRICT, column="x", grouped=True).outcome is Outcome.BLOCKED
 
 
