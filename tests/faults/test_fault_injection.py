@@ -279,7 +279,12 @@ class Submitter:
                         request_id=request_id,
                     )
                 except (Unavailable, FedtreError) as exc:
-                    if not isinstance(exc, Unavailable) and "cannot reach" not in str(exc):
+                    # A link cut or a coordinator restart mid-stream can also surface as a
+                    # removed stream (TLS bytes cut off at the proxy): as transient.
+                    transient = ("cannot reach", "Stream removed")
+                    if not isinstance(exc, Unavailable) and not any(
+                        t in str(exc) for t in transient
+                    ):
                         self.errors.append(f"submission {i}: {type(exc).__name__}: {exc}")
                         return
                     with self._lock:
@@ -466,7 +471,9 @@ def _wait_final(client: Client, job_ids: set[int], timeout: float) -> dict[int, 
     while time.monotonic() < deadline:
         try:
             listed = client.jobs(limit=1000, project=PROJECT)
-        except Unavailable:
+        except FedtreError:
+            # The researcher's connection may still carry bytes the faults corrupted
+            # ("Stream removed", TSI_DATA_CORRUPTED) or be reconnecting: ask again.
             time.sleep(0.5)
             continue
         states = {j.id: j.state for j in listed if j.id in job_ids}
