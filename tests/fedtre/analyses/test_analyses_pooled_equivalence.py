@@ -9,7 +9,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from analysis_testkit import cohort, make_nodes, make_source, roundtrip, run_federated, split
+from analysis_testkit import (
+    EXACT,
+    cohort,
+    make_nodes,
+    make_source,
+    roundtrip,
+    run_federated,
+    split,
+)
 
 from fedtre.analyses import DatasetSchema, get_analysis
 from fedtre.disclosure import DisclosurePolicy
@@ -160,19 +168,6 @@ def test_count_and_crosstab_under_noise_are_close_and_consistent(network) -> Non
     assert run_federated(get_analysis("crosstab"), {"rows": "smoking"}, nodes, noisy) == table
 
 
-# The summary's exactness policy: counts rounded to 1 (no cell-key noise), no magnitude
-# noise, every rule off; then pooling the released n, mean and sd is exact.
-SUMMARY_EXACT = DisclosurePolicy(
-    threshold=0,
-    perturbation="rounding",
-    rounding_base=1,
-    zeros_disclosive=False,
-    dominance_n=0,
-    p_percent=0,
-    magnitude_noise=0,
-)
-
-
 def expected_summary(df: pd.DataFrame, column: str, by: str | None) -> dict[Any, tuple]:
     values = df[df[column].notna()]
     keys = [None] * len(values) if by is None else [label(v, TYPES[by]) for v in values[by]]
@@ -199,7 +194,7 @@ def test_summary_equals_pooled_moments(network, column, by, filter_name) -> None
     f, mask = FILTERS[filter_name]
     params = {"column": column, "by": by, "filter": f}
 
-    result = run_federated(get_analysis("summary"), params, nodes, SUMMARY_EXACT)
+    result = run_federated(get_analysis("summary"), params, nodes, EXACT)
 
     expected = expected_summary(pooled[mask(pooled)], column, by)
     got = {g: (n, mean, sd) for g, n, mean, sd in result["groups"]}
@@ -223,7 +218,7 @@ def test_summary_variance_is_stable_far_from_zero(tmp_path) -> None:
     assert abs(math.sqrt(abs(naive_var)) - exact_sd) / exact_sd > 1e-6  # the data is hard
     nodes = make_nodes(tmp_path, split(pooled, [100, 350, 150]))
 
-    result = run_federated(get_analysis("summary"), {"column": "bmi"}, nodes, SUMMARY_EXACT)
+    result = run_federated(get_analysis("summary"), {"column": "bmi"}, nodes, EXACT)
 
     [[_, n, mean, sd]] = result["groups"]
     assert n == POOLED_N
@@ -236,9 +231,7 @@ def test_summary_of_a_single_value_group_has_null_sd(tmp_path) -> None:
     schema = DatasetSchema("tiny", {"sex": "string", "bmi": "float"})
     nodes = {"a": make_source(tmp_path / "a.db", pooled, schema)}
 
-    result = run_federated(
-        get_analysis("summary"), {"column": "bmi", "by": "sex"}, nodes, SUMMARY_EXACT
-    )
+    result = run_federated(get_analysis("summary"), {"column": "bmi", "by": "sex"}, nodes, EXACT)
 
     assert result["groups"] == [["F", 1, 20.0, None], ["M", 2, 24.0, pytest.approx(math.sqrt(8))]]
 
@@ -248,9 +241,7 @@ def test_summary_group_with_only_missing_values_does_not_appear(tmp_path) -> Non
     schema = DatasetSchema("tiny", {"sex": "string", "bmi": "float"})
     nodes = {"a": make_source(tmp_path / "a.db", pooled, schema)}
 
-    result = run_federated(
-        get_analysis("summary"), {"column": "bmi", "by": "sex"}, nodes, SUMMARY_EXACT
-    )
+    result = run_federated(get_analysis("summary"), {"column": "bmi", "by": "sex"}, nodes, EXACT)
 
     assert [g[0] for g in result["groups"]] == ["F", "M"]
 

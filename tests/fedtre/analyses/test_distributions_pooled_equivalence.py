@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from analysis_testkit import run_federated
+from analysis_testkit import EXACT, run_federated
 from model_testkit import make_model_nodes, model_cohort, split_with_single_level
 
 from fedtre.analyses import get_analysis
@@ -134,23 +134,11 @@ def test_histogram_with_filter_equals_numpy(network) -> None:
 # -- correlation ----------------------------------------------------------------------------
 
 
-# Counts released exactly (rounding to 1), no magnitude noise, every rule off.
-EXACT_COUNTS = DisclosurePolicy(
-    threshold=0,
-    perturbation="rounding",
-    rounding_base=1,
-    zeros_disclosive=False,
-    dominance_n=0,
-    p_percent=0,
-    magnitude_noise=0,
-)
-
-
 @pytest.mark.parametrize("columns", [["age", "bmi"], ["age", "bmi", "sbp", "visits", "time"]])
 def test_correlation_equals_numpy_corrcoef(network, columns: list[str]) -> None:
     pooled, nodes = network
 
-    result = run_federated(get_analysis("correlation"), {"columns": columns}, nodes, EXACT_COUNTS)
+    result = run_federated(get_analysis("correlation"), {"columns": columns}, nodes, EXACT)
 
     complete = pooled[columns].dropna()
     expected = np.corrcoef(complete.to_numpy(dtype=float).T)
@@ -183,7 +171,7 @@ def test_correlation_with_filter_and_far_from_zero_values(network, tmp_path) -> 
     f = {"col": "age", "op": "<", "value": 70}
 
     result = run_federated(
-        get_analysis("correlation"), {"columns": ["sbp", "bmi"], "filter": f}, nodes, EXACT_COUNTS
+        get_analysis("correlation"), {"columns": ["sbp", "bmi"], "filter": f}, nodes, EXACT
     )
 
     complete = shifted[shifted.age < 70][["sbp", "bmi"]].dropna()
