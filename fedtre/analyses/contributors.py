@@ -11,8 +11,9 @@ asks each group's `ORDER BY value DESC LIMIT n` instead, which SQLite keeps in a
 sorter during one scan (about 1 s each at that size).
 
 Per column rather than per group (correlation, the model analyses: each numeric column's
-total is judged): column_contributions gives each column's total, minimum and largest
-values over the output's records, for fedtre.disclosure.dominance.columns_dominance_rules.
+total is judged): top_values_of_columns gives each column's largest values over the
+output's records, and contribution packs them with the column's total and minimum (which
+the caller sums in its own query) for fedtre.disclosure.dominance.columns_dominance_rules.
 """
 
 from __future__ import annotations
@@ -72,41 +73,8 @@ def _per_group(
     return found
 
 
-def column_contributions(
-    conn: sa.Connection,
-    values: Mapping[str, sa.ColumnElement[Any]],
-    conditions: Sequence[sa.ColumnElement[bool]],
-    *,
-    limit: int,
-) -> dict[str, dict[str, Any]]:
-    """Return, per named numeric expression, what the dominance rules judge a column total by.
-
-    values: column name -> a numeric SQL expression (e.g. CAST(col AS DOUBLE)); conditions:
-    the records (e.g. fedtre.analyses.design.complete_cases). Result: name ->
-    {"total": SUM, "minimum": MIN, "top": its `limit` largest values, descending}, all
-    over the records the conditions select (fedtre.disclosure.dominance.
-    columns_dominance_rules judges it). One query gives every total and minimum; the
-    largest values come from top_values_of_columns. Computed in the engine, never
-    released. A caller that already aggregates over the same records may put the SUMs
-    and MINs in its own query and call top_values_of_columns alone.
-    """
-    names = list(values)
-    if not names:
-        return {}
-    first = conn.execute(
-        sa.select(
-            *(sa.func.sum(values[c]) for c in names), *(sa.func.min(values[c]) for c in names)
-        ).where(*conditions)
-    ).one()
-    tops = top_values_of_columns(conn, values, conditions, limit=limit)
-    return {
-        name: contribution(first[i], first[len(names) + i], tops[name])
-        for i, name in enumerate(names)
-    }
-
-
 def contribution(total: Any, minimum: Any, top: Sequence[float]) -> dict[str, Any]:
-    """Return one column's entry of column_contributions() from its SUM, MIN and top values."""
+    """Return one column's entry for columns_dominance_rules from its SUM, MIN and top values."""
     return {
         "total": float(total or 0.0),
         "minimum": None if minimum is None else float(minimum),

@@ -36,6 +36,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from fedtre.analyses.base import CATEGORICAL_TYPES, NUMERIC_TYPES, DatasetSchema
+from fedtre.analyses.contributors import top_values_of_columns
 from fedtre.analyses.filters import MAX_NAME, compile_filter
 from fedtre.analyses.labels import category_label
 from fedtre.analyses.pooling import malformed
@@ -339,28 +340,24 @@ def model_records(
 ) -> ModelRecords:
     """Count the model's records, their cell key and each column's absolute total in one
     query (with the caller's `extra` aggregates), then each column's largest absolute
-    values (one `ORDER BY |x| DESC LIMIT` per column: a bounded sort in one scan).
+    values (contributors.top_values_of_columns: a bounded sort per column, in one scan).
 
     record_key: cellkey.record_key_of(source), taken before the connection is opened
     (for a test source it registers SQLite's hash on connections checked out after it).
     Everything runs in the source's engine; no record reaches Python.
     """
     names = list(columns)
-    sizes = [sa.func.sum(sa.func.abs(columns[c])) for c in names]
+    sizes_of = {name: sa.func.abs(columns[name]) for name in names}
+    sums = [sa.func.sum(sizes_of[c]) for c in names]
     row = conn.execute(
-        sa.select(sa.func.count(), cell_key_sum(record_key), *sizes, *extra).where(*conditions)
+        sa.select(sa.func.count(), cell_key_sum(record_key), *sums, *extra).where(*conditions)
     ).one()
     n, key = int(row[0]), int(row[1] or 0)
     totals = [float(v or 0.0) for v in row[2 : 2 + len(names)]]
-    magnitudes: dict[str, tuple[list[float], float]] = {}
-    for name, total in zip(names, totals, strict=True):
-        top: list[float] = []
-        if n > 0:
-            # one bounded sort (top-N) in one scan, on every engine
-            size = sa.func.abs(columns[name])
-            query = sa.select(size).where(*conditions).order_by(size.desc()).limit(MAX_DOMINANCE_N)
-            top = [float(v) for (v,) in conn.execute(query) if v is not None]
-        magnitudes[name] = (top, total)
+    tops = top_values_of_columns(conn, sizes_of, conditions, limit=MAX_DOMINANCE_N) if n > 0 else {}
+    magnitudes = {
+        name: (tops.get(name, []), total) for name, total in zip(names, totals, strict=True)
+    }
     return ModelRecords(n, key, magnitudes, list(row[2 + len(names) :]))
 
 

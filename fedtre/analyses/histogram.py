@@ -170,14 +170,17 @@ class HistogramAnalysis(Analysis):
         within [e0, ek]) is not named, as the cohort itself is remembered."""
         p = self.validate(params)
         binning = _binning(p)
-        found: set[tuple[differencing.Grouping, differencing.Labels]] = set()
-        for lower, upper, n in payload.get("bins", []):
-            if n is None or (lower is None and upper is None):
-                continue
-            lo = None if lower is None else _edge_index(p, float(lower), "(payload)")
-            hi = None if upper is None else _edge_index(p, float(upper), "(payload)")
-            found.add(((binning,), (differencing.span_label(lo, hi),)))
-        return found
+        return differencing.released_spans(
+            binning,
+            (
+                (
+                    None if lower is None else _edge_index(p, float(lower), "(payload)"),
+                    None if upper is None else _edge_index(p, float(upper), "(payload)"),
+                )
+                for lower, upper, n in payload.get("bins", [])
+                if n is not None
+            ),
+        )
 
     def schema_problems(self, params: Mapping[str, Any], schema: DatasetSchema) -> list[str]:
         p = self.validate(params)

@@ -180,12 +180,14 @@ class QuantilesAnalysis(Analysis):
                 return None
             return round((float(bound) - binning.origin) / binning.width)
 
-        found: set[tuple[differencing.Grouping, differencing.Labels]] = set()
-        for low, high, n in payload.get("intervals", []):
-            if n is None or (low is None and high is None):
-                continue
-            found.add(((binning,), (differencing.span_label(index(low), index(high)),)))
-        return found
+        return differencing.released_spans(
+            binning,
+            (
+                (index(low), index(high))
+                for low, high, n in payload.get("intervals", [])
+                if n is not None
+            ),
+        )
 
     def schema_problems(self, params: Mapping[str, Any], schema: DatasetSchema) -> list[str]:
         p = self.validate(params)

@@ -188,7 +188,6 @@ def _symmetric_row(support: int, variance: float) -> tuple[int, ...]:
 
 def _quantise_symmetric(p: np.ndarray, support: int) -> list[int]:
     """Return counts out of 256 for each j, symmetric in j, summing to 256, closest to p."""
-    half = KEY_RANGE // 2
     # j = 0 takes an even count; each j > 0 takes the same count on both sides.
     positive = p[support + 1 :] * KEY_RANGE
     base = np.floor(positive).astype(int)
@@ -203,7 +202,7 @@ def _quantise_symmetric(p: np.ndarray, support: int) -> list[int]:
     if centre % 2:  # cannot happen (256 - 2k is even) but keep the invariant visible
         raise AssertionError("odd centre")
     counts = [*base[::-1].tolist(), centre, *base.tolist()]
-    assert sum(counts) == KEY_RANGE and centre >= 0 and half > 0
+    assert sum(counts) == KEY_RANGE and centre >= 0
     return counts
 
 
@@ -370,13 +369,6 @@ def unit_noise(secret_tag: bytes, cell_key: int, slot: str) -> float:
 def secret_tag(secret: bytes) -> bytes:
     """Return the key used for magnitude noise, derived from (never equal to) the secret."""
     return hmac.new(secret, b"fedtre magnitude noise", hashlib.sha256).digest()
-
-
-def ptable_summary(table: PTable, threshold: int) -> Mapping[str, float]:
-    """Return D, V and the mean of the table's general row (the counts far from the threshold)."""
-    n = max(threshold, 1) + 10_000
-    mean, var, dev = table_moments(table, n)
-    return {"deviation": dev, "variance": var, "mean": mean}
 
 
 def keyed_source(source: DataSource, secret: bytes, key: str | None) -> DataSource:

@@ -161,6 +161,17 @@ def span_label(lo: int | None, hi: int | None) -> str:
     return f"{'' if lo is None else lo}:{'' if hi is None else hi}"
 
 
+def released_spans(
+    binning: Bins | Edges, spans: Iterable[tuple[int | None, int | None]]
+) -> set[tuple[Grouping, Labels]]:
+    """Return the released groups of runs of bins lo..hi-1 (None: open at that end), as an
+    analysis's released_groups gives them; a run open at both ends is the cohort itself,
+    remembered already, so it is left out."""
+    return {
+        ((binning,), (span_label(lo, hi),)) for lo, hi in spans if not (lo is None and hi is None)
+    }
+
+
 def _span(label: str) -> tuple[int | None, int | None]:
     if ":" not in label:
         return int(label), int(label) + 1

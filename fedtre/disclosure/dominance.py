@@ -18,8 +18,8 @@ its largest contributions in descending order (fedtre.analyses.contributors), an
 smallest value (to detect negatives).
 
 This module is the one place for NK and p%: per group (judge_group, dominance_rules:
-summary) and per column (columns_dominance_rules, check_columns_dominance: correlation
-and the model analyses, whose outputs reveal each numeric column's total).
+summary) and per column (columns_dominance_rules: correlation and the model analyses,
+whose outputs reveal each numeric column's total).
 """
 
 from __future__ import annotations
@@ -29,10 +29,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import sqlalchemy as sa
-
-from fedtre.analyses.base import NUMERIC_TYPES, DataSource, RuleResult
-from fedtre.disclosure.policy import MAX_DOMINANCE_N, DisclosurePolicy
+from fedtre.analyses.base import RuleResult
+from fedtre.disclosure.policy import DisclosurePolicy
 from fedtre.disclosure.rules import NK_DOMINANCE, P_PERCENT, REVIEW
 
 # Relative slack for float sums: a share exactly at the limit counts as reaching it.
@@ -92,51 +90,55 @@ def dominance_rules(
 
     `what` names the statistic in the details, e.g. "the mean of 'income'".
     """
-    results: list[RuleResult] = []
     groups = len(verdicts)
     nk = sum(v.nk_fails and not v.has_negative for v in verdicts)
     pp = sum(v.p_fails and not v.has_negative for v in verdicts)
+    return _rule_results(
+        policy,
+        nk_where=_of(nk, groups) if nk else None,
+        p_where=_of(pp, groups) if pp else None,
+        negative_where="" if any(v.has_negative for v in verdicts) else None,
+        what=f"{what} is withheld there",
+        unit="a group's",
+    )
+
+
+def _rule_results(
+    policy: DisclosurePolicy,
+    *,
+    nk_where: str | None,
+    p_where: str | None,
+    negative_where: str | None,
+    what: str,
+    unit: str,
+) -> list[RuleResult]:
+    """Return the NK, p% and review results; each *_where says where that rule failed
+    ("in 2 of 3 groups", "in 'income'"; None: nowhere). The one text of both rules."""
+    results: list[RuleResult] = []
     if policy.dominance_n > 0:
         n, k = policy.dominance_n, policy.dominance_k
-        if nk:
-            results.append(
-                RuleResult(
-                    NK_DOMINANCE,
-                    False,
-                    f"{_of(nk, groups)} the largest {n} contributions make up {k:g}% or more "
-                    f"of the total, so {what} is withheld there",
-                )
-            )
+        if nk_where is not None:
+            detail = f"{nk_where} the largest {n} contributions make up {k:g}% or more of the "
+            results.append(RuleResult(NK_DOMINANCE, False, detail + f"total, so {what}"))
         else:
-            results.append(
-                RuleResult(
-                    NK_DOMINANCE,
-                    True,
-                    f"no {n} contributions make up {k:g}% or more of a group's total",
-                )
-            )
+            detail = f"no {n} contributions make up {k:g}% or more of {unit} total"
+            results.append(RuleResult(NK_DOMINANCE, True, detail))
     if policy.p_percent > 0:
         p = policy.p_percent
-        if pp:
-            results.append(
-                RuleResult(
-                    P_PERCENT,
-                    False,
-                    f"{_of(pp, groups)} the second-largest contributor could estimate the "
-                    f"largest to within {p:g}%, so {what} is withheld there",
-                )
-            )
+        if p_where is not None:
+            detail = f"{p_where} the second-largest contributor could estimate the largest to "
+            results.append(RuleResult(P_PERCENT, False, detail + f"within {p:g}%, so {what}"))
         else:
-            results.append(
-                RuleResult(P_PERCENT, True, f"no contribution can be estimated to within {p:g}%")
-            )
-    if policy.dominance_on and any(v.has_negative for v in verdicts):
+            detail = f"no contribution can be estimated to within {p:g}%"
+            results.append(RuleResult(P_PERCENT, True, detail))
+    if policy.dominance_on and negative_where is not None:
+        where = f" in {negative_where}" if negative_where else ""
         results.append(
             RuleResult(
                 REVIEW,
                 False,
-                "negative values make the dominance rules inapplicable; the output waits for "
-                "the TRE's output checker",
+                f"negative values{where} make the dominance rules inapplicable; the output "
+                "waits for the TRE's output checker",
             )
         )
     return results
@@ -154,7 +156,7 @@ def _of(k: int, groups: int) -> str:
 def judge_columns(
     contributions: Mapping[str, Mapping[str, Any]], policy: DisclosurePolicy
 ) -> dict[str, GroupDominance]:
-    """Return the verdict on each column total from column_contributions()'s output."""
+    """Return the verdict on each column total (contributors.contribution entries)."""
     return {
         name: judge_group(c["top"], float(c["total"]), c["minimum"], policy)
         for name, c in contributions.items()
@@ -166,103 +168,24 @@ def columns_dominance_rules(
 ) -> list[RuleResult]:
     """Return the NK, p% and (if needed) review rule results over column totals.
 
-    contributions: fedtre.analyses.contributors.column_contributions()'s output (each
-    column's total, minimum and largest values, over the output's records). A failed NK or
-    p% rule names the columns (researcher parameters, never data values); the caller
-    blocks or withholds `what` (e.g. "the model") when one fails. Empty when the policy
-    turns both rules off.
+    contributions: per column, its total, minimum and largest values over the output's
+    records (fedtre.analyses.contributors.contribution). A failed NK or p% rule names the
+    columns (researcher parameters, never data values); the caller blocks or withholds
+    `what` (e.g. "the model") when one fails. Empty when the policy turns both rules off.
     """
     if not policy.dominance_on:
         return []
     verdicts = judge_columns(contributions, policy)
-    results: list[RuleResult] = []
 
-    def named(failing: list[str]) -> str:
-        return ", ".join(repr(c) for c in failing)
+    def named(failing: list[str]) -> str | None:
+        return "in " + ", ".join(repr(c) for c in failing) if failing else None
 
-    nk = [c for c, v in verdicts.items() if v.nk_fails and not v.has_negative]
-    pp = [c for c, v in verdicts.items() if v.p_fails and not v.has_negative]
-    if policy.dominance_n > 0:
-        n, k = policy.dominance_n, policy.dominance_k
-        if nk:
-            results.append(
-                RuleResult(
-                    NK_DOMINANCE,
-                    False,
-                    f"the largest {n} values of {named(nk)} make up {k:g}% or more of its "
-                    f"total, so {what} is withheld",
-                )
-            )
-        else:
-            results.append(
-                RuleResult(
-                    NK_DOMINANCE,
-                    True,
-                    f"no {n} values make up {k:g}% or more of a column's total",
-                )
-            )
-    if policy.p_percent > 0:
-        p = policy.p_percent
-        if pp:
-            results.append(
-                RuleResult(
-                    P_PERCENT,
-                    False,
-                    f"in {named(pp)} the second-largest contributor could estimate the "
-                    f"largest to within {p:g}%, so {what} is withheld",
-                )
-            )
-        else:
-            results.append(
-                RuleResult(P_PERCENT, True, f"no contribution can be estimated to within {p:g}%")
-            )
     negative = [c for c, v in verdicts.items() if v.has_negative]
-    if negative:
-        results.append(
-            RuleResult(
-                REVIEW,
-                False,
-                f"negative values in {named(negative)} make the dominance rules inapplicable; "
-                "the output waits for the TRE's output checker",
-            )
-        )
-    return results
-
-
-def check_columns_dominance(
-    source: DataSource,
-    columns: Sequence[str],
-    filter_: Mapping[str, Any] | None,
-    policy: DisclosurePolicy,
-    *,
-    complete_on: Sequence[str] | None = None,
-    what: str = "the output",
-) -> list[RuleResult]:
-    """Compute and judge NK and p% on each numeric column's total, in the source's engine.
-
-    For analyses that release something equivalent to a column's total (a mean with its
-    n, a model's X'X / X'y): linear_regression, glm, correlation. columns: the columns
-    whose totals are judged; those the schema does not declare float or integer
-    (booleans, strings, dates) are skipped (a boolean's total is a count, which the
-    count rules protect). Records: the filter's records with no NULL in complete_on
-    (default: columns), i.e. the output's complete cases. Returns the rule results of
-    columns_dominance_rules (empty when the policy turns both rules off, and then
-    nothing is queried).
-
-    In an Analysis, compute() may call fedtre.analyses.contributors.column_contributions
-    itself and check() columns_dominance_rules, so the engine work stays in compute();
-    this function does both at once.
-    """
-    if not policy.dominance_on:
-        return []
-    # Imported here: fedtre.analyses imports this module while it loads.
-    from fedtre.analyses.contributors import column_contributions
-    from fedtre.analyses.design import complete_cases
-
-    table = source.table
-    numeric = [c for c in columns if source.schema.columns.get(c) in NUMERIC_TYPES]
-    conditions = complete_cases(table, complete_on if complete_on is not None else columns, filter_)
-    values = {c: sa.cast(table.c[c], sa.Double) for c in dict.fromkeys(numeric)}
-    with source.engine.connect() as conn:
-        found = column_contributions(conn, values, conditions, limit=MAX_DOMINANCE_N)
-    return columns_dominance_rules(found, policy, what=what)
+    return _rule_results(
+        policy,
+        nk_where=named([c for c, v in verdicts.items() if v.nk_fails and not v.has_negative]),
+        p_where=named([c for c, v in verdicts.items() if v.p_fails and not v.has_negative]),
+        negative_where=", ".join(repr(c) for c in negative) if negative else None,
+        what=f"{what} is withheld",
+        unit="a column's",
+    )

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from fedtre.analyses import DatasetSchema, DataSource, Outcome, get_analysis
 from fedtre.disclosure import DisclosurePolicy
 from fedtre.disclosure.dominance import judge_group, nk_dominated, p_percent_unsafe
+from fedtre.disclosure.policy import MAX_DOMINANCE_N
 from fedtre.disclosure.rules import needs_review
 
 POLICY = DisclosurePolicy()  # NK 2/90, p 10%, threshold 10
@@ -210,10 +211,39 @@ def columns_source(tmp_path: Path) -> DataSource:
     engine.dispose()
 
 
-def test_column_totals_are_judged_per_column_in_sql(columns_source: DataSource) -> None:
-    from fedtre.disclosure.dominance import check_columns_dominance
+def judged_columns(
+    source: DataSource,
+    columns: list[str],
+    filter_: dict | None,
+    policy: DisclosurePolicy,
+    what: str = "the output",
+) -> list:
+    """NK and p% on each numeric column's total over the filter's complete cases, computed
+    in SQL as correlation and the models do (contributors, then columns_dominance_rules)."""
+    from fedtre.analyses.contributors import contribution, top_values_of_columns
+    from fedtre.analyses.design import complete_cases
+    from fedtre.disclosure.dominance import columns_dominance_rules
 
-    results = check_columns_dominance(
+    table = source.table
+    numeric = [c for c in columns if source.schema.columns[c] in ("integer", "float")]
+    values = {c: sa.cast(table.c[c], sa.Double) for c in numeric}
+    conditions = complete_cases(table, columns, filter_)
+    with source.engine.connect() as conn:
+        sums = conn.execute(
+            sa.select(
+                *(sa.func.sum(values[c]) for c in numeric),
+                *(sa.func.min(values[c]) for c in numeric),
+            ).where(*conditions)
+        ).one()
+        tops = top_values_of_columns(conn, values, conditions, limit=MAX_DOMINANCE_N)
+    found = {
+        c: contribution(sums[i], sums[len(numeric) + i], tops[c]) for i, c in enumerate(numeric)
+    }
+    return columns_dominance_rules(found, policy, what=what)
+
+
+def test_column_totals_are_judged_per_column_in_sql(columns_source: DataSource) -> None:
+    results = judged_columns(
         columns_source, ["income", "staff", "listed", "sector"], None, POLICY, what="the model"
     )
 
@@ -225,7 +255,7 @@ def test_column_totals_are_judged_per_column_in_sql(columns_source: DataSource) 
 
     # The filter decides the records: without the big firm nothing is dominated
     small = {"col": "sector", "op": "==", "value": "small"}
-    results = check_columns_dominance(columns_source, ["income", "staff"], small, POLICY)
+    results = judged_columns(columns_source, ["income", "staff"], small, POLICY)
     assert all(r.passed for r in results)
     assert {r.rule for r in results} == {"nk_dominance", "p_percent"}
 
@@ -233,17 +263,19 @@ def test_column_totals_are_judged_per_column_in_sql(columns_source: DataSource) 
 def test_column_dominance_respects_complete_cases_and_the_policy(
     columns_source: DataSource,
 ) -> None:
-    from fedtre.analyses.contributors import column_contributions
-    from fedtre.disclosure.dominance import check_columns_dominance, columns_dominance_rules
+    from fedtre.analyses.contributors import contribution, top_values_of_columns
+    from fedtre.disclosure.dominance import columns_dominance_rules
 
     # Turned off: nothing is judged
     off = DisclosurePolicy(dominance_n=0, p_percent=0)
-    assert check_columns_dominance(columns_source, ["income"], None, off) == []
+    assert judged_columns(columns_source, ["income"], None, off) == []
 
     # compute / check halves, as an analysis would use them
     income = sa.cast(columns_source.table.c.income, sa.Double)
     with columns_source.engine.connect() as conn:
-        found = column_contributions(conn, {"income": income}, [], limit=3)
+        total, minimum = conn.execute(sa.select(sa.func.sum(income), sa.func.min(income))).one()
+        top = top_values_of_columns(conn, {"income": income}, [], limit=3)["income"]
+    found = {"income": contribution(total, minimum, top)}
     assert found["income"]["top"] == [100_000.0, 150.0, 150.0]
     assert found["income"]["total"] == pytest.approx(100_000.0 + 29 * 150.0)
     assert found["income"]["minimum"] == 150.0
