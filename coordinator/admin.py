@@ -128,6 +128,14 @@ class Admin:
         )
         return self.governance.create_project(checked, by.name, self.clock())
 
+    def checked_project(self, project: Project) -> Project:
+        """project with its values checked as create_project checks them (names trimmed).
+
+        Raises InvalidRequest for a bad value.
+        """
+        _check_name(project.name, "project name")
+        return _checked(project, self.clock())
+
     def update_project(self, by: Identity, name: str, changes: ProjectChanges) -> Project:
         current = self.governance.project(name)
         if current is None:

@@ -37,6 +37,8 @@ class CoordinatorConfig:
     queue_poll_interval: with PostgreSQL (where several replicas may serve), seconds after
         which an idle task stream looks at its node's queue even unwoken: the safety net
         should another replica's wake-up (LISTEN/NOTIFY) be lost.
+    committee_approvals: how many different approvers of the data access committee must
+        approve an application before it becomes a project (coordinator.applications).
     """
 
     tls: TlsFiles
@@ -57,6 +59,7 @@ class CoordinatorConfig:
     max_result_bytes: int = 1_000_000
     max_in_flight: int = 16
     queue_poll_interval: float = 5.0
+    committee_approvals: int = 1
 
     @property
     def signing_key_file(self) -> Path:

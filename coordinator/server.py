@@ -17,12 +17,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from coordinator.admin import Admin
+from coordinator.applications import Applications, register_pages
 from coordinator.auth import Authenticator, RevocationList
 from coordinator.config import CoordinatorConfig
 from coordinator.health import DatabaseHealth
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.rpc.admin_servicer import AdminServicer
 from coordinator.rpc.agent_servicer import AgentServicer
+from coordinator.rpc.application_servicer import ApplicationServicer
 from coordinator.rpc.interceptors import MetricsInterceptor
 from coordinator.rpc.job_servicer import JobServicer
 from coordinator.rpc.notifier import TaskNotifier
@@ -39,7 +41,7 @@ from fedtre.identity.tls import (
     server_credentials,
 )
 from fedtre.ops_http import OpsServer
-from fedtre.v1 import admin_pb2, agent_pb2, jobs_pb2
+from fedtre.v1 import admin_pb2, agent_pb2, applications_pb2, jobs_pb2
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +49,7 @@ SERVICE_NAMES = (
     jobs_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
     agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
     admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+    applications_pb2.DESCRIPTOR.services_by_name["ApplicationService"].full_name,
 )
 
 
@@ -79,6 +82,9 @@ class CoordinatorServer:
         )
         self._wakeups: replicas.Wakeups | None = None
         self.admin = Admin(self.store, self.service.clock)
+        self.applications = Applications(
+            self.store, self.admin, self.service.clock, config.committee_approvals
+        )
         self.revocations = RevocationList.beside(config.tls.ca, config.crl_file)
         self.auth = Authenticator(self.store.governance, self.revocations, clock=self.service.clock)
         self._watcher: asyncio.Task[None] | None = None
@@ -138,6 +144,11 @@ class CoordinatorServer:
             admin_pb2.DESCRIPTOR.services_by_name["AdminService"],
             AdminServicer(self.admin, self.auth),
         )
+        add_servicer(
+            server,
+            applications_pb2.DESCRIPTOR.services_by_name["ApplicationService"],
+            ApplicationServicer(self.applications, self.auth),
+        )
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
@@ -193,7 +204,10 @@ class CoordinatorServer:
         self._health.start()
         if self.config.metrics_listen:
             self._ops = OpsServer(
-                self.config.metrics_listen, self.metrics.registry, ready=self.ready
+                self.config.metrics_listen,
+                self.metrics.registry,
+                ready=self.ready,
+                pages=register_pages(self.applications),
             )
             self.metrics_port = self._ops.start()
         self._watcher = asyncio.create_task(self._watch_revocations())

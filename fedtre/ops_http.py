@@ -1,7 +1,8 @@
 """The operations HTTP endpoint of a fedtre process: Prometheus /metrics, /livez and /readyz.
 
 Plain HTTP on its own port, apart from the mutual-TLS gRPC port, so that Prometheus and
-Kubernetes probes can reach it. It serves only metrics and health: no ids, no data.
+Kubernetes probes can reach it. It serves only metrics and health, no ids and no data,
+and whatever public pages its process gives it (the coordinator's Data Use Register).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -21,6 +22,8 @@ from fedtre.errors import InvalidRequest, Unavailable
 logger = logging.getLogger(__name__)
 
 Check = Callable[[], bool]
+# A public page: returns (content type, body), built afresh for each request.
+Page = Callable[[], tuple[str, bytes]]
 
 
 def parse_listen(listen: str, what: str = "metrics listen address") -> tuple[str, int]:
@@ -66,8 +69,10 @@ class OpsServer:
         *,
         live: Check = lambda: True,
         ready: Check = lambda: True,
+        pages: Mapping[str, Page] | None = None,
     ) -> None:
         self.host, self._requested_port = parse_listen(listen)
+        self._pages = dict(pages or {})
         self._metrics = make_wsgi_app(registry)
         self._checks = {"/livez": live, "/readyz": ready}
         self._server: WSGIServer | None = None
@@ -122,9 +127,13 @@ class OpsServer:
             except Exception:
                 logger.exception("cannot render the metrics")
                 return _plain(start_response, "500 Internal Server Error", "see the log\n")
+        page = self._pages.get(path)
+        if page is not None:
+            return self._page(page, path, start_response)
         check = self._checks.get(path)
         if check is None:
-            return _plain(start_response, "404 Not Found", "try /metrics, /livez or /readyz\n")
+            known = ", ".join(["/metrics", "/livez", "/readyz", *self._pages])
+            return _plain(start_response, "404 Not Found", f"try {known}\n")
         try:
             healthy = check()
         except Exception:
@@ -133,6 +142,24 @@ class OpsServer:
         if healthy:
             return _plain(start_response, "200 OK", "ok\n")
         return _plain(start_response, "503 Service Unavailable", "not ok\n")
+
+    @staticmethod
+    def _page(page: Page, path: str, start_response: Callable[..., Any]) -> list[bytes]:
+        try:
+            content_type, body = page()
+        except Exception:
+            logger.exception("cannot render a page", extra={"path": path})
+            return _plain(start_response, "503 Service Unavailable", "try again later\n")
+        start_response(
+            "200 OK",
+            [
+                ("Content-Type", content_type),
+                ("Content-Length", str(len(body))),
+                ("Cache-Control", "no-store"),
+                ("X-Content-Type-Options", "nosniff"),
+            ],
+        )
+        return [body]
 
 
 def _plain(start_response: Callable[..., Any], status: str, body: str) -> list[bytes]:

@@ -286,31 +286,35 @@ class GovernanceStore:
 
     def create_project(self, project: Project, by: str, now: datetime) -> Project:
         with self._tx() as s:
-            row = s.get(ProjectRow, project.name)
-            if row is not None and (row.created_by or row.approval_expires_at is not None):
-                raise Conflict(f"project {project.name!r} already exists; change it with "
-                               f"`fedtre projects update {project.name} ...`")  # fmt: skip
-            # A row without governance fields is a project of an older coordinator, made
-            # up on submission: adopting it keeps its jobs.
-            if row is None:
-                row = ProjectRow(name=project.name, created_at=now)
-                s.add(row)
-            row.description = project.description
-            row.created_by = by
-            row.nodes = list(project.nodes)
-            row.datasets = list(project.datasets)
-            row.analyses = list(project.analyses)
-            row.approval_expires_at = project.approval_expires_at
-            row.approvals_required = project.approvals_required
-            row.auto_approve = list(project.auto_approve)
-            s.flush()
-            for member in project.members:
-                self._add_member(s, project.name, member, by, now)
-            audit_log.record(
-                s, actor=by, event="project.created", subject=f"project:{project.name}",
-                details=_project_details(project), now=now,
-            )  # fmt: skip
-            return self._project(s, project.name)  # type: ignore[return-value]
+            return self.create_project_in(s, project, by, now)
+
+    def create_project_in(self, s: Session, project: Project, by: str, now: datetime) -> Project:
+        """create_project in the caller's transaction (an approved application's, say)."""
+        row = s.get(ProjectRow, project.name)
+        if row is not None and (row.created_by or row.approval_expires_at is not None):
+            raise Conflict(f"project {project.name!r} already exists; change it with "
+                           f"`fedtre projects update {project.name} ...`")  # fmt: skip
+        # A row without governance fields is a project of an older coordinator, made
+        # up on submission: adopting it keeps its jobs.
+        if row is None:
+            row = ProjectRow(name=project.name, created_at=now)
+            s.add(row)
+        row.description = project.description
+        row.created_by = by
+        row.nodes = list(project.nodes)
+        row.datasets = list(project.datasets)
+        row.analyses = list(project.analyses)
+        row.approval_expires_at = project.approval_expires_at
+        row.approvals_required = project.approvals_required
+        row.auto_approve = list(project.auto_approve)
+        s.flush()
+        for member in project.members:
+            self._add_member(s, project.name, member, by, now)
+        audit_log.record(
+            s, actor=by, event="project.created", subject=f"project:{project.name}",
+            details=_project_details(project), now=now,
+        )  # fmt: skip
+        return self._project(s, project.name)  # type: ignore[return-value]
 
     def update_project(self, name: str, changes: ProjectChanges, by: str, now: datetime) -> Project:
         with self._tx() as s:

@@ -42,7 +42,11 @@ class Upgrade:
 
 def metadata() -> sa.MetaData:
     """The coordinator's full schema: every module that declares tables is imported."""
-    from coordinator.store import audit_log, governance  # noqa: F401  (they declare tables)
+    from coordinator.store import (  # noqa: F401  (they declare tables)
+        applications,
+        audit_log,
+        governance,
+    )
     from coordinator.store.schema import Base
 
     return Base.metadata
