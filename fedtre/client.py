@@ -343,6 +343,7 @@ class Client:
         self._stub = jobs_pb2_grpc.JobServiceStub(self._channel)
         self._timeout = timeout
         self._admin: Any = None
+        self._applications: Any = None
 
     @property
     def admin(self) -> Any:
@@ -352,6 +353,16 @@ class Client:
 
             self._admin = AdminClient(self._channel, self._timeout)
         return self._admin
+
+    @property
+    def applications(self) -> Any:
+        """Data Access Requests and the committee's decisions
+        (fedtre.applications_client.ApplicationsClient)."""
+        if self._applications is None:
+            from fedtre.applications_client import ApplicationsClient
+
+            self._applications = ApplicationsClient(self._channel, self._timeout)
+        return self._applications
 
     def __enter__(self) -> Client:
         return self
