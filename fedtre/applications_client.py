@@ -86,7 +86,7 @@ def form_message(form: Mapping[str, Any]) -> pb.ApplicationForm:
         if key in LIST_FIELDS:
             values = [value] if isinstance(value, str) else value
             if not isinstance(values, Sequence) or not all(isinstance(v, str) for v in values):
-                raise InvalidRequest(f"{key} is a list of names, e.g. {key} = [\"a\", \"b\"]")
+                raise InvalidRequest(f'{key} is a list of names, e.g. {key} = ["a", "b"]')
             getattr(message, key).extend(values)
         elif isinstance(value, date):
             setattr(message, key, value.isoformat())
@@ -234,8 +234,7 @@ def _scope(message: Any, field: str) -> dict[str, Any] | None:
 
 def _form(m: pb.ApplicationForm) -> dict[str, Any]:
     return {
-        key: list(getattr(m, key)) if key in LIST_FIELDS else getattr(m, key)
-        for key in FORM_FIELDS
+        key: list(getattr(m, key)) if key in LIST_FIELDS else getattr(m, key) for key in FORM_FIELDS
     }
 
 
@@ -251,8 +250,9 @@ def _application(a: pb.Application) -> ApplicationInfo:
         submitted_at=_dt(a, "submitted_at"),
         updated_at=_dt(a, "updated_at"),
         decisions=tuple(
-            DecisionInfo(d.approver, d.decision, d.comment, _dt(d, "at"), d.version,
-                         _scope(d, "scope"))  # fmt: skip
+            DecisionInfo(
+                d.approver, d.decision, d.comment, _dt(d, "at"), d.version, _scope(d, "scope")
+            )  # fmt: skip
             for d in a.decisions
         ),
         approvals_required=a.approvals_required,

@@ -92,6 +92,7 @@ class LocalNetwork:
         governance: Mapping[str, Mapping[str, Any]] | None = None,
         approvals_required: int = 1,
         grids: Mapping[str, Mapping[str, float]] | None = None,
+        committee_approvals: int = 1,
     ) -> None:
         """grids: per dataset name, the grid width of each numeric column whose bounds may
         be released (histogram, quantiles, survival), as a TRE declares them."""
@@ -123,6 +124,8 @@ class LocalNetwork:
         self.governance = dict(governance or {})
         self.approvals_required = approvals_required
         self.grids = {name: dict(g) for name, g in (grids or {}).items()}
+        # How many approvers of the data access committee approve an application.
+        self.committee_approvals = committee_approvals
         self.tokens: dict[str, str] = {}
 
     # -- lifecycle -------------------------------------------------------------------
@@ -152,6 +155,7 @@ class LocalNetwork:
             ping_interval=self.ping_interval,
             metrics_listen="127.0.0.1:0" if self.metrics else None,
             health_interval=self.health_interval,
+            committee_approvals=self.committee_approvals,
         )
         self._loop = asyncio.new_event_loop()
         self._loop_thread = threading.Thread(
