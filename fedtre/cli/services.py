@@ -52,6 +52,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="approve every job on submission: for rehearsal networks only",
     )
     serve.add_argument(
+        "--committee-approvals",
+        type=int,
+        help="how many approvers of the data access committee must approve an application "
+        "before it becomes a project (env FEDTRE_COMMITTEE_APPROVALS; default 1)",
+    )
+    serve.add_argument(
         "--api-listen",
         help="HOST:PORT for people's API calls: TLS with API tokens, no client certificate "
         "(env FEDTRE_API_LISTEN; default 127.0.0.1:50052; 'off' serves none)",
@@ -158,6 +164,7 @@ def _serve(args: argparse.Namespace) -> int:
         listen=args.listen or os.environ.get("FEDTRE_LISTEN") or "127.0.0.1:50051",
         database_url=_database_url(args),
         auto_approve=args.auto_approve,
+        committee_approvals=_committee_approvals(args),
         metrics_listen=args.metrics_listen or os.environ.get("FEDTRE_METRICS_LISTEN") or None,
         api_listen=_api_listen(args),
         **_timing(args),
@@ -171,6 +178,20 @@ def _serve(args: argparse.Namespace) -> int:
         parse_listen(config.metrics_listen, "--metrics-listen")
     asyncio.run(serve_forever(config))
     return 0
+
+
+def _committee_approvals(args: argparse.Namespace) -> int:
+    from fedtre.errors import InvalidRequest
+
+    value = args.committee_approvals
+    if value is None:
+        text = os.environ.get("FEDTRE_COMMITTEE_APPROVALS", "1")
+        if not text.strip().isdigit():
+            raise InvalidRequest("FEDTRE_COMMITTEE_APPROVALS must be a whole number, 1 to 10")
+        value = int(text)
+    if not 1 <= value <= 10:
+        raise InvalidRequest(f"--committee-approvals must be 1 to 10, not {value}")
+    return int(value)
 
 
 def _timing(args: argparse.Namespace) -> dict[str, Any]:
