@@ -57,7 +57,9 @@ def application(approvals_required: int = 1, **changes: object) -> Application:
 
 
 def test_the_submitter_is_always_an_applicant_and_names_are_trimmed():
-    checked = checked_form(form(applicants=(" dan ",), nodes=("tre-a", " tre-a")), "alice", NOW.date())
+    checked = checked_form(
+        form(applicants=(" dan ",), nodes=("tre-a", " tre-a")), "alice", NOW.date()
+    )
     assert checked.applicants == ("alice", "dan")
     assert checked.nodes == ("tre-a",)
 
@@ -173,13 +175,13 @@ def test_register_status_active_expired_and_withdrawn():
 
 def test_a_register_cell_is_never_a_spreadsheet_formula():
     approved = _approved()
-    hostile = replace(approved, form=replace(approved.form, title="=HYPERLINK(\"x\")"))
+    hostile = replace(approved, form=replace(approved.form, title='=HYPERLINK("x")'))
     rows = register.entries([hostile], {}, NOW)
 
     parsed = list(csv.reader(io.StringIO(register.to_csv(rows).decode())))
 
     assert parsed[0] == list(register.FIELDS)
-    assert parsed[1][1] == "'=HYPERLINK(\"x\")"
+    assert parsed[1][1] == '\'=HYPERLINK("x")'
 
 
 def test_only_approved_applications_are_on_the_register():

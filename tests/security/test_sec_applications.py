@@ -374,7 +374,9 @@ def test_the_journey_through_the_cli(net, capsys, tmp_path):
                    "--identity", str(net.identity(who)))  # fmt: skip
 
     # she applies (a flag wins over the file),
-    code, out, err = as_("ada-quill", "apply", "--file", str(path), "--title", "CLI study", "--json")
+    code, out, err = as_(
+        "ada-quill", "apply", "--file", str(path), "--title", "CLI study", "--json"
+    )
     assert code == 0, err
     app_id = json.loads(out)["id"]
     assert json.loads(out)["form"]["title"] == "CLI study"
