@@ -30,9 +30,8 @@ from sectools import (
 
 from fedtre.errors import NotFound, PermissionDenied
 from fedtre.testing import LocalNetwork
-from fedtre.v1 import admin_pb2, admin_pb2_grpc
+from fedtre.v1 import admin_pb2, admin_pb2_grpc, applications_pb2_grpc
 from fedtre.v1 import applications_pb2 as pb
-from fedtre.v1 import applications_pb2_grpc
 
 ORG = "Northgate University"
 END = date.today() + timedelta(days=300)
