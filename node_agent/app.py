@@ -94,7 +94,10 @@ class Agent:
         self.courier = Courier(self.state, self.connection.report)
         # Runs, or refuses, the tasks that waited for the TRE operator's approval.
         self.approval_runner = ApprovalRunner(
-            self.approvals, self.gate.run_verified, self.connection.report
+            self.approvals,
+            self.gate.run_verified,
+            self.connection.report,
+            fetch_application=self.connection.project_application,
         )
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()

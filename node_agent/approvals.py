@@ -24,7 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from fedtre.analyses.base import NodeOutput, Outcome, RuleResult
-from fedtre.errors import Conflict, InvalidRequest, NotFound
+from fedtre.errors import Conflict, FedtreError, InvalidRequest, NotFound
 from node_agent import audit as agent_audit
 from node_agent.state import AgentState
 from node_agent.task import TaskSpec
@@ -69,6 +69,18 @@ waiting = sa.Table(
 )
 
 
+# The approved Data Access Request behind a project request, as the coordinator sent it
+# (null: the project has none, an admin created it).
+applications = sa.Table(
+    "operator_request_applications",
+    metadata,
+    sa.Column("request_id", sa.String, sa.ForeignKey("operator_requests.request_id"),
+              primary_key=True),
+    sa.Column("application", sa.JSON),
+    sa.Column("fetched_at", sa.DateTime(timezone=True), nullable=False),
+)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Request:
     """A project or job awaiting (or given) the TRE operator's decision."""
@@ -89,6 +101,9 @@ class Request:
     decided_at: datetime | None
     reason: str | None
     waiting: int
+    # A project request's approved Data Access Request (None: none, or not fetched yet).
+    application: dict[str, Any] | None = None
+    application_fetched: bool = False
 
     @property
     def pending(self) -> bool:
@@ -210,6 +225,47 @@ class OperatorApprovals:
             )  # fmt: skip
         return self.request(request_id)
 
+    def without_application(self) -> list[tuple[str, str]]:
+        """(request id, project) of pending project requests whose application is not kept."""
+        query = (
+            sa.select(requests.c.request_id, requests.c.project)
+            .outerjoin(applications, applications.c.request_id == requests.c.request_id)
+            .where(
+                requests.c.kind == "project",
+                requests.c.decision.is_(None),
+                applications.c.request_id.is_(None),
+            )
+        )
+        with self._engine.connect() as conn:
+            return [(r.request_id, r.project) for r in conn.execute(query)]
+
+    def keep_application(self, request_id: str, application: dict[str, Any] | None) -> None:
+        """Keep the application behind a project request (None: it has none)."""
+        with self._engine.begin() as conn:
+            if (
+                conn.execute(
+                    sa.select(applications.c.request_id).where(
+                        applications.c.request_id == request_id
+                    )
+                ).first()
+                is None
+            ):
+                conn.execute(
+                    applications.insert().values(
+                        request_id=request_id,
+                        application=application,
+                        fetched_at=self._clock(),
+                    )
+                )
+
+    def application(self, request_id: str) -> tuple[bool, dict[str, Any] | None]:
+        """(asked yet, the application or None) for a project request."""
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                sa.select(applications.c.application).where(applications.c.request_id == request_id)
+            ).first()
+        return (row is not None, None if row is None else row.application)
+
     def decided_waiting(self) -> list[tuple[TaskSpec, str, str]]:
         """Return (task, decision, reason) of waiting tasks whose request was decided."""
         query = (
@@ -263,7 +319,11 @@ class ApprovalRunner:
         report: Callable[[str, NodeOutput], bool],
         *,
         interval: float = POLL_INTERVAL_S,
+        fetch_application: Callable[[str], dict[str, Any] | None] | None = None,
     ) -> None:
+        """fetch_application: the approved Data Access Request behind a project (None when
+        it has none), kept with the project's request for the operator to read."""
+        self._fetch_application = fetch_application
         self._approvals = approvals
         self._run = run
         self._report = report
@@ -273,6 +333,7 @@ class ApprovalRunner:
 
     def run_once(self) -> int:
         """Act on every decided waiting task; return how many reached the coordinator."""
+        self.fetch_applications()
         done = 0
         for task, decision, _reason in self._approvals.decided_waiting():
             if self._stopping.is_set():
@@ -284,6 +345,21 @@ class ApprovalRunner:
                 self._approvals.mark_reported(task.task_id)
                 done += 1
         return done
+
+    def fetch_applications(self) -> None:
+        """Keep the application of each pending project request (asked again until it
+        can be asked)."""
+        if self._fetch_application is None:
+            return
+        for request_id, project in self._approvals.without_application():
+            try:
+                found = self._fetch_application(project)
+            except FedtreError:
+                logger.warning(
+                    "cannot fetch a project's application yet", extra={"project": project}
+                )
+                continue
+            self._approvals.keep_application(request_id, found)
 
     def loop(self) -> None:
         while not self._stopping.is_set():
@@ -340,7 +416,12 @@ def _request_query() -> sa.Select[Any]:
         .where(waiting.c.request_id == requests.c.request_id)
         .scalar_subquery()
     )
-    return sa.select(requests, count.label("waiting"))
+    return sa.select(
+        requests,
+        count.label("waiting"),
+        applications.c.application,
+        applications.c.fetched_at.label("application_fetched_at"),
+    ).outerjoin(applications, applications.c.request_id == requests.c.request_id)
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -367,4 +448,6 @@ def _request(row: Any) -> Request:
         decided_at=_aware(row.decided_at),
         reason=row.reason,
         waiting=int(row.waiting or 0),
+        application=row.application,
+        application_fetched=row.application_fetched_at is not None,
     )

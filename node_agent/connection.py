@@ -8,13 +8,16 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import grpc
+from google.protobuf import json_format
 
 from fedtre.analyses.base import DatasetSchema, NodeOutput
 from fedtre.disclosure import release
+from fedtre.errors import Unavailable
 from fedtre.identity.provenance import Provenance
-from fedtre.v1 import agent_pb2, agent_pb2_grpc
+from fedtre.v1 import agent_pb2, agent_pb2_grpc, applications_pb2, applications_pb2_grpc
 from fedtre.wire import (
     OUTCOME_TO_PB,
     dict_to_struct,
@@ -253,6 +256,19 @@ class AgentConnection:
             self._report(spec.task_id, output)
         except Exception:
             logger.exception("task could not be run or reported", extra={"task_id": task.task_id})
+
+    def project_application(self, project: str) -> dict[str, Any] | None:
+        """The approved Data Access Request behind project, as a dict; None when the
+        project has none (an admin created it). Raises Unavailable when it cannot be asked."""
+        stub = applications_pb2_grpc.ApplicationServiceStub(self._channel)
+        request = applications_pb2.GetProjectApplicationRequest(project=project)
+        try:
+            response = stub.GetProjectApplication(request, timeout=REPORT_TIMEOUT_S)
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise Unavailable(f"cannot ask for project {project!r}'s application") from None
+        return json_format.MessageToDict(response.application, preserving_proto_field_name=True)
 
     def report(self, task_id: str, output: NodeOutput) -> bool:
         """Report a task's output, retrying while the link is down (the airlock's reporter).

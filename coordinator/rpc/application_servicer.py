@@ -117,9 +117,9 @@ class ApplicationServicer(applications_pb2_grpc.ApplicationServiceServicer):
         identity: Identity,
     ) -> pb.GetProjectApplicationResponse:  # fmt: skip
         found = await asyncio.to_thread(self._applications.for_project, identity, request.project)
-        # A TRE's operator reads what was approved, not who applied.
-        public = replace(found, form=replace(found.form, applicants=()), accredited=(),
-                         decisions=())  # fmt: skip
+        # The TRE's operator reads what was approved and by whom applied (safe people),
+        # not the committee's deliberation.
+        public = replace(found, decisions=())
         return pb.GetProjectApplicationResponse(application=application_to_pb(public))
 
 
@@ -204,7 +204,7 @@ def application_to_pb(a: Application) -> pb.Application:
         id=a.id,
         state=a.state.value,
         form=form_to_pb(a.form),
-        submitted_by=a.submitted_by if a.form.applicants else "",
+        submitted_by=a.submitted_by,
         applicants=[
             pb.Applicant(name=name, accredited=name in a.accredited) for name in a.form.applicants
         ],

@@ -59,6 +59,7 @@ def as_json(request: Request) -> dict[str, Any]:
         "decided_by": request.decided_by,
         "reason": request.reason,
         "waiting_tasks": request.waiting,
+        "application": request.application,
     }
 
 
@@ -100,6 +101,37 @@ def show_lines(request: Request) -> list[str]:
         f"  waiting   {request.waiting} task(s)",
         f"  requested {request.requested_at:%Y-%m-%d %H:%M:%S} UTC",
         f"  status    {status}",
+        *(application_lines(request) if request.kind == "project" else []),
+    ]
+
+
+def application_lines(request: Request) -> list[str]:
+    """The Data Access Request the network's committee approved for the project."""
+    if not request.application_fetched:
+        return ["application: not fetched from the coordinator yet (the agent asks again)"]
+    a = request.application
+    if a is None:
+        return ["application: none on record (an admin created the project directly)"]
+    form, scope = a.get("form", {}), a.get("approved_scope", {})
+    people = ", ".join(
+        f"{p.get('name', '')}{' (accredited)' if p.get('accredited') else ''}"
+        for p in a.get("applicants", [])
+    )
+    return [
+        f"application {a.get('id', '')} (approved {a.get('approved_at', '')[:10]}):",
+        f"  title       {form.get('title', '')}",
+        f"  people      {people} of {form.get('organisation', '')} ({a.get('sector', '')})",
+        f"  lay summary {form.get('lay_summary', '')}",
+        f"  benefit     {form.get('public_benefit', '')}",
+        f"  technical   {form.get('technical_summary', '')}",
+        f"  legal basis UK GDPR Art. {form.get('article6', '')} and {form.get('article9', '')}; "
+        f"confidentiality: {form.get('duty_of_confidentiality', '')}; "
+        f"opt-out: {form.get('national_data_opt_out', '')}",
+        f"  linkage     {form.get('linkage', '') or '-'}",
+        f"  outputs     {form.get('expected_outputs', '')}",
+        f"  approved    nodes {', '.join(scope.get('nodes', []))}; datasets "
+        f"{', '.join(scope.get('datasets', []))}; analyses {', '.join(scope.get('analyses', []))}; "
+        f"until {scope.get('end_date', '')}",
     ]
 
 

@@ -7,6 +7,8 @@ One network, a committee of two approvers (committee_approvals=2). People:
   organisation;
 - cy-approver and di-approver, approvers; pi-approver, an approver of Northgate who
   also applies.
+
+tre-b's operator approves each new project (operator_approval = "project").
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import grpc
 import pytest
 from sectools import (
     OPEN_POLICY,
+    agent_tasks,
     audit_since,
     cli,
     code_of,
@@ -26,6 +29,7 @@ from sectools import (
     head,
     start,
     token_channel,
+    wait_for,
 )
 
 from fedtre.errors import NotFound, PermissionDenied
@@ -48,6 +52,7 @@ def net(tmp_path_factory):
             metrics=True,
             committee_approvals=2,
             directory=tmp_path_factory.mktemp("applications"),
+            governance={"tre-b": {"operator_approval": "project"}},
         )
     )
     for name, role in (
@@ -191,6 +196,67 @@ def test_a_rejected_application_creates_nothing_and_stays_rejected(net):
     )
     assert code == grpc.StatusCode.FAILED_PRECONDITION
     assert net.coordinator.admin.governance.project("cardio-rejected") is None
+
+
+def test_the_tre_operator_reads_the_application_before_the_agent_serves_the_project(net, capsys):
+    # Given a project approved by the committee for tre-b, whose operator approves projects,
+    application = apply(net, "cardio-tre-b")
+    approve(net, application.id, "cy-approver", nodes=["tre-b"])
+    approve(net, application.id, "di-approver")
+    agent = net.agents["tre-b"]
+    config = str(net.directory / "nodes" / "tre-b" / "agent.toml")
+
+    # when ada's first job reaches tre-b, it waits for the operator,
+    with net.client("ada-quill") as client, net.client("approver") as approver:
+        job = client.submit("count", dataset="cohort", project="cardio-tre-b", nodes=["tre-b"])
+        approver.approve(job.id)
+        wait_for(lambda: client.job(job.id).tasks["tre-b"].outcome == "held", what="held")
+
+        def request():
+            found = [r for r in agent.approvals.requests() if r.project == "cardio-tre-b"]
+            return found[0] if found and found[0].application_fetched else None
+
+        wait_for(request, what="the application kept with the operator's request")
+        # and the operator's inbox shows the committee's approved application,
+        code, out, err = cli(capsys, "agent", "inbox", "show", request().request_id,
+                             "--config", config)  # fmt: skip
+        assert code == 0, err
+        for shown in (
+            f"application {application.id}",
+            "Cardiac outcomes (cardio-tre-b)",
+            "How often heart disease follows high blood pressure.",
+            "ada-quill (accredited), ben-marsh of Northgate University",
+            "approved    nodes tre-b; datasets cohort; analyses count, crosstab",
+        ):
+            assert shown in out
+        assert "fine" not in out  # the committee's comments stay with the committee
+        task_id = client.job(job.id).tasks["tre-b"].task_id
+        assert task_id not in agent_tasks(net, "tre-b")  # not run while it waits
+
+        # which, once approved, runs the task.
+        code, _, err = cli(capsys, "agent", "inbox", "approve", request().request_id,
+                           "--checker", "op", "--config", config)  # fmt: skip
+        assert code == 0, err
+        assert job.result(timeout=30).nodes["tre-b"].outcome == "released"
+
+
+def test_a_project_without_application_says_so_in_the_tre_inbox(net, capsys):
+    net.add_project("admin-made", members=("ada-quill",), nodes=("tre-b",),
+                    datasets=("cohort",), analyses=("count",), auto_approve=("count",))  # fmt: skip
+    agent = net.agents["tre-b"]
+    with net.client("ada-quill") as client:
+        job = client.submit("count", dataset="cohort", project="admin-made", nodes=["tre-b"])
+        wait_for(lambda: client.job(job.id).tasks["tre-b"].outcome == "held", what="held")
+
+    def request():
+        found = [r for r in agent.approvals.requests() if r.project == "admin-made"]
+        return found[0] if found and found[0].application_fetched else None
+
+    wait_for(request, what="the coordinator's answer kept")
+    assert request().application is None
+    code, out, _ = cli(capsys, "agent", "inbox", "show", request().request_id, "--config",
+                       str(net.directory / "nodes" / "tre-b" / "agent.toml"))  # fmt: skip
+    assert code == 0 and "none on record" in out
 
 
 # -- governance refusals --------------------------------------------------------------------
