@@ -47,6 +47,9 @@ class Admin:
     def __init__(self, store: Store, clock: Clock = _utc_now) -> None:
         self.governance = store.governance
         self.clock = clock
+        # Checks of a project change (by, current, proposed) that raise to refuse it: the
+        # data access committee's (coordinator.applications) keeps an approved scope.
+        self.project_guards: list[Callable[[Identity, Project, Project], None]] = []
 
     # -- people ------------------------------------------------------------------------
 
@@ -148,6 +151,8 @@ class Admin:
             self.clock(),
             lapsed_ok=True,
         )
+        for guard in self.project_guards:
+            guard(by, current, checked)
         # Store the checked values (names trimmed, duplicates dropped), not the raw ones.
         normalized = replace(
             changes,

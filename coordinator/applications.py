@@ -28,7 +28,7 @@ from coordinator.domain.governance import Project
 from coordinator.store.applications import ApplicationStore
 from coordinator.store.store import Store
 from fedtre.analyses import CATALOGUE
-from fedtre.errors import FedtreError, InvalidRequest, NotFound, PermissionDenied
+from fedtre.errors import Conflict, FedtreError, InvalidRequest, NotFound, PermissionDenied
 from fedtre.identity.peer import Identity
 
 logger = logging.getLogger(__name__)
@@ -57,6 +57,7 @@ class Applications:
         self._admin = admin
         self.clock = clock
         self.approvals_required = approvals_required
+        admin.project_guards.append(self._within_approval)
 
     # -- applicants --------------------------------------------------------------------
 
@@ -174,6 +175,30 @@ class Applications:
             created_by="",
         )
         return self._admin.checked_project(project)
+
+    def _within_approval(self, by: Identity, current: Project, proposed: Project) -> None:
+        """Refuse a change that takes a committee-approved project past its approval."""
+        found = self.store.for_project(current.name)
+        if found is None or proposed.approval_expires_at is None:
+            return
+        scope = Scope(
+            proposed.nodes,
+            proposed.datasets,
+            proposed.analyses,
+            proposed.approval_expires_at.astimezone(UTC).date(),
+        )
+        problem = rules.widening_problem(found, scope)
+        reopened = (
+            current.approval_expires_at is not None
+            and proposed.approval_expires_at > current.approval_expires_at
+        )
+        if found.state is ApplicationState.WITHDRAWN and reopened:
+            problem = (
+                f"project {current.name!r} was withdrawn (application {found.id}); "
+                "apply again (`fedtre apply`) to use the data again"
+            )
+        if problem:
+            self._refuse(by, f"project:{current.name}", Conflict(problem))
 
     # -- affiliations ------------------------------------------------------------------
 

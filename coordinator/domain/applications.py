@@ -368,6 +368,27 @@ def publication_problem(
     return None
 
 
+def widening_problem(application: Application, proposed: Scope) -> str:
+    """How proposed reaches past what the committee approved; empty when it does not."""
+    approved = application.approved_scope
+    if approved is None:
+        return ""
+    wider = [
+        f"{part} {sorted(set(getattr(proposed, part)) - set(getattr(approved, part)))}"
+        for part in ("nodes", "datasets", "analyses")
+        if set(getattr(proposed, part)) - set(getattr(approved, part))
+    ]
+    if proposed.end_date > approved.end_date:
+        wider.append(f"an end date after {approved.end_date}")
+    if not wider:
+        return ""
+    return (
+        f"project {application.form.project_name!r} was approved by the data access committee "
+        f"(application {application.id}); {'; '.join(wider)} lie outside it: a wider scope "
+        "needs a new application (`fedtre apply`)"
+    )
+
+
 def narrow(requested: Scope, given: Narrowing | None, today: date) -> Scope:
     """The approved scope: given's parts (empty ones keep the request's), never wider.
 

@@ -32,7 +32,7 @@ from sectools import (
     wait_for,
 )
 
-from fedtre.errors import NotFound, PermissionDenied
+from fedtre.errors import Conflict, NotFound, PermissionDenied
 from fedtre.testing import LocalNetwork
 from fedtre.v1 import admin_pb2, admin_pb2_grpc, applications_pb2_grpc
 from fedtre.v1 import applications_pb2 as pb
@@ -104,7 +104,7 @@ def apply(net: LocalNetwork, project: str, who: str = "ada-quill", **changes: ob
 
 def approve(net: LocalNetwork, app_id: int, who: str, **narrow: object):
     with net.client(who) as client:
-        return client.applications.approve(app_id, "fine", **narrow)
+        return client.applications.approve(app_id, "COMMITTEE-NOTE", **narrow)
 
 
 def stub(net: LocalNetwork, who: str) -> applications_pb2_grpc.ApplicationServiceStub:
@@ -229,7 +229,7 @@ def test_the_tre_operator_reads_the_application_before_the_agent_serves_the_proj
             "approved    nodes tre-b; datasets cohort; analyses count, crosstab",
         ):
             assert shown in out
-        assert "fine" not in out  # the committee's comments stay with the committee
+        assert "COMMITTEE-NOTE" not in out  # the committee's comments stay with the committee
         task_id = client.job(job.id).tasks["tre-b"].task_id
         assert task_id not in agent_tasks(net, "tre-b")  # not run while it waits
 
@@ -360,8 +360,19 @@ def test_widening_the_scope_after_approval_is_refused_and_audited(net):
         grpc.StatusCode.FAILED_PRECONDITION
     )
 
+    # Not even an admin widens it, or extends it past the approved end;
+    with net.client("admin") as admin:
+        for change in ({"nodes": ["tre-a", "tre-b"]}, {"expires": END + timedelta(days=1)}):
+            with pytest.raises(Conflict, match="a wider scope needs a new application"):
+                admin.admin.update_project("cardio-narrow", **change)
+        # narrowing stays an admin's to do.
+        assert admin.admin.update_project("cardio-narrow", analyses=["count"]).analyses == (
+            "count",
+        )
+
     assert net.coordinator.admin.governance.project("cardio-narrow").nodes == ("tre-a",)
     assert refusals(net, mark, "ada-quill") and refusals(net, mark, "approver")
+    assert len(refusals(net, mark, "admin")) == 2
     assert events(net, mark, "access.denied")  # the project update, by the role check
 
 

@@ -21,6 +21,7 @@ import pytest
 from sectools import OPEN_POLICY, cli, data, start
 
 from coordinator.domain import register
+from fedtre.errors import Conflict
 from fedtre.testing import LocalNetwork
 
 ORG = "Westfield Health Institute"
@@ -165,6 +166,9 @@ def test_a_withdrawn_project_stays_marked_and_its_project_has_lapsed(net, world)
     assert entries(net)["reg-withdrawn"]["status"] == "withdrawn"
     project = net.coordinator.admin.governance.project("reg-withdrawn")
     assert project.lapsed(net.coordinator.applications.clock())
+    # and no admin reopens it: that takes a new application.
+    with net.client("admin") as admin, pytest.raises(Conflict, match="was withdrawn"):
+        admin.admin.update_project("reg-withdrawn", expires=END)
 
 
 def test_an_expired_project_stays_marked(net, world):
