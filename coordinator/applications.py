@@ -206,10 +206,10 @@ class Applications:
         self, by: Identity, user: str, organisation: str, sector: str, accredited: bool
     ) -> Affiliation:
         organisation, sector = organisation.strip(), sector.strip()
-        if not organisation or len(organisation) > rules.MAX_SHORT:
-            raise InvalidRequest("give the organisation's name (at most 300 characters)")
-        if len(sector) > 100:
-            raise InvalidRequest("the sector is longer than 100 characters")
+        if not organisation:
+            raise InvalidRequest("give the organisation's name")
+        rules.check_text(organisation, "the organisation's name", rules.MAX_SHORT)
+        rules.check_text(sector, "the sector", 100)
         return self.store.set_affiliation(
             Affiliation(user, organisation, sector, accredited, self.clock(), by.name)
         )

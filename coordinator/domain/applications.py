@@ -28,6 +28,7 @@ from fedtre.identity.peer import NAME_PATTERN, NAME_RULE, Identity
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$")
 MAX_TEXT = 5000
 MAX_SHORT = 300
+MAX_NAMES = 100
 # The UK GDPR Article 6 and Article 9 conditions an application may name.
 ARTICLE6 = ("6(1)(a)", "6(1)(b)", "6(1)(c)", "6(1)(d)", "6(1)(e)", "6(1)(f)")
 ARTICLE9 = (
@@ -168,6 +169,14 @@ class Outcome:
         return self.decision.verdict is Verdict.WITHDRAW
 
 
+def check_text(value: str, name: str, limit: int) -> None:
+    """Raise InvalidRequest if value is longer than limit or holds control characters."""
+    if len(value) > limit:
+        raise InvalidRequest(f"{name} is longer than {limit} characters; shorten it")
+    if any(not c.isprintable() and c not in "\n\t" for c in value):
+        raise InvalidRequest(f"{name} holds control characters; use plain text")
+
+
 # -- checking a form ------------------------------------------------------------------
 
 
@@ -195,8 +204,7 @@ def checked_form(form: ApplicationForm, submitter: str, today: date) -> Applicat
             raise InvalidRequest(f"the application needs {name} (--{name.replace('_', '-')})")
     for name, value in {**required, "linkage": form.linkage}.items():
         limit = MAX_SHORT if name in ("organisation", "project_name", "title") else MAX_TEXT
-        if len(value) > limit:
-            raise InvalidRequest(f"{name} is longer than {limit} characters; shorten it")
+        check_text(value, name, limit)
     if not NAME_PATTERN.fullmatch(form.project_name.strip()):
         raise InvalidRequest(
             f"project_name {form.project_name.strip()!r} is not allowed: use {NAME_RULE} characters"
@@ -222,8 +230,8 @@ def checked_form(form: ApplicationForm, submitter: str, today: date) -> Applicat
             "--nodes tre-a,tre-b --datasets cohort --analyses count,crosstab"
         )
     funders = tuple(f.strip() for f in form.funders if f.strip())
-    if any(len(f) > MAX_SHORT for f in funders):
-        raise InvalidRequest(f"a funder's name is longer than {MAX_SHORT} characters")
+    for funder in funders:
+        check_text(funder, "a funder's name", MAX_SHORT)
     return replace(
         form,
         applicants=applicants,
@@ -308,8 +316,7 @@ def decide(
     comment = comment.strip()
     if verdict is not Verdict.APPROVE and not comment:
         raise InvalidRequest(f"say why (--comment TEXT) when you {verdict} an application")
-    if len(comment) > MAX_TEXT:
-        raise InvalidRequest(f"the comment is longer than {MAX_TEXT} characters")
+    check_text(comment, "the comment", MAX_TEXT)
     if verdict is not Verdict.APPROVE:
         decision = Decision(approver.name, verdict, comment, now, application.version)
         state = (
@@ -343,8 +350,9 @@ def _withdraw(application: Application, by: Identity, comment: str, now: datetim
             "application is withdrawn (a submitted one is rejected or returned)"
         )
     comment = comment.strip()
-    if not comment or len(comment) > MAX_TEXT:
-        raise InvalidRequest(f"say why (--comment TEXT, at most {MAX_TEXT} characters)")
+    if not comment:
+        raise InvalidRequest("say why (--comment TEXT) when you withdraw an application")
+    check_text(comment, "the comment", MAX_TEXT)
     decision = Decision(by.name, Verdict.WITHDRAW, comment, now, application.version)
     return Outcome(_after(application, decision, ApplicationState.WITHDRAWN, now), decision)
 
@@ -353,6 +361,14 @@ def publication_problem(
     identity: Identity, application: Application, publication: str
 ) -> Exception | None:
     """Why identity may not add publication to application; None when they may."""
+    if (
+        not publication
+        or len(publication) > MAX_SHORT
+        or any(c.isspace() or not c.isprintable() for c in publication)
+    ):
+        return InvalidRequest(
+            f"give one DOI or URL of at most {MAX_SHORT} characters, without spaces"
+        )
     if identity.name not in application.form.applicants:
         return PermissionDenied(
             f"only an applicant of application {application.id} adds its publications"
@@ -360,10 +376,6 @@ def publication_problem(
     if application.state not in (ApplicationState.APPROVED, ApplicationState.WITHDRAWN):
         return Conflict(
             f"application {application.id} is {application.state}; it has no outputs yet"
-        )
-    if not publication or len(publication) > MAX_SHORT or any(c.isspace() for c in publication):
-        return InvalidRequest(
-            f"give one DOI or URL of at most {MAX_SHORT} characters, without spaces"
         )
     return None
 
@@ -449,6 +461,8 @@ def _after(
 
 def _names(values: Iterable[str], what: str) -> tuple[str, ...]:
     names = tuple(dict.fromkeys(v.strip() for v in values if v.strip()))
+    if len(names) > MAX_NAMES:
+        raise InvalidRequest(f"name at most {MAX_NAMES} of {what}")
     for name in names:
         if not _NAME.fullmatch(name):
             raise InvalidRequest(

@@ -13,6 +13,7 @@ tre-b's operator approves each new project (operator_approval = "project").
 
 from __future__ import annotations
 
+import itertools
 import json
 from datetime import UTC, date, datetime, timedelta
 
@@ -433,6 +434,51 @@ def test_a_person_cannot_ask_for_a_projects_application_as_an_agent(net):
         grpc.StatusCode.PERMISSION_DENIED,
         grpc.StatusCode.UNAUTHENTICATED,
     )
+
+
+# -- bad input ------------------------------------------------------------------------------
+
+
+_TARGETS = itertools.count()
+
+
+def _submit(**changes: object) -> pb.SubmitApplicationRequest:
+    return pb.SubmitApplicationRequest(form=pb.ApplicationForm(**form("bad-input", **changes)))
+
+
+@pytest.mark.parametrize(
+    ("method", "request_", "expected"),
+    [
+        ("SubmitApplication", pb.SubmitApplicationRequest(), "INVALID_ARGUMENT"),
+        ("SubmitApplication", _submit(start_date="31/12/2027"), "INVALID_ARGUMENT"),
+        ("SubmitApplication", _submit(title="x" * 100_000), "INVALID_ARGUMENT"),
+        ("SubmitApplication", _submit(lay_summary="a\x00b"), "INVALID_ARGUMENT"),
+        ("SubmitApplication", _submit(nodes=["../etc"]), "INVALID_ARGUMENT"),
+        ("SubmitApplication", _submit(nodes=[f"n{i}" for i in range(500)]), "INVALID_ARGUMENT"),
+        ("SubmitApplication", _submit(analyses=["sql"]), "INVALID_ARGUMENT"),
+        ("SubmitApplication", _submit(applicants=["nobody-here"]), "INVALID_ARGUMENT"),
+        ("DecideApplication", pb.DecideApplicationRequest(id=-1, decision="approve"), "NOT_FOUND"),
+        ("DecideApplication", pb.DecideApplicationRequest(decision="maybe"),
+         "INVALID_ARGUMENT"),
+        ("DecideApplication", pb.DecideApplicationRequest(
+            decision="approve", scope=pb.Scope(end_date="tomorrow")), "INVALID_ARGUMENT"),
+        ("ListApplications", pb.ListApplicationsRequest(state="bogus"), "INVALID_ARGUMENT"),
+        ("AddPublication", pb.AddPublicationRequest(publication="two words"),
+         "INVALID_ARGUMENT"),
+        ("GetProjectApplication", pb.GetProjectApplicationRequest(project="x"), "UNAUTHENTICATED"),
+    ],
+)  # fmt: skip
+def test_bad_input_gets_a_proper_status_never_internal(net, method, request_, expected):
+    # Requests without an id are about a real application, of ada's.
+    request = type(request_)()
+    request.CopyFrom(request_)
+    if hasattr(request, "id") and request.id == 0:
+        request.id = apply(net, f"bad-input-{next(_TARGETS)}").id
+    who = "ada-quill" if method in ("AddPublication", "SubmitApplication") else "cy-approver"
+
+    code = code_of(getattr(stub(net, who), method), request)
+
+    assert code == getattr(grpc.StatusCode, expected)
 
 
 # -- the command line ----------------------------------------------------------------------
