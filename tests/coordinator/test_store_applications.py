@@ -15,7 +15,7 @@ from coordinator.domain.applications import (
     Verdict,
     decide,
 )
-from fedtre.errors import Conflict
+from fedtre.errors import Conflict, NotFound
 from fedtre.identity.peer import Identity
 
 NOW = datetime(2027, 1, 10, 12, 0, tzinfo=UTC)
@@ -71,6 +71,9 @@ def test_approval_stores_the_decisions_and_creates_the_project_in_one_go(apps, s
     assert project is not None and project.nodes == ("tre-a",)
     assert project.approval_expires_at == datetime(2027, 12, 31, 23, 59, 59, tzinfo=UTC)
     assert apps.for_project(Identity("tre-a", "node"), "heart").id == submitted.id
+    # A node the committee left out learns nothing of it.
+    with pytest.raises(NotFound):
+        apps.for_project(Identity("tre-b", "node"), "heart")
     events = [e.event for e in store.governance.audit_entries()]
     assert events.count("application.approved") == 2 and "project.created" in events
     assert store.governance.verify_audit().ok
