@@ -294,11 +294,12 @@ def decide(
     narrowed: Narrowing | None,
     now: datetime,
 ) -> Outcome:
-    """Apply one committee decision; return the application after it.
+    """Apply one decision (approve, reject or return a submitted application; withdraw
+    an approved one); return the outcome.
 
     Raises PermissionDenied (an applicant deciding, a role outside the committee),
-    Conflict (not awaiting a decision, or approved already by this approver) or
-    InvalidRequest (no comment, a scope wider than requested).
+    Conflict (not awaiting this decision, or approved already by this approver) or
+    InvalidRequest (no comment, a scope wider than requested, approvers' scopes disjoint).
     """
     if verdict is Verdict.WITHDRAW:
         return _withdraw(application, approver, comment, now)
