@@ -37,6 +37,7 @@ from pathlib import Path
 from cryptography import x509
 
 from coordinator.store.governance import GovernanceStore
+from fedtre.commands import command_for
 from fedtre.errors import InvalidRequest, PermissionDenied, Unauthenticated
 from fedtre.identity.lifecycle import load_crl
 from fedtre.identity.peer import Identity, identity_from_certificate
@@ -251,8 +252,8 @@ class Authenticator:
         if identity.role not in roles:
             self._refused(call, identity.name, "access.denied", f"role {identity.role}")
             raise PermissionDenied(
-                f"'{identity.name}' has role '{identity.role}'; "
-                f"{call.method} needs one of {sorted(roles)}"
+                f"{command_for(call.method)} needs one of {sorted(roles)}; "
+                f"'{identity.name}' has role '{identity.role}'"
             )
 
     def refused(

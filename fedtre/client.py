@@ -40,6 +40,11 @@ JOB_STATES = {
     jobs_pb2.JOB_STATE_CANCELLED: "cancelled",
 }
 JOB_STATE_VALUES = {v: k for k, v in JOB_STATES.items()}
+# States of a job whose tasks were sent: only these have made progress (round k of N).
+_RAN = frozenset(
+    {jobs_pb2.JOB_STATE_RUNNING, jobs_pb2.JOB_STATE_COMPLETED, jobs_pb2.JOB_STATE_PARTIAL,
+     jobs_pb2.JOB_STATE_FAILED}
+)  # fmt: skip
 FINISHED = frozenset({"rejected", "completed", "partial", "failed", "cancelled"})
 PAUSE_CHOICES = {"wait": jobs_pb2.PAUSE_CHOICE_WAIT, "partial": jobs_pb2.PAUSE_CHOICE_PARTIAL}
 TASK_STATES = {
@@ -547,7 +552,7 @@ def _job_status(job: jobs_pb2.Job) -> JobStatus:
         progress=JobProgress(
             job.progress.round, job.progress.max_rounds, struct_to_dict(job.progress.figures)
         )
-        if job.HasField("progress")
+        if job.HasField("progress") and job.state in _RAN
         else None,
     )
 

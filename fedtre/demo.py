@@ -96,9 +96,10 @@ def run_demo(
             )
 
         with Client(api_address, home / "people" / "admin") as admin:
-            tokens = _set_up_governance(admin, node_ids, say)
+            # A project names only nodes and datasets the network has: agents first.
             wait_for_nodes(admin, node_ids, processes, home)
-        say(f"agents online: {', '.join(node_ids)}")
+            say(f"agents online: {', '.join(node_ids)}")
+            tokens = _set_up_governance(admin, node_ids, say)
         say(
             "disclosure control: default policy; counts below 10 withheld, every released "
             "count carries small consistent noise (at most +-3), so totals differ slightly "
