@@ -102,7 +102,9 @@ class Approvals:
         )
         raise PermissionDenied(
             "the job was not submitted: it steps outside its project\n"
-            + "\n".join(f"- {line}" for line in problem_lines((p.node, p.message) for p in problems))
+            + "\n".join(
+                f"- {line}" for line in problem_lines((p.node, p.message) for p in problems)
+            )
         )
 
     def after_submit(self, job: Job) -> Job:

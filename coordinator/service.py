@@ -27,11 +27,11 @@ from coordinator.domain.status import NetworkStatus
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.store.store import Cancellation, Expiry, Store
 from fedtre.analyses.base import DatasetSchema, NodeOutput, Outcome
-from fedtre.problems import problem_lines
 from fedtre.errors import FedtreError, InvalidRequest, PermissionDenied
 from fedtre.identity.peer import Identity
 from fedtre.identity.provenance import Provenance
 from fedtre.identity.signing import Signer
+from fedtre.problems import problem_lines
 
 logger = logging.getLogger(__name__)
 

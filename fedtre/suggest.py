@@ -13,9 +13,9 @@ def nearest(name: str, choices: Iterable[str]) -> str | None:
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
-    """ "; did you mean 'sbp'?" for the closest choice, or "" when none is close."""
+    """ " (did you mean 'sbp'?)" for the closest choice, or "" when none is close."""
     found = nearest(name, choices)
-    return f"; did you mean {found!r}?" if found else ""
+    return f" (did you mean {found!r}?)" if found else ""
 
 
 def columns_hint(name: str, declared: Iterable[str]) -> str:

@@ -6,8 +6,8 @@ import argparse
 import json
 import os
 import sys
-from datetime import UTC, datetime
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 

@@ -171,8 +171,7 @@ def _project(args: argparse.Namespace, client: Client) -> str:
             "`fedtre projects add-member PROJECT YOUR-NAME`"
         )
     raise InvalidRequest(
-        f"give --project: you are a member of {', '.join(projects)} "
-        f"(e.g. --project {projects[0]})"
+        f"give --project: you are a member of {', '.join(projects)} (e.g. --project {projects[0]})"
     )
 
 
