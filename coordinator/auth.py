@@ -192,7 +192,12 @@ class Authenticator:
         cert = peer_certificate(call.auth_context)
         if cert is None:
             self._refused(call, "", "auth.failed", "no client certificate")
-            raise Unauthenticated("no client certificate was presented; connect with mutual TLS")
+            # The agents' port requires a certificate in the handshake: this is the API port.
+            raise Unauthenticated(
+                "no client certificate was presented: this is the coordinator's API port, "
+                "for people with API tokens; an agent connects to its agent port (--listen, "
+                "by default 50051)"
+            )
         identity = identity_from_certificate(cert)
         if self.certificate_revoked(cert):
             self._refused(call, identity.name, "auth.failed", "certificate revoked")
