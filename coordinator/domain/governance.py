@@ -115,19 +115,19 @@ def network_problems(
     problems: list[str] = []
     if "nodes" in fields:
         registered = sorted(known)
-        for node in project.nodes:
-            if node in known:
-                continue
-            if not registered:
-                problems.append(
-                    f"unknown node {node!r}: no agent has registered with this coordinator "
-                    "yet; start the TREs' agents (`fedtre agent run`), then create the project"
-                )
-            else:
-                problems.append(
-                    f"unknown node {node!r}{did_you_mean(node, registered)}; registered "
-                    f"nodes: {', '.join(registered)}"
-                )
+        unknown = [node for node in project.nodes if node not in known]
+        if unknown and not registered:
+            problems.append(
+                f"unknown nodes {', '.join(map(repr, unknown))}: no agent has registered with "
+                "this coordinator yet; start the TREs' agents (`fedtre agent run`), then "
+                "create the project"
+            )
+        elif unknown:
+            problems += [
+                f"unknown node {node!r}{did_you_mean(node, registered)}; registered "
+                f"nodes: {', '.join(registered)}"
+                for node in unknown
+            ]
     mine = [known[n] for n in project.nodes if n in known]
     if not mine:
         return problems
