@@ -19,8 +19,12 @@ NOW = datetime(2026, 12, 1, tzinfo=UTC)
 
 
 @pytest.fixture
-def admin(tmp_path) -> Admin:
-    store = Store(f"sqlite:///{tmp_path / 'coordinator.sqlite'}")
+def store(tmp_path) -> Store:
+    return Store(f"sqlite:///{tmp_path / 'coordinator.sqlite'}")
+
+
+@pytest.fixture
+def admin(store) -> Admin:
     admin = Admin(store, clock=lambda: NOW)
     admin.create_user(ADMIN, "alice", "researcher")
     return admin
@@ -42,9 +46,9 @@ def project(name: str, nodes=("tre-a",), datasets=("cohort",), analyses=("count"
     )
 
 
-def register(admin: Admin, node: str, datasets: dict[str, dict[str, str]], analyses) -> None:
+def register(store: Store, node: str, datasets: dict[str, dict[str, str]], analyses) -> None:
     schemas = [DatasetSchema(name, columns) for name, columns in datasets.items()]
-    admin._store.node_connected(node, schemas, list(analyses), NOW, "c-" + node)
+    store.node_connected(node, schemas, list(analyses), NOW, "c-" + node)
 
 
 def test_before_any_agent_registers_one_message_says_to_start_them_first(admin):
@@ -57,9 +61,9 @@ def test_before_any_agent_registers_one_message_says_to_start_them_first(admin):
     assert admin.governance.project("early") is None
 
 
-def test_each_unknown_name_is_listed_with_what_exists(admin):
-    register(admin, "tre-a", {"cohort": {"age": "integer"}}, ["count", "summary"])
-    register(admin, "tre-b", {"cohort": {"age": "integer"}, "registry": {"x": "float"}}, ["count"])
+def test_each_unknown_name_is_listed_with_what_exists(admin, store):
+    register(store, "tre-a", {"cohort": {"age": "integer"}}, ["count", "summary"])
+    register(store, "tre-b", {"cohort": {"age": "integer"}, "registry": {"x": "float"}}, ["count"])
 
     with pytest.raises(InvalidRequest) as refused:
         admin.create_project(
@@ -79,8 +83,8 @@ def test_each_unknown_name_is_listed_with_what_exists(admin):
     assert admin.governance.project("typo") is None
 
 
-def test_a_project_of_what_exists_is_created_and_updates_are_checked_too(admin):
-    register(admin, "tre-a", {"cohort": {"age": "integer"}}, ["count"])
+def test_a_project_of_what_exists_is_created_and_updates_are_checked_too(admin, store):
+    register(store, "tre-a", {"cohort": {"age": "integer"}}, ["count"])
 
     made = admin.create_project(ADMIN, project("good"))
 
