@@ -206,6 +206,12 @@ def set_up_project(admin: Any, project: str, nodes: list[str], analyses: list[st
     """
     admin.admin.create_user("researcher", "researcher")
     _, token = admin.admin.issue_token("researcher", valid_days=1)
+    # A project names only nodes that have registered: wait for their agents.
+    deadline = time.monotonic() + 120
+    while not set(nodes) <= {n.node_id for n in admin.nodes()}:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the agents {nodes} did not register within 120 s")
+        time.sleep(0.2)
     admin.admin.create_project(
         project,
         expires=datetime.now(UTC) + timedelta(days=1),
@@ -439,7 +445,6 @@ def _fanout(agents: int, workers: int) -> dict[str, Any]:
         with coordinator_process(home, url) as (coordinator, address, api):
             try:
                 admin = Client(api, home / "admin")
-                token = set_up_project(admin, "fanout", nodes, ["count"])
                 time.sleep(1.0)  # let the coordinator settle before the baseline
                 idle_kb = _rss_kb(coordinator.pid)
                 started = time.perf_counter()
@@ -452,6 +457,8 @@ def _fanout(agents: int, workers: int) -> dict[str, Any]:
                     pool.append(process)
                 _wait_online(admin, agents)
                 connect_seconds = time.perf_counter() - started
+                # A project names only nodes that have registered: now they have.
+                token = set_up_project(admin, "fanout", nodes, ["count"])
                 time.sleep(2.0)  # idle, as the target says
                 connected_kb = _rss_kb(coordinator.pid)
                 researcher = Client(api, token=token, ca=home / "pki" / "ca" / "ca.pem")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -22,12 +22,14 @@ from coordinator.domain.governance import (
     Token,
     User,
     can_read_project,
+    network_problems,
 )
 from coordinator.store.store import Store
 from fedtre.analyses import CATALOGUE
 from fedtre.audit import AuditEntry, VerifyReport
 from fedtre.errors import Conflict, InvalidRequest, NotFound
 from fedtre.identity.peer import NAME_PATTERN, NAME_RULE, Identity
+from fedtre.suggest import did_you_mean
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +48,7 @@ class Admin:
 
     def __init__(self, store: Store, clock: Clock = _utc_now) -> None:
         self.governance = store.governance
+        self._store = store
         self.clock = clock
         # Checks of a project change (by, current, proposed) that raise to refuse it: the
         # data access committee's (coordinator.applications) keeps an approved scope.
@@ -129,6 +132,7 @@ class Admin:
         checked = _checked(
             replace(project, approvals_required=project.approvals_required or 1), self.clock()
         )
+        self._check_network(checked)
         return self.governance.create_project(checked, by.name, self.clock())
 
     def checked_project(self, project: Project) -> Project:
@@ -153,6 +157,8 @@ class Admin:
         )
         for guard in self.project_guards:
             guard(by, current, checked)
+        changed = [f for f in ("nodes", "datasets", "analyses") if getattr(changes, f) is not None]
+        self._check_network(checked, changed)
         # Store the checked values (names trimmed, duplicates dropped), not the raw ones.
         normalized = replace(
             changes,
@@ -162,6 +168,18 @@ class Admin:
             auto_approve=checked.auto_approve if changes.auto_approve is not None else None,
         )
         return self.governance.update_project(name, normalized, by.name, self.clock())
+
+    def _check_network(
+        self, project: Project, fields: Sequence[str] = ("nodes", "datasets", "analyses")
+    ) -> None:
+        """Raise InvalidRequest naming every node, dataset or analysis (of fields) that
+        the network does not have."""
+        problems = network_problems(project, self._store.nodes(), fields)
+        if problems:
+            raise InvalidRequest(
+                f"project {project.name!r} names what the network does not have:\n"
+                + "\n".join(f"- {p}" for p in problems)
+            )
 
     def add_member(self, by: Identity, project: str, user: str) -> Project:
         self.governance.user(user)  # NotFound for an unknown person
@@ -214,8 +232,9 @@ def _checked(project: Project, now: datetime, *, lapsed_ok: bool = False) -> Pro
         )
     unknown = sorted(set(analyses) - set(CATALOGUE))
     if unknown:
+        hints = "".join(did_you_mean(a, CATALOGUE) for a in unknown)
         raise InvalidRequest(
-            f"unknown analysis {unknown}; the catalogue has {', '.join(CATALOGUE)}"
+            f"unknown analysis {unknown}{hints}; the catalogue has {', '.join(CATALOGUE)}"
         )
     outside = sorted(set(auto) - set(analyses))
     if outside:

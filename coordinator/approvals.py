@@ -34,6 +34,7 @@ from coordinator.store.store import Store
 from fedtre.errors import NotFound, PermissionDenied, Unavailable
 from fedtre.identity.peer import NAME_PATTERN, Identity
 from fedtre.identity.signing import GrantError, JobGrant, Signer, TaskGrant
+from fedtre.problems import problem_lines
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ class Approvals:
             spec.dataset,
             spec.nodes,
             self.clock(),
+            self.governance.member_of(identity.name),
         )
 
     def is_outsider(self, identity: Identity, project: str) -> bool:
@@ -100,7 +102,9 @@ class Approvals:
         )
         raise PermissionDenied(
             "the job was not submitted: it steps outside its project\n"
-            + "\n".join(f"- {p.node + ': ' if p.node else ''}{p.message}" for p in problems)
+            + "\n".join(
+                f"- {line}" for line in problem_lines((p.node, p.message) for p in problems)
+            )
         )
 
     def after_submit(self, job: Job) -> Job:

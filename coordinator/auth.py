@@ -37,6 +37,7 @@ from pathlib import Path
 from cryptography import x509
 
 from coordinator.store.governance import GovernanceStore
+from fedtre.commands import command_for
 from fedtre.errors import InvalidRequest, PermissionDenied, Unauthenticated
 from fedtre.identity.lifecycle import load_crl
 from fedtre.identity.peer import Identity, identity_from_certificate
@@ -191,7 +192,12 @@ class Authenticator:
         cert = peer_certificate(call.auth_context)
         if cert is None:
             self._refused(call, "", "auth.failed", "no client certificate")
-            raise Unauthenticated("no client certificate was presented; connect with mutual TLS")
+            # The agents' port requires a certificate in the handshake: this is the API port.
+            raise Unauthenticated(
+                "no client certificate was presented: this is the coordinator's API port, "
+                "for people with API tokens; an agent connects to its agent port (--listen, "
+                "by default 50051)"
+            )
         identity = identity_from_certificate(cert)
         if self.certificate_revoked(cert):
             self._refused(call, identity.name, "auth.failed", "certificate revoked")
@@ -251,8 +257,8 @@ class Authenticator:
         if identity.role not in roles:
             self._refused(call, identity.name, "access.denied", f"role {identity.role}")
             raise PermissionDenied(
-                f"'{identity.name}' has role '{identity.role}'; "
-                f"{call.method} needs one of {sorted(roles)}"
+                f"{command_for(call.method)} needs one of {sorted(roles)}; "
+                f"'{identity.name}' has role '{identity.role}'"
             )
 
     def refused(

@@ -31,6 +31,7 @@ from fedtre.errors import FedtreError, InvalidRequest, PermissionDenied
 from fedtre.identity.peer import Identity
 from fedtre.identity.provenance import Provenance
 from fedtre.identity.signing import Signer
+from fedtre.problems import problem_lines
 
 logger = logging.getLogger(__name__)
 
@@ -137,11 +138,9 @@ class CoordinatorService:
             # A crash may have come between the job's creation and its automatic approval.
             return self._resume_approval(previous)
         if plan.problems:
+            lines = problem_lines((p.node, p.message) for p in plan.problems)
             raise InvalidRequest(
-                "the job was not submitted:\n"
-                + "\n".join(
-                    f"- {p.node + ': ' if p.node else ''}{p.message}" for p in plan.problems
-                )
+                "the job was not submitted:\n" + "\n".join(f"- {line}" for line in lines)
             )
         job = self.store.create_job(plan.spec, submitted_by, self.clock(), request_id=request_id)
         self.metrics.job_submitted(job)

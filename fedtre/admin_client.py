@@ -6,7 +6,7 @@ Reached as `fedtre.Client(...).admin`; every call needs the caller's role (most:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from typing import Any
@@ -14,7 +14,7 @@ from typing import Any
 import grpc
 from google.protobuf import field_mask_pb2, timestamp_pb2
 
-from fedtre.errors import InvalidRequest
+from fedtre.errors import FedtreError, InvalidRequest
 from fedtre.status import error_from_rpc
 from fedtre.v1 import admin_pb2, admin_pb2_grpc
 
@@ -67,15 +67,23 @@ class AuditReport:
 class AdminClient:
     """AdminService calls over an open channel (the Client's)."""
 
-    def __init__(self, channel: grpc.Channel, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        channel: grpc.Channel,
+        timeout: float = 30.0,
+        errors: Callable[[grpc.RpcError], FedtreError] = error_from_rpc,
+    ) -> None:
+        """errors turns a failed call into the error to raise (the Client's, which also
+        says why the coordinator cannot be reached)."""
         self._stub = admin_pb2_grpc.AdminServiceStub(channel)
         self._timeout = timeout
+        self._errors = errors
 
     def _call(self, method: str, request: Any) -> Any:
         try:
             return getattr(self._stub, method)(request, timeout=self._timeout)
         except grpc.RpcError as exc:
-            raise error_from_rpc(exc) from None
+            raise self._errors(exc) from None
 
     def whoami(self) -> tuple[str, str, tuple[str, ...]]:
         """Return (name, role, projects) of the token's owner."""
@@ -201,7 +209,7 @@ class AdminClient:
                     "hash": e.hash,
                 }
         except grpc.RpcError as exc:
-            raise error_from_rpc(exc) from None
+            raise self._errors(exc) from None
 
 
 def _timestamp(value: date | datetime) -> timestamp_pb2.Timestamp:

@@ -15,7 +15,8 @@ from fedtre.analyses import get_analysis
 from fedtre.analyses.base import DatasetSchema, NodeOutput, Outcome
 from fedtre.analyses.regression import ModelFit
 from fedtre.credentials import person_credentials
-from fedtre.errors import Conflict, FedtreError, InvalidRequest
+from fedtre.errors import Conflict, FedtreError, InvalidRequest, Unavailable
+from fedtre.identity.diagnose import diagnose
 from fedtre.identity.provenance import Provenance, Statement
 from fedtre.identity.provenance import verify as verify_provenance
 from fedtre.identity.tls import DEFAULT_CHANNEL_OPTIONS, TlsFiles
@@ -40,6 +41,11 @@ JOB_STATES = {
     jobs_pb2.JOB_STATE_CANCELLED: "cancelled",
 }
 JOB_STATE_VALUES = {v: k for k, v in JOB_STATES.items()}
+# States of a job whose tasks were sent: only these have made progress (round k of N).
+_RAN = frozenset(
+    {jobs_pb2.JOB_STATE_RUNNING, jobs_pb2.JOB_STATE_COMPLETED, jobs_pb2.JOB_STATE_PARTIAL,
+     jobs_pb2.JOB_STATE_FAILED}
+)  # fmt: skip
 FINISHED = frozenset({"rejected", "completed", "partial", "failed", "cancelled"})
 PAUSE_CHOICES = {"wait": jobs_pb2.PAUSE_CHOICE_WAIT, "partial": jobs_pb2.PAUSE_CHOICE_PARTIAL}
 TASK_STATES = {
@@ -340,6 +346,8 @@ class Client:
         self._channel = grpc.secure_channel(
             target, credentials, options=list(DEFAULT_CHANNEL_OPTIONS)
         )
+        self._target = target
+        self._files = _probe_files(identity, ca)
         self._stub = jobs_pb2_grpc.JobServiceStub(self._channel)
         self._timeout = timeout
         self._admin: Any = None
@@ -351,7 +359,7 @@ class Client:
         if self._admin is None:
             from fedtre.admin_client import AdminClient
 
-            self._admin = AdminClient(self._channel, self._timeout)
+            self._admin = AdminClient(self._channel, self._timeout, self._error)
         return self._admin
 
     @property
@@ -377,7 +385,17 @@ class Client:
         try:
             return getattr(self._stub, method)(request, timeout=self._timeout)
         except grpc.RpcError as exc:
-            raise error_from_rpc(exc) from None
+            raise self._error(exc) from None
+
+    def _error(self, exc: grpc.RpcError) -> FedtreError:
+        """The error for a failed call; when the coordinator cannot be reached, with why
+        (fedtre.identity.diagnose) and what to do about it."""
+        error = error_from_rpc(exc)
+        if exc.code() != grpc.StatusCode.UNAVAILABLE or self._files is None:  # type: ignore[attr-defined]
+            return error
+        ca, cert, key = self._files
+        found = diagnose(self._target, ca, cert=cert, key=key)
+        return Unavailable(found) if found else error
 
     def submit(
         self,
@@ -516,6 +534,18 @@ class Client:
         ]
 
 
+def _probe_files(
+    identity: TlsFiles | str | Path | None, ca: str | Path | None
+) -> tuple[Path, Path | None, Path | None] | None:
+    """(CA, client certificate, key) as person_credentials uses them, for diagnose()."""
+    files = TlsFiles.from_dir(identity) if isinstance(identity, str | Path) else identity
+    mutual = files is not None and files.cert.is_file() and files.key.is_file()
+    if ca is None and files is not None and mutual:
+        return files.ca, files.cert, files.key
+    ca_file = Path(ca) if ca is not None else (files.ca if files is not None else None)
+    return (ca_file, None, None) if ca_file is not None else None
+
+
 def _job_status(job: jobs_pb2.Job) -> JobStatus:
     params = struct_to_dict(job.spec.params)
     tasks = {}
@@ -558,7 +588,7 @@ def _job_status(job: jobs_pb2.Job) -> JobStatus:
         progress=JobProgress(
             job.progress.round, job.progress.max_rounds, struct_to_dict(job.progress.figures)
         )
-        if job.HasField("progress")
+        if job.HasField("progress") and job.state in _RAN
         else None,
     )
 

@@ -96,9 +96,10 @@ def run_demo(
             )
 
         with Client(api_address, home / "people" / "admin") as admin:
-            tokens = _set_up_governance(admin, node_ids, say)
+            # A project names only nodes and datasets the network has: agents first.
             wait_for_nodes(admin, node_ids, processes, home)
-        say(f"agents online: {', '.join(node_ids)}")
+            say(f"agents online: {', '.join(node_ids)}")
+            tokens = _set_up_governance(admin, node_ids, say)
         say(
             "disclosure control: default policy; counts below 10 withheld, every released "
             "count carries small consistent noise (at most +-3), so totals differ slightly "
@@ -257,8 +258,16 @@ def wait_for_nodes(
     raise Unavailable(f"the agents did not connect within {START_TIMEOUT_S:.0f} s; see the logs")
 
 
+# Said under every result: the figures are not the exact ones, by design.
+NOISE_NOTE = (
+    "(not exact: each TRE adds small consistent noise to every count it releases, at most "
+    "+-3, and to sums and means; exact figures never leave a TRE)"
+)
+
+
 def _show(title: str, analysis: str, result: Result, say: Callable[[str], None]) -> None:
     say(f"== {title} ({analysis}, job {result.job.id}: {result.state})")
     for line in result_lines(result):
         say(line)
+    say(NOISE_NOTE)
     say("")

@@ -71,8 +71,12 @@ def _extra_lines(result: Result) -> list[str]:
 
 
 def _figure(value: Any) -> str:
+    """A figure as people read it: whole numbers bare, others to 4 significant digits
+    (chi2 = 26.08, p = 3.2e-07), large ones to one decimal."""
     if value is None:
         return "withheld"
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
+    if isinstance(value, float):
+        return f"{value:.1f}" if abs(value) >= 1e4 else f"{value:.4g}"
     return str(value)

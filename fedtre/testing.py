@@ -166,17 +166,17 @@ class LocalNetwork:
         port = asyncio.run_coroutine_threadsafe(self.coordinator.start(), self._loop).result(30)
         self.address = f"127.0.0.1:{port}"
         self.api_address = f"127.0.0.1:{self.coordinator.api_port}"
-        self._set_up_governance()
+        for name in ("admin", "approver", "researcher"):
+            self.add_user(name, name, projects=())
         for node_id, datasets in self.data.items():
             self.start_agent(node_id, datasets)
         self.wait_until_online(list(self.data))
+        self._add_default_project()
 
-    def _set_up_governance(self) -> None:
-        """People with tokens, and the project "default" (in-process, as an admin would)."""
-        admin = self.coordinator.admin
-        for name in ("admin", "approver", "researcher"):
-            self.add_user(name, name, projects=())
-        if admin.governance.project("default") is None:
+    def _add_default_project(self) -> None:
+        """The project "default" (in-process, as an admin would), once the agents have
+        registered what they offer: a project names only what the network has."""
+        if self.coordinator.admin.governance.project("default") is None:
             self.add_project(
                 "default", description="every node, dataset and analysis of this LocalNetwork"
             )

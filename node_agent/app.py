@@ -189,5 +189,5 @@ def _check_certificate_matches(config: AgentConfig, tls: TlsFiles) -> None:
     if identity.role != "node" or identity.name != config.node_id:
         raise InvalidRequest(
             f"{tls.cert} is the certificate of {identity.role} '{identity.name}', but the config says "
-            f"node_id = '{config.node_id}'; use the bundle `fedtre network init` wrote for this node"
+            f"node_id = '{config.node_id}'; use the bundle `fedtre ca init` wrote for this node"
         )

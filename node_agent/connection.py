@@ -16,6 +16,7 @@ from google.protobuf import json_format
 from fedtre.analyses.base import DatasetSchema, NodeOutput
 from fedtre.disclosure import release
 from fedtre.errors import Unavailable
+from fedtre.identity.diagnose import diagnose
 from fedtre.identity.provenance import Provenance
 from fedtre.v1 import agent_pb2, agent_pb2_grpc, applications_pb2, applications_pb2_grpc
 from fedtre.wire import (
@@ -144,6 +145,8 @@ class AgentConnection:
         # Signs each released output's provenance (node_agent.provenance) as it is reported.
         self._sign_result = sign_result
         self.connected = threading.Event()
+        # The last cause of failure logged (fedtre.identity.diagnose): each is said once.
+        self._said_why: str | None = None
 
     def run(self) -> None:
         """Hold the stream open, reconnecting with backoff, until stop()."""
@@ -162,6 +165,8 @@ class AgentConnection:
                     logger.error("coordinator refused this agent: %s", exc.details())
                 else:
                     logger.warning("task stream lost: %s", code.name if code else exc)
+                if code == grpc.StatusCode.UNAVAILABLE:
+                    self._explain_unavailable()
             self.connected.clear()
             if self._stopping.is_set():
                 break
@@ -174,6 +179,16 @@ class AgentConnection:
             delay = backoff.next_delay()
             logger.info("reconnecting", extra={"delay_s": round(delay, 2)})
             self._stopping.wait(delay)
+
+    def _explain_unavailable(self) -> None:
+        """Log why the coordinator cannot be reached and what to do, once per cause."""
+        if self._source is None:
+            return
+        files = self._source.files
+        why = diagnose(self._target, files.ca, cert=files.cert, key=files.key)
+        if why is not None and why != self._said_why:
+            logger.error("%s", why, extra={"coordinator": self._target})
+        self._said_why = why
 
     def reopen(self) -> None:
         """Open the task stream again now (e.g. to tell the coordinator of a pause)."""
@@ -196,6 +211,15 @@ class AgentConnection:
         call.initial_metadata()
         if not call.done():
             self.connected.set()
+            self._said_why = None
+            if self._source is not None:
+                logger.info(
+                    "connected to %s as %s",
+                    self._target,
+                    self._source.node_id,
+                    extra={"coordinator": self._target, "node_id": self._source.node_id},
+                )
+                self._source.warn_if_expiring()
         for message in call:
             backoff.reset()
             self.connected.set()

@@ -22,7 +22,7 @@ from fedtre.identity.tls import TlsFiles
 logger = logging.getLogger(__name__)
 
 # Warn this long before the certificate expires, so the operator renews it in time.
-EXPIRY_WARNING = timedelta(days=14)
+EXPIRY_WARNING = timedelta(days=30)
 
 
 class ReloadingCredentials:
@@ -66,6 +66,23 @@ class ReloadingCredentials:
         logger.info("certificate reloaded", extra={"node_id": self.node_id, "not_after": not_after})
         return True
 
+    def warn_if_expiring(self, now: datetime | None = None) -> bool:
+        """Log a warning when the certificate expires within EXPIRY_WARNING; return
+        whether it does (checked at each connection: agents run for months)."""
+        left = self.not_after - (now or datetime.now(UTC))
+        if left >= EXPIRY_WARNING:
+            return False
+        logger.warning(
+            "this agent's certificate expires in %d days (%s); ask the network admin to "
+            "renew it with `fedtre ca renew PKI-DIR %s` and copy the new cert.pem and key.pem "
+            "over this agent's",
+            max(left.days, 0),
+            f"{self.not_after:%Y-%m-%d}",
+            self.node_id,
+            extra={"node_id": self.node_id, "not_after": self.not_after},
+        )
+        return True
+
     def _build(self) -> tuple[grpc.ChannelCredentials, datetime]:
         ca, cert, key = self.files.read()
         certificate = x509.load_pem_x509_certificate(cert)
@@ -76,11 +93,6 @@ class ReloadingCredentials:
                 f"not of node '{self.node_id}'"
             )
         not_after = certificate.not_valid_after_utc
-        if not_after - datetime.now(UTC) < EXPIRY_WARNING:
-            logger.warning(
-                "this agent's certificate expires soon; renew it with `fedtre ca renew`",
-                extra={"node_id": self.node_id, "not_after": not_after},
-            )
         creds = grpc.ssl_channel_credentials(
             root_certificates=ca, private_key=key, certificate_chain=cert
         )

@@ -14,12 +14,13 @@ Roles (people authenticate with API tokens; nodes with certificates):
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from coordinator.domain.model import Job, Problem
+from coordinator.domain.model import Job, Node, Problem
 from fedtre.identity.peer import Identity
+from fedtre.suggest import did_you_mean
 
 AUTO_APPROVER = "auto-approval"
 
@@ -101,6 +102,55 @@ class ProjectChanges:
     auto_approve: tuple[str, ...] | None = None
 
 
+def network_problems(
+    project: Project,
+    known: Mapping[str, Node],
+    fields: Collection[str] = ("nodes", "datasets", "analyses"),
+) -> list[str]:
+    """What project names in fields that the network does not have (empty: nothing).
+
+    A node exists once its agent has registered (connected); a dataset or an analysis
+    exists when one of the project's registered nodes advertises it.
+    """
+    problems: list[str] = []
+    if "nodes" in fields:
+        registered = sorted(known)
+        unknown = [node for node in project.nodes if node not in known]
+        if unknown and not registered:
+            problems.append(
+                f"unknown nodes {', '.join(map(repr, unknown))}: no agent has registered with "
+                "this coordinator yet; start the TREs' agents (`fedtre agent run`), then "
+                "create the project"
+            )
+        elif unknown:
+            problems += [
+                f"unknown node {node!r}{did_you_mean(node, registered)}; registered "
+                f"nodes: {', '.join(registered)}"
+                for node in unknown
+            ]
+    mine = [known[n] for n in project.nodes if n in known]
+    if not mine:
+        return problems
+    names = ", ".join(n.node_id for n in mine)
+    if "datasets" in fields:
+        offered = sorted({d.name for n in mine for d in n.datasets})
+        for dataset in project.datasets:
+            if dataset not in offered:
+                problems.append(
+                    f"no node of the project ({names}) offers dataset {dataset!r}"
+                    f"{did_you_mean(dataset, offered)}; they offer: {', '.join(offered) or '(none)'}"
+                )
+    if "analyses" in fields and all(n.analyses for n in mine):
+        served = sorted({a for n in mine for a in n.analyses})
+        for analysis in project.analyses:
+            if analysis not in served:
+                problems.append(
+                    f"no node of the project ({names}) serves analysis {analysis!r}; "
+                    f"they serve: {', '.join(served)}"
+                )
+    return problems
+
+
 def is_member(identity: Identity, project: Project) -> bool:
     return identity.name in project.members
 
@@ -130,14 +180,16 @@ def scope_problems(
     dataset: str,
     targets: Sequence[str],
     now: datetime,
+    member_of: Sequence[str] = (),
 ) -> list[Problem]:
     """Every way a submission steps outside its project; empty when it may be submitted.
 
     To someone who may not read the project, a missing project and one they do not
-    belong to look alike, and nothing of its scope is shown.
+    belong to look alike, and nothing of its scope is shown; member_of, the caller's own
+    projects, is what they are offered instead.
     """
     if project is None or not is_member(identity, project):
-        return [outsider_problem(identity, project_name)]
+        return [outsider_problem(identity, project_name, member_of)]
     problems: list[Problem] = []
     if project.lapsed(now):
         when = (
@@ -172,11 +224,19 @@ def scope_problems(
     return problems
 
 
-def outsider_problem(identity: Identity, project_name: str) -> Problem:
-    """The one problem shown to a submitter who is not a member of project_name."""
+def outsider_problem(
+    identity: Identity, project_name: str, member_of: Sequence[str] = ()
+) -> Problem:
+    """The one problem shown to a submitter who is not a member of project_name: with
+    their own projects (member_of) and the nearest of them, nothing of any other."""
+    yours = (
+        f"your projects: {', '.join(member_of)}{did_you_mean(project_name, member_of)}"
+        if member_of
+        else "you are not a member of any project yet"
+    )
     return Problem(
-        f"you ({identity.name}) are not a member of a project {project_name!r}; an admin "
-        f"adds you with `fedtre projects add-member {project_name} {identity.name}`"
+        f"you ({identity.name}) are not a member of a project {project_name!r}; {yours}. "
+        f"An admin adds you with `fedtre projects add-member {project_name} {identity.name}`"
     )
 
 

@@ -8,7 +8,7 @@ set -eu
 NODES="tre-a tre-b tre-c"
 
 if [ ! -f /ca/ca/ca.pem ]; then
-  fedtre network init /ca --nodes tre-a,tre-b,tre-c --hosts coordinator,localhost,127.0.0.1
+  fedtre ca init /ca --nodes tre-a,tre-b,tre-c --hosts coordinator,localhost,127.0.0.1
 fi
 
 # The coordinator's TLS identity and the private job-signing key (nodes get its public half).

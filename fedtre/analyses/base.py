@@ -122,6 +122,8 @@ class Analysis(ABC):
     # with its kind (fedtre.disclosure.release.Kind). The release stage refuses a value
     # whose path is not here, or that did not pass its rule for that kind.
     released_fields: ClassVar[Mapping[str, str]] = {}
+    # Parameters that take a list: the CLI reads `--param covariates=age` as ["age"].
+    list_params: ClassVar[frozenset[str]] = frozenset()
 
     @abstractmethod
     def validate(self, params: Mapping[str, Any]) -> dict[str, Any]:

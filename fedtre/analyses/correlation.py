@@ -85,6 +85,7 @@ class CorrelationAnalysis(Analysis):
     """Pearson correlation matrix of two or more numeric columns."""
 
     name = "correlation"
+    list_params = frozenset({"columns"})
     description = "Pearson correlation matrix of numeric columns (complete cases)."
     released_fields: ClassVar[Mapping[str, str]] = {
         "columns.*": Kind.PARAMETER,

@@ -43,6 +43,7 @@ from fedtre.analyses.pooling import malformed
 from fedtre.disclosure.cellkey import cell_key_sum
 from fedtre.disclosure.policy import MAX_DOMINANCE_N
 from fedtre.errors import InvalidRequest
+from fedtre.suggest import columns_hint
 
 INTERCEPT = "Intercept"
 NUMERIC = "numeric"
@@ -183,10 +184,9 @@ def covariate_problems(specs: Sequence[str], schema: DatasetSchema) -> list[str]
         cov = parse_covariate(spec)
         ctype = schema.columns.get(cov.column)
         if ctype is None:
-            declared = ", ".join(sorted(schema.columns)) or "(none)"
             problems.append(
-                f"covariate column {cov.column!r} is not declared in dataset {schema.name!r}; "
-                f"declared columns: {declared}"
+                f"covariate column {cov.column!r} is not declared in dataset {schema.name!r}"
+                + columns_hint(cov.column, schema.columns)
             )
         elif cov.forced and ctype not in CATEGORICAL_TYPES:
             problems.append(

@@ -31,6 +31,7 @@ import sqlalchemy as sa
 
 from fedtre.analyses.base import NUMERIC_TYPES, DatasetSchema
 from fedtre.errors import InvalidRequest, NotFound
+from fedtre.suggest import columns_hint
 
 # Limits against abuse: a filter arrives from outside the TRE and is compiled inside it.
 MAX_DEPTH = 16
@@ -276,10 +277,9 @@ def filter_problems(f: Any, schema: DatasetSchema) -> list[str]:
         col = cond["col"]
         ctype = schema.columns.get(col)
         if ctype is None:
-            declared = ", ".join(sorted(schema.columns)) or "(none)"
             problem = (
                 f"the filter uses column {_short(col)}, which is not declared in dataset "
-                f"{schema.name!r}; declared columns: {declared}"
+                f"{schema.name!r}" + columns_hint(col, schema.columns)
             )
         else:
             type_problem = _type_problem(cond, ctype)

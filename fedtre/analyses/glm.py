@@ -181,6 +181,7 @@ class GlmAnalysis(IterativeAnalysis):
     """Binomial (logit) and Poisson (log) regression, fitted over several rounds."""
 
     name = "glm"
+    list_params = frozenset({"covariates"})
     description = "Logistic or Poisson regression by federated IRLS: coefficients, SE, z, p, CIs."
     # The payload of every round (round 1 and later ones have the same shape).
     released_fields = {

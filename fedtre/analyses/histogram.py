@@ -102,6 +102,7 @@ class HistogramAnalysis(Analysis):
     """Counts of a numeric column in fixed bins, or in bins of a shared width."""
 
     name = "histogram"
+    list_params = frozenset({"edges"})
     description = "Counts of a numeric column in fixed bin edges or bins of an agreed width."
     released_fields = {
         "column": release.Kind.PARAMETER,

@@ -115,6 +115,7 @@ class LinearRegressionAnalysis(Analysis):
     """Ordinary least squares of a numeric outcome on covariates."""
 
     name = "linear_regression"
+    list_params = frozenset({"covariates"})
     description = "OLS regression: coefficients, standard errors, t, p values, 95% CIs, R-squared."
     released_fields = {
         "n": Kind.COUNT,

@@ -8,6 +8,7 @@ from typing import Any
 from fedtre.analyses.base import DatasetSchema
 from fedtre.analyses.filters import MAX_NAME, filter_problems, validate_filter
 from fedtre.errors import InvalidRequest
+from fedtre.suggest import columns_hint
 
 
 def check_keys(
@@ -64,10 +65,9 @@ def column_problems(
         return []
     ctype = schema.columns.get(name)
     if ctype is None:
-        declared = ", ".join(sorted(schema.columns)) or "(none)"
         return [
-            f"{role} column {name!r} is not declared in dataset {schema.name!r}; "
-            f"declared columns: {declared}"
+            f"{role} column {name!r} is not declared in dataset {schema.name!r}"
+            + columns_hint(name, schema.columns)
         ]
     if ctype not in allowed:
         usable = sorted(c for c, t in schema.columns.items() if t in allowed)

@@ -107,6 +107,7 @@ class QuantilesAnalysis(Analysis):
     """Approximate quantiles of a numeric column, with a bracket around each."""
 
     name = "quantiles"
+    list_params = frozenset({"probs"})
     description = "Approximate pooled quantiles from a shared fine histogram, with error brackets."
     released_fields = {
         "column": Kind.PARAMETER,

@@ -1,7 +1,10 @@
 """`fedtre ca`: the network CA, node enrolment and the certificate lifecycle.
 
-    fedtre ca init DIR --nodes tre-a,tre-b [--hosts ...]   CA, coordinator, nodes, signing key
+    fedtre ca init DIR --nodes tre-a,tre-b --hosts coord.example.org   CA, coordinator, nodes,
+                                                                       job-signing key
     fedtre ca issue-node DIR NODE                           one more TRE's enrolment bundle
+    fedtre ca issue-coordinator DIR --hosts NAME,...        the coordinator's certificate for
+                                                            the names it is reached at
     fedtre ca renew DIR NODE [--revoke-old]                 a new key and certificate (rotation)
     fedtre ca revoke DIR NODE                               revoke NODE's certificate (CRL)
     fedtre ca signing-key DIR                               add the job-signing key to an old network
@@ -17,7 +20,18 @@ import argparse
 from pathlib import Path
 
 from fedtre.identity.ca import DEFAULT_COORDINATOR_HOSTS, init_network, issue_node
-from fedtre.identity.lifecycle import add_signing_key, renew_node, revoke_node
+from fedtre.identity.lifecycle import (
+    add_signing_key,
+    reissue_coordinator,
+    renew_node,
+    revoke_node,
+)
+
+_HOSTS = (
+    "comma-separated DNS names and IP addresses the coordinator is reached at, by agents "
+    "and people alike, e.g. coordinator.example.org,10.0.0.5 (default: "
+    f"{','.join(DEFAULT_COORDINATOR_HOSTS)}, for a network on one machine)"
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,15 +43,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     init.add_argument("directory", type=Path, metavar="DIR")
     init.add_argument("--nodes", type=_csv, default=[], help="comma-separated node ids")
-    init.add_argument(
-        "--hosts",
-        type=_csv,
-        default=list(DEFAULT_COORDINATOR_HOSTS),
-        help="the coordinator's DNS names and IPs (default: "
-        f"{','.join(DEFAULT_COORDINATOR_HOSTS)})",
-    )
+    init.add_argument("--hosts", type=_csv, default=list(DEFAULT_COORDINATOR_HOSTS), help=_HOSTS)
     init.add_argument("--days", type=int, default=365, help="certificate validity (days)")
     init.set_defaults(func=_init)
+
+    coordinator = actions.add_parser(
+        "issue-coordinator",
+        help="re-issue the coordinator's certificate for the names it is reached at",
+    )
+    coordinator.add_argument("directory", type=Path, metavar="DIR")
+    coordinator.add_argument("--hosts", type=_csv, required=True, help=_HOSTS)
+    coordinator.add_argument("--days", type=int, default=365, help="certificate validity (days)")
+    coordinator.set_defaults(func=_issue_coordinator)
 
     issue = actions.add_parser("issue-node", help="issue one TRE's enrolment bundle")
     issue.add_argument("directory", type=Path, metavar="DIR")
@@ -79,6 +96,7 @@ def _init(args: argparse.Namespace) -> int:
         validity_days=args.days,
     )
     print(f"Created a fedtre network in {paths.directory}")
+    print(f"  coordinator certificate for: {', '.join(args.hosts)}")
     print(f"  CA key        {paths.ca_key}  keep offline; only the CA admin needs it")
     print(f"  coordinator   {paths.coordinator}/  its TLS files and job-signing key (0600)")
     for node, folder in paths.nodes.items():
@@ -95,6 +113,13 @@ def _issue(args: argparse.Namespace) -> int:
     folder = issue_node(args.directory, args.node_id, validity_days=args.days)
     print(f"Issued node {args.node_id}: {folder}/ (ca.pem, cert.pem, key.pem, job-signing-pub.pem)")
     print(f"Hand this folder, and nothing else, to the operator of TRE {args.node_id}.")
+    return 0
+
+
+def _issue_coordinator(args: argparse.Namespace) -> int:
+    folder = reissue_coordinator(args.directory, args.hosts, validity_days=args.days)
+    print(f"Issued the coordinator a new certificate for {', '.join(args.hosts)}: {folder}/")
+    print("Restart the coordinator to serve it; agents and people need nothing new.")
     return 0
 
 

@@ -11,9 +11,10 @@ from typing import Any
 
 from fedtre.analyses import CATALOGUE
 from fedtre.analyses.filters import parse_filter_text
-from fedtre.cli.common import add_connection_flags, connect, print_json, print_table
-from fedtre.client import JobStatus, Result
+from fedtre.cli.common import add_connection_flags, connect, jsonable, print_json, print_table
+from fedtre.client import Client, JobStatus, Result
 from fedtre.errors import InvalidRequest
+from fedtre.problems import problem_lines
 from fedtre.report import result_lines
 
 
@@ -26,13 +27,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="",
         help="comma-separated node ids (default: every node with the dataset)",
     )
-    submit.add_argument("--project", default="default")
+    submit.add_argument(
+        "--project",
+        help="the project the job belongs to (default: your only project; `fedtre whoami` "
+        "lists yours)",
+    )
     submit.add_argument(
         "--param",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="an analysis parameter, e.g. --param rows=sex (VALUE is read as JSON when it parses)",
+        help="an analysis parameter, e.g. --param rows=sex or --param covariates=age,sex,bmi "
+        "(a comma-separated list); VALUE is read as JSON when it parses",
     )
     submit.add_argument("--params", help="all parameters as one JSON object")
     submit.add_argument("--filter", help="""a filter, e.g. 'age >= 40 and sex == "F"'""")
@@ -97,6 +103,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     result.add_argument("job_id", type=int)
     result.add_argument("--wait", action="store_true", help="wait until the job has finished")
     result.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="with --wait: stop waiting after this many seconds (exit 2; the job goes on)",
+    )
+    result.add_argument(
         "--plot",
         metavar="FILE.png",
         help="kaplan_meier: also draw the survival curves to this PNG file (needs matplotlib)",
@@ -119,30 +132,73 @@ def build_params(args: argparse.Namespace) -> dict[str, Any]:
             raise InvalidRequest(f"--params is not valid JSON: {exc}") from exc
         if not isinstance(params, dict):
             raise InvalidRequest('--params must be a JSON object, e.g. \'{"rows": "sex"}\'')
+    analysis = CATALOGUE.get(args.analysis)
+    list_params = analysis.list_params if analysis is not None else frozenset()
     for item in args.param:
-        key, sep, value = item.partition("=")
+        key, sep, text = item.partition("=")
         if not sep or not key:
             raise InvalidRequest(f"--param {item!r} is not KEY=VALUE, e.g. --param rows=sex")
-        try:
-            params[key] = json.loads(value)
-        except json.JSONDecodeError:
-            params[key] = value
+        value = _param_value(text)
+        params[key] = [value] if key in list_params and not isinstance(value, list) else value
     if args.filter:
         params["filter"] = parse_filter_text(args.filter)
     return params
+
+
+def _param_value(text: str) -> Any:
+    """A --param VALUE: JSON when it parses, a list when comma-separated, else the text."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    if "," in text:
+        return [_param_value(item.strip()) for item in text.split(",") if item.strip()]
+    return text
+
+
+def _project(args: argparse.Namespace, client: Client) -> str:
+    """--project, or the person's only project; raise InvalidRequest listing theirs."""
+    if args.project:
+        return str(args.project)
+    _, _, projects = client.admin.whoami()
+    if len(projects) == 1:
+        if not args.json:
+            print(f"project {projects[0]} (your only project)", file=sys.stderr)
+        return projects[0]
+    if not projects:
+        raise InvalidRequest(
+            "you are not a member of any project yet: an admin adds you with "
+            "`fedtre projects add-member PROJECT YOUR-NAME`"
+        )
+    raise InvalidRequest(
+        f"give --project: you are a member of {', '.join(projects)} (e.g. --project {projects[0]})"
+    )
+
+
+def _warn_offline(client: Client, targets: tuple[str, ...]) -> None:
+    """Say on stderr which of the job's nodes are not online: their tasks wait for them."""
+    for node in client.nodes():
+        if node.node_id in targets and node.status != "online":
+            seen = f", last seen {node.last_seen:%Y-%m-%d %H:%M} UTC" if node.last_seen else ""
+            print(
+                f"warning: node {node.node_id} is {node.status}{seen}; its task waits until "
+                "it is back (or until the job's deadline)",
+                file=sys.stderr,
+            )
 
 
 def _submit(args: argparse.Namespace) -> int:
     params = build_params(args)
     nodes = [n for n in args.nodes.split(",") if n]
     with connect(args) as client:
+        project = _project(args, client)
         if args.dry_run:
             report = client.submit(
                 args.analysis,
                 dataset=args.dataset,
                 params=params,
                 nodes=nodes,
-                project=args.project,
+                project=project,
                 dry_run=True,
             )
             if args.json:
@@ -155,22 +211,24 @@ def _submit(args: argparse.Namespace) -> int:
             elif report.ok:
                 print("dry run: no problems; the job would be accepted")
             else:
-                print(f"dry run: {len(report.problems)} problem(s):")
-                for node, message in report.problems:
-                    print(f"  - {node + ': ' if node else ''}{message}")
+                lines = problem_lines(report.problems)
+                print(f"dry run: {len(lines)} problem(s):")
+                for line in lines:
+                    print(f"  - {line}")
             return 0 if report.ok else 1
         handle = client.submit(
             args.analysis,
             dataset=args.dataset,
             params=params,
             nodes=nodes,
-            project=args.project,
+            project=project,
             deadline=args.deadline,
             on_pause=args.on_pause,
             request_id=str(uuid.uuid4()),
         )
+        status = handle.status()
+        _warn_offline(client, status.nodes)
         if args.no_wait:
-            status = handle.status()
             if args.json:
                 print_json({"job_id": handle.id, "state": status.state})
             else:
@@ -257,7 +315,7 @@ def _jobs_list(args: argparse.Namespace) -> int:
 def _print_job(job: JobStatus) -> None:
     print(f"job {job.id}: {job.state}")
     print(f"  analysis  {job.analysis} on dataset '{job.dataset}' (project {job.project})")
-    print(f"  params    {json.dumps(_whole_numbers(job.params), sort_keys=True)}")
+    print(f"  params    {json.dumps(jsonable(job.params), sort_keys=True)}")
     print(f"  submitted {job.created_at:%Y-%m-%d %H:%M:%S} UTC by {job.submitted_by}")
     if job.decided_by:
         print(f"  decided   by {job.decided_by}{': ' + job.reason if job.reason else ''}")
@@ -336,7 +394,9 @@ def _result(args: argparse.Namespace) -> int:
     with connect(args) as client:
         handle = client.handle(args.job_id)
         status = (
-            handle.wait(progress=None if args.json else _progress) if args.wait else handle.status()
+            handle.wait(timeout=args.timeout, progress=None if args.json else _progress)
+            if args.wait
+            else handle.status()
         )
     _print_result(Result(status), args.json)
     if getattr(args, "plot", None):
@@ -374,14 +434,3 @@ def _nodes(args: argparse.Namespace) -> int:
         ],
     )
     return 0
-
-
-def _whole_numbers(value: Any) -> Any:
-    """value with whole floats as ints: parameters cross the wire as JSON numbers (floats)."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _whole_numbers(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_whole_numbers(v) for v in value]
-    return value

@@ -157,7 +157,7 @@ def _serve(args: argparse.Namespace) -> int:
     if not tls_dir:
         raise InvalidRequest(
             "no TLS folder: pass --tls-dir DIR (or set FEDTRE_TLS_DIR), e.g. the coordinator/ folder "
-            "that `fedtre network init` wrote; the coordinator never serves without TLS"
+            "that `fedtre ca init` wrote; the coordinator never serves without TLS"
         )
     config = CoordinatorConfig(
         tls=TlsFiles.from_dir(Path(tls_dir)),

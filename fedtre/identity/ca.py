@@ -84,7 +84,7 @@ def init_network(
     if ca_dir.exists():
         raise Conflict(
             f"{ca_dir} already exists, so {root} already holds a fedtre network; add to it "
-            f"with `fedtre network add-node {root} NODE`, or choose a new directory"
+            f"with `fedtre ca issue-node {root} NODE`, or choose a new directory"
         )
     plan = [(root / COORDINATOR_DIR, "coordinator", "coordinator")]
     plan += [(root / NODES_DIR / n, n, "node") for n in node_ids]
@@ -181,7 +181,7 @@ def _add_identity(
         raise InvalidRequest(
             f"the network CA in {root / CA_DIR} expired on "
             f"{ca_cert.not_valid_after_utc:%Y-%m-%d}; create a new network with "
-            "`fedtre network init`"
+            "`fedtre ca init`"
         )
     # A certificate cannot usefully outlive the CA that vouches for it.
     not_after = min(now + dt.timedelta(days=validity_days), ca_cert.not_valid_after_utc)
@@ -276,7 +276,7 @@ def _load_ca(root: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     except FileNotFoundError as exc:
         raise InvalidRequest(
             f"{exc.filename} not found: {root} holds no network CA; "
-            "create one with `fedtre network init`"
+            "create one with `fedtre ca init`"
         ) from exc
     except (OSError, ValueError, TypeError) as exc:
         raise InvalidRequest(

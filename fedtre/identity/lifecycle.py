@@ -77,6 +77,42 @@ def renew_node(
     return bundle
 
 
+def reissue_coordinator(
+    directory: str | os.PathLike[str],
+    hosts: Iterable[str],
+    *,
+    validity_days: int = 365,
+    now: dt.datetime | None = None,
+) -> Path:
+    """Issue the coordinator a new key and certificate naming hosts (DNS names and IP
+    addresses it is reached at); return its folder.
+
+    Its job-signing key and the nodes' bundles are untouched: agents and people keep
+    trusting the same CA. The coordinator serves the new pair once restarted. Raises
+    NotFound when DIR holds no coordinator, InvalidRequest for a bad host or duration.
+    """
+    root = Path(directory)
+    folder = root / _ca.COORDINATOR_DIR
+    if not (folder / _ca.CERT_FILE).is_file():
+        raise NotFound(
+            f"{folder / _ca.CERT_FILE} does not exist: give the folder `fedtre ca init` "
+            "created (the one holding ca/ and coordinator/)"
+        )
+    names = _ca._parse_hosts(hosts)
+    _ca._check_days(validity_days)
+    ca_cert, ca_key = _ca._load_ca(root)
+    now = _ca._now(now)
+    not_after = min(now + dt.timedelta(days=validity_days), ca_cert.not_valid_after_utc)
+    with tempfile.TemporaryDirectory(dir=root) as scratch:
+        fresh = _ca._issue(
+            Path(scratch) / "new", ca_cert, ca_key, "coordinator", "coordinator", now,
+            not_after, names,
+        )  # fmt: skip
+        os.replace(fresh / _ca.KEY_FILE, folder / _ca.KEY_FILE)
+        os.replace(fresh / _ca.CERT_FILE, folder / _ca.CERT_FILE)
+    return folder
+
+
 def revoke_node(
     directory: str | os.PathLike[str], node_id: str, *, now: dt.datetime | None = None
 ) -> Revocation:

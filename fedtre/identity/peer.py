@@ -40,7 +40,7 @@ def identity_from_certificate(cert: x509.Certificate) -> Identity:
     if role not in ROLES:
         raise Unauthenticated(
             f"certificate role {role!r} is not one of {', '.join(ROLES)}; "
-            "use a certificate issued by `fedtre network init`"
+            "use a certificate issued by `fedtre ca init`"
         )
     return Identity(name=name, role=role)
 

@@ -63,7 +63,7 @@ class TlsFiles:
 
     @classmethod
     def from_dir(cls, path: str | os.PathLike[str]) -> TlsFiles:
-        """Return the bundle in a folder written by `fedtre network init`."""
+        """Return the bundle in a folder written by `fedtre ca init`."""
         folder = Path(path)
         return cls(ca=folder / CA_FILE, cert=folder / CERT_FILE, key=folder / KEY_FILE)
 
@@ -131,5 +131,5 @@ def _read(path: Path) -> bytes:
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise InvalidRequest(
-            f"cannot read {path} ({reason}); create it with `fedtre network init`"
+            f"cannot read {path} ({reason}); create it with `fedtre ca init`"
         ) from exc

@@ -22,5 +22,7 @@ def test_demo_runs_every_analysis_and_cleans_up():
     assert len(re.findall(r"^== .*\(crosstab, job \d+: (completed|partial)\)$", out, re.M)) == 2
     assert len(re.findall(r"^== .*\(summary, job \d+: completed\)$", out, re.M)) == 1
     assert "all processes stopped" in out
+    # every result says its counts carry noise: 4 analyses, 4 notes
+    assert out.count("(not exact: each TRE adds small consistent noise") == 4
     home = Path(re.search(r"network in (\S+)", out).group(1))
     assert not home.exists()

@@ -332,3 +332,22 @@ def test_default_policy_blocks_a_model_before_anything_leaves(
         # the fit stopped in round 1: no later round was queued
         assert result.job.progress is not None and result.job.progress.round == 1
         assert "round 1: node 'tre-c' blocked its output" in result.combined["error"]
+
+
+def test_cli_result_rounds_the_log_rank_figures_of_the_pooled_test(survival_network, capsys):
+    from lifelines.statistics import multivariate_logrank_test
+
+    network, pooled = survival_network
+    with network.client() as client:
+        job = client.submit(
+            "kaplan_meier", dataset="cohort", params={"time": "time", "event": "died", "by": "arm"}
+        )
+        job.wait(timeout=60)
+
+    assert main(cli(network, "result", str(job.id))) == 0
+
+    shown = re.search(r"log-rank test: chi2 = (\S+) on 1 df, p = (\S+)", capsys.readouterr().out)
+    test = multivariate_logrank_test(pooled.time, pooled.arm, pooled.died)
+    assert shown is not None
+    assert shown.group(1) == f"{test.test_statistic:.4g}"  # e.g. 26.08, not 26.084569771123782
+    assert shown.group(2) == f"{test.p_value:.4g}"

@@ -358,10 +358,10 @@ def test_no_job_is_lost_duplicated_or_released_twice_under_faults(tmp_path):
     injected: collections.Counter[str] = collections.Counter()
     try:
         net.start_coordinator()
-        token = net.set_up_governance()
         for node in NODES:
             net.start_agent(node)
         net.wait_online()
+        token = net.set_up_governance()  # a project names nodes that have registered
         ca = tmp_path / "pki" / "ca" / "ca.pem"
         assert net.api is not None
 

@@ -22,7 +22,8 @@ from cryptography import x509
 from ops_testkit import DATA, http_get
 
 from fedtre.identity.peer import identity_from_pem
-from fedtre.testing import LocalNetwork
+from fedtre.testing import LocalNetwork, eventually
+from node_agent.app import Agent
 from node_agent.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -249,12 +250,22 @@ def test_compose_governance_creates_people_with_tokens_and_the_project(demo_volu
         stderr=subprocess.DEVNULL,
         text=True,
     )
+    agents = []
     try:
         assert coordinator.stdout is not None
-        coordinator.stdout.readline()  # the agents' port
+        agent_port = re.search(r"listening on (\S+)", coordinator.stdout.readline())
         api = re.search(r"on (\S+)$", coordinator.stdout.readline().strip())
-        assert api, "the coordinator did not print its API address"
+        assert agent_port and api, "the coordinator did not print its addresses"
         env["FEDTRE_COORDINATOR"] = api.group(1)
+        # A project names only nodes that have registered: the agents come first (compose
+        # starts governance once they are healthy).
+        agents = [
+            _compose_agent(demo_volumes, node, agent_port.group(1), tmp_path) for node in NODES
+        ]
+        for agent in agents:
+            agent.start()
+        for agent in agents:
+            eventually(agent.connection.connected.is_set, what=f"{agent.config.node_id} online")
         for _ in range(2):  # a second run changes nothing and succeeds
             done = subprocess.run(
                 ["sh", str(DEPLOY / "compose" / "governance.sh")],
@@ -281,8 +292,21 @@ def test_compose_governance_creates_people_with_tokens_and_the_project(demo_volu
             "projects": ["default"],
         }
     finally:
+        for agent in agents:
+            agent.stop()
         coordinator.terminate()
         coordinator.wait(timeout=30)
+
+
+def _compose_agent(volumes: Path, node: str, coordinator: str, tmp_path: Path) -> Agent:
+    """node's compose agent on the init volumes, dialling coordinator, metrics off."""
+    text = (DEPLOY / "compose" / "agents" / f"{node}.toml").read_text()
+    text = text.replace("/var/lib/fedtre", str(volumes / "out" / node))
+    text = re.sub(r'coordinator = "[^"]*"', f'coordinator = "{coordinator}"', text)
+    text = re.sub(r"(?m)^listen = .*$", 'listen = "127.0.0.1:0"', text)
+    path = tmp_path / f"{node}.toml"
+    path.write_text(text)
+    return Agent(load_config(path))
 
 
 @pytest.mark.parametrize("node", NODES)

@@ -144,10 +144,10 @@ def test_two_replicas_lose_nothing_and_dispatch_nothing_twice_when_one_is_killed
     try:
         # Given: two replicas on one schema, three agents that list both
         net.start_replicas()
-        token = net.set_up_governance()
         for node in NODES:
             net.start_agent(node)
         net.wait_online()
+        token = net.set_up_governance()  # a project names nodes that have registered
         ca = tmp_path / "pki" / "ca" / "ca.pem"
         clients = {
             name: Client(f"127.0.0.1:{port}", token=token, ca=ca, timeout=5)

@@ -169,7 +169,16 @@ def test_a_first_of_two_approvals_says_how_many_more_are_needed(network, capsys)
 
 
 def test_result_shows_whole_number_parameters_as_integers(network, capsys):
-    args = ["submit", "count", "--dataset", "cohort", "--filter", "age >= 60"]
+    args = [
+        "submit",
+        "count",
+        "--dataset",
+        "cohort",
+        "--filter",
+        "age >= 60",
+        "--project",
+        "default",
+    ]
     assert main(fedtre(network, *args, "--no-wait", "--json")) == 0
     job_id = str(json.loads(capsys.readouterr().out)["job_id"])
 

@@ -139,7 +139,7 @@ def test_node_bundle_holds_only_its_own_key(network: NetworkPaths) -> None:
 def test_init_refuses_an_existing_network_and_changes_nothing(network: NetworkPaths) -> None:
     before = _snapshot(network.directory)
 
-    with pytest.raises(Conflict, match="add-node"):
+    with pytest.raises(Conflict, match="issue-node"):
         init_network(network.directory, ["tre-z"])
 
     assert _snapshot(network.directory) == before
@@ -225,7 +225,7 @@ def test_issue_node_refuses_a_taken_name(tmp_path: Path, name: str) -> None:
 
 
 def test_issue_node_without_a_network_says_how_to_create_one(tmp_path: Path) -> None:
-    with pytest.raises(InvalidRequest, match="fedtre network init"):
+    with pytest.raises(InvalidRequest, match="fedtre ca init"):
         issue_node(tmp_path, "tre-a")
 
     assert not (tmp_path / "nodes").exists()

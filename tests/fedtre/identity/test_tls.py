@@ -153,7 +153,7 @@ def test_coordinator_certificate_cannot_act_as_a_client(
 def test_missing_file_names_the_path_and_the_fix(tmp_path: Path) -> None:
     files = TlsFiles.from_dir(tmp_path / "nowhere")
 
-    with pytest.raises(InvalidRequest, match="fedtre network init") as failure:
+    with pytest.raises(InvalidRequest, match="fedtre ca init") as failure:
         channel_credentials(files)
 
     assert str(tmp_path / "nowhere" / "ca.pem") in str(failure.value)
