@@ -8,6 +8,7 @@ from typing import Any
 from google.protobuf import json_format, struct_pb2
 
 from fedtre.analyses.base import DatasetSchema, NodeOutput, Outcome, RuleResult
+from fedtre.catalogue.description import ColumnDescription, DatasetDescription
 from fedtre.errors import InvalidRequest
 from fedtre.v1 import common_pb2
 
@@ -44,13 +45,41 @@ def dict_to_struct(values: Mapping[str, Any]) -> struct_pb2.Struct:
 
 
 def schema_to_pb(schema: DatasetSchema) -> common_pb2.DatasetSpec:
-    return common_pb2.DatasetSpec(
-        name=schema.name,
-        columns=[
-            common_pb2.ColumnSpec(name=n, type=t, grid=schema.grids.get(n, 0.0))
-            for n, t in schema.columns.items()
-        ],
-    )
+    spec = common_pb2.DatasetSpec(name=schema.name)
+    for n, t in schema.columns.items():
+        about = schema.column_descriptions.get(n, ColumnDescription())
+        spec.columns.append(
+            common_pb2.ColumnSpec(
+                name=n,
+                type=t,
+                grid=schema.grids.get(n, 0.0),
+                description=about.description,
+                unit=about.unit,
+                value_labels=dict(about.labels),
+                sensitive=about.sensitive,
+            )
+        )
+    if schema.description is not None:
+        spec.description.CopyFrom(description_to_pb(schema.description))
+    return spec
+
+
+def description_to_pb(description: DatasetDescription) -> common_pb2.DatasetDescription:
+    return common_pb2.DatasetDescription(**description.to_json())
+
+
+def _description_from_pb(spec: common_pb2.DatasetSpec) -> DatasetDescription | None:
+    if not spec.HasField("description"):
+        return None
+    d = spec.description
+    try:
+        return DatasetDescription.from_json(
+            {f.name: getattr(d, f.name) for f in d.DESCRIPTOR.fields}
+        )
+    except (KeyError, ValueError) as exc:
+        raise InvalidRequest(
+            f"dataset {spec.name!r}: its description is malformed ({exc})"
+        ) from exc
 
 
 def schemas_from_pb(datasets: Iterable[common_pb2.DatasetSpec]) -> list[DatasetSchema]:
@@ -59,10 +88,16 @@ def schemas_from_pb(datasets: Iterable[common_pb2.DatasetSpec]) -> list[DatasetS
     for d in datasets:
         if not d.name or d.name in schemas:
             raise InvalidRequest(f"dataset names must be non-empty and unique (got '{d.name}')")
+        described = {
+            c.name: ColumnDescription(c.description, c.unit, dict(c.value_labels), c.sensitive)
+            for c in d.columns
+        }
         schemas[d.name] = DatasetSchema(
             d.name,
             {c.name: c.type for c in d.columns},
             grids={c.name: c.grid for c in d.columns if c.grid > 0},
+            description=_description_from_pb(d),
+            column_descriptions={n: c for n, c in described.items() if not c.empty},
         )
     return list(schemas.values())
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 import sqlalchemy as sa
 
 from fedtre.analyses.base import NodeOutput
-from fedtre.disclosure.release import researcher_view
+from fedtre.disclosure.release import public_rules, researcher_view
 from fedtre.identity import provenance
 from fedtre.identity.provenance import Provenance, ProvenanceError
 from fedtre.identity.tls import TlsFiles
@@ -73,4 +73,6 @@ class ResultSigner:
             outcome=output.outcome.value,
             # what the researcher receives: the payload less its model statistics
             payload=researcher_view(row.analysis, output.payload),
+            # the rules exactly as they leave (connection.report_from_output)
+            rules=public_rules(output),
         )

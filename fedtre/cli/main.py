@@ -11,7 +11,7 @@ from fedtre.errors import FedtreError
 # Each module adds its sub-commands through register(subparsers); a handler takes the
 # parsed args and returns the process exit code.
 _COMMAND_MODULES: tuple[str, ...] = (
-    "network", "ca", "synth", "services", "jobs", "status", "admin", "demo",
+    "network", "ca", "synth", "services", "jobs", "status", "admin", "demo", "catalogue",
 )  # fmt: skip
 
 
