@@ -104,7 +104,8 @@ def schemas_from_pb(datasets: Iterable[common_pb2.DatasetSpec]) -> list[DatasetS
 
 def rules_to_pb(output: NodeOutput) -> list[common_pb2.RuleCheck]:
     return [
-        common_pb2.RuleCheck(rule=r.rule, passed=r.passed, detail=r.detail) for r in output.rules
+        common_pb2.RuleCheck(rule=r.rule, passed=r.passed, detail=r.detail, setting=r.setting)
+        for r in output.rules
     ]
 
 
@@ -118,7 +119,7 @@ def output_from_parts(
     return NodeOutput(
         outcome=value,
         payload=struct_to_dict(payload),
-        rules=tuple(RuleResult(r.rule, r.passed, r.detail) for r in rules),
+        rules=tuple(RuleResult(r.rule, r.passed, r.detail, r.setting) for r in rules),
         error=error,
     )
 

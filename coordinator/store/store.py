@@ -624,7 +624,8 @@ class Store(RoundStore):
                 task.outcome = output.outcome.value
                 task.payload = output.payload
                 task.rules = [
-                    {"rule": r.rule, "passed": r.passed, "detail": r.detail} for r in output.rules
+                    {"rule": r.rule, "passed": r.passed, "detail": r.detail, "setting": r.setting}
+                    for r in output.rules
                 ]
                 task.error = output.error
                 entries.append(
@@ -973,7 +974,10 @@ def _task(row: TaskRow) -> Task:
         output = NodeOutput(
             outcome=Outcome(row.outcome),
             payload=row.payload or {},
-            rules=tuple(RuleResult(r["rule"], r["passed"], r["detail"]) for r in row.rules or []),
+            rules=tuple(
+                RuleResult(r["rule"], r["passed"], r["detail"], r.get("setting", ""))
+                for r in row.rules or []
+            ),
             error=row.error,
         )
     return Task(

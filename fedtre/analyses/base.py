@@ -85,6 +85,9 @@ class RuleResult:
     rule: str
     passed: bool
     detail: str
+    # The TRE's policy setting the rule applied, e.g. "threshold=10" (release.rule_setting);
+    # policy, never data; "" when the rule has no setting.
+    setting: str = ""
 
 
 @dataclass(frozen=True)

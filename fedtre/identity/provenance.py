@@ -52,8 +52,8 @@ def payload_digest(payload: Mapping[str, Any]) -> str:
 
 
 def rules_digest(rules: Iterable[Any]) -> str:
-    """Return the hex SHA-256 of rules (each with .rule, .passed, .detail), in order."""
-    plain = [[str(r.rule), bool(r.passed), str(r.detail)] for r in rules]
+    """Return the hex SHA-256 of rules (each with .rule, .passed, .detail, .setting), in order."""
+    plain = [[str(r.rule), bool(r.passed), str(r.detail), str(r.setting)] for r in rules]
     return hashlib.sha256(canonical_json({"rules": plain})).hexdigest()
 
 

@@ -97,7 +97,10 @@ def _release(task: NodeResult) -> dict[str, Any]:
         "task_id": task.task_id,
         "outcome": task.outcome,
         "payload": task.payload,
-        "rules": [{"rule": r.rule, "passed": r.passed, "detail": r.detail} for r in task.rules],
+        "rules": [
+            {"rule": r.rule, "passed": r.passed, "detail": r.detail, "setting": r.setting}
+            for r in task.rules
+        ],
         "error": task.error,
     }
 
@@ -187,9 +190,15 @@ def _write_crate(job: JobStatus, work: Path, crate_dir: Path) -> None:
         )
         outputs.append({"@id": release.id})
         for i, rule in enumerate(task.rules):
+            # The criterion as this TRE applied it: the rule family and its setting.
             criterion = add(
-                f"#rule-{rule.rule}",
-                **{"@type": "DefinedTerm", "name": rule.rule, "description": rule.detail},
+                f"#criterion-{node}-{i}",
+                **{
+                    "@type": "PropertyValue",
+                    "name": rule.rule,
+                    "value": rule.setting,
+                    "description": rule.detail,
+                },
             )
             check = add(
                 check_id(node, i),

@@ -120,6 +120,7 @@ class _Rule:
     rule: str
     passed: bool
     detail: str
+    setting: str
 
 
 def _check_node(
@@ -129,7 +130,8 @@ def _check_node(
     release = _load(folder / RELEASE_FILE)
     try:
         rules = [
-            _Rule(str(r["rule"]), bool(r["passed"]), str(r["detail"])) for r in release["rules"]
+            _Rule(str(r["rule"]), bool(r["passed"]), str(r["detail"]), str(r.get("setting", "")))
+            for r in release["rules"]
         ]
         outcome, payload, task_id = release["outcome"], release["payload"], release["task_id"]
     except (KeyError, TypeError) as exc:
@@ -176,11 +178,15 @@ def _check_crate_checks(node: str, rules: list[_Rule], graph: dict[Any, Any]) ->
     for i, rule in enumerate(rules):
         action = graph.get(check_id(node, i))
         expected = f"{rule.rule}: {'passed' if rule.passed else 'failed'}"
+        instrument = action.get("instrument") if isinstance(action, dict) else None
+        criterion = graph.get(instrument.get("@id")) if isinstance(instrument, dict) else None
+        criterion = criterion if isinstance(criterion, dict) else {}
         if (
             not isinstance(action, dict)
             or action.get("name") != expected
             or action.get("description") != rule.detail
             or (action.get("actionStatus") == COMPLETED) != rule.passed
+            or (criterion.get("name"), criterion.get("value")) != (rule.rule, rule.setting)
         ):
             raise PackageInvalid(
                 f"the crate's disclosure check {i} of node {node} differs from its signed release"

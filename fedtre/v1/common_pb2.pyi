@@ -84,14 +84,16 @@ class DatasetSpec(_message.Message):
     def __init__(self, name: _Optional[str] = ..., columns: _Optional[_Iterable[_Union[ColumnSpec, _Mapping]]] = ..., description: _Optional[_Union[DatasetDescription, _Mapping]] = ...) -> None: ...
 
 class RuleCheck(_message.Message):
-    __slots__ = ("rule", "passed", "detail")
+    __slots__ = ("rule", "passed", "detail", "setting")
     RULE_FIELD_NUMBER: _ClassVar[int]
     PASSED_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
+    SETTING_FIELD_NUMBER: _ClassVar[int]
     rule: str
     passed: bool
     detail: str
-    def __init__(self, rule: _Optional[str] = ..., passed: _Optional[bool] = ..., detail: _Optional[str] = ...) -> None: ...
+    setting: str
+    def __init__(self, rule: _Optional[str] = ..., passed: _Optional[bool] = ..., detail: _Optional[str] = ..., setting: _Optional[str] = ...) -> None: ...
 
 class Provenance(_message.Message):
     __slots__ = ("agent_version", "dataset_version", "statement", "signature", "certificate")

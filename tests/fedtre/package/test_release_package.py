@@ -113,10 +113,17 @@ def test_the_package_is_a_bag_holding_a_five_safes_crate(crosstab, tmp_path):
         assert [(c["name"], c["description"]) for c in checks] == [
             (f"{r.rule}: {'passed' if r.passed else 'failed'}", r.detail) for r in task.rules
         ]
-        assert all(graph[c["instrument"]["@id"]]["@type"] == "DefinedTerm" for c in checks)
+        criteria = [graph[c["instrument"]["@id"]] for c in checks]
+        assert [(c["name"], c["value"]) for c in criteria] == [
+            (r.rule, r.setting) for r in task.rules
+        ]
         signed = (root / "data" / "nodes" / node / "statement.json").exists()
         assert signed == (task.outcome in ("released", "suppressed"))
     assert job.tasks["tre-c"].outcome == "blocked"
+    # the TRE's settings, as its policy declares them (the defaults here)
+    settings = {r.rule: r.setting for r in job.tasks["tre-a"].rules}
+    assert settings["threshold"] == "threshold=10"
+    assert settings["perturbation"].startswith("perturbation=cell_key, noise_deviation=3")
     assert job.tasks["tre-a"].outcome in ("released", "suppressed")
 
     # and the combined result
@@ -158,25 +165,34 @@ def test_altering_one_byte_of_any_file_fails_verification(net, crosstab, tmp_pat
     assert "does NOT verify" in capsys.readouterr().err
 
 
-def test_rules_rewritten_with_fresh_manifests_fail_on_the_signature(net, crosstab, tmp_path):
-    # An attacker flips a check in the release and the crate alike, and rebuilds the manifests
+@pytest.mark.parametrize("change", ["verdict", "setting"])
+def test_rules_rewritten_with_fresh_manifests_fail_on_the_signature(
+    net, crosstab, tmp_path, change
+):
+    # An attacker alters a check (its verdict, or the TRE's setting it shows) in the
+    # release and the crate alike, and rebuilds the manifests
     _, package = crosstab
     root = unpack(package, tmp_path / "bag")
     release_file = root / "data" / "nodes" / "tre-a" / "release.json"
     release = json.loads(release_file.read_text())
-    release["rules"][0]["passed"] = not release["rules"][0]["passed"]
+    rule = release["rules"][0]
+    if change == "verdict":
+        rule["passed"] = not rule["passed"]
+    else:
+        rule["setting"] = "threshold=3"
     release_file.write_text(json.dumps(release))
     crate_file = root / "data" / "ro-crate-metadata.json"
     crate = json.loads(crate_file.read_text())
     for entity in crate["@graph"]:
         if entity["@id"] == "#check-tre-a-0":
-            rule = release["rules"][0]
             entity["name"] = f"{rule['rule']}: {'passed' if rule['passed'] else 'failed'}"
             entity["actionStatus"] = (
                 "http://schema.org/CompletedActionStatus"
                 if rule["passed"]
                 else "http://schema.org/FailedActionStatus"
             )
+        if entity["@id"] == "#criterion-tre-a-0":
+            entity["value"] = rule["setting"]
     crate_file.write_text(json.dumps(crate))
     bagit.Bag(str(root)).save(manifests=True)
     forged = tmp_path / "forged.zip"
