@@ -6,7 +6,7 @@ codebook) and whether the column is sensitive. The agent advertises it with the 
 the coordinator stores it; `fedtre catalogue` shows and exports it (fedtre.catalogue.hdruk).
 
 No figure derived from the data (population size, frequencies, ranges) belongs here: it
-would leave the TRE without the release stage. See docs/catalogue.md for why the
+would leave the TRE without the release stage. README.md "Discover" says why the
 catalogue publishes no population size.
 """
 

@@ -4,7 +4,7 @@ One record per dataset per TRE, built only from what the TRE's operator declared
 (fedtre.catalogue.description) and the dataset's declared schema: never from values.
 HDR UK requires a population size; fedtre publishes none (-1, "not published") and no
 observations, because any figure from the data leaves a TRE only through the release
-stage of an approved job (docs/catalogue.md).
+stage of an approved job (README.md, "Discover").
 """
 
 from __future__ import annotations
