@@ -8,7 +8,12 @@ from typing import Any
 from google.protobuf import json_format, struct_pb2
 
 from fedtre.analyses.base import DatasetSchema, NodeOutput, Outcome, RuleResult
-from fedtre.catalogue.description import ColumnDescription, DatasetDescription
+from fedtre.catalogue.description import (
+    ColumnDescription,
+    DatasetDescription,
+    parse_column,
+    parse_description,
+)
 from fedtre.errors import InvalidRequest
 from fedtre.v1 import common_pb2
 
@@ -72,13 +77,35 @@ def _description_from_pb(spec: common_pb2.DatasetSpec) -> DatasetDescription | N
     if not spec.HasField("description"):
         return None
     d = spec.description
+    # Checked by the rules an operator's agent.toml meets, so every stored one exports.
+    raw: dict[str, Any] = {
+        "title": d.title,
+        "abstract": d.abstract,
+        "custodian": d.custodian,
+        "contact": d.contact,
+        "keywords": list(d.keywords),
+        "temporal_coverage": {"start": d.temporal_start}
+        | ({"end": d.temporal_end} if d.temporal_end else {}),
+        "spatial_coverage": d.spatial_coverage,
+        "access_rights": d.access_rights,
+    } | ({"custodian_id": d.custodian_id} if d.custodian_id else {})
     try:
-        return DatasetDescription.from_json(
-            {f.name: getattr(d, f.name) for f in d.DESCRIPTOR.fields}
-        )
-    except (KeyError, ValueError) as exc:
+        return parse_description(raw)
+    except InvalidRequest as exc:
+        raise InvalidRequest(f"dataset {spec.name!r}: its description is malformed: {exc}") from exc
+
+
+def _column_description_from_pb(dataset: str, c: common_pb2.ColumnSpec) -> ColumnDescription:
+    """The column's description, checked by the rules of agent.toml (its type is not)."""
+    raw: dict[str, Any] = {"type": c.type, "labels": dict(c.value_labels)}
+    raw |= {"sensitive": True} if c.sensitive else {}
+    raw |= {"description": c.description} if c.description else {}
+    raw |= {"unit": c.unit} if c.unit else {}
+    try:
+        return parse_column(c.name, raw, (c.type,))[1]
+    except InvalidRequest as exc:
         raise InvalidRequest(
-            f"dataset {spec.name!r}: its description is malformed ({exc})"
+            f"dataset {dataset!r} column {c.name!r}: its description is malformed: {exc}"
         ) from exc
 
 
@@ -88,10 +115,7 @@ def schemas_from_pb(datasets: Iterable[common_pb2.DatasetSpec]) -> list[DatasetS
     for d in datasets:
         if not d.name or d.name in schemas:
             raise InvalidRequest(f"dataset names must be non-empty and unique (got '{d.name}')")
-        described = {
-            c.name: ColumnDescription(c.description, c.unit, dict(c.value_labels), c.sensitive)
-            for c in d.columns
-        }
+        described = {c.name: _column_description_from_pb(d.name, c) for c in d.columns}
         schemas[d.name] = DatasetSchema(
             d.name,
             {c.name: c.type for c in d.columns},
