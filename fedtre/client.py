@@ -77,6 +77,7 @@ class NodeResult:
             task_id=self.task_id,
             payload=self.payload,
             rules=self.rules,
+            params=self.params,
         )
 
     @property

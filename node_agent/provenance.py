@@ -44,9 +44,13 @@ class ResultSigner:
             return None
         with self._state.engine.connect() as conn:
             row = conn.execute(
-                sa.select(tasks.c.job_id, tasks.c.project, tasks.c.analysis, tasks.c.dataset).where(
-                    tasks.c.task_id == task_id
-                )
+                sa.select(
+                    tasks.c.job_id,
+                    tasks.c.project,
+                    tasks.c.analysis,
+                    tasks.c.dataset,
+                    tasks.c.params,
+                ).where(tasks.c.task_id == task_id)
             ).first()
         if row is None:
             logger.warning(
@@ -75,4 +79,5 @@ class ResultSigner:
             payload=researcher_view(row.analysis, output.payload),
             # the rules exactly as they leave (connection.report_from_output)
             rules=public_rules(output),
+            params=row.params,
         )

@@ -31,14 +31,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from fedtre.identity.peer import identity_from_certificate
 from fedtre.identity.signing import canonical_json
 
-# Version 2 adds rules_sha256; a version 1 statement (an older agent's) still verifies,
+# Version 2 adds rules_sha256 and params_sha256 (the parameters the task ran with, as
+# approved); a version 1 statement (an older agent's) still verifies,
 # with rules_signed False: its rules are not bound to it.
 STATEMENT_VERSION = 2
 _V1_KEYS = frozenset(
     {"v", "kind", "node", "task_id", "job_id", "project", "analysis", "dataset",
      "dataset_version", "agent_version", "outcome", "payload_sha256"}
 )  # fmt: skip
-STATEMENT_KEYS = _V1_KEYS | {"rules_sha256"}
+STATEMENT_KEYS = _V1_KEYS | {"rules_sha256", "params_sha256"}
 
 
 class ProvenanceError(Exception):
@@ -82,8 +83,9 @@ class Statement:
     agent_version: str
     outcome: str
     payload_sha256: str
-    # True when the statement covers the rules (version 2); see STATEMENT_VERSION.
+    # True when the statement covers the rules and parameters (version 2).
     rules_signed: bool = False
+    params_sha256: str = ""
 
 
 def sign(
@@ -101,10 +103,12 @@ def sign(
     outcome: str,
     payload: Mapping[str, Any],
     rules: Iterable[Any],
+    params: Mapping[str, Any],
 ) -> Provenance:
     """Return the provenance of one output, signed with the agent's certificate key.
 
-    rules: the disclosure rules as the researcher receives them (release.public_rules).
+    rules: the disclosure rules as the researcher receives them (release.public_rules);
+    params: the task's parameters as approved.
     """
     statement = canonical_json(
         {
@@ -121,6 +125,7 @@ def sign(
             "outcome": outcome,
             "payload_sha256": payload_digest(payload),
             "rules_sha256": rules_digest(rules),
+            "params_sha256": payload_digest(params),
         }
     )
     signature = key.sign(statement, ec.ECDSA(hashes.SHA256()))
@@ -135,12 +140,13 @@ def verify(
     task_id: str,
     payload: Mapping[str, Any],
     rules: Iterable[Any] | None = None,
+    params: Mapping[str, Any] | None = None,
 ) -> Statement:
     """Return the statement of a result's provenance, checked end to end.
 
     Checks that the certificate was issued by the network CA to node, that it signed the
     statement, and that the statement is about this task and exactly this payload, and,
-    when rules are given and the statement covers rules, exactly these rules.
+    when rules (or params) are given and the statement covers them, exactly these.
     Raises ProvenanceError saying what does not hold.
     """
     if provenance is None or not provenance.statement or not provenance.signature:
@@ -191,6 +197,8 @@ def verify(
         raise ProvenanceError(
             f"the disclosure checks shown differ from those node {node!r} applied and signed"
         )
+    if params is not None and rules_signed and content["params_sha256"] != payload_digest(params):
+        raise ProvenanceError(f"the parameters shown differ from those node {node!r} ran with")
     if (content["agent_version"], content["dataset_version"]) != (
         provenance.agent_version,
         provenance.dataset_version,
@@ -208,6 +216,7 @@ def verify(
         outcome=str(content["outcome"]),
         payload_sha256=str(content["payload_sha256"]),
         rules_signed=rules_signed,
+        params_sha256=str(content.get("params_sha256", "")),
     )
 
 

@@ -158,7 +158,12 @@ def _check_node(
             signed.signature,
             signed.certificate,
         )
-        statement = verify(signed, ca_pem, node=node, task_id=task_id, payload=payload, rules=rules)
+        params = request.get("parameters")
+        if not isinstance(params, dict):
+            raise PackageInvalid(f"{REQUEST_FILE} holds no parameters")
+        statement = verify(
+            signed, ca_pem, node=node, task_id=task_id, payload=payload, rules=rules, params=params
+        )
     except (ProvenanceError, ValueError, AttributeError) as exc:
         raise PackageInvalid(f"node {node}: {exc}") from None
     if not statement.rules_signed:

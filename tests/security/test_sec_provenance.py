@@ -126,6 +126,7 @@ def test_provenance_of_another_node_or_another_ca_is_refused(net, job, tmp_path)
         node="tre-a", task_id=a.task_id, job_id=job.id, project="default",
         analysis="crosstab", dataset="cohort", dataset_version=VERSION,
         agent_version=AGENT_VERSION, outcome="released", payload=a.payload, rules=a.rules,
+        params=a.params,
     )  # fmt: skip
     with pytest.raises(ProvenanceError, match="not issued by this network's CA"):
         replace(a, provenance=forged).verify(ca(net))

@@ -65,6 +65,16 @@ def unpack(package: Path, where: Path) -> Path:
     return where
 
 
+def rebag(root: Path, out: Path) -> Path:
+    """Recompute the bag's manifests over root, as a forger would, and zip it to out."""
+    bagit.Bag(str(root)).save(manifests=True)
+    with zipfile.ZipFile(out, "w") as zf:
+        for path in root.rglob("*"):
+            if path.is_file():
+                zf.write(path, path.relative_to(root).as_posix())
+    return out
+
+
 def crate_graph(root: Path) -> dict[str, dict]:
     crate = json.loads((root / "data" / "ro-crate-metadata.json").read_text())
     return {e["@id"]: e for e in crate["@graph"]}
@@ -194,14 +204,23 @@ def test_rules_rewritten_with_fresh_manifests_fail_on_the_signature(
         if entity["@id"] == "#criterion-tre-a-0":
             entity["value"] = rule["setting"]
     crate_file.write_text(json.dumps(crate))
-    bagit.Bag(str(root)).save(manifests=True)
-    forged = tmp_path / "forged.zip"
-    with zipfile.ZipFile(forged, "w") as zf:
-        for path in root.rglob("*"):
-            if path.is_file():
-                zf.write(path, path.relative_to(root).as_posix())
+    forged = rebag(root, tmp_path / "forged.zip")
 
     with pytest.raises(PackageInvalid, match="disclosure checks shown differ"):
+        verify_package(forged, ca(net))
+
+
+def test_parameters_rewritten_with_fresh_manifests_fail_on_the_signature(net, crosstab, tmp_path):
+    # An attacker relabels the output as the answer to another question
+    _, package = crosstab
+    root = unpack(package, tmp_path / "bag")
+    request_file = root / "data" / "request.json"
+    request = json.loads(request_file.read_text())
+    request["parameters"]["rows"] = "diabetes"
+    request_file.write_text(json.dumps(request))
+    forged = rebag(root, tmp_path / "forged.zip")
+
+    with pytest.raises(PackageInvalid, match="parameters shown differ"):
         verify_package(forged, ca(net))
 
 
