@@ -335,10 +335,13 @@ RULE_SETTINGS: Mapping[str, tuple[str, ...]] = {
 
 def rule_setting(rule: str, policy: DisclosurePolicy) -> str:
     """Return the settings of policy that rule applies, e.g. "dominance_n=2, dominance_k=90"."""
-    shown = [f"{name}={getattr(policy, name)!s}" for name in RULE_SETTINGS.get(rule, ())]
+    def show(value: Any) -> str:
+        return str(value).lower() if isinstance(value, bool) else str(value)
+
+    shown = [f"{name}={show(getattr(policy, name))}" for name in RULE_SETTINGS.get(rule, ())]
     if rule == "perturbation" and policy.custom_ptable is not None:
         shown.append("ptable=the TRE's own")
-    return ", ".join(shown).replace("True", "true").replace("False", "false")
+    return ", ".join(shown)
 
 
 def with_settings(output: NodeOutput, policy: DisclosurePolicy) -> NodeOutput:
