@@ -336,7 +336,11 @@ RULE_SETTINGS: Mapping[str, tuple[str, ...]] = {
 def rule_setting(rule: str, policy: DisclosurePolicy) -> str:
     """Return the settings of policy that rule applies, e.g. "dominance_n=2, dominance_k=90"."""
     def show(value: Any) -> str:
-        return str(value).lower() if isinstance(value, bool) else str(value)
+        if isinstance(value, bool):
+            return str(value).lower()
+        if isinstance(value, float) and value.is_integer():
+            return str(int(value))
+        return str(value)
 
     shown = [f"{name}={show(getattr(policy, name))}" for name in RULE_SETTINGS.get(rule, ())]
     if rule == "perturbation" and policy.custom_ptable is not None:
