@@ -335,6 +335,7 @@ RULE_SETTINGS: Mapping[str, tuple[str, ...]] = {
 
 def rule_setting(rule: str, policy: DisclosurePolicy) -> str:
     """Return the settings of policy that rule applies, e.g. "dominance_n=2, dominance_k=90"."""
+
     def show(value: Any) -> str:
         if isinstance(value, bool):
             return str(value).lower()
