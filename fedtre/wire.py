@@ -60,7 +60,10 @@ def schema_to_pb(schema: DatasetSchema) -> common_pb2.DatasetSpec:
                 grid=schema.grids.get(n, 0.0),
                 description=about.description,
                 unit=about.unit,
-                value_labels=dict(about.labels),
+                value_labels=[
+                    common_pb2.ValueLabel(code=code, label=label)
+                    for code, label in about.labels.items()
+                ],
                 sensitive=about.sensitive,
             )
         )
@@ -97,7 +100,7 @@ def _description_from_pb(spec: common_pb2.DatasetSpec) -> DatasetDescription | N
 
 def _column_description_from_pb(dataset: str, c: common_pb2.ColumnSpec) -> ColumnDescription:
     """The column's description, checked by the rules of agent.toml (its type is not)."""
-    raw: dict[str, Any] = {"type": c.type, "labels": dict(c.value_labels)}
+    raw: dict[str, Any] = {"type": c.type, "labels": {v.code: v.label for v in c.value_labels}}
     raw |= {"sensitive": True} if c.sensitive else {}
     raw |= {"description": c.description} if c.description else {}
     raw |= {"unit": c.unit} if c.unit else {}

@@ -64,7 +64,8 @@ class ColumnDescription:
         return {
             "description": self.description,
             "unit": self.unit,
-            "labels": dict(self.labels),
+            # pairs, so the operator's order survives any JSON store
+            "labels": [[code, label] for code, label in self.labels.items()],
             "sensitive": self.sensitive,
         }
 
@@ -73,7 +74,7 @@ class ColumnDescription:
         return cls(
             description=str(raw.get("description", "")),
             unit=str(raw.get("unit", "")),
-            labels={str(k): str(v) for k, v in dict(raw.get("labels") or {}).items()},
+            labels={str(k): str(v) for k, v in raw.get("labels") or []},
             sensitive=bool(raw.get("sensitive", False)),
         )
 

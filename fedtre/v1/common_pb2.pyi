@@ -26,13 +26,6 @@ OUTCOME_HELD: Outcome
 
 class ColumnSpec(_message.Message):
     __slots__ = ("name", "type", "grid", "description", "unit", "value_labels", "sensitive")
-    class ValueLabelsEntry(_message.Message):
-        __slots__ = ("key", "value")
-        KEY_FIELD_NUMBER: _ClassVar[int]
-        VALUE_FIELD_NUMBER: _ClassVar[int]
-        key: str
-        value: str
-        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     GRID_FIELD_NUMBER: _ClassVar[int]
@@ -45,9 +38,17 @@ class ColumnSpec(_message.Message):
     grid: float
     description: str
     unit: str
-    value_labels: _containers.ScalarMap[str, str]
+    value_labels: _containers.RepeatedCompositeFieldContainer[ValueLabel]
     sensitive: bool
-    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., grid: _Optional[float] = ..., description: _Optional[str] = ..., unit: _Optional[str] = ..., value_labels: _Optional[_Mapping[str, str]] = ..., sensitive: _Optional[bool] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., grid: _Optional[float] = ..., description: _Optional[str] = ..., unit: _Optional[str] = ..., value_labels: _Optional[_Iterable[_Union[ValueLabel, _Mapping]]] = ..., sensitive: _Optional[bool] = ...) -> None: ...
+
+class ValueLabel(_message.Message):
+    __slots__ = ("code", "label")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    label: str
+    def __init__(self, code: _Optional[str] = ..., label: _Optional[str] = ...) -> None: ...
 
 class DatasetDescription(_message.Message):
     __slots__ = ("title", "abstract", "custodian", "contact", "keywords", "temporal_start", "temporal_end", "spatial_coverage", "access_rights", "custodian_id")

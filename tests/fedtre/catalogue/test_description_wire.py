@@ -29,13 +29,18 @@ DESCRIBED = DatasetSchema(
     ),
     column_descriptions={
         "age": ColumnDescription("Age at entry", unit="years"),
-        "sex": ColumnDescription(labels={"F": "female", "M": "male"}, sensitive=True),
+        "sex": ColumnDescription(
+            labels={"M": "male", "F": "female", "U": "unknown"}, sensitive=True
+        ),
     },
 )
 
 
 def test_a_described_schema_round_trips():
-    assert schemas_from_pb([schema_to_pb(DESCRIBED)]) == [DESCRIBED]
+    [back] = schemas_from_pb([schema_to_pb(DESCRIBED)])
+    assert back == DESCRIBED
+    # the codebook keeps the operator's order, which may carry meaning (ordinal codes)
+    assert list(back.column_descriptions["sex"].labels) == ["M", "F", "U"]
 
 
 def test_an_undescribed_schema_stays_undescribed():
