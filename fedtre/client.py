@@ -14,6 +14,7 @@ import grpc
 from fedtre.analyses import get_analysis
 from fedtre.analyses.base import DatasetSchema, NodeOutput, Outcome
 from fedtre.analyses.regression import ModelFit
+from fedtre.catalogue.entry import CatalogueEntry
 from fedtre.credentials import person_credentials
 from fedtre.errors import Conflict, FedtreError, InvalidRequest, Unavailable
 from fedtre.identity.diagnose import diagnose
@@ -72,7 +73,8 @@ class NodeResult:
         """Check this output is exactly what its node's agent released and signed.
 
         ca is the network CA certificate (ca.pem). Returns the signed statement (agent
-        version, declared dataset version, task, job...); raises ProvenanceError.
+        version, declared dataset version, task, job...); raises ProvenanceError, also when
+        the rules shown differ from those the agent signed.
         """
         return verify_provenance(
             self.provenance,
@@ -80,6 +82,8 @@ class NodeResult:
             node=self.node,
             task_id=self.task_id,
             payload=self.payload,
+            rules=self.rules,
+            params=self.params,
         )
 
     @property
@@ -518,6 +522,19 @@ class Client:
         """Cancel a job that has not finished (its submitter, approvers, admins)."""
         request = jobs_pb2.CancelJobRequest(job_id=job_id, reason=reason)
         return _job_status(self._call("CancelJob", request).job)
+
+    def catalogue(self) -> list[CatalogueEntry]:
+        """Return every dataset every node advertises, with its operator's description.
+
+        One entry per dataset per node, sorted by dataset then node. Everything in it was
+        declared by the TRE (schema, description, codebook), never read from the data.
+        """
+        entries = [
+            CatalogueEntry(node=n.node_id, online=n.online, dataset=d)
+            for n in self.nodes()
+            for d in n.datasets
+        ]
+        return sorted(entries, key=lambda e: (e.dataset.name, e.node))
 
     def nodes(self) -> list[NodeStatus]:
         response = self._call("ListNodes", jobs_pb2.ListNodesRequest())

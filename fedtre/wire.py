@@ -8,6 +8,12 @@ from typing import Any
 from google.protobuf import json_format, struct_pb2
 
 from fedtre.analyses.base import DatasetSchema, NodeOutput, Outcome, RuleResult
+from fedtre.catalogue.description import (
+    ColumnDescription,
+    DatasetDescription,
+    parse_column,
+    parse_description,
+)
 from fedtre.errors import InvalidRequest
 from fedtre.v1 import common_pb2
 
@@ -44,13 +50,66 @@ def dict_to_struct(values: Mapping[str, Any]) -> struct_pb2.Struct:
 
 
 def schema_to_pb(schema: DatasetSchema) -> common_pb2.DatasetSpec:
-    return common_pb2.DatasetSpec(
-        name=schema.name,
-        columns=[
-            common_pb2.ColumnSpec(name=n, type=t, grid=schema.grids.get(n, 0.0))
-            for n, t in schema.columns.items()
-        ],
-    )
+    spec = common_pb2.DatasetSpec(name=schema.name)
+    for n, t in schema.columns.items():
+        about = schema.column_descriptions.get(n, ColumnDescription())
+        spec.columns.append(
+            common_pb2.ColumnSpec(
+                name=n,
+                type=t,
+                grid=schema.grids.get(n, 0.0),
+                description=about.description,
+                unit=about.unit,
+                value_labels=[
+                    common_pb2.ValueLabel(code=code, label=label)
+                    for code, label in about.labels.items()
+                ],
+                sensitive=about.sensitive,
+            )
+        )
+    if schema.description is not None:
+        spec.description.CopyFrom(description_to_pb(schema.description))
+    return spec
+
+
+def description_to_pb(description: DatasetDescription) -> common_pb2.DatasetDescription:
+    return common_pb2.DatasetDescription(**description.to_json())
+
+
+def _description_from_pb(spec: common_pb2.DatasetSpec) -> DatasetDescription | None:
+    if not spec.HasField("description"):
+        return None
+    d = spec.description
+    # Checked by the rules an operator's agent.toml meets, so every stored one exports.
+    raw: dict[str, Any] = {
+        "title": d.title,
+        "abstract": d.abstract,
+        "custodian": d.custodian,
+        "contact": d.contact,
+        "keywords": list(d.keywords),
+        "temporal_coverage": {"start": d.temporal_start}
+        | ({"end": d.temporal_end} if d.temporal_end else {}),
+        "spatial_coverage": d.spatial_coverage,
+        "access_rights": d.access_rights,
+    } | ({"custodian_id": d.custodian_id} if d.custodian_id else {})
+    try:
+        return parse_description(raw)
+    except InvalidRequest as exc:
+        raise InvalidRequest(f"dataset {spec.name!r}: its description is malformed: {exc}") from exc
+
+
+def _column_description_from_pb(dataset: str, c: common_pb2.ColumnSpec) -> ColumnDescription:
+    """The column's description, checked by the rules of agent.toml (its type is not)."""
+    raw: dict[str, Any] = {"type": c.type, "labels": {v.code: v.label for v in c.value_labels}}
+    raw |= {"sensitive": True} if c.sensitive else {}
+    raw |= {"description": c.description} if c.description else {}
+    raw |= {"unit": c.unit} if c.unit else {}
+    try:
+        return parse_column(c.name, raw, (c.type,))[1]
+    except InvalidRequest as exc:
+        raise InvalidRequest(
+            f"dataset {dataset!r} column {c.name!r}: its description is malformed: {exc}"
+        ) from exc
 
 
 def schemas_from_pb(datasets: Iterable[common_pb2.DatasetSpec]) -> list[DatasetSchema]:
@@ -59,17 +118,21 @@ def schemas_from_pb(datasets: Iterable[common_pb2.DatasetSpec]) -> list[DatasetS
     for d in datasets:
         if not d.name or d.name in schemas:
             raise InvalidRequest(f"dataset names must be non-empty and unique (got '{d.name}')")
+        described = {c.name: _column_description_from_pb(d.name, c) for c in d.columns}
         schemas[d.name] = DatasetSchema(
             d.name,
             {c.name: c.type for c in d.columns},
             grids={c.name: c.grid for c in d.columns if c.grid > 0},
+            description=_description_from_pb(d),
+            column_descriptions={n: c for n, c in described.items() if not c.empty},
         )
     return list(schemas.values())
 
 
 def rules_to_pb(output: NodeOutput) -> list[common_pb2.RuleCheck]:
     return [
-        common_pb2.RuleCheck(rule=r.rule, passed=r.passed, detail=r.detail) for r in output.rules
+        common_pb2.RuleCheck(rule=r.rule, passed=r.passed, detail=r.detail, setting=r.setting)
+        for r in output.rules
     ]
 
 
@@ -83,7 +146,7 @@ def output_from_parts(
     return NodeOutput(
         outcome=value,
         payload=struct_to_dict(payload),
-        rules=tuple(RuleResult(r.rule, r.passed, r.detail) for r in rules),
+        rules=tuple(RuleResult(r.rule, r.passed, r.detail, r.setting) for r in rules),
         error=error,
     )
 

@@ -15,6 +15,14 @@ from typing import Any
 import sqlalchemy as sa
 
 from fedtre.analyses.base import COLUMN_TYPES, DatasetSchema
+from fedtre.catalogue.description import (
+    DESCRIPTION_KEYS,
+    ColumnDescription,
+    DatasetDescription,
+    column_toml,
+    parse_column,
+    parse_description,
+)
 from fedtre.disclosure import DisclosurePolicy
 from fedtre.disclosure.cellkey import PTable
 from fedtre.errors import InvalidRequest
@@ -63,7 +71,9 @@ _POLICY_KEYS = (
     "cell_key_secret",
     "ptable",
 )
-_DATASET_KEYS = ("url", "table", "csv", "columns", "key", "parquet", "version", "grids")
+_DATASET_KEYS = (
+    "url", "table", "csv", "columns", "key", "parquet", "version", "grids", *DESCRIPTION_KEYS,
+)  # fmt: skip
 _METRICS_KEYS = ("listen",)
 
 
@@ -114,11 +124,22 @@ class DatasetConfig:
     # Per numeric column, the finest grid width of released bounds (histogram, quantile and
     # survival intervals); a column without one has no released bounds.
     grids: Mapping[str, float] = field(default_factory=dict)
+    # What the operator writes about the dataset and its columns, for the catalogue
+    # (fedtre.catalogue.description); None: not described.
+    description: DatasetDescription | None = None
+    column_descriptions: Mapping[str, ColumnDescription] = field(default_factory=dict)
 
     @property
     def schema(self) -> DatasetSchema:
-        """Return the dataset as advertised: its name, declared columns and grids, never values."""
-        return DatasetSchema(name=self.name, columns=dict(self.columns), grids=dict(self.grids))
+        """Return the dataset as advertised: its name, declared columns, grids and the
+        operator's description, never values."""
+        return DatasetSchema(
+            name=self.name,
+            columns=dict(self.columns),
+            grids=dict(self.grids),
+            description=self.description,
+            column_descriptions=dict(self.column_descriptions),
+        )
 
 
 @dataclass(frozen=True)
@@ -207,8 +228,13 @@ class AgentConfig:
             if ds.grids:
                 grids = ", ".join(f"{col} = {width!r}" for col, width in ds.grids.items())
                 lines.append(f"grids = {{ {grids} }}")
+            if ds.description is not None:
+                lines += ds.description.to_toml_lines()
             lines.append(f"[datasets.{name}.columns]")
-            lines += [f"{col} = {_toml_str(typ)}" for col, typ in ds.columns.items()]
+            lines += [
+                f"{col} = {column_toml(typ, ds.column_descriptions.get(col))}"
+                for col, typ in ds.columns.items()
+            ]
         return "\n".join(lines) + "\n"
 
 
@@ -408,7 +434,26 @@ class _Parser:
             dataset = replace(dataset, version=version)
         if isinstance(raw, dict) and "grids" in raw:
             dataset = replace(dataset, grids=self.parse_grids(name, raw["grids"], dataset.columns))
-        return dataset
+        try:
+            description = parse_description(raw)
+        except InvalidRequest as exc:
+            raise self.error(f"[datasets.{name}]", str(exc)) from exc
+        return replace(
+            dataset,
+            description=description,
+            column_descriptions=self.parse_column_descriptions(name, raw["columns"]),
+        )
+
+    def parse_column_descriptions(
+        self, dataset: str, raw: dict[str, Any]
+    ) -> dict[str, ColumnDescription]:
+        """The described columns of [datasets.<name>.columns] (checked by parse_columns)."""
+        described = {}
+        for column, value in raw.items():
+            _, description = parse_column(column, value, COLUMN_TYPES)
+            if not description.empty:
+                described[column] = description
+        return described
 
     def parse_grids(self, dataset: str, raw: Any, columns: Mapping[str, str]) -> dict[str, float]:
         where = f"[datasets.{dataset}] grids"
@@ -494,7 +539,8 @@ class _Parser:
         where = f"[datasets.{dataset}.columns]"
         if not raw:
             raise self.error(where, 'declare at least one column, e.g. age = "integer"')
-        for column, typ in raw.items():
+        types = {}
+        for column, value in raw.items():
             if not NAME_RE.match(column):
                 raise self.error(
                     where,
@@ -502,12 +548,11 @@ class _Parser:
                     "letters, digits and '_' (at most 63 characters); declare a view that "
                     "renames it",
                 )
-            if typ not in COLUMN_TYPES:
-                raise self.error(
-                    f"{where} {column}",
-                    f"type {typ!r} is not one of {list(COLUMN_TYPES)}",
-                )
-        return dict(raw)
+            try:
+                types[column], _ = parse_column(column, value, COLUMN_TYPES)
+            except InvalidRequest as exc:
+                raise self.error(f"{where} {column}", str(exc)) from exc
+        return types
 
     def resolve_url(self, url: str, where: str) -> str:
         """Return url, with a relative SQLite file path made relative to the config file."""

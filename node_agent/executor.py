@@ -160,6 +160,10 @@ class Executor:
                 logger.warning("task id reused with different content", extra=_ids(task))
                 return NodeOutput(Outcome.REFUSED, {}, error=str(exc))
             output, candidate = self._execute(task)
+            # Each rule shows the TRE's setting it applied (policy, never data).
+            policy = self._policy.disclosure_for(task.project)
+            output = release.with_settings(output, policy)
+            candidate = release.with_settings(candidate, policy) if candidate else None
             cancelled = self._cancel_reason(task.task_id)
             if cancelled is not None:
                 # Checked after the work and before anything is recorded as released.

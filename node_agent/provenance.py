@@ -12,7 +12,7 @@ from collections.abc import Mapping
 import sqlalchemy as sa
 
 from fedtre.analyses.base import NodeOutput
-from fedtre.disclosure.release import researcher_view
+from fedtre.disclosure.release import public_rules, researcher_view
 from fedtre.identity import provenance
 from fedtre.identity.provenance import Provenance, ProvenanceError
 from fedtre.identity.tls import TlsFiles
@@ -44,9 +44,13 @@ class ResultSigner:
             return None
         with self._state.engine.connect() as conn:
             row = conn.execute(
-                sa.select(tasks.c.job_id, tasks.c.project, tasks.c.analysis, tasks.c.dataset).where(
-                    tasks.c.task_id == task_id
-                )
+                sa.select(
+                    tasks.c.job_id,
+                    tasks.c.project,
+                    tasks.c.analysis,
+                    tasks.c.dataset,
+                    tasks.c.params,
+                ).where(tasks.c.task_id == task_id)
             ).first()
         if row is None:
             logger.warning(
@@ -73,4 +77,7 @@ class ResultSigner:
             outcome=output.outcome.value,
             # what the researcher receives: the payload less its model statistics
             payload=researcher_view(row.analysis, output.payload),
+            # the rules exactly as they leave (connection.report_from_output)
+            rules=public_rules(output),
+            params=row.params,
         )

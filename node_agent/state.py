@@ -638,7 +638,10 @@ def _set_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _rules(rules: Any) -> list[dict[str, Any]]:
-    return [{"rule": r.rule, "passed": r.passed, "detail": r.detail} for r in rules]
+    return [
+        {"rule": r.rule, "passed": r.passed, "detail": r.detail, "setting": r.setting}
+        for r in rules
+    ]
 
 
 def _output(outcome: str, payload: Any, rules: Any, error: str | None) -> NodeOutput:

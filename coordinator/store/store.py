@@ -35,6 +35,7 @@ from coordinator.store.rounds import RoundStore
 from coordinator.store.schema import JobRow, NodeRow, ProjectRow, ResultRow, TaskRow
 from fedtre import audit
 from fedtre.analyses.base import DatasetSchema, NodeOutput, Outcome, RuleResult
+from fedtre.catalogue.description import ColumnDescription, DatasetDescription
 from fedtre.errors import Conflict, FedtreError, NotFound, PermissionDenied, Unavailable
 
 # Tasks a node still owes an answer for (a HELD task awaits the TRE's output checker, a
@@ -155,7 +156,15 @@ class Store(RoundStore):
             row.connection_id = connection_id
             row.last_seen = now
             row.datasets = [
-                {"name": d.name, "columns": dict(d.columns), "grids": dict(d.grids)}
+                {
+                    "name": d.name,
+                    "columns": dict(d.columns),
+                    "grids": dict(d.grids),
+                    "description": d.description.to_json() if d.description else None,
+                    "column_descriptions": {
+                        c: about.to_json() for c, about in d.column_descriptions.items()
+                    },
+                }
                 for d in datasets
             ]
             row.analyses = list(analyses)
@@ -615,7 +624,8 @@ class Store(RoundStore):
                 task.outcome = output.outcome.value
                 task.payload = output.payload
                 task.rules = [
-                    {"rule": r.rule, "passed": r.passed, "detail": r.detail} for r in output.rules
+                    {"rule": r.rule, "passed": r.passed, "detail": r.detail, "setting": r.setting}
+                    for r in output.rules
                 ]
                 task.error = output.error
                 entries.append(
@@ -934,7 +944,18 @@ def _give_up(task: TaskRow, now: datetime, reason: str) -> None:
 
 def _node(row: NodeRow) -> Node:
     datasets = tuple(
-        DatasetSchema(d["name"], dict(d["columns"]), grids=dict(d.get("grids") or {}))
+        DatasetSchema(
+            d["name"],
+            dict(d["columns"]),
+            grids=dict(d.get("grids") or {}),
+            description=(
+                DatasetDescription.from_json(d["description"]) if d.get("description") else None
+            ),
+            column_descriptions={
+                c: ColumnDescription.from_json(about)
+                for c, about in (d.get("column_descriptions") or {}).items()
+            },
+        )
         for d in row.datasets or []
     )
     return Node(
@@ -953,7 +974,10 @@ def _task(row: TaskRow) -> Task:
         output = NodeOutput(
             outcome=Outcome(row.outcome),
             payload=row.payload or {},
-            rules=tuple(RuleResult(r["rule"], r["passed"], r["detail"]) for r in row.rules or []),
+            rules=tuple(
+                RuleResult(r["rule"], r["passed"], r["detail"], r.get("setting", ""))
+                for r in row.rules or []
+            ),
             error=row.error,
         )
     return Task(

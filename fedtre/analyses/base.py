@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from fedtre.catalogue.description import ColumnDescription, DatasetDescription
+
 if TYPE_CHECKING:
     import pandas as pd
     import sqlalchemy as sa
@@ -46,11 +48,16 @@ class DatasetSchema:
     grids: for numeric columns whose bounds may be released (histogram, quantiles,
     survival times), the finest grid width the TRE allows; a released bound is always a
     multiple of it. A column without a grid has no released bounds.
+
+    description and column_descriptions: what the TRE's operator wrote about the dataset
+    and its columns (fedtre.catalogue.description), for the catalogue; never from values.
     """
 
     name: str
     columns: Mapping[str, str]
     grids: Mapping[str, float] = field(default_factory=dict)
+    description: DatasetDescription | None = None
+    column_descriptions: Mapping[str, ColumnDescription] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,9 @@ class RuleResult:
     rule: str
     passed: bool
     detail: str
+    # The TRE's policy setting the rule applied, e.g. "threshold=10" (release.rule_setting);
+    # policy, never data; "" when the rule has no setting.
+    setting: str = ""
 
 
 @dataclass(frozen=True)

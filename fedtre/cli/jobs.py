@@ -7,6 +7,7 @@ import dataclasses
 import json
 import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
 from fedtre.analyses import CATALOGUE
@@ -113,6 +114,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--plot",
         metavar="FILE.png",
         help="kaplan_meier: also draw the survival curves to this PNG file (needs matplotlib)",
+    )
+    result.add_argument(
+        "--package",
+        metavar="FILE.zip",
+        type=Path,
+        help="also write the job's release package (Five Safes RO-Crate in a BagIt bag: the "
+        "request, each node's checks and signature, the result); check it with "
+        "`fedtre verify-package`",
     )
     add_connection_flags(result)
     result.set_defaults(func=_result)
@@ -405,6 +414,12 @@ def _result(args: argparse.Namespace) -> int:
         plot_survival(Result(status), args.plot)
         if not args.json:
             print(f"survival curves drawn to {args.plot}")
+    if getattr(args, "package", None):
+        from fedtre.package.build import write_package
+
+        write_package(status, args.package)
+        if not args.json:
+            print(f"release package written to {args.package}")
     return 0
 
 

@@ -36,6 +36,7 @@ import enum
 import math
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from fedtre.analyses.base import NodeOutput, Outcome, RuleResult
@@ -310,6 +311,51 @@ PLAIN_WORDS: Mapping[str, str] = {
 }
 GENERIC_BLOCKED = "the output did not pass the TRE's disclosure control, so nothing was released"
 
+# The policy settings each rule family applies, shown beside its verdict: the TRE's
+# declared policy, never a figure from the data (the cell-key secret is never one).
+RULE_SETTINGS: Mapping[str, tuple[str, ...]] = {
+    "threshold": ("threshold",),
+    "secondary_suppression": ("threshold",),
+    "sd_threshold": ("threshold",),
+    "cohort_size": ("threshold",),
+    "differencing": ("threshold",),
+    "parameters": ("threshold",),
+    "level_counts": ("threshold",),
+    "survival_threshold": ("threshold",),
+    "quantile_position": ("threshold",),
+    "rounding": ("rounding_base", "rounding"),
+    "perturbation": ("perturbation", "noise_deviation", "noise_variance"),
+    "zero_cells": ("zeros_disclosive",),
+    "nk_dominance": ("dominance_n", "dominance_k"),
+    "p_percent": ("p_percent",),
+    "residual_df": ("min_residual_df",),
+    "table_model": ("categorical_only_models",),
+}
+
+
+def rule_setting(rule: str, policy: DisclosurePolicy) -> str:
+    """Return the settings of policy that rule applies, e.g. "dominance_n=2, dominance_k=90"."""
+
+    def show(value: Any) -> str:
+        if isinstance(value, bool):
+            return str(value).lower()
+        if isinstance(value, float) and value.is_integer():
+            return str(int(value))
+        return str(value)
+
+    shown = [f"{name}={show(getattr(policy, name))}" for name in RULE_SETTINGS.get(rule, ())]
+    if rule == "perturbation" and policy.custom_ptable is not None:
+        shown.append("ptable=the TRE's own")
+    return ", ".join(shown)
+
+
+def with_settings(output: NodeOutput, policy: DisclosurePolicy) -> NodeOutput:
+    """Return output with each rule's policy setting filled in (rule_setting)."""
+    rules = tuple(
+        r if r.setting else replace(r, setting=rule_setting(r.rule, policy)) for r in output.rules
+    )
+    return replace(output, rules=rules)
+
 
 def public_rules(output: NodeOutput) -> tuple[RuleResult, ...]:
     """Return the rules as a researcher may see them: family, verdict, fixed words.
@@ -330,7 +376,7 @@ def public_rules(output: NodeOutput) -> tuple[RuleResult, ...]:
         words = PLAIN_WORDS.get(r.rule, "a disclosure rule of the TRE")
         prior = seen.get(r.rule)
         passed = r.passed and (prior is None or prior.passed)
-        seen[r.rule] = RuleResult(r.rule, passed, words)
+        seen[r.rule] = RuleResult(r.rule, passed, words, r.setting)
     return tuple(seen.values())
 
 

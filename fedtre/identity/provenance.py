@@ -2,7 +2,10 @@
 
 Each released (or suppressed) output leaves its agent with a statement: the node, task,
 job, project, analysis and dataset, the agent's version, the dataset version its TRE's
-operator declared, the outcome and the SHA-256 of the payload. The agent signs it with
+operator declared, the outcome, the SHA-256 of the payload and the SHA-256 of the
+disclosure rules applied to it, as the researcher sees them (release.public_rules: each
+rule family, its verdict and its fixed words), so the record of every check is bound to
+the output it describes (SATRE 3.3.09). The agent signs it with
 its certificate's private key (ECDSA, SHA-256) and sends the certificate along. Anyone
 with the network CA certificate can then check, long after, that a published number is
 the output that agent released (`verify`): no coordinator can alter it unnoticed.
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,11 +31,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from fedtre.identity.peer import identity_from_certificate
 from fedtre.identity.signing import canonical_json
 
-STATEMENT_VERSION = 1
-STATEMENT_KEYS = frozenset(
+# Version 2 adds rules_sha256 and params_sha256 (the parameters the task ran with, as
+# approved); a version 1 statement (an older agent's) still verifies,
+# with rules_signed False: its rules are not bound to it.
+STATEMENT_VERSION = 2
+_V1_KEYS = frozenset(
     {"v", "kind", "node", "task_id", "job_id", "project", "analysis", "dataset",
      "dataset_version", "agent_version", "outcome", "payload_sha256"}
 )  # fmt: skip
+STATEMENT_KEYS = _V1_KEYS | {"rules_sha256", "params_sha256"}
 
 
 class ProvenanceError(Exception):
@@ -43,6 +50,12 @@ def payload_digest(payload: Mapping[str, Any]) -> str:
     """Return the hex SHA-256 of payload as the wire carries it (every number a float)."""
     plain = json.loads(json.dumps(dict(payload), allow_nan=False), parse_int=float)
     return hashlib.sha256(canonical_json(plain)).hexdigest()
+
+
+def rules_digest(rules: Iterable[Any]) -> str:
+    """Return the hex SHA-256 of rules (each with .rule, .passed, .detail, .setting), in order."""
+    plain = [[str(r.rule), bool(r.passed), str(r.detail), str(r.setting)] for r in rules]
+    return hashlib.sha256(canonical_json({"rules": plain})).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -70,6 +83,9 @@ class Statement:
     agent_version: str
     outcome: str
     payload_sha256: str
+    # True when the statement covers the rules and parameters (version 2).
+    rules_signed: bool = False
+    params_sha256: str = ""
 
 
 def sign(
@@ -86,8 +102,14 @@ def sign(
     agent_version: str,
     outcome: str,
     payload: Mapping[str, Any],
+    rules: Iterable[Any],
+    params: Mapping[str, Any],
 ) -> Provenance:
-    """Return the provenance of one output, signed with the agent's certificate key."""
+    """Return the provenance of one output, signed with the agent's certificate key.
+
+    rules: the disclosure rules as the researcher receives them (release.public_rules);
+    params: the task's parameters as approved.
+    """
     statement = canonical_json(
         {
             "v": STATEMENT_VERSION,
@@ -102,6 +124,8 @@ def sign(
             "agent_version": agent_version,
             "outcome": outcome,
             "payload_sha256": payload_digest(payload),
+            "rules_sha256": rules_digest(rules),
+            "params_sha256": payload_digest(params),
         }
     )
     signature = key.sign(statement, ec.ECDSA(hashes.SHA256()))
@@ -115,11 +139,14 @@ def verify(
     node: str,
     task_id: str,
     payload: Mapping[str, Any],
+    rules: Iterable[Any] | None = None,
+    params: Mapping[str, Any] | None = None,
 ) -> Statement:
     """Return the statement of a result's provenance, checked end to end.
 
     Checks that the certificate was issued by the network CA to node, that it signed the
-    statement, and that the statement is about this task and exactly this payload.
+    statement, and that the statement is about this task and exactly this payload, and,
+    when rules (or params) are given and the statement covers them, exactly these.
     Raises ProvenanceError saying what does not hold.
     """
     if provenance is None or not provenance.statement or not provenance.signature:
@@ -153,9 +180,10 @@ def verify(
         content = json.loads(provenance.statement)
     except ValueError as exc:
         raise ProvenanceError("the signed statement is not JSON") from exc
-    if not isinstance(content, dict) or set(content) != STATEMENT_KEYS:
+    if not isinstance(content, dict) or set(content) not in (_V1_KEYS, STATEMENT_KEYS):
         raise ProvenanceError("the signed statement is not a result statement")
-    if content["v"] != STATEMENT_VERSION or content["kind"] != "result":
+    version = 1 if set(content) == _V1_KEYS else STATEMENT_VERSION
+    if content["v"] != version or content["kind"] != "result":
         raise ProvenanceError("the signed statement is of an unknown version")
     if content["node"] != node or content["task_id"] != task_id:
         raise ProvenanceError(
@@ -164,6 +192,13 @@ def verify(
         )
     if content["payload_sha256"] != payload_digest(payload):
         raise ProvenanceError(f"the output differs from what node {node!r} released and signed")
+    rules_signed = version >= 2
+    if rules is not None and rules_signed and content["rules_sha256"] != rules_digest(rules):
+        raise ProvenanceError(
+            f"the disclosure checks shown differ from those node {node!r} applied and signed"
+        )
+    if params is not None and rules_signed and content["params_sha256"] != payload_digest(params):
+        raise ProvenanceError(f"the parameters shown differ from those node {node!r} ran with")
     if (content["agent_version"], content["dataset_version"]) != (
         provenance.agent_version,
         provenance.dataset_version,
@@ -180,6 +215,8 @@ def verify(
         agent_version=str(content["agent_version"]),
         outcome=str(content["outcome"]),
         payload_sha256=str(content["payload_sha256"]),
+        rules_signed=rules_signed,
+        params_sha256=str(content.get("params_sha256", "")),
     )
 
 

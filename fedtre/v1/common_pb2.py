@@ -24,21 +24,25 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66\x65\x64tre/v1/common.proto\x12\tfedtre.v1\"6\n\nColumnSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0c\n\x04grid\x18\x03 \x01(\x01\"C\n\x0b\x44\x61tasetSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12&\n\x07\x63olumns\x18\x02 \x03(\x0b\x32\x15.fedtre.v1.ColumnSpec\"9\n\tRuleCheck\x12\x0c\n\x04rule\x18\x01 \x01(\t\x12\x0e\n\x06passed\x18\x02 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"w\n\nProvenance\x12\x15\n\ragent_version\x18\x01 \x01(\t\x12\x17\n\x0f\x64\x61taset_version\x18\x02 \x01(\t\x12\x11\n\tstatement\x18\x03 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c\x12\x13\n\x0b\x63\x65rtificate\x18\x05 \x01(\x0c*\xa0\x01\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x14\n\x10OUTCOME_RELEASED\x10\x01\x12\x16\n\x12OUTCOME_SUPPRESSED\x10\x02\x12\x13\n\x0fOUTCOME_BLOCKED\x10\x03\x12\x13\n\x0fOUTCOME_REFUSED\x10\x04\x12\x12\n\x0eOUTCOME_FAILED\x10\x05\x12\x10\n\x0cOUTCOME_HELD\x10\x06\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x66\x65\x64tre/v1/common.proto\x12\tfedtre.v1\"\x99\x01\n\nColumnSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0c\n\x04grid\x18\x03 \x01(\x01\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x0c\n\x04unit\x18\x05 \x01(\t\x12+\n\x0cvalue_labels\x18\x06 \x03(\x0b\x32\x15.fedtre.v1.ValueLabel\x12\x11\n\tsensitive\x18\x07 \x01(\x08\")\n\nValueLabel\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\"\xe0\x01\n\x12\x44\x61tasetDescription\x12\r\n\x05title\x18\x01 \x01(\t\x12\x10\n\x08\x61\x62stract\x18\x02 \x01(\t\x12\x11\n\tcustodian\x18\x03 \x01(\t\x12\x0f\n\x07\x63ontact\x18\x04 \x01(\t\x12\x10\n\x08keywords\x18\x05 \x03(\t\x12\x16\n\x0etemporal_start\x18\x06 \x01(\t\x12\x14\n\x0ctemporal_end\x18\x07 \x01(\t\x12\x18\n\x10spatial_coverage\x18\x08 \x01(\t\x12\x15\n\raccess_rights\x18\t \x01(\t\x12\x14\n\x0c\x63ustodian_id\x18\n \x01(\t\"w\n\x0b\x44\x61tasetSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12&\n\x07\x63olumns\x18\x02 \x03(\x0b\x32\x15.fedtre.v1.ColumnSpec\x12\x32\n\x0b\x64\x65scription\x18\x03 \x01(\x0b\x32\x1d.fedtre.v1.DatasetDescription\"J\n\tRuleCheck\x12\x0c\n\x04rule\x18\x01 \x01(\t\x12\x0e\n\x06passed\x18\x02 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12\x0f\n\x07setting\x18\x04 \x01(\t\"w\n\nProvenance\x12\x15\n\ragent_version\x18\x01 \x01(\t\x12\x17\n\x0f\x64\x61taset_version\x18\x02 \x01(\t\x12\x11\n\tstatement\x18\x03 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c\x12\x13\n\x0b\x63\x65rtificate\x18\x05 \x01(\x0c*\xa0\x01\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x14\n\x10OUTCOME_RELEASED\x10\x01\x12\x16\n\x12OUTCOME_SUPPRESSED\x10\x02\x12\x13\n\x0fOUTCOME_BLOCKED\x10\x03\x12\x13\n\x0fOUTCOME_REFUSED\x10\x04\x12\x12\n\x0eOUTCOME_FAILED\x10\x05\x12\x10\n\x0cOUTCOME_HELD\x10\x06\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fedtre.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OUTCOME']._serialized_start=343
-  _globals['_OUTCOME']._serialized_end=503
-  _globals['_COLUMNSPEC']._serialized_start=37
-  _globals['_COLUMNSPEC']._serialized_end=91
-  _globals['_DATASETSPEC']._serialized_start=93
-  _globals['_DATASETSPEC']._serialized_end=160
-  _globals['_RULECHECK']._serialized_start=162
-  _globals['_RULECHECK']._serialized_end=219
-  _globals['_PROVENANCE']._serialized_start=221
-  _globals['_PROVENANCE']._serialized_end=340
+  _globals['_OUTCOME']._serialized_start=782
+  _globals['_OUTCOME']._serialized_end=942
+  _globals['_COLUMNSPEC']._serialized_start=38
+  _globals['_COLUMNSPEC']._serialized_end=191
+  _globals['_VALUELABEL']._serialized_start=193
+  _globals['_VALUELABEL']._serialized_end=234
+  _globals['_DATASETDESCRIPTION']._serialized_start=237
+  _globals['_DATASETDESCRIPTION']._serialized_end=461
+  _globals['_DATASETSPEC']._serialized_start=463
+  _globals['_DATASETSPEC']._serialized_end=582
+  _globals['_RULECHECK']._serialized_start=584
+  _globals['_RULECHECK']._serialized_end=658
+  _globals['_PROVENANCE']._serialized_start=660
+  _globals['_PROVENANCE']._serialized_end=779
 # @@protoc_insertion_point(module_scope)

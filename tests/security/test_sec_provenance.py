@@ -95,6 +95,25 @@ def test_an_output_altered_at_the_coordinator_fails_verification(net, job):
         reread.verify(ca(net))
 
 
+def test_the_disclosure_checks_are_signed_with_the_output(net, job):
+    # Given a released output whose signed statement covers its rules
+    task = job.tasks["tre-a"]
+    assert task.verify(ca(net)).rules_signed
+    assert task.rules, "a released output shows the rules applied to it"
+    # When a rule's verdict or words are altered after release, verification fails
+    first = task.rules[0]
+    for altered in (
+        replace(first, passed=not first.passed),
+        replace(first, detail="no rule was applied"),
+    ):
+        shown = replace(task.output, rules=(altered, *task.rules[1:]))
+        with pytest.raises(ProvenanceError, match="disclosure checks shown differ"):
+            replace(task, output=shown).verify(ca(net))
+    # and so does dropping one
+    with pytest.raises(ProvenanceError, match="disclosure checks shown differ"):
+        replace(task, output=replace(task.output, rules=task.rules[1:])).verify(ca(net))
+
+
 def test_provenance_of_another_node_or_another_ca_is_refused(net, job, tmp_path):
     a, b = job.tasks["tre-a"], job.tasks["tre-b"]
     with pytest.raises(ProvenanceError, match="signed by node 'tre-b', not node 'tre-a'"):
@@ -106,7 +125,8 @@ def test_provenance_of_another_node_or_another_ca_is_refused(net, job, tmp_path)
         load_key((rogue / "key.pem").read_bytes()), (rogue / "cert.pem").read_bytes(),
         node="tre-a", task_id=a.task_id, job_id=job.id, project="default",
         analysis="crosstab", dataset="cohort", dataset_version=VERSION,
-        agent_version=AGENT_VERSION, outcome="released", payload=a.payload,
+        agent_version=AGENT_VERSION, outcome="released", payload=a.payload, rules=a.rules,
+        params=a.params,
     )  # fmt: skip
     with pytest.raises(ProvenanceError, match="not issued by this network's CA"):
         replace(a, provenance=forged).verify(ca(net))

@@ -1,0 +1,1 @@
+"""The dataset catalogue: what each TRE declares about its datasets, and its HDR UK export."""

@@ -1,0 +1,1 @@
+"""Standards fedtre exports to, as package data (README.md says where each comes from)."""
