@@ -37,6 +37,7 @@ import sqlalchemy as sa
 
 from fedtre.analyses.base import CATEGORICAL_TYPES, NUMERIC_TYPES, DatasetSchema
 from fedtre.analyses.contributors import top_values_of_columns
+from fedtre.analyses.expressions import Call, canonical, normalise_column, parse_expression
 from fedtre.analyses.filters import MAX_NAME, compile_filter
 from fedtre.analyses.labels import category_label
 from fedtre.analyses.pooling import malformed
@@ -78,16 +79,26 @@ class Covariate:
 
 
 def parse_covariate(spec: str) -> Covariate:
-    """Return the covariate written `spec`; raise InvalidRequest when it is neither form."""
-    match = _FORCED.match(spec)
-    if match:
-        return Covariate(spec, match.group(1), True)
-    if _NAME.match(spec) and len(spec) <= MAX_NAME:
-        return Covariate(spec, spec, False)
-    raise InvalidRequest(
-        f"covariate {spec!r} must be a column name, or C(name) to treat a column as "
-        'categorical, e.g. ["age", "sex", "C(deprivation)"]'
-    )
+    """Return the covariate written `spec`: a column name, a derived variable such as log(x)
+    or bands(age, [40, 60]) (fedtre.analyses.expressions), or C(either) to force categories.
+    Raises InvalidRequest pointing at what cannot be read."""
+    text = spec.strip() if isinstance(spec, str) else spec
+    if isinstance(text, str) and _NAME.match(text) and len(text) <= MAX_NAME:
+        return Covariate(text, text, False)
+    try:
+        tree = parse_expression(text).tree
+    except InvalidRequest as exc:
+        raise InvalidRequest(
+            f"covariate {spec!r} must be a column name, a derived variable such as log(x), or "
+            f'C(name) to treat a column as categorical, e.g. ["age", "sex", "C(deprivation)"]: '
+            f"{exc}"
+        ) from None
+    if isinstance(tree, Call) and tree.func == "C":
+        if len(tree.args) != 1:
+            raise InvalidRequest(f"covariate {spec!r}: C() takes one variable, e.g. C(grade)")
+        column = canonical(tree.args[0])
+        return Covariate(f"C({column})", column, True)
+    return Covariate(canonical(tree), canonical(tree), False)
 
 
 def covariates_param(params: Mapping[str, Any], *, analysis: str, example: str) -> list[str]:
@@ -167,13 +178,14 @@ def _label_of_value(value: Any) -> str:
 def column_param_name(
     params: Mapping[str, Any], key: str, *, analysis: str, example: str
 ) -> str | None:
-    """Return a plain column name under `key` (None when absent)."""
+    """Return the column under `key` (None when absent): a column name or a derived
+    variable's canonical text (fedtre.analyses.expressions)."""
     value = params.get(key)
     if value is None:
         return None
-    if not isinstance(value, str) or not _NAME.match(value) or len(value) > MAX_NAME:
+    if not isinstance(value, str):
         raise InvalidRequest(f"{analysis} parameter {key!r} must be a column name, e.g. {example}")
-    return value
+    return normalise_column(value, what=f"{analysis} parameter {key!r}")
 
 
 def covariate_problems(specs: Sequence[str], schema: DatasetSchema) -> list[str]:
