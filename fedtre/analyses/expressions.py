@@ -158,8 +158,9 @@ def is_plain_name(text: str) -> bool:
 
 def is_expression(text: str) -> bool:
     """Return True when text is written as a derived variable rather than a column name:
-    every expression calls a function or joins two variables with ':'."""
-    return "(" in text or ":" in text
+    every expression calls a function or joins two variables with ':', and arithmetic or a
+    comparison written bare is an expression missing its I() (said so when parsed)."""
+    return any(c in text for c in "(:*/+<>=")
 
 
 def parse_expression(text: str) -> Parsed:

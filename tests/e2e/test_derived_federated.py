@@ -219,3 +219,25 @@ def test_count_with_filters_on_derived_variables_equals_pandas(network, pooled) 
     expected = ((pooled.age >= 40) & (pooled.age < 60) & (pooled.sbp / pooled.bmi > 5)).sum()
     assert result.state == "completed", result
     assert result.combined["n"] == expected
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"column": "log(smoking)"}, "log() takes a number; column 'smoking' is string"),
+        ({"column": "bmi*2"}, "write it inside I(), e.g. I(x * 2)"),
+        ({"column": "log(weight)"}, "column 'weight' is not declared in dataset 'cohort'"),
+    ],
+)
+def test_a_bad_expression_is_refused_at_submit_pointing_at_the_token(
+    network, params, message
+) -> None:
+    from fedtre.errors import InvalidRequest
+
+    # When a researcher submits a summary of a derived variable that cannot be computed
+    with network.client() as client, pytest.raises(InvalidRequest) as caught:
+        client.submit("summary", dataset="cohort", params=params)
+
+    # Then nothing is submitted, and the error (INVALID_ARGUMENT) shows the token
+    assert message in str(caught.value)
+    assert "^" in str(caught.value)
