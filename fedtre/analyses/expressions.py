@@ -647,7 +647,11 @@ def _kind_family(kind: str) -> str:
 
 
 def _is_date(node: Expr) -> bool:
-    return isinstance(node, Const) and isinstance(node.value, str) and _parse_date(node.value)
+    return (
+        isinstance(node, Const)
+        and isinstance(node.value, str)
+        and _parse_date(node.value) is not None
+    )
 
 
 def _parse_date(text: str) -> dt.date | None:
