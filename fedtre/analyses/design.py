@@ -1,7 +1,9 @@
 """Regression designs shared by linear_regression and glm: covariates, levels, terms, pooling.
 
 A model is `outcome ~ covariates` (plus an optional offset). Each covariate is written as
-a column name or as `C(name)`:
+a column name, a derived variable (`log(bmi)`, `I(age ** 2)`, `bands(age, [40, 60])`,
+`x:y`: fedtre.analyses.expressions, computed as a column of the source by
+fedtre.analyses.derived) or as `C(either)`:
 
 - a numeric column (integer or float) is one term, named after the column;
 - a string or boolean column, or any integer, string or boolean column written `C(name)`,

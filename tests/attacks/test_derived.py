@@ -26,6 +26,7 @@ from .conftest import (
     assert_generic_block,
     count_of,
     public_view,
+    seen,
     unique_targets,
     view_text,
 )
@@ -212,3 +213,29 @@ def test_equivalent_expressions_are_one_question_to_the_memory(
     )
     assert count_of(first) is not None
     assert count_of(first) == count_of(second)
+
+
+def test_a_derived_numeric_that_singles_out_the_target_blocks_the_model(
+    factory: Factory, frame: pd.DataFrame
+) -> None:
+    """sbp ~ age + I(age == a):visits among the target's sex and region: the derived
+    covariate is non-zero for the target alone, so the fit would pass through the target
+    and give their sbp. Criterion: the model is blocked (leverage), identically whether
+    the target's sbp is 120.13 or 170.61; no coefficient is released."""
+    target = next(t for t in unique_targets(frame) if frame.loc[t, "visits"] > 0)
+    age, sex, region = _person(frame, target)
+    views = []
+    for sbp in (120.13, 170.61):
+        world = frame.copy()
+        world.loc[target, "sbp"] = sbp
+        agent = factory.agent(factory.source(world))
+        output = agent.run(
+            "linear_regression",
+            outcome="sbp",
+            covariates=["age", f"I(age == {age}):visits"],
+            filter={"and": _sex_region(sex, region)},
+        )
+        assert "leverage" in {r.rule for r in output.rules if not r.passed}
+        views.append(seen("linear_regression", output))
+    assert public_view(views[0]) == public_view(views[1])
+    assert_generic_block(views[0], forbidden=("visits", "I(age"))
