@@ -145,7 +145,9 @@ def levels_param(
             f"(the first is the reference), e.g. {example}"
         )
     levels: dict[str, list[str]] = {}
-    for spec, labels in value.items():
+    for written, labels in value.items():
+        # a derived covariate is named by its canonical text, however it is written here
+        spec = parse_covariate(written).spec if isinstance(written, str) else written
         if spec not in covariates:
             raise InvalidRequest(
                 f"{analysis} 'levels' names {spec!r}, which is not among the covariates "

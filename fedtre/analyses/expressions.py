@@ -871,18 +871,20 @@ def ensure_sqlite_math(engine: sa.Engine) -> None:
     with engine.connect() as conn:
         try:
             conn.exec_driver_sql("SELECT ln(1.0), exp(0.0), sqrt(1.0)").all()
-            _SQLITE_MATH_CHECKED.add(id(engine))
-            return
         except sa.exc.OperationalError:
-            pass
+            register_sqlite_math(engine)
+    _SQLITE_MATH_CHECKED.add(id(engine))
 
+
+def register_sqlite_math(engine: sa.Engine) -> None:
+    """Register Python's ln, exp and sqrt on every connection of a SQLite engine."""
+
+    # On every checkout, so connections pooled before this call have them too.
     @sa.event.listens_for(engine, "checkout")
     def _register(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
         # The SQL guards each call (log of x > 0, ...), so these see only valid arguments.
         for name, func in (("ln", math.log), ("exp", math.exp), ("sqrt", math.sqrt)):
             dbapi_connection.create_function(name, 1, _null_safe(func), deterministic=True)
-
-    _SQLITE_MATH_CHECKED.add(id(engine))
 
 
 def _null_safe(func: Callable[[float], float]) -> Callable[[Any], float | None]:

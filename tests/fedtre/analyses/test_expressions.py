@@ -144,3 +144,50 @@ def test_a_covariate_keeps_statsmodels_names() -> None:
         {"outcome": "bmi", "covariates": ["C(age)", "I(age >= 65)", "log(bmi + 0)"]}
     )
     assert params["covariates"] == ["C(age)", "I(age >= 65)", "log(bmi + 0)"]
+
+
+def test_sqlite_without_math_functions_gets_them_from_python(tmp_path) -> None:
+    import numpy as np
+    import pandas as pd
+    import sqlalchemy as sa
+
+    from fedtre.analyses.base import DataSource
+    from fedtre.analyses.derived import with_derived
+    from fedtre.analyses.expressions import register_sqlite_math
+
+    # Given a SQLite engine whose ln, exp and sqrt are Python's (as registered when the
+    # SQLite build lacks its math functions; registering overrides the built-ins)
+    frame = pd.DataFrame({"bmi": [20.0, 25.5, None, 31.0], "age": [30, 40, 50, 60]})
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'd.sqlite'}")
+    frame.to_sql("cohort", engine, index=False)
+    register_sqlite_math(engine)
+    table = sa.Table("cohort", sa.MetaData(), autoload_with=engine)
+    source = DataSource(engine, table, DatasetSchema("cohort", {"bmi": "float", "age": "integer"}))
+
+    # When log, exp and sqrt are computed
+    names = ["log(bmi)", "exp(I(age / 100))", "sqrt(I(bmi - 22))"]
+    derived = with_derived(source, {"columns": names})
+    with engine.connect() as conn:
+        got = conn.execute(sa.select(*(derived.table.c[n] for n in names))).all()
+
+    # Then they are numpy's, missing where undefined or missing
+    expected = zip(
+        np.log(frame.bmi),
+        np.exp(frame.age / 100),
+        np.sqrt((frame.bmi - 22).where(frame.bmi >= 22)),
+        strict=True,
+    )
+    for row, want in zip(got, expected, strict=True):
+        for value, reference in zip(row, want, strict=True):
+            assert (value is None and np.isnan(reference)) or value == pytest.approx(reference)
+
+
+def test_levels_name_a_derived_covariate_however_it_is_written() -> None:
+    params = CATALOGUE["linear_regression"].validate(
+        {
+            "outcome": "bmi",
+            "covariates": ["age", "bands(age, [40, 60])"],
+            "levels": {"bands( age,[40,60.0])": ["[40, 60)", "(-inf, 40)", "[60, inf)"]},
+        }
+    )
+    assert params["levels"] == {"bands(age, [40, 60])": ["[40, 60)", "(-inf, 40)", "[60, inf)"]}
