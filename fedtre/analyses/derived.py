@@ -26,10 +26,9 @@ from sqlalchemy.sql import visitors
 from sqlalchemy.sql.util import ClauseAdapter
 
 from fedtre.analyses.base import DatasetSchema, DataSource
+from fedtre.analyses.expression_sql import compile_expression, ensure_sqlite_math
 from fedtre.analyses.expressions import (
     FEATURES,
-    compile_expression,
-    ensure_sqlite_math,
     expression_type,
     features_of,
     is_expression,

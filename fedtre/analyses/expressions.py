@@ -28,7 +28,7 @@ The parser (a Pratt parser, ours: the grammar is a dozen rules, and a parser lib
 would add a dependency without removing any of the checks) keeps every token's position,
 so errors point at the offending token. Compilation uses only the table's declared
 Column objects, bound parameters and the functions above: no SQL from the researcher.
-Every expression has one canonical text (`canonical`); that text is the derived
+Compilation to SQL: fedtre.analyses.expression_sql. Every expression has one canonical text (`canonical`); that text is the derived
 variable's name everywhere: in parameters, results, term names and the differencing
 memory's question.
 """
@@ -39,13 +39,9 @@ import datetime as dt
 import json
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-
-import sqlalchemy as sa
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.functions import FunctionElement
 
 from fedtre.errors import InvalidRequest
 
@@ -70,8 +66,8 @@ NUMERIC = frozenset({"integer", "float"})
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _ARITHMETIC = ("+", "-", "*", "/", "**")
-_COMPARE = ("==", "!=", "<", "<=", ">", ">=")
-_BINDING = {":": 5, **dict.fromkeys(_COMPARE, 10), "+": 20, "-": 20, "*": 30, "/": 30, "**": 50}
+COMPARE = ("==", "!=", "<", "<=", ">", ">=")
+_BINDING = {":": 5, **dict.fromkeys(COMPARE, 10), "+": 20, "-": 20, "*": 30, "/": 30, "**": 50}
 _TOKEN = re.compile(
     r"""
     (?P<space>\s+)
@@ -318,7 +314,7 @@ class _Parser:
                     "inside a function write the product with '*'"
                 )
             if kind != ":" and not self.calls:
-                what = "comparisons" if kind in _COMPARE else "arithmetic"
+                what = "comparisons" if kind in COMPARE else "arithmetic"
                 raise self._error(
                     f"{what} outside a function is a formula operator in statsmodels "
                     f"formulas; write it inside I(), e.g. I(x {kind} 2)"
@@ -327,7 +323,7 @@ class _Parser:
             self._count(pos)
             # `**` is right-associative: its right side may hold another `**`.
             right = self._expr(power - 1 if kind == "**" else power)
-            if kind in _COMPARE and isinstance(right, Binary) and right.op in _COMPARE:
+            if kind in COMPARE and isinstance(right, Binary) and right.op in COMPARE:
                 raise self._error("comparisons do not chain; compare two values at a time")
             left = Binary(pos, kind, left, right)
 
@@ -453,7 +449,7 @@ def features_of(tree: Expr) -> set[str]:
         elif isinstance(node, Binary):
             if node.op == ":":
                 found.add("interaction")
-            elif node.op in _COMPARE:
+            elif node.op in COMPARE:
                 found.add("compare")
             else:
                 found.add("arithmetic")
@@ -470,10 +466,10 @@ def expression_type(parsed: Parsed, columns: Mapping[str, str], dataset: str) ->
     Raises InvalidRequest pointing at the token whose column is undeclared or whose type
     does not fit its function.
     """
-    return _Typer(parsed, columns, dataset).type_of(parsed.tree)
+    return Typer(parsed, columns, dataset).type_of(parsed.tree)
 
 
-class _Typer:
+class Typer:
     def __init__(self, parsed: Parsed, columns: Mapping[str, str], dataset: str) -> None:
         self.parsed = parsed
         self.columns = columns
@@ -650,11 +646,11 @@ def _is_date(node: Expr) -> bool:
     return (
         isinstance(node, Const)
         and isinstance(node.value, str)
-        and _parse_date(node.value) is not None
+        and parse_date(node.value) is not None
     )
 
 
-def _parse_date(text: str) -> dt.date | None:
+def parse_date(text: str) -> dt.date | None:
     if not _ISO_DATE.fullmatch(text):
         return None
     try:
@@ -687,208 +683,3 @@ def band_labels(edges: list[float]) -> list[str]:
     shown = [_const_text(e) for e in edges]
     inner = [f"[{a}, {b})" for a, b in zip(shown, shown[1:], strict=False)]
     return [f"(-inf, {shown[0]})", *inner, f"[{shown[-1]}, inf)"]
-
-
-# --------------------------------------------------------------------------- SQL
-
-
-class _DaysBetween(FunctionElement[float]):
-    """The days from date a to date b, as each engine writes it."""
-
-    type = sa.Double()
-    inherit_cache = True
-    name = "days_between"
-
-
-@compiles(_DaysBetween)
-def _days_default(element: Any, compiler: Any, **kw: Any) -> str:
-    # PostgreSQL (and most engines): date - date is a whole number of days.
-    a, b = element.clauses
-    return f"CAST(({compiler.process(b, **kw)} - {compiler.process(a, **kw)}) AS DOUBLE PRECISION)"
-
-
-@compiles(_DaysBetween, "sqlite")
-def _days_sqlite(element: Any, compiler: Any, **kw: Any) -> str:
-    # SQLite keeps dates as ISO text.
-    a, b = element.clauses
-    return f"(julianday({compiler.process(b, **kw)}) - julianday({compiler.process(a, **kw)}))"
-
-
-@compiles(_DaysBetween, "duckdb")
-def _days_duckdb(element: Any, compiler: Any, **kw: Any) -> str:
-    a, b = element.clauses
-    return (
-        f"CAST(date_diff('day', {compiler.process(a, **kw)}, {compiler.process(b, **kw)}) "
-        "AS DOUBLE)"
-    )
-
-
-def compile_expression(
-    parsed: Parsed, table: sa.FromClause, columns: Mapping[str, str]
-) -> sa.ColumnElement[Any]:
-    """Return the expression as SQLAlchemy Core over the table's declared Column objects.
-
-    columns: the declared types (the expression is type-checked first). Raises
-    InvalidRequest as expression_type does.
-    """
-    typer = _Typer(parsed, columns, "")
-    typer.type_of(parsed.tree)
-    return _Compiler(table, typer).sql(parsed.tree)
-
-
-class _Compiler:
-    def __init__(self, table: sa.FromClause, typer: _Typer) -> None:
-        self.table = table
-        self.typer = typer
-        self.calls: dict[str, Callable[[Call], Any]] = {
-            "I": lambda n: self.sql(n.args[0]),
-            "log": lambda n: self._guarded(n, sa.func.ln, lambda x: x > 0),
-            "sqrt": lambda n: self._guarded(n, sa.func.sqrt, lambda x: x >= 0),
-            "exp": lambda n: self._guarded(n, sa.func.exp, lambda x: x <= EXP_LIMIT),
-            "bands": self._bands,
-            "recode": self._recode,
-            "years_between": self._years,
-        }
-
-    def sql(self, node: Expr) -> Any:
-        if isinstance(node, Name):
-            return self.table.c[node.name]
-        if isinstance(node, Const):
-            return sa.literal(node.value)
-        if isinstance(node, Negate):
-            return -self.number(node.operand)
-        if isinstance(node, Binary):
-            return self._binary(node)
-        assert isinstance(node, Call)
-        return self.calls[node.func](node)
-
-    def number(self, node: Expr) -> Any:
-        """The node as a double (booleans 1.0 / 0.0; NULL stays NULL)."""
-        if isinstance(node, Const):
-            return sa.literal(float(node.value), sa.Double)
-        value = self.sql(node)
-        if self._kind(node) == "boolean":
-            return sa.case((value.is_(None), sa.null()), (value, 1.0), else_=0.0)
-        return sa.cast(value, sa.Double)
-
-    def _kind(self, node: Expr) -> str:
-        return self.typer._type(node).removeprefix("const ")
-
-    def _guarded(self, node: Call, func: Any, defined: Callable[[Any], Any]) -> Any:
-        x = self.number(node.args[0])
-        return sa.case((defined(x), func(x)), else_=sa.null())
-
-    def _binary(self, node: Binary) -> Any:
-        if node.op == ":":
-            if self._kind(node.left) == "string":
-                return self.sql(node.left) + sa.literal(":") + self.sql(node.right)
-            return self.number(node.left) * self.number(node.right)
-        if node.op in _COMPARE:
-            left, right = self.sql(node.left), self.sql(node.right)
-            left, right = (
-                self._typed_constant(node.left, left, right),
-                self._typed_constant(node.right, right, left),
-            )
-            ops = {
-                "==": lambda a, b: a == b,
-                "!=": lambda a, b: a != b,
-                "<": lambda a, b: a < b,
-                "<=": lambda a, b: a <= b,
-                ">": lambda a, b: a > b,
-                ">=": lambda a, b: a >= b,
-            }
-            return ops[node.op](left, right)
-        left, right = self.number(node.left), self.number(node.right)
-        if node.op == "+":
-            return left + right
-        if node.op == "-":
-            return left - right
-        if node.op == "*":
-            return left * right
-        if node.op == "/":
-            return left / sa.func.nullif(right, 0.0)
-        assert isinstance(node.right, Const)
-        product = left
-        for _ in range(int(node.right.value) - 1):
-            product = product * left
-        return product
-
-    def _typed_constant(self, node: Expr, value: Any, other: Any) -> Any:
-        """A constant compared with a column, bound with the column's type (dates as dates)."""
-        if not isinstance(node, Const):
-            return value
-        if isinstance(node.value, str) and isinstance(other.type, sa.Date):
-            return sa.literal(_parse_date(node.value), sa.Date)
-        if isinstance(node.value, bool) and not isinstance(other.type, sa.Boolean):
-            return sa.literal(int(node.value))
-        return sa.literal(node.value, other.type)
-
-    def _bands(self, node: Call) -> Any:
-        x = self.number(node.args[0])
-        assert isinstance(node.args[1], Seq)
-        edges = [float(i.value) for i in node.args[1].items if isinstance(i, Const)]
-        labels = band_labels(edges)
-        whens = [(x < sa.literal(edges[0], sa.Double), sa.literal(labels[0], sa.String))]
-        for high, label in zip(edges[1:], labels[1:-1], strict=True):
-            whens.append((x < sa.literal(high, sa.Double), sa.literal(label, sa.String)))
-        # The last band is written out (no ELSE), so a missing value stays missing.
-        whens.append((x >= sa.literal(edges[-1], sa.Double), sa.literal(labels[-1], sa.String)))
-        return sa.case(*whens, else_=sa.null())
-
-    def _recode(self, node: Call) -> Any:
-        column = self.sql(node.args[0])
-        assert isinstance(node.args[1], Map)
-        whens = [
-            (
-                column == self._typed_constant(old, None, column),
-                self._typed_constant(new, None, column),
-            )
-            for old, new in node.args[1].pairs
-        ]
-        return sa.case(*whens, else_=column)
-
-    def _years(self, node: Call) -> Any:
-        a, b = (self._date(arg) for arg in node.args)
-        return _DaysBetween(a, b) / sa.literal(DAYS_PER_YEAR, sa.Double)
-
-    def _date(self, node: Expr) -> Any:
-        if isinstance(node, Const):
-            return sa.literal(_parse_date(node.value), sa.Date)
-        return self.sql(node)
-
-
-# --------------------------------------------------------------------------- SQLite
-
-
-_SQLITE_MATH_CHECKED: set[int] = set()
-
-
-def ensure_sqlite_math(engine: sa.Engine) -> None:
-    """Give a SQLite engine ln, exp and sqrt when its SQLite was built without them (the
-    math functions are a compile-time option); other engines have them built in."""
-    if engine.dialect.name != "sqlite" or id(engine) in _SQLITE_MATH_CHECKED:
-        return
-    with engine.connect() as conn:
-        try:
-            conn.exec_driver_sql("SELECT ln(1.0), exp(0.0), sqrt(1.0)").all()
-        except sa.exc.OperationalError:
-            register_sqlite_math(engine)
-    _SQLITE_MATH_CHECKED.add(id(engine))
-
-
-def register_sqlite_math(engine: sa.Engine) -> None:
-    """Register Python's ln, exp and sqrt on every connection of a SQLite engine."""
-
-    # On every checkout, so connections pooled before this call have them too.
-    @sa.event.listens_for(engine, "checkout")
-    def _register(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
-        # The SQL guards each call (log of x > 0, ...), so these see only valid arguments.
-        for name, func in (("ln", math.log), ("exp", math.exp), ("sqrt", math.sqrt)):
-            dbapi_connection.create_function(name, 1, _null_safe(func), deterministic=True)
-
-
-def _null_safe(func: Callable[[float], float]) -> Callable[[Any], float | None]:
-    def call(x: Any) -> float | None:
-        return None if x is None else func(float(x))
-
-    return call

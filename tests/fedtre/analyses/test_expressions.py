@@ -153,7 +153,7 @@ def test_sqlite_without_math_functions_gets_them_from_python(tmp_path) -> None:
 
     from fedtre.analyses.base import DataSource
     from fedtre.analyses.derived import with_derived
-    from fedtre.analyses.expressions import register_sqlite_math
+    from fedtre.analyses.expression_sql import register_sqlite_math
 
     # Given a SQLite engine whose ln, exp and sqrt are Python's (as registered when the
     # SQLite build lacks its math functions; registering overrides the built-ins)
