@@ -15,6 +15,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from fedtre.analyses.base import COLUMN_TYPES, DatasetSchema
+from fedtre.analyses.derived import check_features
+from fedtre.analyses.expressions import FEATURES
 from fedtre.catalogue.description import (
     DESCRIPTION_KEYS,
     ColumnDescription,
@@ -66,6 +68,7 @@ _POLICY_KEYS = (
     "magnitude_noise",
     "categorical_only_models",
     "projects",
+    "derived",
     "analyses",
     # files: the TRE's cell-key secret and its own perturbation table (ONS CSV format)
     "cell_key_secret",
@@ -158,6 +161,9 @@ class AgentConfig:
     datasets: Mapping[str, DatasetConfig]
     policy: DisclosurePolicy = field(default_factory=DisclosurePolicy)
     analyses: tuple[str, ...] = DEFAULT_ANALYSES
+    # The functions and operators derived variables may use ([policy] derived): all by
+    # default; () switches derived variables off (fedtre.analyses.expressions.FEATURES).
+    derived: tuple[str, ...] = FEATURES
     # host:port of the plain-HTTP /metrics, /livez and /readyz endpoint; None serves none.
     metrics_listen: str | None = None
     # The projects served, and whether the TRE's operator approves them (node_agent.sovereignty).
@@ -202,6 +208,11 @@ class AgentConfig:
             "[policy]",
             *self.policy.to_toml_lines(),
             f"analyses = [{', '.join(_toml_str(a) for a in self.analyses)}]",
+            *(
+                [f"derived = [{', '.join(_toml_str(f) for f in self.derived)}]"]
+                if self.derived != FEATURES
+                else []
+            ),
             *(
                 [f"cell_key_secret = {_toml_str(str(self.cell_key_secret))}"]
                 if self.cell_key_secret is not None
@@ -321,6 +332,7 @@ class _Parser:
             datasets=self.parse_datasets(self.required_table(raw, "datasets", section="datasets")),
             policy=policy,
             analyses=analyses,
+            derived=self.parse_derived(policy_raw.get("derived", True)),
             metrics_listen=self.parse_metrics(self.table(raw, "metrics", section="metrics") or {}),
             governance=self.parse_governance(
                 self.table(raw, "governance", section="governance") or {}
@@ -390,7 +402,9 @@ class _Parser:
     def parse_policy(self, raw: dict[str, Any]) -> tuple[DisclosurePolicy, tuple[str, ...]]:
         self.reject_unknown("[policy]", raw, _POLICY_KEYS)
         settings: dict[str, Any] = {
-            k: v for k, v in raw.items() if k not in ("analyses", "cell_key_secret", "ptable")
+            k: v
+            for k, v in raw.items()
+            if k not in ("analyses", "cell_key_secret", "ptable", "derived")
         }
         try:
             policy = DisclosurePolicy.from_mapping(settings)
@@ -417,6 +431,20 @@ class _Parser:
         if duplicates:
             raise self.error("[policy] analyses", f"lists {duplicates} more than once")
         return policy, tuple(analyses)
+
+    def parse_derived(self, raw: Any) -> tuple[str, ...]:
+        """[policy] derived: true (every function), false (none) or a list of functions."""
+        if isinstance(raw, bool):
+            return FEATURES if raw else ()
+        if not isinstance(raw, list) or not all(isinstance(f, str) for f in raw):
+            raise self.error(
+                "[policy] derived",
+                'must be true, false or a list of functions, e.g. derived = ["log", "bands"]',
+            )
+        try:
+            return check_features(raw, where="[policy] derived")
+        except InvalidRequest as exc:
+            raise self.error("[policy] derived", str(exc)) from exc
 
     def parse_datasets(self, raw: dict[str, Any]) -> dict[str, DatasetConfig]:
         if not raw:

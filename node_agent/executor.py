@@ -32,6 +32,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from fedtre.analyses.base import Analysis, DataSource, NodeOutput, Outcome, RuleResult
+from fedtre.analyses.derived import with_derived
 from fedtre.analyses.iterative import with_round
 from fedtre.disclosure import differencing, release
 from fedtre.disclosure.cellkey import keyed_source
@@ -197,7 +198,9 @@ class Executor:
             except InvalidRequest as exc:
                 return NodeOutput(Outcome.REFUSED, {}, error=str(exc)), None
             policy = self._policy.disclosure_for(task.project)
-            source = self._sources[task.dataset]
+            # Derived variables become columns of the source (computed by its engine), so
+            # the cohort, the groups and the computation all read them as declared ones.
+            source = with_derived(self._sources[task.dataset], params)
             checked: list[RuleResult] = []
             cohort = None
             if policy.threshold > 1:  # below 2, no difference is both non-zero and too small

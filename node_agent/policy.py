@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from fedtre.analyses.base import Analysis, DatasetSchema
+from fedtre.analyses.derived import policy_problems, resolve_schema
+from fedtre.analyses.expressions import FEATURES
 from fedtre.disclosure import DisclosurePolicy
 from fedtre.errors import InvalidRequest, NotFound
 from node_agent.config import AgentConfig
@@ -27,6 +29,8 @@ class LocalPolicy:
         (datasets without one are identified by their declared values).
     projects: the projects this node serves; None serves every project the network
         approved ([governance] projects).
+    derived: the functions and operators derived variables may use here ([policy]
+        derived; fedtre.analyses.expressions.FEATURES); empty: no derived variables.
     """
 
     node_id: str
@@ -35,6 +39,7 @@ class LocalPolicy:
     datasets: Mapping[str, DatasetSchema]
     keys: Mapping[str, str] = field(default_factory=dict)
     projects: tuple[str, ...] | None = None
+    derived: frozenset[str] = frozenset(FEATURES)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "analyses", MappingProxyType(dict(self.analyses)))
@@ -66,6 +71,7 @@ class LocalPolicy:
                 if (key := getattr(ds, "key", None))
             },
             projects=config.governance.projects,
+            derived=frozenset(config.derived),
         )
 
     def check_task(self, task: TaskSpec) -> list[str]:
@@ -98,7 +104,9 @@ class LocalPolicy:
             except InvalidRequest as exc:
                 reasons.append(f"invalid parameters for {task.analysis!r}: {exc}")
             else:
-                reasons.extend(analysis.schema_problems(params, schema))
+                reasons.extend(policy_problems(params, schema, self.derived))
+                schema, derived = resolve_schema(params, schema)
+                reasons.extend(derived or analysis.schema_problems(params, schema))
         return reasons
 
 

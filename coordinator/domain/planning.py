@@ -15,6 +15,7 @@ from coordinator.domain.model import (
     Problem,
 )
 from fedtre.analyses import get_analysis
+from fedtre.analyses.derived import resolve_schema
 from fedtre.errors import InvalidRequest
 from fedtre.identity.peer import NAME_PATTERN
 
@@ -89,7 +90,13 @@ def plan_job(
                 )
             )
         elif impl is not None and schema is not None and not _shape_problems(problems):
-            problems.extend(Problem(m, node_id) for m in impl.schema_problems(normalised, schema))
+            # Derived variables (log(x), bands(age, [...])) get their types from the columns.
+            schema, derived = resolve_schema(normalised, schema)
+            problems.extend(Problem(m, node_id) for m in derived)
+            if not derived:
+                problems.extend(
+                    Problem(m, node_id) for m in impl.schema_problems(normalised, schema)
+                )
     spec = JobSpec(
         analysis, dataset, normalised, targets, project, deadline_s=deadline_s, on_pause=on_pause
     )

@@ -1,7 +1,9 @@
 """Regression designs shared by linear_regression and glm: covariates, levels, terms, pooling.
 
 A model is `outcome ~ covariates` (plus an optional offset). Each covariate is written as
-a column name or as `C(name)`:
+a column name, a derived variable (`log(bmi)`, `I(age ** 2)`, `bands(age, [40, 60])`,
+`x:y`: fedtre.analyses.expressions, computed as a column of the source by
+fedtre.analyses.derived) or as `C(either)`:
 
 - a numeric column (integer or float) is one term, named after the column;
 - a string or boolean column, or any integer, string or boolean column written `C(name)`,
@@ -37,6 +39,7 @@ import sqlalchemy as sa
 
 from fedtre.analyses.base import CATEGORICAL_TYPES, NUMERIC_TYPES, DatasetSchema
 from fedtre.analyses.contributors import top_values_of_columns
+from fedtre.analyses.expressions import Call, canonical, normalise_column, parse_expression
 from fedtre.analyses.filters import MAX_NAME, compile_filter
 from fedtre.analyses.labels import category_label
 from fedtre.analyses.pooling import malformed
@@ -79,16 +82,26 @@ class Covariate:
 
 
 def parse_covariate(spec: str) -> Covariate:
-    """Return the covariate written `spec`; raise InvalidRequest when it is neither form."""
-    match = _FORCED.match(spec)
-    if match:
-        return Covariate(spec, match.group(1), True)
-    if _NAME.match(spec) and len(spec) <= MAX_NAME:
-        return Covariate(spec, spec, False)
-    raise InvalidRequest(
-        f"covariate {spec!r} must be a column name, or C(name) to treat a column as "
-        'categorical, e.g. ["age", "sex", "C(deprivation)"]'
-    )
+    """Return the covariate written `spec`: a column name, a derived variable such as log(x)
+    or bands(age, [40, 60]) (fedtre.analyses.expressions), or C(either) to force categories.
+    Raises InvalidRequest pointing at what cannot be read."""
+    text = spec.strip() if isinstance(spec, str) else spec
+    if isinstance(text, str) and _NAME.match(text) and len(text) <= MAX_NAME:
+        return Covariate(text, text, False)
+    try:
+        tree = parse_expression(text).tree
+    except InvalidRequest as exc:
+        raise InvalidRequest(
+            f"covariate {spec!r} must be a column name, a derived variable such as log(x), or "
+            f'C(name) to treat a column as categorical, e.g. ["age", "sex", "C(deprivation)"]: '
+            f"{exc}"
+        ) from None
+    if isinstance(tree, Call) and tree.func == "C":
+        if len(tree.args) != 1:
+            raise InvalidRequest(f"covariate {spec!r}: C() takes one variable, e.g. C(grade)")
+        column = canonical(tree.args[0])
+        return Covariate(f"C({column})", column, True)
+    return Covariate(canonical(tree), canonical(tree), False)
 
 
 def covariates_param(params: Mapping[str, Any], *, analysis: str, example: str) -> list[str]:
@@ -133,7 +146,9 @@ def levels_param(
             f"(the first is the reference), e.g. {example}"
         )
     levels: dict[str, list[str]] = {}
-    for spec, labels in value.items():
+    for written, labels in value.items():
+        # a derived covariate is named by its canonical text, however it is written here
+        spec = parse_covariate(written).spec if isinstance(written, str) else written
         if spec not in covariates:
             raise InvalidRequest(
                 f"{analysis} 'levels' names {spec!r}, which is not among the covariates "
@@ -168,13 +183,14 @@ def _label_of_value(value: Any) -> str:
 def column_param_name(
     params: Mapping[str, Any], key: str, *, analysis: str, example: str
 ) -> str | None:
-    """Return a plain column name under `key` (None when absent)."""
+    """Return the column under `key` (None when absent): a column name or a derived
+    variable's canonical text (fedtre.analyses.expressions)."""
     value = params.get(key)
     if value is None:
         return None
-    if not isinstance(value, str) or not _NAME.match(value) or len(value) > MAX_NAME:
+    if not isinstance(value, str):
         raise InvalidRequest(f"{analysis} parameter {key!r} must be a column name, e.g. {example}")
-    return value
+    return normalise_column(value, what=f"{analysis} parameter {key!r}")
 
 
 def covariate_problems(specs: Sequence[str], schema: DatasetSchema) -> list[str]:

@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 
 from fedtre.analyses.base import NUMERIC_TYPES, DatasetSchema
+from fedtre.analyses.expressions import MAX_NAME, is_expression, normalise_column
 from fedtre.errors import InvalidRequest, NotFound
 from fedtre.suggest import columns_hint
 
@@ -38,7 +39,6 @@ MAX_DEPTH = 16
 MAX_NODES = 256
 MAX_IN_ITEMS = 1000
 MAX_STRING = 1000
-MAX_NAME = 256
 MAX_TEXT = 20_000
 
 COMPARISONS = ("==", "!=", "<", "<=", ">", ">=")
@@ -134,8 +134,10 @@ def _validate_condition(f: Mapping[Any, Any], keys: set[Any], path: str) -> dict
             f"{path}.col: expected a column name (a non-empty string), e.g. {_EXAMPLE}; "
             f"got {_kind(col)}"
         )
-    if len(col) > MAX_NAME:
+    if not is_expression(col) and len(col) > MAX_NAME:
         raise InvalidRequest(f"{path}.col: column names are at most {MAX_NAME} characters")
+    # A derived variable (e.g. bands(age, [40, 60])) is kept in its one canonical text.
+    col = normalise_column(col, what=f"{path}.col")
     op = f.get("op")
     if not isinstance(op, str) or op not in OPERATORS:
         raise InvalidRequest(f"{path}.op: {_unknown_op(op)}")

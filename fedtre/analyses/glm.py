@@ -1,9 +1,11 @@
 """The glm analysis: logistic (binomial, logit) and Poisson (log link) regression over rounds.
 
 Parameters: `outcome`, `covariates` (list; fedtre.analyses.design), `family` ("binomial"
-or "poisson"), optional `offset` (a numeric column added to the linear predictor, e.g. log
-person-years), `filter`, `levels`, `max_iter` (default 25, at most 100) and `tol` (default
-1e-10).
+or "poisson"), optional `offset` (a numeric column or derived variable added to the linear
+predictor on the log scale, e.g. "log(follow_up_days)") or, for Poisson, `exposure` (as in
+statsmodels: exposure="follow_up_days" is offset="log(follow_up_days)"), `filter`,
+`levels`, `max_iter` (default 25, at most 100) and `tol` (default 1e-10). Every column
+may be a derived variable (fedtre.analyses.expressions).
 
 The fit is federated iteratively reweighted least squares (Newton-Raphson for these
 canonical links), one round of tasks per iteration:
@@ -103,6 +105,7 @@ from fedtre.analyses.design import (
     parse_covariate,
     unify_design,
 )
+from fedtre.analyses.expressions import normalise_column
 from fedtre.analyses.iterative import IterativeAnalysis, RoundStep, split_round
 from fedtre.analyses.linear_regression import scaled_inverse
 from fedtre.analyses.params import (
@@ -137,6 +140,16 @@ MAX_HALVINGS = 10
 # A binomial deviance below this per record at the iteration cap means the fit is running
 # off to a perfect separation of the outcomes (a fit of even a 0.1% outcome has ~0.016).
 SEPARATION_DEVIANCE = 0.005
+
+
+def _overflow_message(offset: str | None) -> str:
+    """Why the first step overflowed: an offset not on the log scale, or the scale of the data."""
+    if offset is not None and not offset.startswith("log("):
+        return (
+            f"the fit overflowed in its first step: the offset must be on the log scale: use "
+            f'log({offset}) as the offset, or exposure="{offset}"'
+        )
+    return "the fit overflowed in its first step; rescale the covariates or the offset"
 
 
 @dataclass(frozen=True)
@@ -201,7 +214,7 @@ class GlmAnalysis(IterativeAnalysis):
             params,
             analysis=self.name,
             required=("outcome", "family"),
-            optional=("covariates", "offset", "filter", "levels", "max_iter", "tol"),
+            optional=("covariates", "offset", "exposure", "filter", "levels", "max_iter", "tol"),
             example=_EXAMPLE,
         )
         outcome = column_param_name(p, "outcome", analysis=self.name, example=_EXAMPLE)
@@ -215,6 +228,17 @@ class GlmAnalysis(IterativeAnalysis):
             )
         covariates = covariates_param(p, analysis=self.name, example=_EXAMPLE)
         offset = column_param_name(p, "offset", analysis=self.name, example=_EXAMPLE)
+        exposure = column_param_name(p, "exposure", analysis=self.name, example=_EXAMPLE)
+        if exposure is not None:
+            # statsmodels' exposure: the offset is its log (a record without a positive
+            # exposure has no log, so it is left out like a missing value).
+            if offset is not None:
+                raise InvalidRequest(
+                    "glm takes 'offset' or 'exposure', not both: exposure=x is offset=log(x)"
+                )
+            if family != "poisson":
+                raise InvalidRequest("glm's 'exposure' is for the poisson family")
+            offset = normalise_column(f"log({exposure})", what="glm parameter 'exposure'")
         columns = [parse_covariate(c).column for c in covariates]
         if outcome in columns or outcome == offset:
             raise InvalidRequest(f"glm: the outcome {outcome!r} is also a covariate or the offset")
@@ -490,9 +514,7 @@ class GlmAnalysis(IterativeAnalysis):
             }
             return RoundStep(next_state, False, {"iteration": iteration, "deviance": previous})
         if deviance is None:
-            raise InvalidRequest(
-                "the fit overflowed in its first step; rescale the covariates or the offset"
-            )
+            raise InvalidRequest(_overflow_message(p["offset"]))
         new_beta = _solve(info, score, design.terms)
         step = np.abs(new_beta - beta) / np.maximum(1.0, np.abs(new_beta))
         converged = bool(np.all(step <= p["tol"]))

@@ -6,7 +6,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from fedtre.analyses.base import DatasetSchema
-from fedtre.analyses.filters import MAX_NAME, filter_problems, validate_filter
+from fedtre.analyses.expressions import normalise_column
+from fedtre.analyses.filters import filter_problems, validate_filter
 from fedtre.errors import InvalidRequest
 from fedtre.suggest import columns_hint
 
@@ -31,16 +32,17 @@ def check_keys(
 
 
 def column_param(params: Mapping[str, Any], key: str, *, analysis: str, example: str) -> str | None:
-    """Return the column name under `key` (None when absent or null); raise if it is not a name."""
+    """Return the column under `key` (None when absent or null): a declared column's name, or
+    a derived variable's canonical text (fedtre.analyses.expressions); raise if it is neither."""
     value = params.get(key)
     if value is None:
         return None
-    if not isinstance(value, str) or not value or len(value) > MAX_NAME:
+    if not isinstance(value, str) or not value.strip():
         raise InvalidRequest(
-            f"{analysis} parameter {key!r} must be a column name (a non-empty string of at most "
-            f"{MAX_NAME} characters), e.g. {example}"
+            f"{analysis} parameter {key!r} must be a column name or a derived variable such as "
+            f"log(x) (a non-empty string), e.g. {example}"
         )
-    return value
+    return normalise_column(value, what=f"{analysis} parameter {key!r}")
 
 
 def filter_param(params: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from fedtre.analyses.base import DatasetSchema, RuleResult
+from fedtre.analyses.expressions import is_expression
 from fedtre.disclosure.rules import EXTREMES
 
 EXTREMES_RULE = RuleResult(EXTREMES, True, "the minimum and maximum are never released")
@@ -52,6 +53,14 @@ def grid_problems(
     point. width None means the grid itself.
     """
     grid = grids.get(column)
+    if grid is None and is_expression(column):
+        # A derived numeric's bounds would be its records' values: grids are declared
+        # columns' only (fedtre.analyses.derived).
+        return [
+            f"{analysis} releases bounds on a grid the TRE declares for a column, and a "
+            f"derived variable ({column}) has none; ask for {analysis} of a declared column "
+            "with a grid, or for a summary of the derived variable"
+        ]
     if grid is None or not grid > 0:
         return [
             f"{analysis} releases bounds of {column!r} on a grid the TRE declares, and this "

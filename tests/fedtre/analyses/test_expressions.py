@@ -1,0 +1,193 @@
+"""The derived-variable language: what it reads, its one canonical text, and errors at the token."""
+
+from __future__ import annotations
+
+import pytest
+
+from fedtre.analyses import CATALOGUE
+from fedtre.analyses.base import DatasetSchema
+from fedtre.analyses.derived import column_references, resolve_schema
+from fedtre.analyses.expressions import (
+    canonical,
+    expression_type,
+    features_of,
+    normalise_column,
+    parse_expression,
+)
+from fedtre.analyses.filters import parse_filter_text
+from fedtre.errors import InvalidRequest
+
+COLUMNS = {
+    "age": "integer",
+    "bmi": "float",
+    "smoking": "string",
+    "sex": "string",
+    "smoker": "boolean",
+    "born": "date",
+}
+SCHEMA = DatasetSchema("cohort", COLUMNS, {"bmi": 0.5})
+
+
+@pytest.mark.parametrize(
+    ("written", "canonical_text", "kind"),
+    [
+        ("log(bmi)", "log(bmi)", "float"),
+        ("I(age**2)", "I(age ** 2)", "float"),
+        ("I((age+1)*2)", "I((age + 1) * 2)", "float"),
+        ("I(age - (1 - bmi))", "I(age - (1 - bmi))", "float"),
+        ("I(3 * age ** 2)", "I(3 * age ** 2)", "float"),
+        ("I((3 * age) ** 2)", "I((3 * age) ** 2)", "float"),
+        ("age:bmi", "age:bmi", "float"),
+        ("smoker:age", "smoker:age", "float"),
+        ("sex:smoking", "sex:smoking", "string"),
+        ("bands( age , [40, 60.0, 70.5] )", "bands(age, [40, 60, 70.5])", "string"),
+        (
+            "recode(smoking, {'former': 'ever', \"current\": 'ever'})",
+            'recode(smoking, {"current": "ever", "former": "ever"})',
+            "string",
+        ),
+        ("I(age >= 65)", "I(age >= 65)", "boolean"),
+        ('I(born < "2000-01-01")', 'I(born < "2000-01-01")', "boolean"),
+        ("years_between(born, '2020-01-01')", 'years_between(born, "2020-01-01")', "float"),
+        ("exp(I(-bmi / 10))", "exp(I(-bmi / 10))", "float"),
+        ("sqrt(I(bmi + -1))", "sqrt(I(bmi + -1))", "float"),
+    ],
+)
+def test_an_expression_has_one_canonical_text_and_a_type(
+    written: str, canonical_text: str, kind: str
+) -> None:
+    parsed = parse_expression(written)
+
+    assert canonical(parsed.tree) == canonical_text
+    assert canonical(parse_expression(canonical_text).tree) == canonical_text
+    assert expression_type(parsed, COLUMNS, "cohort") == kind
+
+
+@pytest.mark.parametrize(
+    ("text", "position", "message"),
+    [
+        ("age*2", 4, "write it inside I(), e.g. I(x * 2)"),
+        ("I(age == 1) == 2", 13, "write it inside I()"),
+        ("log(smoking)", 5, "log() takes a number; column 'smoking' is string"),
+        ("log(weight)", 5, "column 'weight' is not declared in dataset 'cohort'"),
+        ("np.log(bmi)", 3, "functions are called by their bare name"),
+        ("logg(bmi)", 1, "unknown function 'logg'"),
+        ("log(bmi", 8, "expected ')' to close the call of log()"),
+        ("bands(age, [60, 40])", 17, "the edges of bands() must increase"),
+        ("bands(age, 40)", 12, "bands() takes a list of 1 to 50 numbers"),
+        ('recode(age, {1: "one"})', 17, "the values of this recode are integers"),
+        ("I(bmi ** 2 ** 2)", 12, "the power after '**' is a whole number"),
+        ('recode(smoking, {"a": "b", "a": "c"})', 28, "this value is recoded twice"),
+        ("I(bmi ** 0.5)", 10, "the power after '**' is a whole number from 1 to 10"),
+        ("years_between(age, born)", 15, "years_between() takes two dates"),
+        ("I(born > 2000)", 8, "'>' cannot compare date with number"),
+        ("smoking:bmi", 8, "':' multiplies two numeric (or boolean) variables"),
+        ("I(3)", 1, "the expression uses no column"),
+        ("log(bmi) ; drop", 10, "unexpected character ';'"),
+    ],
+)
+def test_errors_point_at_the_offending_token(text: str, position: int, message: str) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        expression_type(parse_expression(text), COLUMNS, "cohort")
+
+    error = str(caught.value)
+    assert f"at position {position} of the expression: " in error
+    assert message in error
+    # the caret under the text marks the same place
+    shown, caret = error.splitlines()[-2:]
+    assert caret.index("^") - 2 == position - 1 and shown.strip() == text
+
+
+def test_features_name_the_functions_and_operators_for_the_policy() -> None:
+    tree = parse_expression("log(I(bmi * 2)):bands(age, [40])").tree
+    assert features_of(tree) == {"log", "arithmetic", "interaction", "bands"}
+
+
+def test_a_name_stays_a_name_and_c_is_for_covariates_only() -> None:
+    assert normalise_column(" age", what="x") == " age"  # names are checked as before
+    with pytest.raises(InvalidRequest, match="C\\(\\) marks a covariate"):
+        normalise_column("C(age)", what="summary parameter 'by'")
+
+
+def test_every_column_position_of_every_analysis_accepts_a_derived_variable() -> None:
+    cases = {
+        "count": {"filter": {"col": "bands(age,[40])", "op": "==", "value": "[40, inf)"}},
+        "crosstab": {"rows": "bands(age,[40])", "columns": "sex:smoking"},
+        "summary": {"column": "log(bmi)", "by": "I(age>=65)"},
+        "correlation": {"columns": ["log(bmi)", "I(age**2)"]},
+        "linear_regression": {"outcome": "log(bmi)", "covariates": ["C(bands(age,[40]))"]},
+        "glm": {"outcome": "smoker", "covariates": ["age:bmi"], "family": "binomial"},
+        "kaplan_meier": {"time": "bmi", "event": "smoker", "by": "bands(age,[40])"},
+    }
+    for name, params in cases.items():
+        analysis = CATALOGUE[name]
+        validated = analysis.validate(params)
+        schema, problems = resolve_schema(validated, SCHEMA)
+        assert problems == [], name
+        derived = [c for c in column_references(validated) if c not in COLUMNS]
+        assert derived, name
+        assert analysis.schema_problems(validated, schema) == [], name
+
+
+def test_the_filter_text_takes_a_derived_variable_in_backticks() -> None:
+    f = parse_filter_text('`bands(age, [40,60])` == "[40, 60)" and `I(bmi/2)` > 12')
+    assert f == {
+        "and": [
+            {"col": "bands(age, [40, 60])", "op": "==", "value": "[40, 60)"},
+            {"col": "I(bmi / 2)", "op": ">", "value": 12},
+        ]
+    }
+
+
+def test_a_covariate_keeps_statsmodels_names() -> None:
+    params = CATALOGUE["linear_regression"].validate(
+        {"outcome": "bmi", "covariates": ["C(age)", "I(age >= 65)", "log(bmi + 0)"]}
+    )
+    assert params["covariates"] == ["C(age)", "I(age >= 65)", "log(bmi + 0)"]
+
+
+def test_sqlite_without_math_functions_gets_them_from_python(tmp_path) -> None:
+    import numpy as np
+    import pandas as pd
+    import sqlalchemy as sa
+
+    from fedtre.analyses.base import DataSource
+    from fedtre.analyses.derived import with_derived
+    from fedtre.analyses.expression_sql import register_sqlite_math
+
+    # Given a SQLite engine whose ln, exp and sqrt are Python's (as registered when the
+    # SQLite build lacks its math functions; registering overrides the built-ins)
+    frame = pd.DataFrame({"bmi": [20.0, 25.5, None, 31.0], "age": [30, 40, 50, 60]})
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'd.sqlite'}")
+    frame.to_sql("cohort", engine, index=False)
+    register_sqlite_math(engine)
+    table = sa.Table("cohort", sa.MetaData(), autoload_with=engine)
+    source = DataSource(engine, table, DatasetSchema("cohort", {"bmi": "float", "age": "integer"}))
+
+    # When log, exp and sqrt are computed
+    names = ["log(bmi)", "exp(I(age / 100))", "sqrt(I(bmi - 22))"]
+    derived = with_derived(source, {"columns": names})
+    with engine.connect() as conn:
+        got = conn.execute(sa.select(*(derived.table.c[n] for n in names))).all()
+
+    # Then they are numpy's, missing where undefined or missing
+    expected = zip(
+        np.log(frame.bmi),
+        np.exp(frame.age / 100),
+        np.sqrt((frame.bmi - 22).where(frame.bmi >= 22)),
+        strict=True,
+    )
+    for row, want in zip(got, expected, strict=True):
+        for value, reference in zip(row, want, strict=True):
+            assert (value is None and np.isnan(reference)) or value == pytest.approx(reference)
+
+
+def test_levels_name_a_derived_covariate_however_it_is_written() -> None:
+    params = CATALOGUE["linear_regression"].validate(
+        {
+            "outcome": "bmi",
+            "covariates": ["age", "bands(age, [40, 60])"],
+            "levels": {"bands( age,[40,60.0])": ["[40, 60)", "(-inf, 40)", "[60, inf)"]},
+        }
+    )
+    assert params["levels"] == {"bands(age, [40, 60])": ["[40, 60)", "(-inf, 40)", "[60, inf)"]}
