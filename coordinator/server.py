@@ -13,6 +13,7 @@ import signal
 from collections.abc import Sequence
 
 import grpc
+from cryptography import x509
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -59,6 +60,9 @@ class CoordinatorServer:
         # PostgreSQL may be shared by several replicas (coordinator.store.replicas).
         self.replicated = replicas.is_postgresql(self.store.engine)
         self.metrics = CoordinatorMetrics()
+        for role, path in (("coordinator", config.tls.cert), ("ca", config.tls.ca)):
+            cert = x509.load_pem_x509_certificate(path.read_bytes())
+            self.metrics.certificate_seen(role, role, cert.not_valid_after_utc)
         self.signer = Signer(load_signing_key(config.signing_key_file))
         self.service = CoordinatorService(
             self.store,
