@@ -489,9 +489,7 @@ class GlmAnalysis(IterativeAnalysis):
             }
             return RoundStep(next_state, False, {"iteration": iteration, "deviance": previous})
         if deviance is None:
-            raise InvalidRequest(
-                "the fit overflowed in its first step; rescale the covariates or the offset"
-            )
+            raise InvalidRequest(_overflow_cause(p))
         new_beta = _solve(info, score, design.terms)
         step = np.abs(new_beta - beta) / np.maximum(1.0, np.abs(new_beta))
         converged = bool(np.all(step <= p["tol"]))
@@ -645,6 +643,16 @@ def _pooled(
 
 def _solve(info: np.ndarray, score: np.ndarray, terms: tuple[str, ...]) -> np.ndarray:
     return scaled_inverse(info, list(terms)) @ score
+
+
+def _overflow_cause(p: Mapping[str, Any]) -> str:
+    """What to change when the first step overflowed the nodes' linear predictor."""
+    cause = "the fit overflowed: exp of the linear predictor is too large at some node"
+    offset = p.get("offset")
+    if offset and p["family"] == "poisson":
+        # the usual cause: a follow-up time given as the offset itself, not its log
+        return f"{cause}; offset must be on the log scale: use log({offset})"
+    return f"{cause}; rescale the covariates (e.g. age in decades, income in thousands)"
 
 
 def _check_size(n: int, parameters: int) -> None:

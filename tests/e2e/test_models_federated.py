@@ -96,12 +96,13 @@ def test_glm_over_the_network_equals_pooled_and_shows_progress(network, pooled) 
     fit = model.fit(tol=1e-14, maxiter=100)
     se = np.sqrt(np.diag(np.linalg.inv(-model.hessian(fit.params.to_numpy()))))
     frame = result.to_frame()
+    assert list(frame.index) == list(fit.params.index)  # statsmodels' order
     assert list(frame.index) == [
         "Intercept",
-        "age",
         "sex[T.M]",
         "smoking[T.former]",
         "smoking[T.never]",
+        "age",
     ]
     assert list(frame.columns) == ["coef", "std_err", "z", "p_value", "ci_lower", "ci_upper"]
     assert np.allclose(frame.coef, fit.params[frame.index], rtol=1e-8, atol=0)
@@ -138,12 +139,13 @@ def test_linear_regression_over_the_network_equals_pooled(network, pooled) -> No
 
     fit = smf.ols("sbp ~ age + smoking + sex", pooled).fit()
     frame = result.to_frame()
+    assert list(frame.index) == list(fit.params.index)  # statsmodels' order
     assert list(frame.index) == [
         "Intercept",
-        "age",
         "smoking[T.former]",
         "smoking[T.never]",
         "sex[T.M]",
+        "age",
     ]
     assert list(frame.columns) == ["coef", "std_err", "t", "p_value", "ci_lower", "ci_upper"]
     assert np.allclose(frame.coef, fit.params[frame.index], rtol=1e-8, atol=0)
