@@ -49,9 +49,9 @@ class ModelSummary:
         half = (len(self.figures) + 1) // 2
         left, right = self.figures[:half], self.figures[half:]
         for i, (name, value) in enumerate(left):
-            line = f"{name + ':':<22}{value:>16}"
+            line = f"{name + ':':<24}{value:>14}"
             if i < len(right):
-                line += f"   {right[i][0] + ':':<22}{right[i][1]:>14}"
+                line += f"   {right[i][0] + ':':<22}{right[i][1]:>15}"
             lines.append(line.rstrip())
         lines.append("=" * WIDTH)
         lines += _text_table(self.coefficients, _coef_headers(self.statistic), _COEF_FORMATS)

@@ -9,13 +9,11 @@ payloads behind them. fedtre.client's classes call these from __repr__ and _repr
 from __future__ import annotations
 
 import html
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from fedtre.client import JobStatus, NodeResult, Result
 
-# Longer tables (survival tables of exact times) are shown head and tail.
-MAX_ROWS = 60
 # The rules that say how released counts were protected (fedtre.disclosure.rules).
 _COUNT_RULES = ("perturbation", "rounding")
 _FINISHED_WITHOUT_RESULT = frozenset({"failed", "rejected", "cancelled"})
@@ -28,7 +26,7 @@ def node_outcome(job: JobStatus, part: NodeResult) -> str:
         return "did not answer" if job.finished else "working"
     if outcome == "released":
         if job.state == "failed":
-            return "answered; not combined, as the job failed"
+            return "answered (not combined: the job failed)"
         return "released"
     return {
         "suppressed": "released, with some values withheld by its disclosure rules",
@@ -83,7 +81,7 @@ def job_repr(job: JobStatus) -> str:
     state = job.state.replace("_", " ")
     if job.progress is not None and not job.finished and job.progress.round:
         state += f", {job.progress.describe()}"
-    nodes = ", ".join(nodes_in_words(job))
+    nodes = "; ".join(nodes_in_words(job))
     return f"<Job {job.id} {job.analysis} on {job.dataset!r}: {state}; {nodes or 'no nodes yet'}>"
 
 
@@ -97,7 +95,7 @@ def result_repr(result: Result) -> str:
     frame = result.to_frame()
     if frame is not None:
         text += f", {len(frame)} row{'s' if len(frame) != 1 else ''}"
-    return text + f"; {', '.join(nodes_in_words(job))}>"
+    return text + f"; {'; '.join(nodes_in_words(job))}>"
 
 
 def job_html(job: JobStatus) -> str:
@@ -111,22 +109,15 @@ def job_html(job: JobStatus) -> str:
 
 def result_html(result: Result) -> str:
     """The combined table, model figures and warnings, cause, nodes and disclosure note."""
+    from fedtre.report import MAX_ROWS, figures_text  # report imports this module
+
     job = result.job
     parts = [_heading(job)]
     frame = result.to_frame()
     if frame is not None:
         parts.append(frame.to_html(max_rows=MAX_ROWS, na_rep="withheld"))
     elif result.combined and job.state not in _FINISHED_WITHOUT_RESULT:
-        figures = {
-            k: v
-            for k, v in result.combined.items()
-            if k not in ("nodes", "withheld", "withheld_by", "error", "round")
-        }
-        parts.append(
-            "<p>"
-            + html.escape(", ".join(f"{k} = {_figure(v)}" for k, v in figures.items()))
-            + "</p>"
-        )
+        parts.append(f"<p>{html.escape(figures_text(result))}</p>")
     model = result.model
     if model is not None:
         parts += [f"<p>{html.escape(line)}</p>" for line in model.lines()]
@@ -167,11 +158,3 @@ def _cause_and_nodes(job: JobStatus) -> list[str]:
         )
         parts.append(f"<ul>{items}</ul>")
     return parts
-
-
-def _figure(value: Any) -> str:
-    if value is None:
-        return "withheld"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)

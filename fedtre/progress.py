@@ -23,11 +23,14 @@ class JobProgressBar:
 
     def update(self, status: JobStatus) -> None:
         progress = status.progress
+        total: int | None
         if progress is not None and progress.max_rounds:
             total, done, unit = progress.max_rounds, progress.round, "rounds"
         else:
             total = len(status.tasks) or len(status.nodes) or None
             done, unit = status.done_count, "nodes"
+        if status.state in ("completed", "partial"):
+            total = done  # a fit that converged early has finished: a full bar
         self._bar.total = total
         self._bar.n = done
         self._bar.unit = unit

@@ -45,10 +45,10 @@ def describe_withheld(outputs: Mapping[str, NodeOutput]) -> str:
     by_cause: dict[tuple[str, str], list[str]] = {}
     for node, output in sorted(outputs.items()):
         verb = _VERBS.get(output.outcome, output.outcome.value)
-        why = [f"{r.rule}: {r.detail}" for r in output.rules if not r.passed]
+        reasons = [f"{r.rule}: {r.detail}" for r in output.rules if not r.passed]
         if output.error:
-            why.append(output.error)
-        by_cause.setdefault((verb, "; ".join(why)), []).append(node)
+            reasons.append(output.error)
+        by_cause.setdefault((verb, "; ".join(reasons)), []).append(node)
     clauses = []
     for (verb, why), nodes in by_cause.items():
         quoted = [f"'{n}'" for n in nodes]
