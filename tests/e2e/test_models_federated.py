@@ -459,6 +459,9 @@ def test_results_and_jobs_read_briefly_in_a_notebook(network, pooled) -> None:
     assert "<li><b>tre-a</b>: released</li>" in page
     assert "converged after" in page
     assert "BEGIN CERTIFICATE" not in page and "xtwx" not in page and len(page) < 6000
+    job_page = model.job._repr_html_()
+    assert f"<b>Job {handle.id}</b>" in job_page and "<li><b>tre-c</b>: released</li>" in job_page
+    assert "why:" not in job_page  # a completed job has no cause to state
     notes = {
         r.detail for part in count.nodes.values() for r in part.rules if r.rule == "perturbation"
     }
