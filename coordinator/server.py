@@ -60,9 +60,6 @@ class CoordinatorServer:
         # PostgreSQL may be shared by several replicas (coordinator.store.replicas).
         self.replicated = replicas.is_postgresql(self.store.engine)
         self.metrics = CoordinatorMetrics()
-        for role, path in (("coordinator", config.tls.cert), ("ca", config.tls.ca)):
-            cert = x509.load_pem_x509_certificate(path.read_bytes())
-            self.metrics.certificate_seen(role, role, cert.not_valid_after_utc)
         self.signer = Signer(load_signing_key(config.signing_key_file))
         self.service = CoordinatorService(
             self.store,
@@ -95,9 +92,16 @@ class CoordinatorServer:
         self.port = 0
         self.metrics_port = 0
 
+    def _record_certificate_expiry(self) -> None:
+        ca, cert, _ = self.config.tls.read()
+        for role, pem in (("coordinator", cert), ("ca", ca)):
+            not_after = x509.load_pem_x509_certificate(pem).not_valid_after_utc
+            self.metrics.certificate_seen(role, role, not_after)
+
     async def start(self) -> int:
         """Start serving; return the bound port."""
-        credentials = server_credentials(self.config.tls)
+        credentials = server_credentials(self.config.tls)  # a missing file: a clear error
+        self._record_certificate_expiry()
         server = grpc.aio.server(
             options=list(DEFAULT_SERVER_OPTIONS), interceptors=[MetricsInterceptor(self.metrics)]
         )
