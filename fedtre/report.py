@@ -13,8 +13,9 @@ MAX_ROWS = 60
 _META_KEYS = frozenset({"nodes", "withheld", "withheld_by", "rows", "columns", "column", "by"})
 
 
-def result_lines(result: Result) -> list[str]:
-    """The combined answer, then one line per node: outcome, failed rules, error."""
+def result_lines(result: Result, *, with_cause: bool = True) -> list[str]:
+    """The combined answer, why the job did not complete (once; with_cause), then one line
+    per node: its outcome in words, and failed rules or an error the cause does not say."""
     lines = []
     frame = result.to_frame()
     if frame is not None:
@@ -26,7 +27,7 @@ def result_lines(result: Result) -> list[str]:
     if withheld:
         lines.append("withheld: a value missing above was withheld by a node's disclosure rules")
     why = result.cause
-    if why:
+    if why and with_cause:
         lines.append(f"why: {why}")  # once, however many nodes share the cause
     for node, part in result.nodes.items():
         line = f"  {node}: {node_outcome(result.job, part)}"

@@ -14,6 +14,7 @@ from fedtre.analyses.filters import parse_filter_text
 from fedtre.cli.common import add_connection_flags, connect, print_json, print_table
 from fedtre.client import JobStatus, Result
 from fedtre.errors import InvalidRequest
+from fedtre.notebook import node_outcome
 from fedtre.report import result_lines
 
 
@@ -260,7 +261,10 @@ def _print_job(job: JobStatus) -> None:
     print(f"  params    {json.dumps(_whole_numbers(job.params), sort_keys=True)}")
     print(f"  submitted {job.created_at:%Y-%m-%d %H:%M:%S} UTC by {job.submitted_by}")
     if job.decided_by:
-        print(f"  decided   by {job.decided_by}{': ' + job.reason if job.reason else ''}")
+        print(f"  decided   by {job.decided_by}")
+    if job.cause:
+        # why a job did not complete, once (a rejection's reason, or the nodes' one cause)
+        print(f"  why       {job.cause}")
     if job.progress is not None:
         print(f"  progress  {job.progress.describe()}")
     if job.tasks:
@@ -268,7 +272,7 @@ def _print_job(job: JobStatus) -> None:
         print_table(
             ["node", "task", "outcome", "rules failed"],
             [
-                [n, t.state, t.outcome, _failed_rules(t.rules) or t.error or "-"]
+                [n, t.state, node_outcome(job, t), _failed_rules(t.rules) or t.error or "-"]
                 for n, t in job.tasks.items()
             ],
         )
@@ -328,7 +332,7 @@ def _print_result(result: Result, as_json: bool) -> None:
         print("no combined result yet; the job is still", result.state)
         return
     print("combined result:")
-    for line in result_lines(result):
+    for line in result_lines(result, with_cause=False):  # _print_job said why
         print(line)
 
 

@@ -94,3 +94,20 @@ def test_every_node_blocking_is_one_stated_cause(network) -> None:
     printed = "\n".join(result_lines(result))
     assert printed.count(rule.detail) == 1
     assert "  tre-a: withheld its output (disclosure rules)" in printed
+
+
+def test_fedtre_result_prints_the_cause_once_and_no_node_as_released(network, capsys) -> None:
+    from fedtre.cli.main import main
+
+    with network.client() as client:
+        job = client.submit("glm", dataset="cohort", params=poisson("follow_up_days"))
+        job.wait(timeout=120)
+    identity = ["--coordinator", network.address, "--identity", str(network.identity())]
+
+    assert main(["result", str(job.id), *identity]) == 0
+    out = capsys.readouterr().out
+
+    assert out.count(LOG_SCALE) == 1
+    assert "released" not in out
+    assert out.count("answered (not combined: the job failed)") == 4  # table and lines, 2 nodes
+    assert "decided   by auto-approval\n" in out  # the cause is not an approver's reason
