@@ -32,7 +32,7 @@ NOT_AVAILABLE = "not released"
 _TITLES = {"glm": "Generalized Linear Model Regression Results", "ols": "OLS Regression Results"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds DataFrames, which do not compare to a bool
 class ModelSummary:
     """A fitted model's figures and tables; print() it, or show it in a notebook."""
 
