@@ -5,22 +5,33 @@ that the service and the gRPC interceptor increment where things happen, and sta
 metrics (jobs by state, queues, nodes) that a collector reads from the store at scrape
 time, so they are right after a restart and with several replicas. Labels are bounded:
 node, analysis, state, outcome, rule, method, code; never a job or task id.
+
+Counters have no `_created` series (prometheus_client.disable_created_metrics): they
+double the series count and no dashboard or alert here reads them.
 """
 
 from __future__ import annotations
 
 import logging
+import platform
 import threading
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from coordinator.domain.model import Job, JobState, Task, TaskState
 from coordinator.domain.status import NetworkStatus
 from coordinator.store.store import Store
+from fedtre import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +73,23 @@ class CoordinatorMetrics:
     """Every coordinator metric; the service calls the event methods, the store feeds the rest."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        disable_created_metrics()  # process-wide in prometheus_client; see the docstring
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        build = Gauge(
+            "fedtre_build_info",
+            "Constant 1, labelled with the coordinator's fedtre version and Python version.",
+            ["version", "python"],
+            registry=r,
+        )
+        build.labels(__version__, platform.python_version()).set(1)
+        self.certificate_expiry = Gauge(
+            "fedtre_certificate_expiry_timestamp_seconds",
+            "Unix time a certificate stops being valid (not after): the coordinator's own "
+            "(role coordinator) and each node's, as its agent last presented it (role node).",
+            ["role", "subject"],
+            registry=r,
+        )
         self.jobs_submitted = Counter(
             "fedtre_jobs_submitted_total",
             "Jobs accepted for approval, by analysis.",
@@ -147,6 +173,11 @@ class CoordinatorMetrics:
         self.registry.register(StateCollector(store, clock))
 
     # -- events --------------------------------------------------------------------------
+
+    def certificate_seen(self, role: str, name: str, not_after: datetime) -> None:
+        """Record when a certificate expires (not_after, timezone-aware UTC)."""
+        label = self._nodes(name) if role == "node" else name
+        self.certificate_expiry.labels(role, label).set(not_after.timestamp())
 
     def job_submitted(self, job: Job) -> None:
         self.jobs_submitted.labels(job.spec.analysis).inc()

@@ -13,6 +13,7 @@ import signal
 from collections.abc import Sequence
 
 import grpc
+from cryptography import x509
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -97,9 +98,16 @@ class CoordinatorServer:
         self.port = 0
         self.metrics_port = 0
 
+    def _record_certificate_expiry(self) -> None:
+        ca, cert, _ = self.config.tls.read()
+        for role, pem in (("coordinator", cert), ("ca", ca)):
+            not_after = x509.load_pem_x509_certificate(pem).not_valid_after_utc
+            self.metrics.certificate_seen(role, role, not_after)
+
     async def start(self) -> int:
         """Start serving; return the bound port."""
-        credentials = server_credentials(self.config.tls)
+        credentials = server_credentials(self.config.tls)  # a missing file: a clear error
+        self._record_certificate_expiry()
         server = grpc.aio.server(
             options=list(DEFAULT_SERVER_OPTIONS), interceptors=[MetricsInterceptor(self.metrics)]
         )

@@ -11,7 +11,7 @@ from typing import Any
 
 from coordinator.approvals import Approvals, Withheld
 from coordinator.domain import rounds
-from coordinator.domain.completion import finish
+from coordinator.domain.completion import finish, withheld_reason
 from coordinator.domain.model import (
     DEFAULT_DEADLINE_S,
     DEFAULT_MAX_DELIVERIES,
@@ -456,7 +456,8 @@ class CoordinatorService:
             logger.exception("combining failed", extra={"job_id": job.id})
             state, combined = JobState.FAILED, {"error": "the results could not be combined"}
         now = self.clock()
-        if self.store.complete_job(job.id, state, combined, now, _reason(job)) is None:
+        reason = str(combined.get("error") or "") or withheld_reason(job.tasks)
+        if self.store.complete_job(job.id, state, combined, now, reason) is None:
             return  # someone else completed it first
         self.metrics.job_finished(job, state, now)
         self._changed(job.id)
@@ -479,7 +480,7 @@ class CoordinatorService:
                 self.on_tasks_queued(step.nodes)
             return
         done = self.store.finish_rounds(
-            job.id, job.round, step.state, step.combined, step.round_state, now
+            job.id, job.round, step.state, step.combined, step.round_state, now, step.reason
         )
         if done is None:
             return
@@ -495,13 +496,3 @@ class CoordinatorService:
                 listener(job_id)
             except Exception:  # a listener's bug must not fail the state change behind it
                 logger.exception("a job-changed listener failed", extra={"job_id": job_id})
-
-
-def _reason(job: Job) -> str:
-    """Why a job is not complete: each node that did not release, and why."""
-    missing = [
-        f"{t.node}: {t.output.error or t.output.outcome.value}"
-        for t in job.tasks
-        if t.output is not None and t.output.outcome in (Outcome.FAILED, Outcome.REFUSED)
-    ]
-    return "; ".join(missing)

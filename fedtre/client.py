@@ -69,6 +69,10 @@ class NodeResult:
     # The releasing agent's signed provenance (fedtre.identity.provenance); see verify().
     provenance: Provenance | None = None
 
+    def __repr__(self) -> str:
+        # short: the provenance holds a certificate chain, the payload can be large
+        return f"<NodeResult {self.node}: {self.outcome}>"
+
     def verify(self, ca: str | Path) -> Statement:
         """Check this output is exactly what its node's agent released and signed.
 
@@ -169,6 +173,23 @@ class JobStatus:
         """Nodes whose output waits for their TRE's output checker (the job waits too)."""
         return sum(1 for t in self.tasks.values() if t.state == "held")
 
+    @property
+    def cause(self) -> str:
+        """Why the job has no complete result, stated once ("" when it completed)."""
+        from fedtre.notebook import cause
+
+        return cause(self)
+
+    def __repr__(self) -> str:
+        from fedtre.notebook import job_repr
+
+        return job_repr(self)
+
+    def _repr_html_(self) -> str:
+        from fedtre.notebook import job_html
+
+        return job_html(self)
+
 
 @dataclass(frozen=True)
 class Result:
@@ -194,6 +215,47 @@ class Result:
         if not self.combined or "error" in self.combined:
             return None
         return get_analysis(self.job.analysis).to_frame(self.job.params, self.combined)
+
+    def summary(self) -> Any:
+        """A statsmodels-style summary of a fitted model (linear_regression, glm): model
+        figures, the coefficient table, and odds ratios (binomial) or rate ratios
+        (Poisson) with 95% CIs (fedtre.model_summary.ModelSummary; print it, or show it
+        in a notebook). Raises InvalidRequest for a result without a model."""
+        from fedtre.model_summary import model_summary, require_model
+
+        require_model(self.job.analysis, self.combined)
+        model = self.model
+        frame = self.to_frame()
+        assert model is not None and frame is not None  # require_model checked both
+        warning = self.combined.get("warning")
+        outcome = str(self.combined.get("outcome") or self.job.params.get("outcome") or "")
+        return model_summary(frame, model, outcome, str(warning) if warning else None)
+
+    def odds_ratios(self) -> Any:
+        """A binomial glm's odds ratios, exp(coef), with 95% CIs, by term (no intercept):
+        a DataFrame with odds_ratio, ci_lower, ci_upper. Raises InvalidRequest otherwise."""
+        from fedtre.model_summary import exp_table, require_model
+
+        require_model(self.job.analysis, self.combined)
+        model = self.model
+        if model is None or model.family != "binomial":
+            raise InvalidRequest("odds ratios are for binomial glm results (family='binomial')")
+        return exp_table(self.to_frame(), "odds_ratio")
+
+    @property
+    def cause(self) -> str:
+        """Why the job has no complete result, stated once ("" when it completed)."""
+        return self.job.cause
+
+    def __repr__(self) -> str:
+        from fedtre.notebook import result_repr
+
+        return result_repr(self)
+
+    def _repr_html_(self) -> str:
+        from fedtre.notebook import result_html
+
+        return result_html(self)
 
     @property
     def model(self) -> ModelFit | None:
@@ -276,18 +338,30 @@ class JobHandle:
         self.id = job_id
 
     def __repr__(self) -> str:
-        return f"JobHandle(id={self.id})"
+        # no call to the coordinator here: .status() and .result() ask it
+        return f"<JobHandle {self.id}: .status(), .wait(progress=True), .result()>"
 
     def status(self) -> JobStatus:
         return self._client.job(self.id)
 
     def wait(
-        self, timeout: float | None = None, progress: Callable[[JobStatus], None] | None = None
+        self,
+        timeout: float | None = None,
+        progress: Callable[[JobStatus], None] | bool | None = None,
     ) -> JobStatus:
         """Block until the job is finished; return its status.
 
-        progress, if given, is called with each new status. Raises TimeoutError after timeout seconds.
+        progress: True draws a one-line progress bar (rounds of a glm, else nodes that
+        answered; fedtre.progress), or a callable is called with each new status.
+        Raises TimeoutError after timeout seconds.
         """
+        if progress is True:
+            from fedtre.progress import JobProgressBar
+
+            with JobProgressBar(self.id) as bar:
+                return self.wait(timeout, progress=bar.update)
+        if progress is False:
+            progress = None
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = 0.005
         last: tuple[str, int, int, int] | None = None
@@ -318,9 +392,11 @@ class JobHandle:
                 time.sleep(delay)
                 delay = min(delay * 1.5, 0.5)
 
-    def result(self, timeout: float | None = None) -> Result:
-        """Wait for the job and return its result; raise Conflict if it was rejected."""
-        status = self.wait(timeout)
+    def result(self, timeout: float | None = None, *, progress: bool = False) -> Result:
+        """Wait for the job and return its result; raise Conflict if it was rejected.
+
+        progress: draw a one-line progress bar while waiting (see wait)."""
+        status = self.wait(timeout, progress=progress)
         if status.state == "rejected":
             raise Conflict(f"job {self.id} was rejected by {status.decided_by}: {status.reason}")
         return Result(status)
@@ -356,6 +432,15 @@ class Client:
         self._timeout = timeout
         self._admin: Any = None
         self._applications: Any = None
+        self.target = target
+
+    def __repr__(self) -> str:
+        return f"<fedtre.Client {self.target}>"
+
+    def _repr_html_(self) -> str:
+        from fedtre.notebook import client_html
+
+        return client_html(self.target)
 
     @property
     def admin(self) -> Any:

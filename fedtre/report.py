@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fedtre.client import Result
+from fedtre.notebook import node_outcome
 
 # Longer tables (survival tables of exact times) are shown head and tail.
 MAX_ROWS = 60
@@ -12,32 +13,41 @@ MAX_ROWS = 60
 _META_KEYS = frozenset({"nodes", "withheld", "withheld_by", "rows", "columns", "column", "by"})
 
 
-def result_lines(result: Result) -> list[str]:
-    """The combined answer, then one line per node: outcome, failed rules, error."""
+def result_lines(result: Result, *, with_cause: bool = True) -> list[str]:
+    """The combined answer, why the job did not complete (once; with_cause), then one line
+    per node: its outcome in words, and failed rules or an error the cause does not say."""
     lines = []
     frame = result.to_frame()
     if frame is not None:
         lines += frame.to_string(max_rows=MAX_ROWS).splitlines()
         lines += _extra_lines(result)
     else:
-        figures = {k: v for k, v in result.combined.items() if k not in _META_KEYS}
-        lines.append(
-            "combined: " + (", ".join(f"{k} = {_figure(v)}" for k, v in figures.items()) or "-")
-        )
+        lines.append(f"combined: {figures_text(result)}")
     withheld = result.combined.get("withheld_by") or result.combined.get("withheld")
     if withheld:
         lines.append("withheld: a value missing above was withheld by a node's disclosure rules")
+    why = result.cause
+    if why and with_cause:
+        lines.append(f"why: {why}")  # once, however many nodes share the cause
     for node, part in result.nodes.items():
-        line = f"  {node}: {part.outcome}"
+        line = f"  {node}: {node_outcome(result.job, part)}"
         if "n" in part.payload and frame is None:
             line += f" (n = {_figure(part.payload['n'])})"
-        failed = [f"{r.rule}: {r.detail}" for r in part.rules if not r.passed]
-        if failed:
-            line += " - " + "; ".join(failed)
-        if part.error:
-            line += f" - {part.error}"
+        details = [f"{r.rule}: {r.detail}" for r in part.rules if not r.passed]
+        details += [part.error] if part.error else []
+        details = [d for d in details if d not in why]
+        if details:
+            line += " - " + "; ".join(details)
         lines.append(line)
     return lines
+
+
+def figures_text(result: Result) -> str:
+    """A non-tabular combined result's figures, "k = v, ..." ("nothing" when none)."""
+    # a failed job's error is its cause, stated once with the nodes
+    hidden = _META_KEYS | {"error", "round"}
+    figures = {k: v for k, v in result.combined.items() if k not in hidden}
+    return ", ".join(f"{k} = {_figure(v)}" for k, v in figures.items()) or "nothing"
 
 
 def _extra_lines(result: Result) -> list[str]:

@@ -75,10 +75,17 @@ class Courier:
     """Polls the state database and reports each decided output once the coordinator takes it."""
 
     def __init__(
-        self, state: AgentState, report: Reporter, *, interval: float = POLL_INTERVAL_S
+        self,
+        state: AgentState,
+        report: Reporter,
+        *,
+        interval: float = POLL_INTERVAL_S,
+        on_reported: Callable[[NodeOutput], None] | None = None,
     ) -> None:
+        """on_reported is called with each final output the coordinator took (metrics)."""
         self._state = state
         self._report = report
+        self._on_reported = on_reported
         self._interval = interval
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -92,6 +99,8 @@ class Courier:
             if self._report(task_id, output):
                 self._state.mark_reported(task_id)
                 delivered += 1
+                if self._on_reported is not None:
+                    self._on_reported(output)
                 logger.info(
                     "reviewed output reported",
                     extra={"task_id": task_id, "outcome": output.outcome.value},

@@ -91,7 +91,9 @@ class Agent:
         )
         self.metrics.connected.set_function(lambda: float(self.connection.connected.is_set()))
         # Sends the final outcome of each output the TRE's output checker decided on.
-        self.courier = Courier(self.state, self.connection.report)
+        self.courier = Courier(
+            self.state, self.connection.report, on_reported=self.metrics.output_reviewed
+        )
         # Runs, or refuses, the tasks that waited for the TRE operator's approval.
         self.approval_runner = ApprovalRunner(
             self.approvals,

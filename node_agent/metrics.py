@@ -4,6 +4,12 @@ Fed from outside the executor: a wrapper around its run callable (tasks, outcome
 checks, durations), SQLAlchemy cursor events on the data sources' engines (query time),
 and a callback of the connection (reconnects). Labels are bounded: analysis (the ones
 this agent serves, else "other"), outcome, rule, dataset; never a task id or a value.
+
+An output held for the TRE's output checker counts as outcome "held" when it runs; its
+"review" rule is a hold, not a failed disclosure check, so it is not counted then. The
+checker's decision, once reported, counts in fedtre_agent_reviewed_outputs_total by final
+outcome (released when approved, blocked when denied) and as a review check passed or
+failed. Counters have no `_created` series (prometheus_client.disable_created_metrics).
 """
 
 from __future__ import annotations
@@ -13,9 +19,16 @@ from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import sqlalchemy as sa
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
 
-from fedtre.analyses.base import DataSource, NodeOutput
+from fedtre.analyses.base import DataSource, NodeOutput, Outcome
+from fedtre.disclosure.rules import REVIEW
 from node_agent.task import TaskSpec
 
 OTHER = "other"
@@ -34,19 +47,27 @@ class AgentMetrics:
         analyses: Collection[str],
         registry: CollectorRegistry | None = None,
     ) -> None:
+        disable_created_metrics()  # process-wide in prometheus_client; see the docstring
         self.registry = registry if registry is not None else CollectorRegistry()
         self._analyses = frozenset(analyses)
         r = self.registry
         self.tasks = Counter(
             "fedtre_agent_tasks_total",
             "Tasks this agent ran, by analysis and outcome "
-            "(released, suppressed, blocked, refused, failed).",
+            "(released, suppressed, blocked, refused, failed, or held for the output checker).",
             ["analysis", "outcome"],
             registry=r,
         )
         self.redelivered = Counter(
             "fedtre_agent_tasks_redelivered_total",
             "Tasks delivered again and answered from the stored result, without running.",
+            registry=r,
+        )
+        self.reviewed = Counter(
+            "fedtre_agent_reviewed_outputs_total",
+            "Held outputs the TRE's output checker decided, reported to the coordinator, by "
+            "final outcome (released when approved, blocked when denied).",
+            ["outcome"],
             registry=r,
         )
         self.task_duration = Histogram(
@@ -102,8 +123,18 @@ class AgentMetrics:
         analysis = self.analysis_label(task.analysis)
         self.tasks.labels(analysis, output.outcome.value).inc()
         self.task_duration.labels(analysis).observe(seconds)
+        held = output.outcome is Outcome.HELD
         for rule in output.rules:
+            if held and rule.rule == REVIEW:
+                continue  # waiting for a person; output_reviewed counts the decision
             self.disclosure_checks.labels(rule.rule, "passed" if rule.passed else "failed").inc()
+
+    def output_reviewed(self, output: NodeOutput) -> None:
+        """Count a held output's final outcome, reported after the checker's decision."""
+        self.reviewed.labels(output.outcome.value).inc()
+        for rule in output.rules:
+            if rule.rule == REVIEW:
+                self.disclosure_checks.labels(REVIEW, "passed" if rule.passed else "failed").inc()
 
 
 def instrument_run(

@@ -25,6 +25,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from coordinator.domain.completion import describe_withheld
 from coordinator.domain.model import Job, JobState
 from fedtre.analyses import get_analysis
 from fedtre.analyses.base import NodeOutput, Outcome
@@ -52,6 +53,8 @@ class Finished:
     state: JobState
     combined: dict[str, Any]
     round_state: dict[str, Any] = field(default_factory=dict)
+    # Why the job did not complete, for the job's reason (one cause, stated once).
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -126,10 +129,11 @@ def next_step(job: Job) -> NextRound | Finished:
 
     def end(state: JobState, error: str) -> Finished:
         combined = {"error": error, "round": k, "nodes": nodes_json()}
-        return Finished(state, combined, {**current, "progress": current.get("progress", {})})
+        progress = {**current, "progress": current.get("progress", {})}
+        return Finished(state, combined, progress, reason=error)
 
     if others and (k > 1 or blocked or not released):
-        reasons = "; ".join(_describe(n, o) for n, o in sorted(others.items()))
+        reasons = describe_withheld(others)
         # PARTIAL: some node released and the others' disclosure rules withheld theirs.
         withheld_only = bool(released) and len(blocked) == len(others)
         state = JobState.PARTIAL if withheld_only else JobState.FAILED
@@ -160,16 +164,3 @@ def next_step(job: Job) -> NextRound | Finished:
         return end(JobState.FAILED, f"the analysis did not finish within {max_rounds} rounds")
     advanced["params"] = analysis.round_params(job.spec.params, step.state)
     return NextRound(k + 1, advanced, tuple(sorted(released)))
-
-
-def _describe(node: str, output: NodeOutput) -> str:
-    verb = {
-        Outcome.BLOCKED: "blocked its output",
-        Outcome.HELD: "held its output",
-        Outcome.REFUSED: "refused the task",
-        Outcome.FAILED: "failed",
-    }.get(output.outcome, output.outcome.value)
-    why = [f"{r.rule}: {r.detail}" for r in output.rules if not r.passed]
-    if output.error:
-        why.append(output.error)
-    return f"node {node!r} {verb}" + (f" ({'; '.join(why)})" if why else "")

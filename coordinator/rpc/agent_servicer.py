@@ -100,6 +100,9 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         identity: Identity,
     ) -> AsyncIterator[agent_pb2.AgentMessage]:
         node_id = identity.name
+        cert = peer_certificate(context.auth_context())
+        if cert is not None:
+            self._service.metrics.certificate_seen("node", node_id, cert.not_valid_after_utc)
         datasets = schemas_from_pb(request.datasets)
         connection_id = str(uuid.uuid4())
         wake = self._notifier.subscribe(node_id)

@@ -88,6 +88,7 @@ class RoundStore:
         combined: dict[str, Any],
         round_state: dict[str, Any],
         now: datetime,
+        reason: str = "",
     ) -> Job | None:
         """Move a multi-round job in `expected_round` to its final state with its result.
 
@@ -102,6 +103,8 @@ class RoundStore:
             row.state = state.value
             row.round_state = round_state
             row.updated_at = now
+            if reason:
+                row.reason = reason
             s.add(ResultRow(job_id=job_id, combined=combined, created_at=now))
             audit_log.record(
                 s, actor=COORDINATOR, event="job.completed", subject=f"job:{job_id}",

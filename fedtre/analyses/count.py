@@ -38,6 +38,8 @@ from fedtre.analyses.pooling import as_count, malformed, partition
 from fedtre.disclosure import cellkey, release, rules
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from fedtre.disclosure import DisclosurePolicy
 
 _EXAMPLE = '{"filter": {"col": "age", "op": ">=", "value": 40}}'
@@ -105,3 +107,15 @@ class CountAnalysis(Analysis):
         withheld += part.blocked
         n_combined = total if part.included and not withheld else None
         return {"n": n_combined, "withheld_by": sorted(withheld), "nodes": part.nodes}
+
+    def to_frame(
+        self, params: Mapping[str, Any], payload: Mapping[str, Any]
+    ) -> pd.DataFrame | None:
+        """Return one row "all" with n (nullable Int64: <NA> when withheld), as summary does."""
+        import pandas as pd
+
+        if "n" not in payload:
+            return None
+        n = payload["n"]
+        values = pd.array([None if n is None else int(n)], dtype="Int64")
+        return pd.DataFrame({"n": values}, index=pd.Index(["all"], dtype=object))

@@ -149,7 +149,10 @@ def _overflow_message(offset: str | None) -> str:
             f"the fit overflowed in its first step: the offset must be on the log scale: use "
             f'log({offset}) as the offset, or exposure="{offset}"'
         )
-    return "the fit overflowed in its first step; rescale the covariates or the offset"
+    return (
+        "the fit overflowed in its first step: exp of the linear predictor is too large at "
+        "some node; rescale the covariates (e.g. age in decades, income in thousands)"
+    )
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,11 @@ Combined payload of a fitted model (lists run over `terms`, "Intercept" first):
 
 Confidence intervals are 95%: t quantiles on the residual degrees of freedom for OLS,
 normal quantiles for GLMs, as statsmodels computes them.
+
+Terms are listed in statsmodels' (patsy's) order, whatever order the covariates were
+written in: the intercept, then the categorical terms, then each numeric column's terms
+(statsmodels_order), so a table lines up row for row with `smf.ols`/`smf.glm` on the
+same formula.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fedtre.analyses.design import finite_or_none
+from fedtre.analyses.design import INTERCEPT, finite_or_none
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -37,6 +42,10 @@ def coefficient_table(
     """
     from scipy import stats
 
+    order = statsmodels_order(terms)
+    terms = [terms[i] for i in order]
+    coef = np.asarray(coef)[order]
+    cov = np.asarray(cov)[np.ix_(order, order)]
     se = np.sqrt(np.clip(np.diag(cov), 0.0, None))
     with np.errstate(divide="ignore", invalid="ignore"):
         statistic = coef / se
@@ -61,6 +70,33 @@ def coefficient_table(
         "ci_lower": listed(coef - q * se),
         "ci_upper": listed(coef + q * se),
     }
+
+
+def statsmodels_order(terms: Sequence[str]) -> list[int]:
+    """Return the positions of terms in the order patsy gives a formula's columns.
+
+    Patsy groups terms by the numeric factors they contain: first the group with none
+    (the intercept, then categorical terms such as `sex[T.M]`), then one group per set
+    of numeric factors in order of first appearance; lower-order terms first within a
+    group. A factor is categorical when its name carries a level, `name[T.level]`.
+    """
+
+    def numeric_factors(term: str) -> frozenset[str]:
+        return frozenset(f for f in term.split(":") if "[T." not in f and f != INTERCEPT)
+
+    groups: list[frozenset[str]] = [frozenset()]
+    for term in terms:
+        if numeric_factors(term) not in groups:
+            groups.append(numeric_factors(term))
+    return sorted(
+        range(len(terms)),
+        key=lambda i: (
+            groups.index(numeric_factors(terms[i])),
+            terms[i] != INTERCEPT,
+            terms[i].count(":"),
+            i,
+        ),
+    )
 
 
 def withheld_table(statistic: str) -> dict[str, Any]:

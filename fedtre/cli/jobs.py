@@ -15,6 +15,7 @@ from fedtre.analyses.filters import parse_filter_text
 from fedtre.cli.common import add_connection_flags, connect, jsonable, print_json, print_table
 from fedtre.client import Client, JobStatus, Result
 from fedtre.errors import InvalidRequest
+from fedtre.notebook import node_outcome
 from fedtre.problems import problem_lines
 from fedtre.report import result_lines
 
@@ -327,7 +328,10 @@ def _print_job(job: JobStatus) -> None:
     print(f"  params    {json.dumps(jsonable(job.params), sort_keys=True)}")
     print(f"  submitted {job.created_at:%Y-%m-%d %H:%M:%S} UTC by {job.submitted_by}")
     if job.decided_by:
-        print(f"  decided   by {job.decided_by}{': ' + job.reason if job.reason else ''}")
+        print(f"  decided   by {job.decided_by}")
+    if job.cause:
+        # why a job did not complete, once (a rejection's reason, or the nodes' one cause)
+        print(f"  why       {job.cause}")
     if job.progress is not None:
         print(f"  progress  {job.progress.describe()}")
     if job.tasks:
@@ -335,7 +339,7 @@ def _print_job(job: JobStatus) -> None:
         print_table(
             ["node", "task", "outcome", "rules failed"],
             [
-                [n, t.state, t.outcome, _failed_rules(t.rules) or t.error or "-"]
+                [n, t.state, node_outcome(job, t), _failed_rules(t.rules) or t.error or "-"]
                 for n, t in job.tasks.items()
             ],
         )
@@ -395,7 +399,7 @@ def _print_result(result: Result, as_json: bool) -> None:
         print("no combined result yet; the job is still", result.state)
         return
     print("combined result:")
-    for line in result_lines(result):
+    for line in result_lines(result, with_cause=False):  # _print_job said why
         print(line)
 
 

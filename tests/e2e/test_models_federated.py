@@ -6,6 +6,7 @@ only. References: statsmodels on the pooled data.
 
 from __future__ import annotations
 
+import html
 import re
 
 import numpy as np
@@ -16,6 +17,7 @@ import statsmodels.formula.api as smf
 
 from fedtre.cli.main import main
 from fedtre.client import JobStatus
+from fedtre.errors import InvalidRequest
 from fedtre.testing import LocalNetwork
 
 EXACT = {
@@ -96,12 +98,13 @@ def test_glm_over_the_network_equals_pooled_and_shows_progress(network, pooled) 
     fit = model.fit(tol=1e-14, maxiter=100)
     se = np.sqrt(np.diag(np.linalg.inv(-model.hessian(fit.params.to_numpy()))))
     frame = result.to_frame()
+    assert list(frame.index) == list(fit.params.index)  # statsmodels' order
     assert list(frame.index) == [
         "Intercept",
-        "age",
         "sex[T.M]",
         "smoking[T.former]",
         "smoking[T.never]",
+        "age",
     ]
     assert list(frame.columns) == ["coef", "std_err", "z", "p_value", "ci_lower", "ci_upper"]
     assert np.allclose(frame.coef, fit.params[frame.index], rtol=1e-8, atol=0)
@@ -138,12 +141,13 @@ def test_linear_regression_over_the_network_equals_pooled(network, pooled) -> No
 
     fit = smf.ols("sbp ~ age + smoking + sex", pooled).fit()
     frame = result.to_frame()
+    assert list(frame.index) == list(fit.params.index)  # statsmodels' order
     assert list(frame.index) == [
         "Intercept",
-        "age",
         "smoking[T.former]",
         "smoking[T.never]",
         "sex[T.M]",
+        "age",
     ]
     assert list(frame.columns) == ["coef", "std_err", "t", "p_value", "ci_lower", "ci_upper"]
     assert np.allclose(frame.coef, fit.params[frame.index], rtol=1e-8, atol=0)
@@ -351,3 +355,176 @@ def test_cli_result_rounds_the_log_rank_figures_of_the_pooled_test(survival_netw
     assert shown is not None
     assert shown.group(1) == f"{test.test_statistic:.4g}"  # e.g. 26.08, not 26.084569771123782
     assert shown.group(2) == f"{test.p_value:.4g}"
+
+
+# -- what the researcher reads: summary(), odds ratios, reprs and HTML --------------------
+
+
+def summary_rows(text: str, terms: list[str]) -> dict[str, list[float]]:
+    """The numbers on each term's row of a summary's table, in the order printed."""
+    rows: dict[str, list[float]] = {}
+    for line in text.splitlines():
+        name = line.split(" ", 1)[0]
+        if name in terms and name not in rows:
+            rows[name] = [float(v) for v in line.split()[1:]]
+    return rows
+
+
+def test_glm_summary_equals_statsmodels_with_odds_ratios(network, pooled) -> None:
+    # Given a logistic regression whose covariates are written numeric first
+    params = {"outcome": "diabetic", "family": "binomial", "covariates": ["age", "smoking"]}
+    with network.client() as client:
+        result = client.submit("glm", dataset="cohort", params=params).result(timeout=120)
+
+    # When the researcher asks for its summary and odds ratios
+    summary = result.summary()
+    text = str(summary)
+    odds = result.odds_ratios()
+
+    # Then the coefficient table lists statsmodels' terms in statsmodels' order, with its
+    # figures as statsmodels' own summary rounds them
+    data = pooled.assign(diabetic=pooled.diabetic.astype(int))
+    fit = smf.glm("diabetic ~ age + smoking", data, family=sm.families.Binomial()).fit(tol=1e-14)
+    terms = list(fit.params.index)
+    assert list(summary.coefficients.index) == terms
+    rows = summary_rows(text.split("Odds ratios")[0], terms)
+    assert list(rows) == terms
+    ci = fit.conf_int()
+    for term in terms:
+        coef, se, z, p, lower, upper = rows[term]
+        assert coef == pytest.approx(round(fit.params[term], 4), abs=1e-4)
+        assert se == pytest.approx(round(fit.bse[term], 3), abs=1e-3)
+        assert z == pytest.approx(round(fit.tvalues[term], 3), abs=1e-3)
+        assert p == pytest.approx(round(fit.pvalues[term], 3), abs=1e-3)
+        assert (lower, upper) == pytest.approx((ci.loc[term, 0], ci.loc[term, 1]), abs=1e-3)
+    # the odds ratios with their CIs are exp of the coefficients and of their CIs (ds.glm)
+    expected = np.exp(fit.params.drop("Intercept"))
+    assert list(odds.index) == terms[1:]
+    assert np.allclose(odds.odds_ratio, expected, rtol=1e-8)
+    assert np.allclose(odds.ci_lower, np.exp(ci[0].drop("Intercept")), rtol=1e-8)
+    assert np.allclose(odds.ci_upper, np.exp(ci[1].drop("Intercept")), rtol=1e-8)
+    odds_rows = summary_rows(text.split("Odds ratios")[1], terms)
+    for term in terms[1:]:
+        assert odds_rows[term][0] == pytest.approx(expected[term], abs=1e-4)
+    baseline = 1 / (1 + np.exp(-fit.params["Intercept"]))
+    assert "Baseline probability (the intercept" in text and f"= {baseline:.4f} [" in text
+    # n used is the released (perturbed) n; n excluded is a count the nodes do not release
+    used = re.search(r"No\. Observations:\s+(\d+)", text)
+    assert used is not None and abs(int(used.group(1)) - fit.nobs) <= NOISE
+    assert re.search(r"No\. excluded \(missing\):\s+not released", text)
+    assert re.search(rf"Deviance:\s+{fit.deviance:.2f}", text)
+    assert re.search(r"Model Family:\s+Binomial", text) and re.search(r"Converged:\s+True", text)
+    # and the notebook shows the same summary as HTML
+    assert "<table>" in summary._repr_html_() and "Odds ratios" in summary._repr_html_()
+
+
+def test_ols_summary_equals_statsmodels_and_a_poisson_glm_has_rate_ratios(network, pooled):
+    with network.client() as client:
+        ols = client.submit(
+            "linear_regression",
+            dataset="cohort",
+            params={"outcome": "sbp", "covariates": ["age", "sex"]},
+        ).result(timeout=60)
+        poisson = client.submit(
+            "glm",
+            dataset="cohort",
+            params={"outcome": "died", "family": "poisson", "covariates": ["age"]},
+        ).result(timeout=120)
+
+    fit = smf.ols("sbp ~ age + sex", pooled).fit()
+    text = str(ols.summary())
+    rows = summary_rows(text, list(fit.params.index))
+    assert list(rows) == ["Intercept", "sex[T.M]", "age"] == list(fit.params.index)
+    for term, (coef, se, t, *_rest) in rows.items():
+        assert coef == pytest.approx(round(fit.params[term], 4), abs=1e-4)
+        assert se == pytest.approx(round(fit.bse[term], 3), abs=1e-3)
+        assert t == pytest.approx(round(fit.tvalues[term], 3), abs=1e-3)
+    assert "OLS Regression Results" in text and "Odds ratios" not in text
+    assert re.search(rf"F-statistic:\s+{fit.fvalue:.2f}", text)
+
+    pfit = smf.glm("died ~ age", pooled, family=sm.families.Poisson()).fit(tol=1e-14)
+    ptext = str(poisson.summary())
+    assert "Rate ratios (exp(coef))" in ptext
+    rate = summary_rows(ptext.split("Rate ratios")[1], ["age"])["age"][0]
+    assert rate == pytest.approx(np.exp(pfit.params["age"]), abs=1e-4)
+    with pytest.raises(InvalidRequest, match="binomial"):
+        poisson.odds_ratios()
+
+
+def test_results_and_jobs_read_briefly_in_a_notebook(network, pooled) -> None:
+    with network.client() as client:
+        # Given a finished model, a count and a job handle
+        handle = client.submit(
+            "glm",
+            dataset="cohort",
+            params={"outcome": "diabetic", "family": "binomial", "covariates": ["age"]},
+        )
+        model = handle.result(timeout=120)
+        count = client.submit("count", dataset="cohort").result(timeout=60)
+        client_repr, client_html = repr(client), client._repr_html_()
+
+    # Then each repr is one short line: the outcome, the rows, each node in words
+    for text in (repr(model), repr(model.job), repr(count), repr(handle), client_repr):
+        assert "\n" not in text and len(text) < 300, text
+        assert "BEGIN CERTIFICATE" not in text and "xtwx" not in text
+    assert repr(model).startswith(f"<Result of job {handle.id} (glm): completed, 2 rows;")
+    assert "tre-a: released; tre-b: released; tre-c: released" in repr(model)
+    assert repr(model.job).startswith(f"<Job {handle.id} glm on 'cohort': completed;")
+    assert repr(model.nodes["tre-a"]) == "<NodeResult tre-a: released>"
+    assert network.api_address in client_repr and network.api_address in client_html
+    # and the HTML has the combined table, the nodes and what disclosure control did
+    page = model._repr_html_()
+    assert "<table" in page and "Intercept" in page and "age" in page
+    assert "<li><b>tre-a</b>: released</li>" in page
+    assert "converged after" in page
+    assert "BEGIN CERTIFICATE" not in page and "xtwx" not in page and len(page) < 6000
+    job_page = model.job._repr_html_()
+    assert f"<b>Job {handle.id}</b>" in job_page and "<li><b>tre-c</b>: released</li>" in job_page
+    assert "why:" not in job_page  # a completed job has no cause to state
+    notes = {
+        r.detail for part in count.nodes.values() for r in part.rules if r.rule == "perturbation"
+    }
+    assert notes and all(html.escape(n) in count._repr_html_() for n in notes)
+    assert "not exact counts" in count._repr_html_()
+
+
+def test_count_to_frame_is_its_combined_n(network) -> None:
+    with network.client() as client:
+        result = client.submit("count", dataset="cohort").result(timeout=60)
+
+    frame = result.to_frame()
+    assert list(frame.columns) == ["n"] and list(frame.index) == ["all"]
+    assert frame.loc["all", "n"] == result.combined["n"]
+    assert str(frame.dtypes["n"]) == "Int64"
+    # each node's part is a frame too
+    for node in result.nodes.values():
+        assert node.table.loc["all", "n"] == node.payload["n"]
+
+
+def test_wait_with_progress_draws_one_bar_of_rounds(network, capsys) -> None:
+    with network.client() as client:
+        handle = client.submit(
+            "glm",
+            dataset="cohort",
+            params={"outcome": "diabetic", "family": "binomial", "covariates": ["age"]},
+        )
+        status = handle.wait(timeout=120, progress=True)
+
+    err = capsys.readouterr().err
+    assert status.state == "completed"
+    assert f"job {handle.id}" in err and "rounds" in err
+    # tqdm redraws its one line with \r; the last drawing is the full bar
+    last = err.rstrip("\n").split("\r")[-1]
+    assert "100%" in last and "completed" in last
+    assert "JobStatus(" not in err  # no status objects printed
+
+
+def test_a_fit_that_did_not_converge_says_so_in_its_summary_and_html(network) -> None:
+    params = {"outcome": "diabetic", "family": "binomial", "covariates": ["age"], "max_iter": 2}
+    with network.client() as client:
+        result = client.submit("glm", dataset="cohort", params=params).result(timeout=60)
+
+    assert result.state == "completed" and result.model.converged is False
+    assert re.search(r"Converged:\s+False", str(result.summary()))
+    assert "did not converge within 2 iterations" in str(result.summary())
+    assert "<b>warning:</b> the fit did not converge" in result._repr_html_()

@@ -174,3 +174,49 @@ def test_a_bad_metrics_section_is_refused_with_where_and_how(tmp_path, section, 
         load_config(path)
 
     assert message in str(info.value)
+
+
+def test_a_review_hold_is_no_failed_check_and_an_approved_output_counts_as_released():
+    from fedtre.client import Result
+    from node_agent.airlock import Airlock
+
+    # Given a node whose TRE holds counts for its output checker,
+    data = {"tre-a": DATA["tre-a"]}
+    with LocalNetwork(data, metrics=True, policy={"hold_for_review": ["count"]}) as net:
+        agent = net.agents["tre-a"]
+        client = net.client()
+        handle = client.submit("count", dataset="cohort")
+        wait_for(lambda: handle.status().held_count == 1, what="the count held")
+        # when the agent is scraped while the output waits,
+        held = scrape(agent.metrics_port)
+        # and again after the checker approves it and the job completes,
+        task_id = handle.status().tasks["tre-a"].task_id
+        Airlock(agent.state).approve(task_id, checker="j.smith")
+        result: Result = handle.result(timeout=20)
+        after = wait_for(
+            lambda: (
+                (s := scrape(agent.metrics_port))
+                and value(s, "fedtre_agent_reviewed_outputs_total", outcome="released") == 1
+                and s
+            ),
+            what="the reviewed output in the agent's metrics",
+        )
+        coordinator = scrape(net.coordinator.metrics_port)
+
+    # then the hold is counted as held, never as a failed disclosure check,
+    assert value(held, "fedtre_agent_tasks_total", analysis="count", outcome="held") == 1
+    checks = "fedtre_agent_disclosure_checks_total"
+    assert value(held, checks, rule="review", result="failed") == 0
+    assert value(held, checks, rule="review", result="passed") == 0
+    # the approval counts as a passed review and a released output,
+    assert result.state == "completed" and result.nodes["tre-a"].outcome == "released"
+    assert value(after, checks, rule="review", result="passed") == 1
+    assert value(after, checks, rule="review", result="failed") == 0
+    assert value(after, "fedtre_agent_reviewed_outputs_total", outcome="blocked") == 0
+    # and the coordinator counts the node's output as released after a passed review.
+    outcomes = "fedtre_task_outcomes_total"
+    assert value(coordinator, outcomes, node="tre-a", analysis="count", outcome="released") == 1
+    assert value(coordinator, outcomes, node="tre-a", analysis="count", outcome="held") == 0
+    coordinator_checks = "fedtre_disclosure_checks_total"
+    assert value(coordinator, coordinator_checks, node="tre-a", rule="review", result="failed") == 0
+    assert value(coordinator, coordinator_checks, node="tre-a", rule="review", result="passed") == 1

@@ -147,3 +147,37 @@ def test_an_offline_nodes_tasks_wait_in_its_queue_until_it_reconnects():
     assert value(samples, "fedtre_task_oldest_age_seconds", node="tre-c", state="queued") == 0
     assert value(samples, "fedtre_task_dispatch_latency_seconds_count", node="tre-c") == 1
     assert value(samples, "fedtre_task_dispatch_latency_seconds_sum", node="tre-c") >= waited
+
+
+def test_build_info_and_certificate_expiry_without_created_series():
+    from cryptography import x509
+
+    import fedtre
+
+    def not_after(path) -> float:
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+        return cert.not_valid_after_utc.timestamp()
+
+    with LocalNetwork(DATA, metrics=True) as net:
+        # Given a network whose agents have connected and answered a job,
+        net.client().submit("count", dataset="cohort").result(timeout=20)
+        # when the coordinator is scraped,
+        samples = scrape(net.coordinator.metrics_port)
+        pki = net.pki
+        expected = {
+            ("coordinator", "coordinator"): not_after(pki / "coordinator" / "cert.pem"),
+            ("ca", "ca"): not_after(pki / "coordinator" / "ca.pem"),
+            **{("node", node): not_after(pki / "nodes" / node / "cert.pem") for node in DATA},
+        }
+
+    # then it states its build,
+    builds = [labels for (name, labels) in samples if name == "fedtre_build_info"]
+    assert len(builds) == 1 and dict(builds[0])["version"] == fedtre.__version__
+    assert samples[("fedtre_build_info", builds[0])] == 1
+    # the expiry of its own certificate, the CA's and each connected node's,
+    expiry = "fedtre_certificate_expiry_timestamp_seconds"
+    for (role, subject), timestamp in expected.items():
+        assert value(samples, expiry, role=role, subject=subject) == timestamp, (role, subject)
+    assert len([name for name, _ in samples if name == expiry]) == len(expected)
+    # and no counter carries a _created series.
+    assert not [name for name, _ in samples if name.endswith("_created")]

@@ -471,3 +471,60 @@ def test_shell_scripts_parse():
     for script in ("init.sh", "governance.sh"):
         done = subprocess.run([sh, "-n", str(DEPLOY / "compose" / script)], capture_output=True)
         assert done.returncode == 0, (script, done.stderr)
+
+
+def test_coordinator_image_sets_and_exposes_the_api_port():
+    text = re.sub(r"\\\n", " ", (DEPLOY / "Dockerfile.coordinator").read_text())
+    exposed = {
+        port
+        for line in text.splitlines()
+        if line.startswith("EXPOSE ")
+        for port in line.split()[1:]
+    }
+    env = dict(re.findall(r"(FEDTRE_\w+)=(\S+)", text))
+
+    assert {"50051", "50052", str(METRICS_PORT)} <= exposed
+    assert env["FEDTRE_LISTEN"] == "0.0.0.0:50051"  # agents, mutual TLS
+    assert env["FEDTRE_API_LISTEN"] == "0.0.0.0:50052"  # people, API tokens
+
+
+def test_kubernetes_publishes_only_the_grpc_ports_to_other_tres_with_tls_passed_through(manifests):
+    coordinator = next(
+        d
+        for d in manifests
+        if d["kind"] == "Deployment" and d["metadata"]["name"] == "fedtre-coordinator"
+    )
+    container = coordinator["spec"]["template"]["spec"]["containers"][0]
+    named_ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    external = [
+        d for d in manifests if d["kind"] == "Service" and d["spec"].get("type") == "LoadBalancer"
+    ]
+
+    # one LoadBalancer, a plain TCP pass-through to the coordinator's two gRPC ports
+    assert [s["metadata"]["name"] for s in external] == ["fedtre-coordinator-external"]
+    spec = external[0]["spec"]
+    assert spec["selector"].items() <= coordinator["spec"]["template"]["metadata"]["labels"].items()
+    published = {p["port"]: named_ports[p["targetPort"]] for p in spec["ports"]}
+    assert published == {50051: 50051, 50052: 50052}  # never the plain-HTTP metrics port
+    assert all(p.get("protocol", "TCP") == "TCP" for p in spec["ports"])
+    assert spec["loadBalancerSourceRanges"]  # a place to narrow it to the TREs' addresses
+
+    # and the ingress alternative passes TLS through (mutual TLS ends at the coordinator)
+    [ingress] = _yaml_docs(
+        DEPLOY / "kubernetes" / "coordinator" / "ingress-passthrough.example.yaml"
+    )
+    assert ingress["kind"] == "Ingress"
+    assert (
+        ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/ssl-passthrough"] == "true"
+    )
+    assert "tls" not in ingress["spec"]  # terminating TLS would strip the agents' certificates
+    backends = {
+        rule["host"]: path["backend"]["service"]
+        for rule in ingress["spec"]["rules"]
+        for path in rule["http"]["paths"]
+    }
+    assert {b["name"] for b in backends.values()} == {"fedtre-coordinator"}
+    services = {d["metadata"]["name"]: d for d in manifests if d["kind"] == "Service"}
+    service_ports = {p["name"] for p in services["fedtre-coordinator"]["spec"]["ports"]}
+    assert {b["port"]["name"] for b in backends.values()} == {"grpc", "api"}
+    assert {"grpc", "api"} <= service_ports
