@@ -141,8 +141,12 @@ def test_compute_refuses_what_the_schema_does_not_allow(tmp_path, name, params) 
 # ----------------------------------------------------------------------------- frames
 
 
-def test_count_has_no_frame() -> None:
-    assert get_analysis("count").to_frame({}, {"n": 12}) is None
+def test_count_frame_is_its_one_n() -> None:
+    frame = get_analysis("count").to_frame({}, {"n": 12})
+    assert list(frame.columns) == ["n"] and list(frame.index) == ["all"]
+    assert frame.loc["all", "n"] == 12
+    # a withheld count is missing, not zero
+    assert get_analysis("count").to_frame({}, {"n": None}).loc["all", "n"] is pd.NA
 
 
 def test_one_way_crosstab_frame() -> None:
