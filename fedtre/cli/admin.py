@@ -17,6 +17,7 @@ scroll-back and shell history.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import shutil
@@ -27,6 +28,7 @@ from typing import Any
 
 from fedtre.cli.common import add_connection_flags, connect, print_json, print_table
 from fedtre.errors import InvalidRequest
+from fedtre.files import open_private
 
 ROLES = ("researcher", "approver", "admin")
 
@@ -441,8 +443,14 @@ def _audit_verify(args: argparse.Namespace) -> int:
 
 def _audit_export(args: argparse.Namespace) -> int:
     store = _offline_store(args)
-    out = args.out.open("w", encoding="utf-8") if args.out else sys.stdout
-    try:
+    with contextlib.ExitStack() as stack:
+        if store is not None:
+            stack.callback(store.close)
+        out = (
+            stack.enter_context(open_private(args.out, encoding="utf-8"))
+            if args.out
+            else sys.stdout
+        )
         if store is not None:
             entries: Any = (e.to_json() for e in store.governance.audit_entries(args.since))
         else:
@@ -452,11 +460,6 @@ def _audit_export(args: argparse.Namespace) -> int:
         for entry in entries:
             out.write(json.dumps(entry, sort_keys=True) + "\n")
             count += 1
-    finally:
-        if store is not None:
-            store.close()
-        if args.out:
-            out.close()
     if args.out:
         print(f"wrote {count} audit entries to {args.out}", file=sys.stderr)
     return 0

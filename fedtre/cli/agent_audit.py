@@ -9,11 +9,13 @@ Run inside the TRE, beside the agent: they read its state database directly.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
 
 from fedtre.cli.common import print_json
+from fedtre.files import open_private
 
 
 def register(agent_sub: argparse._SubParsersAction) -> None:
@@ -65,16 +67,17 @@ def _verify(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from node_agent import audit
 
-    out = args.out.open("w", encoding="utf-8") if args.out else sys.stdout
     count = 0
-    try:
+    with contextlib.ExitStack() as stack:
+        out = (
+            stack.enter_context(open_private(args.out, encoding="utf-8"))
+            if args.out
+            else sys.stdout
+        )
         with _state(args) as state:
             for entry in audit.entries(state.engine, args.since):
                 out.write(json.dumps(entry.to_json(), sort_keys=True) + "\n")
                 count += 1
-    finally:
-        if args.out:
-            out.close()
     if args.out:
         print(f"wrote {count} audit entries to {args.out}", file=sys.stderr)
     return 0

@@ -22,6 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from fedtre.errors import InvalidRequest, NotFound
+from fedtre.files import FILE_MODE
 from fedtre.identity import ca as _ca
 from fedtre.identity.peer import identity_from_certificate
 from fedtre.identity.signing import (
@@ -166,7 +167,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
     # A reader (the coordinator) never sees half a list.
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "wb") as handle:
-        os.fchmod(handle.fileno(), 0o644)
+        os.fchmod(handle.fileno(), FILE_MODE)
         handle.write(data)
     os.replace(tmp, path)
 

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from fedtre.errors import InvalidRequest
+from fedtre.files import write_private
 
 SIGNING_KEY_FILE = "job-signing-key.pem"
 VERIFY_KEY_FILE = "job-signing-pub.pem"
@@ -104,11 +105,12 @@ def generate_signing_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
 
 
 def write_verify_key(path: str | os.PathLike[str], key: Ed25519PublicKey) -> None:
-    """Write the public half of the signing key as PEM (world-readable: it is public)."""
-    Path(path).write_bytes(
+    """Write the public half of the signing key as PEM (0600, like every file fedtre writes)."""
+    write_private(
+        path,
         key.public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+        ),
     )
 
 
