@@ -280,6 +280,12 @@ class Executor:
                 # Connection lost, database locked or restarting: worth another try; the
                 # query is read-only, so running it again changes nothing.
                 if delay is None or self._cancel_reason(task.task_id) is not None:
+                    # One line: fedtre.logs names the error without its SQL or values.
+                    logger.error(
+                        "task failed: the database did not answer",
+                        exc_info=exc,
+                        extra={**_ids(task), "attempts": attempt},
+                    )
                     raise FedtreError(
                         f"the TRE's database did not answer after {attempt} attempts "
                         f"({type(exc.orig).__name__}); the TRE's operator can find the cause "
