@@ -23,7 +23,7 @@ from coordinator.health import DatabaseHealth
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.rpc.admin_servicer import AdminServicer
 from coordinator.rpc.agent_servicer import AgentServicer
-from coordinator.rpc.interceptors import MetricsInterceptor
+from coordinator.rpc.interceptors import MetricsInterceptor, RefusalInterceptor
 from coordinator.rpc.job_servicer import JobServicer
 from coordinator.rpc.notifier import TaskNotifier
 from coordinator.rpc.registration import add_servicer
@@ -82,6 +82,7 @@ class CoordinatorServer:
         self.revocations = RevocationList.beside(config.tls.ca, config.crl_file)
         self.auth = Authenticator(self.store.governance, self.revocations, clock=self.service.clock)
         self._watcher: asyncio.Task[None] | None = None
+        self._refusals: asyncio.Task[None] | None = None
         self.api_port = 0
         self.metrics.watch_store(self.store, self.service.clock)
         self._server: grpc.aio.Server | None = None
@@ -95,7 +96,8 @@ class CoordinatorServer:
         """Start serving; return the bound port."""
         credentials = server_credentials(self.config.tls)
         server = grpc.aio.server(
-            options=list(DEFAULT_SERVER_OPTIONS), interceptors=[MetricsInterceptor(self.metrics)]
+            options=list(DEFAULT_SERVER_OPTIONS),
+            interceptors=[MetricsInterceptor(self.metrics), RefusalInterceptor(self.auth)],
         )
         notifier = self._notifier
         # Later rounds of multi-round jobs are queued on worker threads: wake their
@@ -197,6 +199,7 @@ class CoordinatorServer:
             )
             self.metrics_port = self._ops.start()
         self._watcher = asyncio.create_task(self._watch_revocations())
+        self._refusals = asyncio.create_task(self._flush_refusals())
         logger.info(
             "coordinator serving",
             extra={"port": self.port, "api_port": self.api_port, "metrics_port": self.metrics_port},
@@ -216,6 +219,15 @@ class CoordinatorServer:
                 seen = self.revocations.generation
                 self._agents.recheck_certificates()
 
+    async def _flush_refusals(self) -> None:
+        """Audit each ended window's repeated refusals as one counted entry per kind."""
+        while True:
+            await asyncio.sleep(self.auth.guard.window.total_seconds() / 4)
+            try:
+                await asyncio.to_thread(self.auth.flush_refusals)
+            except Exception:
+                logger.exception("auditing repeated refusals failed; the next pass retries")
+
     def ready(self) -> bool:
         """Whether the coordinator serves: the gRPC server runs and the database answers."""
         return self._server is not None and self._health is not None and self._health.healthy
@@ -227,6 +239,10 @@ class CoordinatorServer:
         if self._watcher is not None:
             self._watcher.cancel()
             self._watcher = None
+        if self._refusals is not None:
+            self._refusals.cancel()
+            self._refusals = None
+            await asyncio.to_thread(self.auth.flush_refusals, True)
         if self._ops is not None:
             self._ops.close()
             self._ops = None
