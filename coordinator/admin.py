@@ -23,6 +23,7 @@ from coordinator.domain.governance import (
     User,
     can_read_project,
 )
+from coordinator.store.checkpoints import CheckpointStore
 from coordinator.store.store import Store
 from fedtre.analyses import CATALOGUE
 from fedtre.audit import AuditEntry, VerifyReport
@@ -46,6 +47,7 @@ class Admin:
 
     def __init__(self, store: Store, clock: Clock = _utc_now) -> None:
         self.governance = store.governance
+        self.checkpoints = CheckpointStore(store)
         self.clock = clock
 
     # -- people ------------------------------------------------------------------------
@@ -169,8 +171,13 @@ class Admin:
 
     # -- audit -------------------------------------------------------------------------
 
-    def verify_audit(self) -> VerifyReport:
-        return self.governance.verify_audit()
+    def verify_audit(self, checkpoint: tuple[int, str] | None = None) -> VerifyReport:
+        """Walk the audit chain; with checkpoint (size, head), check that prefix is intact."""
+        if checkpoint is None:
+            return self.governance.verify_audit()
+        if checkpoint[0] < 0 or len(checkpoint[1]) != 64:
+            raise InvalidRequest("a checkpoint has a size of 0 or more and a 64-digit head hash")
+        return self.checkpoints.check(*checkpoint)
 
     def audit_entries(self, since: int = 0) -> Iterator[AuditEntry]:
         return self.governance.audit_entries(since)

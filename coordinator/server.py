@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 
 from coordinator.admin import Admin
 from coordinator.auth import Authenticator, RevocationList
+from coordinator.checkpoints import AuditCheckpoints
 from coordinator.config import CoordinatorConfig
 from coordinator.health import DatabaseHealth
 from coordinator.metrics import CoordinatorMetrics
@@ -30,6 +31,7 @@ from coordinator.rpc.registration import add_servicer
 from coordinator.scheduler import Scheduler
 from coordinator.service import CoordinatorService
 from coordinator.store import replicas
+from coordinator.store.checkpoints import CheckpointStore
 from coordinator.store.store import Store
 from fedtre.errors import Unavailable
 from fedtre.identity.signing import Signer, load_signing_key
@@ -72,10 +74,14 @@ class CoordinatorServer:
             max_in_flight=config.max_in_flight,
         )
         engine = self.store.engine
+        self.checkpoints = AuditCheckpoints(
+            CheckpointStore(self.store), self.signer, self.service.clock
+        )
         self.scheduler = Scheduler(
             self.service,
             config.tick_interval,
             lock=(lambda: replicas.tick_lock(engine)) if self.replicated else None,
+            after_tick=self.checkpoints.publish_if_due,
         )
         self._wakeups: replicas.Wakeups | None = None
         self.admin = Admin(self.store, self.service.clock)
@@ -133,6 +139,7 @@ class CoordinatorServer:
             self.config.ping_interval,
             self.auth,
             poll_interval=self.config.queue_poll_interval if self.replicated else None,
+            checkpoints=self.checkpoints,
         )
         add_servicer(server, agent_pb2.DESCRIPTOR.services_by_name["AgentService"], self._agents)
         add_servicer(

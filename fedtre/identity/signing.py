@@ -226,6 +226,11 @@ class Signer:
         data = canonical_json(grant.content(self.key_id))
         return data, self._key.sign(data)
 
+    def sign_bytes(self, data: bytes) -> bytes:
+        """Return the Ed25519 signature over data (signed documents other than grants,
+        e.g. audit checkpoints, each with its own "kind" so none passes for another)."""
+        return self._key.sign(data)
+
     def verifier(self) -> Verifier:
         return Verifier(self.public_key)
 
@@ -236,6 +241,14 @@ class Verifier:
     def __init__(self, public_key: Ed25519PublicKey) -> None:
         self._key = public_key
         self.key_id = key_id(public_key)
+
+    def verifies(self, data: bytes, signature: bytes) -> bool:
+        """Whether signature is this key's signature over exactly data."""
+        try:
+            self._key.verify(signature, data)
+        except InvalidSignature:
+            return False
+        return True
 
     def content(self, data: bytes, signature: bytes, kind: str) -> dict[str, Any]:
         """Return the grant's content once its signature and shape check out.
