@@ -64,6 +64,11 @@ def write_private(
     return Path(path)
 
 
+def copy_private(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> Path:
+    """Copy source's bytes to target, created 0600 (whatever source's mode); return target."""
+    return write_private(target, Path(source).read_bytes())
+
+
 def private_database(path: str | os.PathLike[str]) -> Path:
     """Create an SQLite database file 0600 (in a 0700 folder) before SQLite opens it.
 

@@ -23,7 +23,6 @@ import argparse
 import contextlib
 import dataclasses
 import json
-import shutil
 import sys
 from datetime import UTC, date, datetime, time
 from pathlib import Path
@@ -31,7 +30,7 @@ from typing import Any
 
 from fedtre.cli.common import add_connection_flags, connect, print_json, print_table
 from fedtre.errors import InvalidRequest
-from fedtre.files import open_private
+from fedtre.files import copy_private, open_private
 
 ROLES = ("researcher", "approver", "admin")
 
@@ -162,7 +161,7 @@ def _tokens_issue(args: argparse.Namespace) -> int:
     if args.out:
         ca = _own_ca(args)
         if ca is not None and not (args.out / "ca.pem").exists():
-            shutil.copyfile(ca, args.out / "ca.pem")
+            copy_private(ca, args.out / "ca.pem")
     if args.json:
         print_json({**dataclasses.asdict(record), "token_file": str(written)})
     else:

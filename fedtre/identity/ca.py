@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from fedtre.errors import Conflict, InvalidRequest
-from fedtre.files import private_dir, write_private
+from fedtre.files import copy_private, private_dir, write_private
 from fedtre.identity.peer import NAME_PATTERN, NAME_RULE, USER_ROLES
 from fedtre.identity.signing import (
     SIGNING_KEY_FILE,
@@ -143,7 +143,7 @@ def issue_node(
     bundle = _add_identity(root, NODES_DIR, node_id, "node", validity_days, now)
     verify_key = root / CA_DIR / VERIFY_KEY_FILE
     if verify_key.is_file():  # absent only in networks created before signed approvals
-        shutil.copyfile(verify_key, bundle / VERIFY_KEY_FILE)
+        copy_private(verify_key, bundle / VERIFY_KEY_FILE)
     return bundle
 
 

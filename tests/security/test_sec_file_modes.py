@@ -94,9 +94,26 @@ def test_a_networks_pki_files(tmp_path, capsys):
         root,
         {"ca/ca.pem", "ca/ca.key", "nodes/tre-a/cert.pem", "nodes/tre-a/job-signing-pub.pem"},
     )
+    code, _, _ = cli(capsys, "ca", "issue-node", str(root), "tre-b")
+    assert code == 0
+    code, _, _ = cli(capsys, "ca", "renew", str(root), "tre-b")
+    assert code == 0
     code, _, _ = cli(capsys, "ca", "revoke", str(root), "tre-a")
     assert code == 0
-    assert_private(root, {"ca/crl.pem"})
+    assert_private(root, {"ca/crl.pem", "nodes/tre-b/job-signing-pub.pem", "nodes/tre-b/ca.pem"})
+
+
+def test_the_first_admins_identity_folder(tmp_path, capsys):
+    cli(capsys, "ca", "init", str(tmp_path / "net"), "--nodes", "tre-a")
+    url = f"sqlite:///{tmp_path / 'db' / 'coordinator.sqlite'}"
+    code, _, err = cli(
+        capsys, "coordinator", "bootstrap-admin", "admin", "--out", str(tmp_path / "id" / "admin"),
+        "--tls-dir", str(tmp_path / "net" / "coordinator"), "--database-url", url,
+    )  # fmt: skip
+    assert code == 0, err
+    TOKENS.add((tmp_path / "id" / "admin" / "token").read_text().strip())
+    assert_private(tmp_path / "id", {"admin/token", "admin/ca.pem"})
+    assert_private(tmp_path / "db", {"coordinator.sqlite"})
 
 
 def test_token_files_and_synthetic_exports(tmp_path):
