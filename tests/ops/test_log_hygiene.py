@@ -107,7 +107,9 @@ def test_the_scheduler_ticks_without_info_lines_and_fails_in_one(captured):
     finally:
         scheduler.stop()
     found = events(captured)
-    assert not [e for e in found if e["logger"].startswith("apscheduler")], found
+    chatter = [e for e in found if e["logger"].startswith("apscheduler")]
+    # ("skipped: maximum number of running instances" may come, as a warning, rightly)
+    assert not [e for e in chatter if e["level"] in ("debug", "info")], chatter
     tick_failures = [e for e in found if "tick failed" in e["event"]]
     assert tick_failures and all(sql_free(json.dumps(e)) for e in tick_failures)
     assert all("exception" not in e for e in tick_failures)
@@ -134,5 +136,6 @@ def test_a_filter_of_255_thousand_values_fails_in_one_sql_free_line(captured):
     ]
     assert len(failures) == 1, failures
     assert "exception" not in failures[0] and len(json.dumps(failures[0])) < 1000
-    # The coordinator's scheduler ticked during the run, silently.
-    assert not [e for e in found if e["logger"].startswith("apscheduler")]
+    # The coordinator's scheduler ticked during the run, without a line at INFO.
+    chatter = [e for e in found if e["logger"].startswith("apscheduler")]
+    assert not [e for e in chatter if e["level"] in ("debug", "info")], chatter
