@@ -11,6 +11,7 @@ a file anyone holding the network's keys can verify.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -23,6 +24,9 @@ logger = logging.getLogger(__name__)
 
 # Seconds between checkpoints while the log grows (an idle log gets none).
 CHECKPOINT_INTERVAL_S = 600.0
+# Every stream asks for the newest checkpoint at each heartbeat: one read serves them all
+# for this long (a checkpoint published here is seen at once).
+NEWEST_TTL_S = 5.0
 
 
 class AuditCheckpoints:
@@ -39,6 +43,7 @@ class AuditCheckpoints:
         self._signer = signer
         self._clock = clock
         self._interval = timedelta(seconds=interval_s)
+        self._newest: tuple[float, SignedCheckpoint | None] | None = None
 
     def latest(self) -> SignedCheckpoint | None:
         """Return the newest published checkpoint with its countersignatures, or None."""
@@ -46,8 +51,13 @@ class AuditCheckpoints:
 
     def newest(self) -> SignedCheckpoint | None:
         """Return the newest published checkpoint alone (what agents are sent), or None."""
+        cached = self._newest
+        if cached is not None and time.monotonic() - cached[0] < NEWEST_TTL_S:
+            return cached[1]
         entry = self._store.latest()
-        return None if entry is None else checkpoints.from_entries(entry, ())
+        newest = None if entry is None else checkpoints.from_entries(entry, ())
+        self._newest = (time.monotonic(), newest)
+        return newest
 
     def publish_if_due(self, force: bool = False) -> SignedCheckpoint | None:
         """Sign and record a checkpoint of the log as it is now, if one is due (or force).
@@ -63,6 +73,7 @@ class AuditCheckpoints:
         size, head = self._store.head()
         signed = checkpoints.sign(self._signer, Checkpoint(size, head, checkpoints.at_now(now)))
         self._store.record_published(checkpoints.published_details(signed), now)
+        self._newest = (time.monotonic(), signed)
         logger.info("audit checkpoint published", extra={"size": size})
         return signed
 
