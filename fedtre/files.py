@@ -73,11 +73,19 @@ def private_database(path: str | os.PathLike[str]) -> Path:
     """Create an SQLite database file 0600 (in a 0700 folder) before SQLite opens it.
 
     SQLite gives a database's -wal, -shm and journal files the database file's own mode,
-    so they are 0600 too. An existing file is made 0600.
+    so they are 0600 too. An existing file of this user's is made 0600 (an older one
+    may be world-readable); another user's is left to SQLite to open or refuse.
     """
     target = Path(path)
+    if target.exists():
+        if target.stat().st_uid == os.getuid():
+            os.chmod(target, FILE_MODE)
+        return target
     private_dir(target.parent)
-    fd = os.open(target, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    except FileExistsError:
+        return target  # created meanwhile (another replica, another thread)
     try:
         os.fchmod(fd, FILE_MODE)
     finally:

@@ -124,3 +124,11 @@ def test_token_files_and_synthetic_exports(tmp_path):
     write_cohorts(tmp_path / "synth" / "sqlite", n_nodes=1, rows=20, fmt="sqlite")
     assert_private(tmp_path / "tokens", {"alice/token"})
     assert_private(tmp_path / "synth", {"csv/tre-a.csv", "sqlite/tre-a.sqlite"})
+
+
+def test_an_older_world_readable_database_is_made_private(tmp_path):
+    path = tmp_path / "agent.sqlite"
+    path.touch()
+    os.chmod(path, 0o644)
+    with AgentState(path):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
