@@ -85,7 +85,7 @@ class AuditCheckpoints:
         """
         checkpoint = checkpoints.parse(data)
         published = self._store.published(checkpoint.size)
-        if published is None or published.details.get("checkpoint") != data.decode("ascii"):
+        if published is None or str(published.details.get("checkpoint")).encode() != data:
             raise CheckpointError(
                 "the checkpoint countersigned is not one this coordinator published"
             )

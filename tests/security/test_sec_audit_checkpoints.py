@@ -15,12 +15,16 @@ import sqlite3
 import stat
 from pathlib import Path
 
+import grpc
 import pytest
 from sectools import OPEN_POLICY, cli, data, start, wait_for
 
 from fedtre import checkpoints
 from fedtre.audit import GENESIS, entry_hash
+from fedtre.cli.main import main as fedtre_main
+from fedtre.identity.tls import TlsFiles, channel_credentials
 from fedtre.testing import LocalNetwork
+from fedtre.v1 import agent_pb2, agent_pb2_grpc
 from node_agent import audit as agent_audit
 
 NODES = ("tre-a", "tre-b")
@@ -103,9 +107,8 @@ def checkpoint_file(net, tmp_path_factory) -> Path:
 
 
 def cli_plain(*argv: str) -> int:
-    from fedtre.cli.main import main
-
-    return main(list(argv))
+    """Run the CLI where no capsys is at hand (a module-scoped fixture)."""
+    return fedtre_main(list(argv))
 
 
 # -- checkpoints are published, countersigned and written ----------------------------------
@@ -250,3 +253,29 @@ def test_agents_refuse_to_countersign_a_rolled_back_log(net, checkpoint_file):
         size,
         checkpoints.parse(rolled.data).size,
     )
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda signed: (b"\xff not json", b"sig"),
+        lambda signed: (signed.data.replace(b'"log":"coordinator"', b'"log":"\xc3\xa9"'), b"x"),
+        lambda signed: (signed.data, b"not a signature"),
+    ],
+    ids=["garbage", "not-published", "bad-countersignature"],
+)
+def test_a_bad_countersignature_is_invalid_argument_and_not_recorded(net, make):
+    signed = net.coordinator.checkpoints.newest()
+    assert signed is not None
+    before = net.coordinator.checkpoints.latest()
+    data, signature = make(signed)
+    creds = channel_credentials(TlsFiles.from_dir(net.pki / "nodes" / "tre-a"))
+    with grpc.secure_channel(net.address, creds) as channel:
+        stub = agent_pb2_grpc.AgentServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.CountersignCheckpoint(
+                agent_pb2.CountersignCheckpointRequest(checkpoint=data, signature=signature),
+                timeout=10,
+            )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+    assert net.coordinator.checkpoints.latest() == before
