@@ -11,12 +11,14 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
-from sectools import TOKENS, cli
+from sectools import OPEN_POLICY, TOKENS, cli
 
 from coordinator.store.store import Store
 from fedtre.credentials import write_token_file
 from fedtre.synth import write_cohorts
+from fedtre.testing import LocalNetwork
 from node_agent.secret import load_or_create_secret
 from node_agent.state import AgentState
 
@@ -132,3 +134,30 @@ def test_an_older_world_readable_database_is_made_private(tmp_path):
     os.chmod(path, 0o644)
     with AgentState(path):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_running_networks_databases_secret_and_agent_export(tmp_path, capsys):
+    frame = pd.DataFrame({"age": list(range(20, 80))})
+    with LocalNetwork(
+        {"tre-a": {"cohort": frame}}, policy=OPEN_POLICY, directory=tmp_path / "net"
+    ) as net:
+        with net.client() as researcher:
+            assert researcher.submit("count", dataset="cohort").result(20).state == "completed"
+        config = net.directory / "nodes" / "tre-a" / "agent.toml"
+        out = tmp_path / "exports" / "agent-audit.jsonl"
+        code, _, err = cli(
+            capsys, "agent", "audit", "export", "--config", str(config), "--out", str(out)
+        )
+        assert code == 0, err
+        home = net.directory / "nodes" / "tre-a"
+        written = {
+            net.directory / "coordinator.sqlite",
+            home / "agent-state.sqlite",
+            home / "agent-state-cell-key-secret",
+            out,
+        }
+        for path in written:
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+        wal = [p for p in net.directory.rglob("*-wal")] + [p for p in net.directory.rglob("*-shm")]
+        assert wal and all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in wal), wal
+    assert_private(tmp_path / "exports", {"agent-audit.jsonl"})
