@@ -305,7 +305,7 @@ class Authenticator:
         subject: str = "",
     ) -> None:
         now = self._clock()
-        first = self.guard.refused(
+        audit_now = self.guard.refused(
             call.peer,
             credential_key(call.metadata, call.auth_context),
             event=event,
@@ -314,7 +314,7 @@ class Authenticator:
             method=call.method,
             now=now,
         )
-        if not first:
+        if not audit_now:
             return  # counted into this window's summary (flush_refusals)
         details: dict[str, object] = {"method": call.method, "reason": reason, "peer": call.peer}
         if token_id:
