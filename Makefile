@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint protos check-protos bench bench-network bench-analyses bench-glm bench-release clean
+.PHONY: demo test lint protos check-protos bench bench-network bench-analyses bench-glm bench-release bench-refusals clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,7 @@ clean:
 # (figures and commands: bench/README.md). pandas reads Parquet through pyarrow, a bench-only need.
 BENCH_NICE ?= nice -n 10
 
-bench: bench-network bench-analyses bench-glm bench-release
+bench: bench-network bench-analyses bench-glm bench-release bench-refusals
 
 # Latency, throughput (SQLite and the PostgreSQL on 127.0.0.1:5432), fan-out, rows curve.
 bench-network: $(STAMP)
@@ -50,3 +50,7 @@ bench-glm: $(STAMP)
 # sketch in DuckDB, against DuckDB's own aggregate in the same run.
 bench-release: $(STAMP)
 	$(BENCH_NICE) $(BIN)/python bench/release.py --rows 10000000
+
+# A legitimate call's p50, quiet and under a flood of refused calls (loopback, bounded).
+bench-refusals: $(STAMP)
+	$(BIN)/python bench/refusal_flood.py --seconds 10 --flooders 2 --max-calls 5000

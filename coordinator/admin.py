@@ -24,6 +24,7 @@ from coordinator.domain.governance import (
     can_read_project,
     network_problems,
 )
+from coordinator.store.checkpoints import CheckpointStore
 from coordinator.store.store import Store
 from fedtre.analyses import CATALOGUE
 from fedtre.audit import AuditEntry, VerifyReport
@@ -49,6 +50,7 @@ class Admin:
     def __init__(self, store: Store, clock: Clock = _utc_now) -> None:
         self.governance = store.governance
         self._store = store
+        self.checkpoints = CheckpointStore(store)
         self.clock = clock
         # Checks of a project change (by, current, proposed) that raise to refuse it: the
         # data access committee's (coordinator.applications) keeps an approved scope.
@@ -200,8 +202,13 @@ class Admin:
 
     # -- audit -------------------------------------------------------------------------
 
-    def verify_audit(self) -> VerifyReport:
-        return self.governance.verify_audit()
+    def verify_audit(self, checkpoint: tuple[int, str] | None = None) -> VerifyReport:
+        """Walk the audit chain; with checkpoint (size, head), check that prefix is intact."""
+        if checkpoint is None:
+            return self.governance.verify_audit()
+        if checkpoint[0] < 0 or len(checkpoint[1]) != 64:
+            raise InvalidRequest("a checkpoint has a size of 0 or more and a 64-digit head hash")
+        return self.checkpoints.check(*checkpoint)
 
     def audit_entries(self, since: int = 0) -> Iterator[AuditEntry]:
         return self.governance.audit_entries(since)

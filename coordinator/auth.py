@@ -17,7 +17,8 @@ token and compares in constant time; it never stores, logs or echoes a token.
 
 Failures are audited (never with the token): UNAUTHENTICATED for a missing, malformed,
 unknown, revoked or expired token or a disabled person; PERMISSION_DENIED for a known
-caller whose role may not make the call.
+caller whose role may not make the call. Under a flood, refusals are limited per peer
+and audited as one counted entry per window (coordinator.refusals).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from pathlib import Path
 
 from cryptography import x509
 
+from coordinator.refusals import RefusalGuard, Summary, credential_key
 from coordinator.store.governance import GovernanceStore
 from fedtre.commands import command_for
 from fedtre.errors import InvalidRequest, PermissionDenied, Unauthenticated
@@ -175,11 +177,42 @@ class Authenticator:
         *,
         clock: Clock = lambda: datetime.now(UTC),
         login_window_s: float = LOGIN_WINDOW_S,
+        guard: RefusalGuard | None = None,
     ) -> None:
         self._governance = governance
         self.revocations = revocations
         self._clock = clock
         self._login_window_s = login_window_s
+        self.guard = guard or RefusalGuard()
+
+    def blocked(self, peer: str, credential: str, method: str) -> float | None:
+        """Seconds until credentials refused too often from peer are checked again, or None."""
+        return self.guard.blocked(peer, credential, method, self._clock())
+
+    def flush_refusals(self, force: bool = False) -> int:
+        """Audit the refusals of ended windows, one counted entry per kind; return how many.
+
+        Blocking (writes the database): call it off the event loop.
+        """
+        summaries = self.guard.flush(self._clock(), force=force)
+        for summary in summaries:
+            self._audit_summary(summary)
+        return len(summaries)
+
+    def _audit_summary(self, summary: Summary) -> None:
+        try:
+            self._governance.audit(
+                actor=summary.actor or "anonymous",
+                event=summary.event,
+                details=summary.details(),
+                now=self._clock(),
+            )
+        except Exception:
+            logger.exception("could not audit repeated refusals", extra={"peer": summary.peer})
+        logger.warning(
+            "calls refused repeatedly",
+            extra={"peer": summary.peer, "reason": summary.reason, "count": summary.count},
+        )
 
     def certificate_revoked(self, cert: x509.Certificate) -> bool:
         return self.revocations is not None and self.revocations.is_revoked(cert.serial_number)
@@ -277,6 +310,18 @@ class Authenticator:
         extra: Mapping[str, object] | None = None,
         subject: str = "",
     ) -> None:
+        now = self._clock()
+        audit_now = self.guard.refused(
+            call.peer,
+            credential_key(call.metadata, call.auth_context),
+            event=event,
+            reason=reason,
+            actor=actor,
+            method=call.method,
+            now=now,
+        )
+        if not audit_now:
+            return  # counted into this window's summary (flush_refusals)
         details: dict[str, object] = {"method": call.method, "reason": reason, "peer": call.peer}
         if token_id:
             details["token_id"] = token_id  # the public half only
@@ -287,7 +332,7 @@ class Authenticator:
                 event=event,
                 subject=subject,
                 details=details,
-                now=self._clock(),
+                now=now,
             )
         except Exception:
             # A refusal stands even if the database cannot record it.

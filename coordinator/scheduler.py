@@ -53,8 +53,11 @@ class Scheduler:
         interval: float,
         clock: Callable[[], datetime] | None = None,
         lock: Callable[[], AbstractContextManager[bool]] | None = None,
+        after_tick: Callable[[], object] | None = None,
     ) -> None:
+        """after_tick: run after each tick that ran (e.g. publishing an audit checkpoint)."""
         self._service = service
+        self._after_tick = after_tick
         self._lock = lock or (lambda: contextlib.nullcontext(True))
         self._interval = interval
         self._clock = clock or service.clock
@@ -87,7 +90,10 @@ class Scheduler:
             with self._lock() as held:
                 if not held:
                     return None
-                return expire_overdue(self._service, self._clock())
+                expiry = expire_overdue(self._service, self._clock())
+                if self._after_tick is not None:
+                    self._after_tick()
+                return expiry
         except Exception:
             logger.exception("the scheduler's tick failed; the next one retries")
             return None

@@ -20,19 +20,21 @@ from grpc_reflection.v1alpha import reflection
 from coordinator.admin import Admin
 from coordinator.applications import Applications, register_pages
 from coordinator.auth import Authenticator, RevocationList
+from coordinator.checkpoints import AuditCheckpoints
 from coordinator.config import CoordinatorConfig
 from coordinator.health import DatabaseHealth
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.rpc.admin_servicer import AdminServicer
 from coordinator.rpc.agent_servicer import AgentServicer
 from coordinator.rpc.application_servicer import ApplicationServicer
-from coordinator.rpc.interceptors import MetricsInterceptor
+from coordinator.rpc.interceptors import MetricsInterceptor, RefusalInterceptor
 from coordinator.rpc.job_servicer import JobServicer
 from coordinator.rpc.notifier import TaskNotifier
 from coordinator.rpc.registration import add_servicer
 from coordinator.scheduler import Scheduler
 from coordinator.service import CoordinatorService
 from coordinator.store import replicas
+from coordinator.store.checkpoints import CheckpointStore
 from coordinator.store.store import Store
 from fedtre.errors import Unavailable
 from fedtre.identity.signing import Signer, load_signing_key
@@ -76,10 +78,14 @@ class CoordinatorServer:
             max_in_flight=config.max_in_flight,
         )
         engine = self.store.engine
+        self.checkpoints = AuditCheckpoints(
+            CheckpointStore(self.store), self.signer, self.service.clock
+        )
         self.scheduler = Scheduler(
             self.service,
             config.tick_interval,
             lock=(lambda: replicas.tick_lock(engine)) if self.replicated else None,
+            after_tick=self.checkpoints.publish_if_due,
         )
         self._wakeups: replicas.Wakeups | None = None
         self.admin = Admin(self.store, self.service.clock)
@@ -89,6 +95,7 @@ class CoordinatorServer:
         self.revocations = RevocationList.beside(config.tls.ca, config.crl_file)
         self.auth = Authenticator(self.store.governance, self.revocations, clock=self.service.clock)
         self._watcher: asyncio.Task[None] | None = None
+        self._refusals: asyncio.Task[None] | None = None
         self.api_port = 0
         self.metrics.watch_store(self.store, self.service.clock)
         self._server: grpc.aio.Server | None = None
@@ -109,7 +116,8 @@ class CoordinatorServer:
         credentials = server_credentials(self.config.tls)  # a missing file: a clear error
         self._record_certificate_expiry()
         server = grpc.aio.server(
-            options=list(DEFAULT_SERVER_OPTIONS), interceptors=[MetricsInterceptor(self.metrics)]
+            options=list(DEFAULT_SERVER_OPTIONS),
+            interceptors=[MetricsInterceptor(self.metrics), RefusalInterceptor(self.auth)],
         )
         notifier = self._notifier
         # Later rounds of multi-round jobs are queued on worker threads: wake their
@@ -145,6 +153,7 @@ class CoordinatorServer:
             self.config.ping_interval,
             self.auth,
             poll_interval=self.config.queue_poll_interval if self.replicated else None,
+            checkpoints=self.checkpoints,
         )
         add_servicer(server, agent_pb2.DESCRIPTOR.services_by_name["AgentService"], self._agents)
         add_servicer(
@@ -219,6 +228,7 @@ class CoordinatorServer:
             )
             self.metrics_port = self._ops.start()
         self._watcher = asyncio.create_task(self._watch_revocations())
+        self._refusals = asyncio.create_task(self._flush_refusals())
         logger.info(
             "coordinator serving",
             extra={"port": self.port, "api_port": self.api_port, "metrics_port": self.metrics_port},
@@ -238,6 +248,15 @@ class CoordinatorServer:
                 seen = self.revocations.generation
                 self._agents.recheck_certificates()
 
+    async def _flush_refusals(self) -> None:
+        """Audit each ended window's repeated refusals as one counted entry per kind."""
+        while True:
+            await asyncio.sleep(self.auth.guard.window.total_seconds() / 4)
+            try:
+                await asyncio.to_thread(self.auth.flush_refusals)
+            except Exception:
+                logger.exception("auditing repeated refusals failed; the next pass retries")
+
     def ready(self) -> bool:
         """Whether the coordinator serves: the gRPC server runs and the database answers."""
         return self._server is not None and self._health is not None and self._health.healthy
@@ -249,6 +268,10 @@ class CoordinatorServer:
         if self._watcher is not None:
             self._watcher.cancel()
             self._watcher = None
+        if self._refusals is not None:
+            self._refusals.cancel()
+            self._refusals = None
+            await asyncio.to_thread(self.auth.flush_refusals, True)
         if self._ops is not None:
             self._ops.close()
             self._ops = None

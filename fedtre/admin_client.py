@@ -190,8 +190,14 @@ class AdminClient:
 
     # -- audit -------------------------------------------------------------------------
 
-    def verify_audit(self) -> AuditReport:
-        r = self._call("VerifyAudit", admin_pb2.VerifyAuditRequest())
+    def verify_audit(self, checkpoint: tuple[int, str] | None = None) -> AuditReport:
+        """Walk the coordinator's audit chain; with checkpoint (size, head hash), also
+        check that the log still holds that prefix."""
+        request = admin_pb2.VerifyAuditRequest()
+        if checkpoint is not None:
+            request.check_checkpoint = True
+            request.checkpoint_size, request.checkpoint_head = checkpoint
+        r = self._call("VerifyAudit", request)
         return AuditReport(r.ok, r.entries, r.broken_at or None, r.problem, r.head_hash)
 
     def export_audit(self, since: int = 0) -> Iterator[dict[str, Any]]:

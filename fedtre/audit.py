@@ -7,8 +7,12 @@ A one-row head table holds the latest sequence number and hash: appends lock it,
 writers (threads, or coordinator replicas on PostgreSQL) can never fork the chain, and a
 log cut short at its end no longer matches its head.
 
-What an attacker who can rewrite the whole database could still do is rewrite the
-whole chain consistently; `export` (JSON lines for a SIEM) keeps a copy out of reach.
+What the chain alone cannot show is a rewrite by the database's own writer: cutting the
+tail and moving the head back, or recomputing every hash. Signed checkpoints do
+(fedtre.checkpoints): a checkpoint records a size and the hash of the entry at that size,
+and `check_against` fails unless the log still holds exactly that prefix, since each
+entry's hash commits to every entry before it. `export` (JSON lines for a SIEM) keeps
+a copy out of reach as well.
 
 The functions take a SQLAlchemy connection (or ORM session) so an entry is written in
 the same transaction as the change it records.
@@ -260,6 +264,50 @@ def verify(conn: sa.Connection | Any, tables: AuditTables) -> VerifyReport:
             "entries were deleted from the end, or the head was altered",
         )
     return VerifyReport(count, prev)
+
+
+def head(conn: sa.Connection | Any, tables: AuditTables) -> tuple[int, str]:
+    """Return (size, hash of the last entry) as the head row records them."""
+    row = conn.execute(
+        sa.select(tables.head.c.seq, tables.head.c.hash).where(tables.head.c.id == 1)
+    ).first()
+    return (int(row[0]), str(row[1])) if row is not None else (0, GENESIS)
+
+
+def check_against(
+    conn: sa.Connection | Any, tables: AuditTables, size: int, head_hash: str
+) -> VerifyReport:
+    """Walk the chain, then check it still holds the prefix a checkpoint recorded.
+
+    The prefix of `size` entries is intact when entry `size` still has hash head_hash:
+    its hash covers every entry before it. Fails when entries were removed (the log is
+    shorter), or when the log was rewritten, even with every hash recomputed.
+    """
+    report = verify(conn, tables)
+    if not report.ok:
+        return report
+    if report.entries < size:
+        return VerifyReport(
+            report.entries,
+            report.head_hash,
+            report.entries + 1,
+            f"the log holds {report.entries} entries but the checkpoint recorded {size}: "
+            "entries were removed and the log rolled back",
+        )
+    found = (
+        GENESIS
+        if size == 0
+        else conn.execute(sa.select(tables.log.c.hash).where(tables.log.c.seq == size)).scalar()
+    )
+    if found != head_hash:
+        return VerifyReport(
+            report.entries,
+            report.head_hash,
+            size,
+            f"entry {size} does not have the hash the checkpoint recorded: the log was "
+            "rewritten since the checkpoint (its hashes recomputed)",
+        )
+    return report
 
 
 def _iso(value: datetime) -> str:

@@ -21,6 +21,7 @@ from pathlib import Path
 import grpc
 
 from fedtre.errors import InvalidRequest
+from fedtre.files import private_dir
 from fedtre.identity.ca import CA_FILE, CERT_FILE, KEY_FILE
 from fedtre.identity.tls import TlsFiles, channel_credentials
 
@@ -50,7 +51,7 @@ def write_token_file(path: str | os.PathLike[str], token: str) -> Path:
     Raises InvalidRequest when path exists.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(target.parent)
     try:
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError as exc:

@@ -26,6 +26,7 @@ from pathlib import Path
 from fedtre.client import Client, Result
 from fedtre.disclosure import DisclosurePolicy
 from fedtre.errors import Unavailable
+from fedtre.files import open_private
 from fedtre.identity.ca import init_network
 from fedtre.report import result_lines
 from fedtre.synth import COLUMN_TYPES, GRIDS, write_cohorts
@@ -169,13 +170,15 @@ def run_cli(args: list[str]) -> None:
 
 def spawn(args: list[str], log: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "fedtre.cli.main", *args],
-        stdout=subprocess.PIPE,
-        stderr=log.open("w"),
-        text=True,
-        env=env,
-    )
+    # The child holds its own copy of the log's descriptor; ours closes with the block.
+    with open_private(log) as stderr:
+        return subprocess.Popen(
+            [sys.executable, "-m", "fedtre.cli.main", *args],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            env=env,
+        )
 
 
 def read_addresses(process: subprocess.Popen, log: Path) -> tuple[str, str]:

@@ -13,6 +13,7 @@ from typing import Any
 
 from fedtre.client import Result
 from fedtre.errors import InvalidRequest
+from fedtre.files import open_private
 
 
 def plot_survival(result: Result, path: str | Path) -> Path:
@@ -61,7 +62,8 @@ def plot_survival(result: Result, path: str | Path) -> Path:
     axes.legend(loc="best")
     axes.grid(alpha=0.3)
     target = Path(path)
-    figure.savefig(target, format="png")
+    with open_private(target, "wb") as handle:
+        figure.savefig(handle, format="png")
     return target
 
 

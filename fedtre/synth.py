@@ -61,6 +61,7 @@ import numpy as np
 import pandas as pd
 
 from fedtre.errors import Conflict, InvalidRequest
+from fedtre.files import open_private, private_database, private_dir
 
 COLUMN_TYPES: dict[str, str] = {
     "age": "integer",
@@ -235,12 +236,13 @@ def write_cohorts(
             f"{', '.join(existing)} already exist; pass overwrite (--force) or "
             "choose another directory"
         )
-    out.mkdir(parents=True, exist_ok=True)
+    private_dir(out)
     for index, path in enumerate(paths.values()):
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index,)))
         cohort = generate_cohort(index % len(PROFILES), rows, rng)
         if fmt == "csv":
-            cohort.to_csv(path, index=False)
+            with open_private(path, newline="") as handle:
+                cohort.to_csv(handle, index=False)
         else:
             _write_sqlite(path, cohort)
     return paths
@@ -248,6 +250,7 @@ def write_cohorts(
 
 def _write_sqlite(path: Path, cohort: pd.DataFrame) -> None:
     path.unlink(missing_ok=True)
+    private_database(path)
     # Declared column types matter: the agent compiles queries against them.
     columns = ", ".join(
         f"{name} {_SQL_TYPES[kind]}{'' if name in _NULLABLE else ' NOT NULL'}"

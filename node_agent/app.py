@@ -15,6 +15,7 @@ from fedtre.identity.tls import DEFAULT_CHANNEL_OPTIONS, TlsFiles
 from fedtre.ops_http import OpsServer
 from node_agent.airlock import Courier
 from node_agent.approvals import ApprovalRunner, OperatorApprovals
+from node_agent.checkpoints import CheckpointWitness
 from node_agent.config import AgentConfig
 from node_agent.connection import AGENT_VERSION, AgentConnection
 from node_agent.credentials import ReloadingCredentials
@@ -48,7 +49,8 @@ class Agent:
                 "name it with [tls] verify_key"
             )
         # Pinned here, at start-up: tasks must carry a grant signed by this key.
-        verifier = TaskVerifier(config.node_id, Verifier(load_verify_key(config.tls.verify_key)))
+        network_key = Verifier(load_verify_key(config.tls.verify_key))
+        verifier = TaskVerifier(config.node_id, network_key)
         credentials = ReloadingCredentials(tls, config.node_id)
         secret = load_or_create_secret(config.secret_path)
         config = replace(config, policy=config.policy.keyed(secret_tag=secret_tag(secret)))
@@ -60,6 +62,7 @@ class Agent:
         self.metrics = AgentMetrics(config.node_id, AGENT_VERSION, config.analyses)
         watch_sources(self.sources, self.metrics)
         self.state = AgentState(config.state_db)
+        self.witness = CheckpointWitness(network_key, tls, self.state)
         policy = LocalPolicy.from_config(config)
         self.executor = Executor(policy, self.sources, self.state)
         self.approvals = OperatorApprovals(self.state)
@@ -81,6 +84,7 @@ class Agent:
             workers=config.max_concurrent_tasks,
             paused=lambda: self.state.paused() is not None,
             on_cancel=self.executor.cancel,
+            witness=self.witness.witness,
             sign_result=ResultSigner(
                 config.node_id,
                 tls,

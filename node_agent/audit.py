@@ -19,6 +19,20 @@ from fedtre.audit import AuditEntry, VerifyReport
 METADATA = sa.MetaData()
 TABLES = audit.audit_tables(METADATA)
 
+# The coordinator's audit checkpoints this agent has seen and countersigned
+# (node_agent.checkpoints): its evidence should the coordinator's log be rolled back.
+coordinator_checkpoints = sa.Table(
+    "coordinator_checkpoints",
+    METADATA,
+    sa.Column("size", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("head", sa.String(64), nullable=False),
+    sa.Column("at", sa.String(40), nullable=False),
+    sa.Column("checkpoint", sa.LargeBinary, nullable=False),
+    sa.Column("signature", sa.LargeBinary, nullable=False),
+    sa.Column("countersignature", sa.LargeBinary, nullable=False),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 AGENT = "agent"
 
 

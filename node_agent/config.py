@@ -28,6 +28,7 @@ from fedtre.catalogue.description import (
 from fedtre.disclosure import DisclosurePolicy
 from fedtre.disclosure.cellkey import PTable
 from fedtre.errors import InvalidRequest
+from fedtre.files import write_private
 from fedtre.identity.signing import VERIFY_KEY_FILE
 from fedtre.ops_http import parse_listen
 from node_agent.sovereignty import GovernanceConfig, parse_governance
@@ -256,7 +257,7 @@ def write_config(path: str | Path, config: AgentConfig) -> AgentConfig:
     checked by exactly the rules an operator's hand-written one is).
     """
     path = Path(path)
-    path.write_text(config.to_toml(), encoding="utf-8")
+    write_private(path, config.to_toml())
     return load_config(path)
 
 

@@ -111,11 +111,15 @@ class AgentConnection:
         paused: Callable[[], bool] | None = None,
         on_cancel: Callable[[str, str], None] | None = None,
         sign_result: Callable[[str, NodeOutput], Provenance | None] | None = None,
+        witness: Callable[[bytes, bytes], bytes | None] | None = None,
     ) -> None:
         """workers: the most tasks this agent runs at once (its concurrency limit).
         paused: whether the TRE has paused this agent (asked at each (re)connection).
         on_cancel: called with (task id, reason) when the coordinator cancels a task.
+        witness: given an audit checkpoint's bytes and signature, returns this agent's
+        countersignature, or None (node_agent.checkpoints).
         """
+        self._witness = witness
         # With ReloadingCredentials, a renewed certificate is picked up on reconnect.
         self._source = credentials if isinstance(credentials, ReloadingCredentials) else None
         self._targets, self._options = parse_targets(target), list(channel_options)
@@ -227,6 +231,8 @@ class AgentConnection:
                 self._pool.submit(self._handle, message.task)
             elif message.HasField("cancel") and self._on_cancel is not None:
                 self._on_cancel(message.cancel.task_id, message.cancel.reason)
+            elif message.HasField("checkpoint") and self._witness is not None:
+                self._pool.submit(self._countersign, message.checkpoint)
             if self._source is not None and self._source.changed():
                 logger.info("certificate files changed; reconnecting with them")
                 call.cancel()
@@ -293,6 +299,21 @@ class AgentConnection:
                 return None
             raise Unavailable(f"cannot ask for project {project!r}'s application") from None
         return json_format.MessageToDict(response.application, preserving_proto_field_name=True)
+
+    def _countersign(self, checkpoint: agent_pb2.AuditCheckpoint) -> None:
+        # Runs on the pool, whose futures nobody reads: log here or the failure is silent.
+        assert self._witness is not None
+        try:
+            signature = self._witness(checkpoint.checkpoint, checkpoint.signature)
+            if signature is not None:
+                request = agent_pb2.CountersignCheckpointRequest(
+                    checkpoint=checkpoint.checkpoint, signature=signature
+                )
+                self._stub.CountersignCheckpoint(request, timeout=REPORT_TIMEOUT_S)
+        except grpc.RpcError as exc:
+            logger.warning("countersignature not delivered: %s", exc.code().name)
+        except Exception:
+            logger.exception("audit checkpoint could not be countersigned")
 
     def report(self, task_id: str, output: NodeOutput) -> bool:
         """Report a task's output, retrying while the link is down (the airlock's reporter).

@@ -54,6 +54,11 @@ MAX_ROUND_COHORTS = 4
 # Waits before the retries of a computation that failed transiently (bounded: 3 attempts).
 RETRY_DELAYS_S = (0.5, 2.0)
 
+# SQLite result codes worth retrying: another writer holds the lock, or the file is briefly
+# unreachable. Any other SQLite error (too many bound values, a missing table) would only
+# fail again. Errors of other drivers' OperationalError are connection trouble: retried.
+_SQLITE_TRANSIENT = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_IOERR", "SQLITE_CANTOPEN")
+
 GENERIC_FAILURE = (
     "the analysis failed at this node; the TRE's operator can find the cause "
     "in the agent log under this task id"
@@ -286,7 +291,15 @@ class Executor:
             except sa.exc.OperationalError as exc:
                 # Connection lost, database locked or restarting: worth another try; the
                 # query is read-only, so running it again changes nothing.
+                if not _transient(exc):
+                    raise
                 if delay is None or self._cancel_reason(task.task_id) is not None:
+                    # One line: fedtre.logs names the error without its SQL or values.
+                    logger.error(
+                        "task failed: the database did not answer",
+                        exc_info=exc,
+                        extra={**_ids(task), "attempts": attempt},
+                    )
                     raise FedtreError(
                         f"the TRE's database did not answer after {attempt} attempts "
                         f"({type(exc.orig).__name__}); the TRE's operator can find the cause "
@@ -348,6 +361,13 @@ def _check_keys(policy: LocalPolicy, sources: Mapping[str, DataSource]) -> None:
                 f"dataset {dataset!r}: its key column {key!r} cannot be read from its table "
                 f"({type(exc).__name__}); correct [datasets.{dataset}] key or remove it"
             ) from exc
+
+
+def _transient(exc: sa.exc.OperationalError) -> bool:
+    name = getattr(exc.orig, "sqlite_errorname", None)
+    if not isinstance(name, str):
+        return True
+    return any(name == code or name.startswith(code + "_") for code in _SQLITE_TRANSIENT)
 
 
 def _ids(task: TaskSpec) -> dict[str, Any]:

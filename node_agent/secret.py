@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 from pathlib import Path
 
 from fedtre.errors import InvalidRequest
+from fedtre.files import write_private
 
 logger = logging.getLogger(__name__)
 
@@ -22,10 +22,7 @@ def load_or_create_secret(path: Path) -> bytes:
     InvalidRequest when the file is unreadable, too short, or readable by others.
     """
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(secrets.token_bytes(SECRET_BYTES))
+        write_private(path, secrets.token_bytes(SECRET_BYTES), exclusive=True)
         logger.info("created the cell-key secret", extra={"path": str(path)})
     try:
         mode = path.stat().st_mode & 0o777

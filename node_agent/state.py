@@ -33,6 +33,7 @@ from fedtre.disclosure.differencing import (
 from fedtre.disclosure.policy import DisclosurePolicy
 from fedtre.disclosure.rules import REVIEW
 from fedtre.errors import Conflict, InvalidRequest, NotFound
+from fedtre.files import private_database
 from node_agent import audit as agent_audit
 from node_agent.task import TaskSpec
 
@@ -182,7 +183,7 @@ class AgentState:
 
     def __init__(self, path: str | Path, *, clock: Clock = _utcnow) -> None:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_database(path)
         self.path = path
         self._clock = clock
         self._engine = sa.create_engine(sa.URL.create("sqlite", database=str(path)))

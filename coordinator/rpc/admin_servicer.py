@@ -215,7 +215,10 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         context: grpc.aio.ServicerContext,
         identity: Identity,
     ) -> admin_pb2.VerifyAuditResponse:
-        report = await asyncio.to_thread(self._admin.verify_audit)
+        checkpoint = (
+            (request.checkpoint_size, request.checkpoint_head) if request.check_checkpoint else None
+        )
+        report = await asyncio.to_thread(self._admin.verify_audit, checkpoint)
         return admin_pb2.VerifyAuditResponse(
             ok=report.ok,
             entries=report.entries,

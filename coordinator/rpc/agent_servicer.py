@@ -10,15 +10,17 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TypeVar
 
 import grpc
+from cryptography.hazmat.primitives import serialization
 
 from coordinator.auth import Authenticator, peer_certificate
+from coordinator.checkpoints import AuditCheckpoints
 from coordinator.domain.model import Job, Task
 from coordinator.rpc.batching import Batcher
 from coordinator.rpc.convert import task_to_pb
 from coordinator.rpc.errors import rpc_method
 from coordinator.rpc.notifier import TaskNotifier
 from coordinator.service import CoordinatorService, Report
-from fedtre.errors import Unauthenticated
+from fedtre.errors import InvalidRequest, Unauthenticated
 from fedtre.identity.peer import Identity
 from fedtre.v1 import agent_pb2, agent_pb2_grpc
 from fedtre.wire import output_from_parts, provenance_from_pb, schemas_from_pb
@@ -48,11 +50,14 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         ping_interval: float,
         auth: Authenticator | None = None,
         poll_interval: float | None = None,
+        checkpoints: AuditCheckpoints | None = None,
     ) -> None:
         """poll_interval: seconds after which an idle stream looks at its node's queue
         unwoken (with several replicas, the safety net should a wake-up be lost); None:
-        only when woken."""
+        only when woken. checkpoints: the audit checkpoints each stream sends (when it
+        opens, then at each heartbeat) and agents countersign."""
         self._service = service
+        self._checkpoints = checkpoints
         self._notifier = notifier
         self._ping_interval = ping_interval
         self._poll_interval = poll_interval
@@ -121,7 +126,12 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         # rather than with the first task or ping, which may be ping_interval away.
         await context.send_initial_metadata(())
         self._open.add(wake)
+        checkpoint_sent = b""
         try:
+            newest = await self._newest_checkpoint(checkpoint_sent)
+            if newest is not None:
+                yield newest
+                checkpoint_sent = newest.checkpoint.checkpoint
             while self._notifier.is_current(node_id, wake):
                 wake.clear()
                 await self._check_still_valid(context, node_id)
@@ -141,6 +151,11 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 if time.monotonic() - beat >= self._ping_interval:
                     beat = time.monotonic()
                     await self._heartbeats.run((node_id, connection_id))
+                    newest = await self._newest_checkpoint(checkpoint_sent)
+                    if newest is not None:
+                        yield newest
+                        checkpoint_sent = newest.checkpoint.checkpoint
+                        sent = time.monotonic()
                 timeout = self._ping_interval - (time.monotonic() - sent)
                 if self._poll_interval is not None:
                     timeout = min(timeout, self._poll_interval)
@@ -164,6 +179,37 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             self._disconnecting.add(done)
             done.add_done_callback(self._disconnecting.discard)
             await asyncio.shield(done)
+
+    async def _newest_checkpoint(self, sent: bytes) -> agent_pb2.AgentMessage | None:
+        """The newest audit checkpoint as a message, unless this stream sent it already."""
+        if self._checkpoints is None:
+            return None
+        newest = await asyncio.to_thread(self._checkpoints.newest)
+        if newest is None or newest.data == sent:
+            return None
+        return agent_pb2.AgentMessage(
+            checkpoint=agent_pb2.AuditCheckpoint(checkpoint=newest.data, signature=newest.signature)
+        )
+
+    @rpc_method(*NODES)
+    async def CountersignCheckpoint(
+        self,
+        request: agent_pb2.CountersignCheckpointRequest,
+        context: grpc.aio.ServicerContext,
+        identity: Identity,
+    ) -> agent_pb2.CountersignCheckpointResponse:
+        cert = peer_certificate(context.auth_context())
+        if self._checkpoints is None or cert is None:
+            raise InvalidRequest("this coordinator does not publish audit checkpoints")
+        pem = cert.public_bytes(serialization.Encoding.PEM)
+        await asyncio.to_thread(
+            self._checkpoints.countersigned,
+            identity.name,
+            pem,
+            request.checkpoint,
+            request.signature,
+        )
+        return agent_pb2.CountersignCheckpointResponse()
 
     async def drain(self, timeout: float = 5.0) -> None:
         """Wait for the disconnect bookkeeping of streams that have ended."""

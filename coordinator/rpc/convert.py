@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from google.protobuf import timestamp_pb2
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.protobuf.message import Message
 
 from coordinator.domain import rounds
 from coordinator.domain.model import Job, JobState, Node, PauseChoice, Task, TaskState
 from coordinator.domain.status import NetworkStatus
 from fedtre.disclosure.release import researcher_view
+from fedtre.errors import InvalidRequest
 from fedtre.v1 import agent_pb2, jobs_pb2
 from fedtre.wire import OUTCOME_TO_PB, dict_to_struct, rules_to_pb, schema_to_pb
 
@@ -38,6 +41,58 @@ TASK_STATE_TO_PB = {
     # jobs.proto has no held state: a held task is delivered with outcome OUTCOME_HELD.
     TaskState.HELD: jobs_pb2.TASK_STATE_DELIVERED,
 }
+
+
+# What google.protobuf.Timestamp can hold: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
+_MIN_SECONDS, _MAX_SECONDS = -62_135_596_800, 253_402_300_799
+_TIMESTAMP = timestamp_pb2.Timestamp.DESCRIPTOR.full_name
+_STRUCT = struct_pb2.Struct.DESCRIPTOR.full_name
+
+
+def check_well_known(message: Message, path: str = "") -> None:
+    """Raise InvalidRequest for any Timestamp out of range or Struct JSON cannot hold.
+
+    Walks every field that is set, so a request is checked once, at the boundary, before
+    any servicer converts it: a bad value is the caller's error, never INTERNAL.
+    """
+    for field, value in message.ListFields():
+        if field.message_type is None:
+            continue
+        where = f"{path}{field.name}"
+        if field.message_type.GetOptions().map_entry:
+            entry_value = field.message_type.fields_by_name["value"]
+            if entry_value.message_type is not None:
+                for key, item in value.items():
+                    _check_one(item, f"{where}[{key!r}]")
+        elif field.is_repeated:
+            for index, item in enumerate(value):
+                _check_one(item, f"{where}[{index}]")
+        else:
+            _check_one(value, where)
+
+
+def _check_one(message: Message, where: str) -> None:
+    name = message.DESCRIPTOR.full_name
+    if name == _TIMESTAMP:
+        ts: Any = message
+        if not _MIN_SECONDS <= ts.seconds <= _MAX_SECONDS:
+            raise InvalidRequest(
+                f"{where} is not a valid time: {ts.seconds} seconds is outside "
+                "0001-01-01 to 9999-12-31 UTC; send a date in that range"
+            )
+        if not 0 <= ts.nanos <= 999_999_999:
+            raise InvalidRequest(
+                f"{where} is not a valid time: nanos must be 0 to 999999999, not {ts.nanos}"
+            )
+    elif name == _STRUCT:
+        try:
+            json_format.MessageToDict(message)
+        except (ValueError, RecursionError):
+            raise InvalidRequest(
+                f"{where} is not valid JSON: numbers must be finite (no NaN or infinity)"
+            ) from None
+    elif not name.startswith("google.protobuf."):
+        check_well_known(message, f"{where}.")
 
 
 def _timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:

@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 
 from coordinator.auth import CallInfo
+from coordinator.rpc.convert import check_well_known
 from coordinator.rpc.registration import Undecodable
 from fedtre.errors import FedtreError, InvalidRequest, PermissionDenied
 from fedtre.identity.peer import Identity, identity_from_auth_context
@@ -60,11 +61,13 @@ def call_info(context: grpc.aio.ServicerContext, method: str) -> CallInfo:
 
 
 def _require_decoded(request: Any) -> None:
+    """Raise InvalidRequest for undecodable bytes, or a Timestamp or Struct out of range."""
     if isinstance(request, Undecodable):
         raise InvalidRequest(
             f"the request is not a valid {request.type_name} message (corrupt or nested "
             "too deeply); send it with the fedtre client or the generated fedtre.v1 code"
         )
+    check_well_known(request)
 
 
 # Status details travel percent-encoded in metadata, which clients refuse past 8 KiB in

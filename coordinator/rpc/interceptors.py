@@ -1,4 +1,5 @@
-"""Server interceptors: every gRPC call counted by method and status code."""
+"""Server interceptors: every gRPC call counted by method and status code; credentials
+refused again and again from one peer refused at once (coordinator.refusals)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from typing import Any
 
 import grpc
 
+from coordinator.auth import Authenticator
 from coordinator.metrics import CoordinatorMetrics
+from coordinator.refusals import credential_key
 
 _KINDS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
 _FACTORIES = {
@@ -37,25 +40,12 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
         method = handler_call_details.method
-        for kind in _KINDS:
-            behavior = getattr(handler, kind)
-            if behavior is None:
-                continue
-            if inspect.isasyncgenfunction(behavior):
-                wrapped: Callable[..., Any] = self._stream(method, behavior)
-            elif inspect.iscoroutinefunction(behavior):
-                wrapped = self._unary(method, behavior, timed=not handler.response_streaming)
-            else:
-                return handler  # a synchronous handler: not used by this server
-            return _FACTORIES[kind](
-                wrapped,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+        return _wrap(
+            handler,
+            lambda b, streaming: self._unary(method, b, timed=not streaming),
+            lambda b: self._stream(method, b),
+        )
 
     def _unary(
         self, method: str, behavior: Callable[..., Awaitable[Any]], timed: bool
@@ -114,3 +104,91 @@ def _final_code(
         # Some grpc versions report the raw integer of the status.
         return next((c for c in grpc.StatusCode if c.value[0] == code), default)
     return default
+
+
+class RefusalInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses at once, with no database work, credentials the peer had refused too often.
+
+    The Authenticator's RefusalGuard decides (coordinator.refusals); this only asks it
+    before a call runs, so a flood of refused calls costs a dictionary lookup each.
+    """
+
+    def __init__(self, auth: Authenticator) -> None:
+        self._auth = auth
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+        return _wrap(
+            handler,
+            lambda b, streaming: self._unary(method, b),
+            lambda b: self._stream(method, b),
+        )
+
+    async def _refuse_if_blocked(self, method: str, context: grpc.aio.ServicerContext) -> None:
+        wait = self._auth.blocked(
+            context.peer() or "",
+            credential_key(tuple(context.invocation_metadata() or ()), context.auth_context()),
+            method,
+        )
+        if wait is not None:
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "these credentials were refused repeatedly from this address; calls with "
+                f"them are refused unchecked for the next {wait:.0f} s. Check the token file "
+                "or certificate (an admin issues a new token with `fedtre tokens issue`)",
+            )
+
+    def _unary(
+        self, method: str, behavior: Callable[..., Awaitable[Any]]
+    ) -> Callable[..., Awaitable[Any]]:
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await self._refuse_if_blocked(method, context)
+            return await behavior(request, context)
+
+        return call
+
+    def _stream(
+        self, method: str, behavior: Callable[..., AsyncIterator[Any]]
+    ) -> Callable[..., AsyncIterator[Any]]:
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            await self._refuse_if_blocked(method, context)
+            responses = behavior(request, context)
+            try:
+                async for response in responses:
+                    yield response
+            finally:
+                await responses.aclose()  # type: ignore[attr-defined]
+
+        return call
+
+
+def _wrap(
+    handler: grpc.RpcMethodHandler | None,
+    unary: Callable[[Callable[..., Awaitable[Any]], bool], Callable[..., Awaitable[Any]]],
+    stream: Callable[[Callable[..., AsyncIterator[Any]]], Callable[..., AsyncIterator[Any]]],
+) -> grpc.RpcMethodHandler | None:
+    """Return handler with its behaviour wrapped by unary(behavior, response_streaming) or
+    stream(behavior) (an async generator), keeping its (de)serialisers."""
+    if handler is None:
+        return handler
+    for kind in _KINDS:
+        behavior = getattr(handler, kind)
+        if behavior is None:
+            continue
+        if inspect.isasyncgenfunction(behavior):
+            wrapped: Callable[..., Any] = stream(behavior)
+        elif inspect.iscoroutinefunction(behavior):
+            wrapped = unary(behavior, handler.response_streaming)
+        else:
+            return handler  # a synchronous handler: not used by this server
+        return _FACTORIES[kind](
+            wrapped,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    return handler

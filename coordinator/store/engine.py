@@ -9,6 +9,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from fedtre.errors import InvalidRequest
+from fedtre.files import private_database
 
 # An execution option: transactions of connections carrying it only read (Store._read).
 READ_ONLY = "fedtre_read_only"
@@ -25,6 +26,12 @@ def create_engine(url: str) -> sa.Engine:
             "postgresql+psycopg://user@host/db"
         ) from None
     if parsed.get_backend_name() == "sqlite":
+        if (
+            parsed.database
+            and parsed.database != ":memory:"
+            and not parsed.database.startswith("file:")
+        ):
+            private_database(parsed.database)
         engine = sa.create_engine(parsed, connect_args={"timeout": 30})
         _serialise_sqlite_writers(engine)
         return engine

@@ -8,6 +8,9 @@
     fedtre projects create NAME --expires DATE --nodes ... --datasets ... --analyses ...
     fedtre projects show NAME | list | update NAME ... | add-member NAME USER | remove-member ...
     fedtre audit verify [--database-url URL]   (through the API as an admin, or offline)
+    fedtre audit verify --checkpoint FILE --verify-key job-signing-pub.pem [--ca ca.pem]
+        (--ca: also check that each countersigner's certificate is the network CA's)
+    fedtre audit checkpoint --out FILE [--database-url URL]
     fedtre audit export [--since N] [--database-url URL]
 
 A new token is written to a file (0600), never printed: a token on a terminal ends up in
@@ -17,9 +20,9 @@ scroll-back and shell history.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
-import shutil
 import sys
 from datetime import UTC, date, datetime, time
 from pathlib import Path
@@ -27,6 +30,7 @@ from typing import Any
 
 from fedtre.cli.common import add_connection_flags, connect, print_json, print_table
 from fedtre.errors import InvalidRequest
+from fedtre.files import copy_private, open_private
 
 ROLES = ("researcher", "approver", "admin")
 
@@ -157,7 +161,7 @@ def _tokens_issue(args: argparse.Namespace) -> int:
     if args.out:
         ca = _own_ca(args)
         if ca is not None and not (args.out / "ca.pem").exists():
-            shutil.copyfile(ca, args.out / "ca.pem")
+            copy_private(ca, args.out / "ca.pem")
     if args.json:
         print_json({**dataclasses.asdict(record), "token_file": str(written)})
     else:
@@ -385,9 +389,29 @@ def _register_audit(sub: argparse._SubParsersAction) -> None:
     verify = actions.add_parser(
         "verify", help="walk the chain; report the first altered, deleted or reordered entry"
     )
+    verify.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="also fail unless the log still holds what this signed checkpoint recorded "
+        "(written by `fedtre audit checkpoint` or `fedtre agent audit checkpoint`)",
+    )
+    verify.add_argument(
+        "--verify-key",
+        type=Path,
+        help="the network's job-signing-pub.pem, to check the checkpoint's signature "
+        "(needed with --checkpoint)",
+    )
     _database_flags(verify)
     add_connection_flags(verify)
     verify.set_defaults(func=_audit_verify)
+    checkpoint = actions.add_parser(
+        "checkpoint",
+        help="write the newest signed checkpoint of the log, with the agents' countersignatures",
+    )
+    checkpoint.add_argument("--out", type=Path, required=True, help="the file to write (0600)")
+    _database_flags(checkpoint)
+    add_connection_flags(checkpoint)
+    checkpoint.set_defaults(func=_audit_checkpoint)
     export = actions.add_parser("export", help="write the log as JSON lines (for a SIEM)")
     export.add_argument("--since", type=int, default=0, help="only entries after this one")
     export.add_argument("--out", type=Path, help="write to this file (default: stdout)")
@@ -414,10 +438,16 @@ def _offline_store(args: argparse.Namespace) -> Any:
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
+    checked, signers = _checkpoint_of(args)
     store = _offline_store(args)
     if store is not None:
         try:
-            report = store.governance.verify_audit()
+            if checked is None:
+                report = store.governance.verify_audit()
+            else:
+                from coordinator.store.checkpoints import CheckpointStore
+
+                report = CheckpointStore(store).check(checked.size, checked.head)
         finally:
             store.close()
         ok, entries, broken, problem, head = (
@@ -425,7 +455,7 @@ def _audit_verify(args: argparse.Namespace) -> int:
         )  # fmt: skip
     else:
         with connect(args) as client:
-            r = client.admin.verify_audit()
+            r = client.admin.verify_audit(None if checked is None else (checked.size, checked.head))
         ok, entries, broken, problem, head = r.ok, r.entries, r.broken_at, r.problem, r.head_hash
     if args.json:
         print_json(
@@ -433,16 +463,79 @@ def _audit_verify(args: argparse.Namespace) -> int:
         )
     elif ok:
         print(f"audit log intact: {entries} entries; head {head}")
+        if checked is not None:
+            by = f"; countersigned by {', '.join(signers)}" if signers else ""
+            print(f"it holds the {checked.size} entries of the checkpoint of {checked.at}{by}")
     else:
         print(f"audit log BROKEN at entry {broken}: {problem}")
         print(f"({entries} entries verified before it)")
     return 0 if ok else 1
 
 
+def _checkpoint_of(args: argparse.Namespace) -> tuple[Any, list[str]]:
+    """The checkpoint of --checkpoint, its signature checked, and who countersigned it."""
+    if args.checkpoint is None:
+        return None, []
+    from cryptography import x509
+
+    from fedtre import checkpoints
+    from fedtre.identity.signing import Verifier, load_verify_key
+
+    if args.verify_key is None:
+        raise InvalidRequest(
+            "--checkpoint needs --verify-key: the network's job-signing-pub.pem (beside the "
+            "CA certificate, and in every node's bundle) checks the checkpoint's signature"
+        )
+    signed = checkpoints.read_file(args.checkpoint)
+    checkpoint = signed.verified(Verifier(load_verify_key(args.verify_key)))
+    ca = None
+    if getattr(args, "ca", None) is not None:
+        try:
+            ca = x509.load_pem_x509_certificate(args.ca.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise InvalidRequest(f"cannot read the CA certificate {args.ca}") from exc
+    return checkpoint, signed.countersigned_by(ca)
+
+
+def _audit_checkpoint(args: argparse.Namespace) -> int:
+    from fedtre import checkpoints
+
+    store = _offline_store(args)
+    if store is not None:
+        from coordinator.store.checkpoints import CheckpointStore
+
+        try:
+            signed = CheckpointStore(store).latest_signed()
+        finally:
+            store.close()
+    else:
+        with connect(args) as client:
+            signed = checkpoints.latest_in(client.admin.export_audit())
+    if signed is None:
+        raise InvalidRequest(
+            "the coordinator has published no checkpoint yet; it does within "
+            "ten minutes of the log growing"
+        )
+    checkpoints.write_file(args.out, signed)
+    checkpoint = checkpoints.parse(signed.data)
+    signers = ", ".join(c.node for c in signed.countersignatures) or "no agent yet"
+    print(
+        f"wrote the checkpoint of {checkpoint.size} entries ({checkpoint.at}; countersigned "
+        f"by {signers}) to {args.out}"
+    )
+    return 0
+
+
 def _audit_export(args: argparse.Namespace) -> int:
     store = _offline_store(args)
-    out = args.out.open("w", encoding="utf-8") if args.out else sys.stdout
-    try:
+    with contextlib.ExitStack() as stack:
+        if store is not None:
+            stack.callback(store.close)
+        out = (
+            stack.enter_context(open_private(args.out, encoding="utf-8"))
+            if args.out
+            else sys.stdout
+        )
         if store is not None:
             entries: Any = (e.to_json() for e in store.governance.audit_entries(args.since))
         else:
@@ -452,11 +545,6 @@ def _audit_export(args: argparse.Namespace) -> int:
         for entry in entries:
             out.write(json.dumps(entry, sort_keys=True) + "\n")
             count += 1
-    finally:
-        if store is not None:
-            store.close()
-        if args.out:
-            out.close()
     if args.out:
         print(f"wrote {count} audit entries to {args.out}", file=sys.stderr)
     return 0

@@ -12,7 +12,7 @@ from fedtre.catalogue import hdruk
 from fedtre.catalogue.entry import CatalogueEntry
 from fedtre.cli.common import add_connection_flags, connect, print_json, print_table
 from fedtre.errors import InvalidRequest, NotFound
-from fedtre.files import private_folder, write_private
+from fedtre.files import private_dir, write_private
 
 FORMATS = (hdruk.FORMAT,)
 
@@ -148,7 +148,7 @@ def _export(args: argparse.Namespace) -> int:
         json.dump([r for _, r in records], sys.stdout, indent=2, ensure_ascii=False)
         sys.stdout.write("\n")
         return 0
-    folder = private_folder(args.out)
+    folder = private_dir(args.out)
     for entry, document in records:
         path = folder / f"{entry.node}--{entry.dataset.name}.json"
         text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"

@@ -228,12 +228,11 @@ def _api_listen(args: argparse.Namespace) -> str | None:
 
 
 def _bootstrap_admin(args: argparse.Namespace) -> int:
-    import shutil
-
     from coordinator.admin import Admin
     from coordinator.store.store import Store
     from fedtre.credentials import TOKEN_FILE, write_token_file
     from fedtre.errors import InvalidRequest
+    from fedtre.files import copy_private
 
     target = args.out / TOKEN_FILE
     if target.exists():
@@ -246,7 +245,7 @@ def _bootstrap_admin(args: argparse.Namespace) -> int:
     write_token_file(target, token)
     tls_dir = args.tls_dir or os.environ.get("FEDTRE_TLS_DIR")
     if tls_dir and (Path(tls_dir) / "ca.pem").is_file():
-        shutil.copyfile(Path(tls_dir) / "ca.pem", args.out / "ca.pem")
+        copy_private(Path(tls_dir) / "ca.pem", args.out / "ca.pem")
     print(f"created admin {user.name} with token {record.token_id}: {target} (mode 0600)")
     print(f"use it with --identity {args.out} (or FEDTRE_IDENTITY={args.out})")
     return 0

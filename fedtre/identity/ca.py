@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from fedtre.errors import Conflict, InvalidRequest
+from fedtre.files import copy_private, private_dir, write_private
 from fedtre.identity.peer import NAME_PATTERN, NAME_RULE, USER_ROLES
 from fedtre.identity.signing import (
     SIGNING_KEY_FILE,
@@ -101,7 +102,7 @@ def init_network(
     try:
         _claim_dir(ca_dir)
         created.append(ca_dir)
-        (ca_dir / CA_FILE).write_bytes(_cert_pem(ca_cert))
+        write_private(ca_dir / CA_FILE, _cert_pem(ca_cert))
         _write_private(ca_dir / CA_KEY_FILE, ca_key)
         for bundle, name, role in plan:
             sans = hosts if role == "coordinator" else ()
@@ -142,7 +143,7 @@ def issue_node(
     bundle = _add_identity(root, NODES_DIR, node_id, "node", validity_days, now)
     verify_key = root / CA_DIR / VERIFY_KEY_FILE
     if verify_key.is_file():  # absent only in networks created before signed approvals
-        shutil.copyfile(verify_key, bundle / VERIFY_KEY_FILE)
+        copy_private(verify_key, bundle / VERIFY_KEY_FILE)
     return bundle
 
 
@@ -230,8 +231,8 @@ def _issue(
 
     _claim_dir(bundle)
     try:
-        (bundle / CA_FILE).write_bytes(_cert_pem(ca_cert))
-        (bundle / CERT_FILE).write_bytes(_cert_pem(cert))
+        write_private(bundle / CA_FILE, _cert_pem(ca_cert))
+        write_private(bundle / CERT_FILE, _cert_pem(cert))
         _write_private(bundle / KEY_FILE, key)
     except BaseException:
         shutil.rmtree(bundle, ignore_errors=True)
@@ -338,7 +339,7 @@ def _write_private(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
 def _claim_dir(path: Path) -> None:
     # mkdir without exist_ok is the atomic claim: two issuers racing for a name cannot
     # both write into the same folder. 0700 because the folder holds a private key.
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     try:
         path.mkdir(mode=0o700)
     except FileExistsError as exc:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import shutil
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from fedtre.errors import InvalidRequest, NotFound
+from fedtre.files import FILE_MODE, copy_private
 from fedtre.identity import ca as _ca
 from fedtre.identity.peer import identity_from_certificate
 from fedtre.identity.signing import (
@@ -71,7 +71,7 @@ def renew_node(
         # not match, keeps its current credentials and tries again a moment later.
         os.replace(fresh / _ca.KEY_FILE, bundle / _ca.KEY_FILE)
         os.replace(fresh / _ca.CERT_FILE, bundle / _ca.CERT_FILE)
-        shutil.copyfile(root / _ca.CA_DIR / _ca.CA_FILE, bundle / _ca.CA_FILE)
+        copy_private(root / _ca.CA_DIR / _ca.CA_FILE, bundle / _ca.CA_FILE)
     if revoke_old:
         _revoke_serials(root, [old_cert.serial_number], now)
     return bundle
@@ -202,7 +202,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
     # A reader (the coordinator) never sees half a list.
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "wb") as handle:
-        os.fchmod(handle.fileno(), 0o644)
+        os.fchmod(handle.fileno(), FILE_MODE)
         handle.write(data)
     os.replace(tmp, path)
 

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from fedtre.errors import InvalidRequest
+from fedtre.files import write_private
 
 SIGNING_KEY_FILE = "job-signing-key.pem"
 VERIFY_KEY_FILE = "job-signing-pub.pem"
@@ -104,11 +105,12 @@ def generate_signing_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
 
 
 def write_verify_key(path: str | os.PathLike[str], key: Ed25519PublicKey) -> None:
-    """Write the public half of the signing key as PEM (world-readable: it is public)."""
-    Path(path).write_bytes(
+    """Write the public half of the signing key as PEM (0600, like every file fedtre writes)."""
+    write_private(
+        path,
         key.public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+        ),
     )
 
 
@@ -224,6 +226,11 @@ class Signer:
         data = canonical_json(grant.content(self.key_id))
         return data, self._key.sign(data)
 
+    def sign_bytes(self, data: bytes) -> bytes:
+        """Return the Ed25519 signature over data (signed documents other than grants,
+        e.g. audit checkpoints, each with its own "kind" so none passes for another)."""
+        return self._key.sign(data)
+
     def verifier(self) -> Verifier:
         return Verifier(self.public_key)
 
@@ -234,6 +241,14 @@ class Verifier:
     def __init__(self, public_key: Ed25519PublicKey) -> None:
         self._key = public_key
         self.key_id = key_id(public_key)
+
+    def verifies(self, data: bytes, signature: bytes) -> bool:
+        """Whether signature is this key's signature over exactly data."""
+        try:
+            self._key.verify(signature, data)
+        except InvalidSignature:
+            return False
+        return True
 
     def content(self, data: bytes, signature: bytes, kind: str) -> dict[str, Any]:
         """Return the grant's content once its signature and shape check out.

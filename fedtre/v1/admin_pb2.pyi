@@ -263,8 +263,14 @@ class AuditEntry(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., at: _Optional[str] = ..., actor: _Optional[str] = ..., event: _Optional[str] = ..., subject: _Optional[str] = ..., details_json: _Optional[str] = ..., prev_hash: _Optional[str] = ..., hash: _Optional[str] = ...) -> None: ...
 
 class VerifyAuditRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("check_checkpoint", "checkpoint_size", "checkpoint_head")
+    CHECK_CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_HEAD_FIELD_NUMBER: _ClassVar[int]
+    check_checkpoint: bool
+    checkpoint_size: int
+    checkpoint_head: str
+    def __init__(self, check_checkpoint: _Optional[bool] = ..., checkpoint_size: _Optional[int] = ..., checkpoint_head: _Optional[str] = ...) -> None: ...
 
 class VerifyAuditResponse(_message.Message):
     __slots__ = ("ok", "entries", "broken_at", "problem", "head_hash")

@@ -26,7 +26,7 @@ from fedtre.v1 import common_pb2 as fedtre_dot_v1_dot_common__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x66\x65\x64tre/v1/agent.proto\x12\tfedtre.v1\x1a\x16\x66\x65\x64tre/v1/common.proto\x1a\x1cgoogle/protobuf/struct.proto\"z\n\x15OpenTaskStreamRequest\x12\x15\n\ragent_version\x18\x01 \x01(\t\x12(\n\x08\x64\x61tasets\x18\x02 \x03(\x0b\x32\x16.fedtre.v1.DatasetSpec\x12\x10\n\x08\x61nalyses\x18\x03 \x03(\t\x12\x0e\n\x06paused\x18\x04 \x01(\x08\"\xdc\x01\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\x03\x12\x0c\n\x04node\x18\x03 \x01(\t\x12\x10\n\x08\x61nalysis\x18\x04 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x05 \x01(\t\x12\'\n\x06params\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07project\x18\x07 \x01(\t\x12\r\n\x05grant\x18\x08 \x01(\x0c\x12\x11\n\tsignature\x18\t \x01(\x0c\x12&\n\x05round\x18\x10 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x06\n\x04Ping\"-\n\nCancelTask\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x81\x01\n\x0c\x41gentMessage\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x0f.fedtre.v1.TaskH\x00\x12\x1f\n\x04ping\x18\x02 \x01(\x0b\x32\x0f.fedtre.v1.PingH\x00\x12\'\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x15.fedtre.v1.CancelTaskH\x00\x42\x06\n\x04\x62ody\"\xd4\x01\n\x13ReportResultRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12#\n\x07outcome\x18\x02 \x01(\x0e\x32\x12.fedtre.v1.Outcome\x12#\n\x05rules\x18\x03 \x03(\x0b\x32\x14.fedtre.v1.RuleCheck\x12(\n\x07payload\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12)\n\nprovenance\x18\x06 \x01(\x0b\x32\x15.fedtre.v1.Provenance\"\x16\n\x14ReportResultResponse2\xae\x01\n\x0c\x41gentService\x12M\n\x0eOpenTaskStream\x12 .fedtre.v1.OpenTaskStreamRequest\x1a\x17.fedtre.v1.AgentMessage0\x01\x12O\n\x0cReportResult\x12\x1e.fedtre.v1.ReportResultRequest\x1a\x1f.fedtre.v1.ReportResultResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x66\x65\x64tre/v1/agent.proto\x12\tfedtre.v1\x1a\x16\x66\x65\x64tre/v1/common.proto\x1a\x1cgoogle/protobuf/struct.proto\"z\n\x15OpenTaskStreamRequest\x12\x15\n\ragent_version\x18\x01 \x01(\t\x12(\n\x08\x64\x61tasets\x18\x02 \x03(\x0b\x32\x16.fedtre.v1.DatasetSpec\x12\x10\n\x08\x61nalyses\x18\x03 \x03(\t\x12\x0e\n\x06paused\x18\x04 \x01(\x08\"\xdc\x01\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\x03\x12\x0c\n\x04node\x18\x03 \x01(\t\x12\x10\n\x08\x61nalysis\x18\x04 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x05 \x01(\t\x12\'\n\x06params\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07project\x18\x07 \x01(\t\x12\r\n\x05grant\x18\x08 \x01(\x0c\x12\x11\n\tsignature\x18\t \x01(\x0c\x12&\n\x05round\x18\x10 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x06\n\x04Ping\"-\n\nCancelTask\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"8\n\x0f\x41uditCheckpoint\x12\x12\n\ncheckpoint\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\xb3\x01\n\x0c\x41gentMessage\x12\x1f\n\x04task\x18\x01 \x01(\x0b\x32\x0f.fedtre.v1.TaskH\x00\x12\x1f\n\x04ping\x18\x02 \x01(\x0b\x32\x0f.fedtre.v1.PingH\x00\x12\'\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x15.fedtre.v1.CancelTaskH\x00\x12\x30\n\ncheckpoint\x18\x04 \x01(\x0b\x32\x1a.fedtre.v1.AuditCheckpointH\x00\x42\x06\n\x04\x62ody\"E\n\x1c\x43ountersignCheckpointRequest\x12\x12\n\ncheckpoint\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"\x1f\n\x1d\x43ountersignCheckpointResponse\"\xd4\x01\n\x13ReportResultRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12#\n\x07outcome\x18\x02 \x01(\x0e\x32\x12.fedtre.v1.Outcome\x12#\n\x05rules\x18\x03 \x03(\x0b\x32\x14.fedtre.v1.RuleCheck\x12(\n\x07payload\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12)\n\nprovenance\x18\x06 \x01(\x0b\x32\x15.fedtre.v1.Provenance\"\x16\n\x14ReportResultResponse2\x9a\x02\n\x0c\x41gentService\x12M\n\x0eOpenTaskStream\x12 .fedtre.v1.OpenTaskStreamRequest\x1a\x17.fedtre.v1.AgentMessage0\x01\x12O\n\x0cReportResult\x12\x1e.fedtre.v1.ReportResultRequest\x1a\x1f.fedtre.v1.ReportResultResponse\x12j\n\x15\x43ountersignCheckpoint\x12\'.fedtre.v1.CountersignCheckpointRequest\x1a(.fedtre.v1.CountersignCheckpointResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,12 +41,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PING']._serialized_end=443
   _globals['_CANCELTASK']._serialized_start=445
   _globals['_CANCELTASK']._serialized_end=490
-  _globals['_AGENTMESSAGE']._serialized_start=493
-  _globals['_AGENTMESSAGE']._serialized_end=622
-  _globals['_REPORTRESULTREQUEST']._serialized_start=625
-  _globals['_REPORTRESULTREQUEST']._serialized_end=837
-  _globals['_REPORTRESULTRESPONSE']._serialized_start=839
-  _globals['_REPORTRESULTRESPONSE']._serialized_end=861
-  _globals['_AGENTSERVICE']._serialized_start=864
-  _globals['_AGENTSERVICE']._serialized_end=1038
+  _globals['_AUDITCHECKPOINT']._serialized_start=492
+  _globals['_AUDITCHECKPOINT']._serialized_end=548
+  _globals['_AGENTMESSAGE']._serialized_start=551
+  _globals['_AGENTMESSAGE']._serialized_end=730
+  _globals['_COUNTERSIGNCHECKPOINTREQUEST']._serialized_start=732
+  _globals['_COUNTERSIGNCHECKPOINTREQUEST']._serialized_end=801
+  _globals['_COUNTERSIGNCHECKPOINTRESPONSE']._serialized_start=803
+  _globals['_COUNTERSIGNCHECKPOINTRESPONSE']._serialized_end=834
+  _globals['_REPORTRESULTREQUEST']._serialized_start=837
+  _globals['_REPORTRESULTREQUEST']._serialized_end=1049
+  _globals['_REPORTRESULTRESPONSE']._serialized_start=1051
+  _globals['_REPORTRESULTRESPONSE']._serialized_end=1073
+  _globals['_AGENTSERVICE']._serialized_start=1076
+  _globals['_AGENTSERVICE']._serialized_end=1358
 # @@protoc_insertion_point(module_scope)

@@ -56,15 +56,37 @@ class CancelTask(_message.Message):
     reason: str
     def __init__(self, task_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
+class AuditCheckpoint(_message.Message):
+    __slots__ = ("checkpoint", "signature")
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    checkpoint: bytes
+    signature: bytes
+    def __init__(self, checkpoint: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
 class AgentMessage(_message.Message):
-    __slots__ = ("task", "ping", "cancel")
+    __slots__ = ("task", "ping", "cancel", "checkpoint")
     TASK_FIELD_NUMBER: _ClassVar[int]
     PING_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     task: Task
     ping: Ping
     cancel: CancelTask
-    def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., cancel: _Optional[_Union[CancelTask, _Mapping]] = ...) -> None: ...
+    checkpoint: AuditCheckpoint
+    def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., cancel: _Optional[_Union[CancelTask, _Mapping]] = ..., checkpoint: _Optional[_Union[AuditCheckpoint, _Mapping]] = ...) -> None: ...
+
+class CountersignCheckpointRequest(_message.Message):
+    __slots__ = ("checkpoint", "signature")
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    checkpoint: bytes
+    signature: bytes
+    def __init__(self, checkpoint: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class CountersignCheckpointResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class ReportResultRequest(_message.Message):
     __slots__ = ("task_id", "outcome", "rules", "payload", "error", "provenance")

@@ -44,6 +44,11 @@ class AgentServiceStub:
                 request_serializer=fedtre_dot_v1_dot_agent__pb2.ReportResultRequest.SerializeToString,
                 response_deserializer=fedtre_dot_v1_dot_agent__pb2.ReportResultResponse.FromString,
                 _registered_method=True)
+        self.CountersignCheckpoint = channel.unary_unary(
+                '/fedtre.v1.AgentService/CountersignCheckpoint',
+                request_serializer=fedtre_dot_v1_dot_agent__pb2.CountersignCheckpointRequest.SerializeToString,
+                response_deserializer=fedtre_dot_v1_dot_agent__pb2.CountersignCheckpointResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -63,6 +68,13 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CountersignCheckpoint(self, request, context):
+        """Countersign a checkpoint of the coordinator's audit log received on the stream.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -75,6 +87,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.ReportResult,
                     request_deserializer=fedtre_dot_v1_dot_agent__pb2.ReportResultRequest.FromString,
                     response_serializer=fedtre_dot_v1_dot_agent__pb2.ReportResultResponse.SerializeToString,
+            ),
+            'CountersignCheckpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.CountersignCheckpoint,
+                    request_deserializer=fedtre_dot_v1_dot_agent__pb2.CountersignCheckpointRequest.FromString,
+                    response_serializer=fedtre_dot_v1_dot_agent__pb2.CountersignCheckpointResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -131,6 +148,33 @@ class AgentService:
             '/fedtre.v1.AgentService/ReportResult',
             fedtre_dot_v1_dot_agent__pb2.ReportResultRequest.SerializeToString,
             fedtre_dot_v1_dot_agent__pb2.ReportResultResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CountersignCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedtre.v1.AgentService/CountersignCheckpoint',
+            fedtre_dot_v1_dot_agent__pb2.CountersignCheckpointRequest.SerializeToString,
+            fedtre_dot_v1_dot_agent__pb2.CountersignCheckpointResponse.FromString,
             options,
             channel_credentials,
             insecure,
