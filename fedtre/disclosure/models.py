@@ -20,6 +20,10 @@ count. Each GLM round is checked before its aggregates leave the agent.
   the sum of |x|), so a signed column (a centred covariate, a log) is judged too: when
   the largest |x| make up most of the sum of |x|, the total is close to their sum.
   A dominated column blocks the model.
+- events_per_parameter (survival models, cox): parameters at most a third of the events,
+  and events less parameters at least `policy.min_residual_df`. A Cox fit is driven by
+  its events (each adds its covariates less its risk set's mean to the score): with few
+  events per parameter the fit follows single events, or runs off to infinity.
 
 The rule details (RuleResult.detail) stay at the agent: its audit log and the TRE's
 output checker see which level is rare or which column is dominated; the researcher sees
@@ -40,6 +44,7 @@ from fedtre.disclosure import release
 from fedtre.disclosure.dominance import columns_dominance_rules
 from fedtre.disclosure.policy import DisclosurePolicy
 from fedtre.disclosure.rules import (
+    EVENTS_PER_PARAMETER,
     LEVEL_COUNTS,
     LEVERAGE,
     PARAMETERS,
@@ -65,7 +70,7 @@ def check_model(
     levels: Mapping[str, Mapping[str | None, int]],
     policy: DisclosurePolicy,
     magnitudes: Mapping[str, tuple[Sequence[float], float]] | None = None,
-    numeric_covariates: int = 1,
+    numeric_covariates: int | None = 1,
     leverage: float | None = None,
 ) -> ModelCheck:
     """Check a model fitted on `records` records with `parameters` parameters.
@@ -81,7 +86,8 @@ def check_model(
     group means or proportions, and its exact coefficients and standard errors would give
     the groups' exact sizes (an intercept-only logistic model: n = 1 / (se^2 p (1 - p))),
     undoing the perturbation of counts; such models are blocked unless the policy allows
-    them (categorical_only_models): the researcher asks for the table instead.
+    them (categorical_only_models): the researcher asks for the table instead. None: a
+    model without an intercept (cox), which reproduces no table, so the rule does not apply.
     leverage: the largest leverage of the model's records (design.max_leverage): at most
     1 / threshold, the leverage of a member of a level of exactly `threshold` records, so
     no record weighs more in its own fitted value than a member of the smallest level
@@ -104,7 +110,9 @@ def check_model(
                     "band that covariate, or narrow the cohort",
                 )
             )
-    if numeric_covariates > 0 or policy.categorical_only_models:
+    if numeric_covariates is None:
+        pass
+    elif numeric_covariates > 0 or policy.categorical_only_models:
         rules.append(RuleResult(TABLE_MODEL, True, "the design has a numeric covariate"))
     else:
         rules.append(
@@ -176,6 +184,40 @@ def dominance(
         for column, (top, total) in magnitudes.items()
     }
     return columns_dominance_rules(contributions, policy, what="the model")
+
+
+def events_per_parameter(events: int, parameters: int, policy: DisclosurePolicy) -> RuleResult:
+    """Return the events_per_parameter rule for a survival model (see the module doc)."""
+    need = policy.min_residual_df
+    if 3 * parameters <= events and events - parameters >= need:
+        return RuleResult(
+            EVENTS_PER_PARAMETER,
+            True,
+            f"parameters are at most a third of the events, with at least {need} events to spare",
+        )
+    return RuleResult(
+        EVENTS_PER_PARAMETER,
+        False,
+        "the model has too few events for its parameters (it needs three events per "
+        f"parameter and {need} more than parameters); use fewer parameters or more records",
+    )
+
+
+def released_events(
+    events: int, key: int, policy: DisclosurePolicy
+) -> tuple[int | None, tuple[RuleResult, ...]]:
+    """Return a survival model's number of events as it may leave (None: withheld), with
+    the rules applied; key: the cell key of exactly its event records."""
+    value = release.count(events, key, policy)
+    if value is None:
+        return None, (
+            RuleResult(
+                THRESHOLD, False, "the model's events are fewer than the TRE's minimum count"
+            ),
+        )
+    return value, (
+        RuleResult(THRESHOLD, True, f"the model has at least {policy.threshold} events"),
+    )
 
 
 def released_count(
