@@ -13,6 +13,7 @@ import grpc
 
 from fedtre.analyses import get_analysis
 from fedtre.analyses.base import DatasetSchema, NodeOutput, Outcome
+from fedtre.analyses.cox import CoxFit
 from fedtre.analyses.regression import ModelFit
 from fedtre.credentials import person_credentials
 from fedtre.errors import Conflict, FedtreError, InvalidRequest
@@ -114,11 +115,14 @@ class JobProgress:
     figures: dict[str, Any]
 
     def describe(self) -> str:
-        """e.g. "round 3 of at most 25, deviance 812.4"."""
+        """e.g. "round 3 of at most 25, deviance 812.4" (cox: "log-likelihood -534.1")."""
         text = f"round {self.round} of at most {self.max_rounds}"
         deviance = self.figures.get("deviance")
         if isinstance(deviance, int | float):
             text += f", deviance {deviance:.8g}"
+        log_likelihood = self.figures.get("log_likelihood")
+        if isinstance(log_likelihood, int | float):
+            text += f", log-likelihood {log_likelihood:.8g}"
         return text
 
 
@@ -186,12 +190,17 @@ class Result:
         return get_analysis(self.job.analysis).to_frame(self.job.params, self.combined)
 
     @property
-    def model(self) -> ModelFit | None:
-        """A fitted model's figures (linear_regression, glm): n, df_model, df_resid,
+    def model(self) -> ModelFit | CoxFit | None:
+        """A fitted model's figures: for linear_regression and glm, n, df_model, df_resid,
         deviance, iterations, converged, r_squared... (fedtre.analyses.regression.ModelFit);
+        for cox, n, events, log-likelihood, likelihood-ratio test (fedtre.analyses.cox.CoxFit);
         None for other analyses or when no model was combined."""
         model = self.combined.get("model")
-        return ModelFit.from_payload(model) if isinstance(model, Mapping) else None
+        if not isinstance(model, Mapping):
+            return None
+        if model.get("kind") == "cox":
+            return CoxFit.from_payload(model)
+        return ModelFit.from_payload(model)
 
 
 @dataclass(frozen=True)
