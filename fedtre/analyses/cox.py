@@ -141,9 +141,8 @@ TIES = ("efron", "breslow")
 DEFAULT_MAX_ITER = 25
 MAX_ITER = 100
 DEFAULT_TOL = 1e-10
-# Per-event-time rows read from the engine at once, and Efron terms summed at once.
+# Per-event-time rows read from the engine at once.
 CHUNK_TIMES = 5_000
-BATCH_TERMS = 20_000
 MAX_HALVINGS = 10
 # exp(x'b - c) is taken of at least this: below it a weight is 0 to double precision
 # beside the largest (1), and PostgreSQL raises an error on exp() underflow.
@@ -628,54 +627,61 @@ def _event_times(
     sums from the latest time down give the risk sets, and only event times are read.
     """
     layout = _Layout(len(columns))
+    size, pairs = layout.size, layout.pairs
     centred = eta - sa.literal(shift, sa.Double)
     exponent = sa.case((centred < MIN_EXPONENT, sa.literal(MIN_EXPONENT, sa.Double)), else_=centred)
     records = (
         sa.select(
-            time.label("t"),
-            event.label("e"),
-            centred.label("eta"),
-            sa.func.exp(exponent).label("w"),
-            *(c.label(f"x{i}") for i, c in enumerate(columns)),
+            time.label("rt"),
+            event.label("re"),
+            centred.label("reta"),
+            sa.func.exp(exponent).label("rw"),
+            *(c.label(f"rx{i}") for i, c in enumerate(columns)),
         )
         .where(*conditions)
         .subquery("records")
     )
-    r = records.c
-    x = [r[f"x{i}"] for i in range(layout.size)]
-    pairs = layout.pairs
+    # The aggregates as SQL text over the subqueries' own column names: only our names
+    # and indices, no value from a user; a text keeps the statement small (an expression
+    # tree of p^2 sums costs Python more than the engine's query), as in max_leverage.
+    x = [f"records.rx{a}" for a in range(size)]
+    sums = {
+        "d": "records.re",
+        "s0": "records.rw",
+        **{f"s1_{a}": f"{x[a]} * records.rw" for a in range(size)},
+        **{f"s2_{a}_{b}": f"{x[a]} * {x[b]} * records.rw" for a, b in pairs},
+        "e0": "records.re * records.rw",
+        **{f"e1_{a}": f"records.re * {x[a]} * records.rw" for a in range(size)},
+        **{f"e2_{a}_{b}": f"records.re * {x[a]} * {x[b]} * records.rw" for a, b in pairs},
+        **{f"xs_{a}": f"records.re * {x[a]}" for a in range(size)},
+        "es": "records.re * records.reta",
+    }
     by_time = (
         sa.select(
-            r.t,
-            sa.func.sum(r.e).label("d"),
-            sa.func.sum(r.w).label("s0"),
-            *(sa.func.sum(x[a] * r.w).label(f"s1_{a}") for a in range(layout.size)),
-            *(sa.func.sum(x[a] * x[b] * r.w).label(f"s2_{a}_{b}") for a, b in pairs),
-            sa.func.sum(r.e * r.w).label("e0"),
-            *(sa.func.sum(r.e * x[a] * r.w).label(f"e1_{a}") for a in range(layout.size)),
-            *(sa.func.sum(r.e * x[a] * x[b] * r.w).label(f"e2_{a}_{b}") for a, b in pairs),
-            *(sa.func.sum(r.e * x[a]).label(f"xs_{a}") for a in range(layout.size)),
-            sa.func.sum(r.e * r.eta).label("es"),
+            records.c.rt,
+            *(sa.literal_column(f"sum({e})", sa.Double).label(n) for n, e in sums.items()),
         )
-        .group_by(r.t)
+        .select_from(records)
+        .group_by(records.c.rt)
         .subquery("by_time")
     )
-    g = by_time.c
-    later_first = {"order_by": g.t.desc()}
-    risk = [
-        g.s0,
-        *(g[f"s1_{a}"] for a in range(layout.size)),
-        *(g[f"s2_{a}_{b}"] for a, b in pairs),
-    ]
-    risk_sets = sa.select(
-        g.d,
-        *(sa.func.sum(c).over(**later_first).label(f"r_{c.name}") for c in risk),
-        g.e0,
-        *(g[f"e1_{a}"] for a in range(layout.size)),
-        *(g[f"e2_{a}_{b}"] for a, b in pairs),
-        *(g[f"xs_{a}"] for a in range(layout.size)),
-        g.es,
-    ).subquery("risk_sets")
+    # Risk sets: the sums of every time at or after each one, from the latest time down.
+    risk = ["s0", *(f"s1_{a}" for a in range(size)), *(f"s2_{a}_{b}" for a, b in pairs)]
+    events = ["e0", *(f"e1_{a}" for a in range(size)), *(f"e2_{a}_{b}" for a, b in pairs)]
+    events += [*(f"xs_{a}" for a in range(size)), "es"]
+    later_first = "OVER (ORDER BY by_time.rt DESC)"
+    risk_sets = (
+        sa.select(
+            by_time.c.d,
+            *(
+                sa.literal_column(f"sum(by_time.{n}) {later_first}", sa.Double).label(f"r_{n}")
+                for n in risk
+            ),
+            *(by_time.c[n] for n in events),
+        )
+        .select_from(by_time)
+        .subquery("risk_sets")
+    )
     query = sa.select(*risk_sets.c).where(risk_sets.c.d > 0)
     result = conn.execution_options(yield_per=CHUNK_TIMES).execute(query)
     for rows in result.partitions():
@@ -708,13 +714,11 @@ class _PartialLikelihood:
             rows = np.arange(len(block))
             self._terms(block, s, rows, np.zeros(len(block)), d.astype(float))
             return
-        # Efron: one term per event, f = l / d for the l-th event of its time
-        rows = np.repeat(np.arange(len(block)), d)
-        first = np.repeat(np.cumsum(d) - d, d)
-        f = (np.arange(len(rows)) - first) / np.repeat(d, d)
-        for at in range(0, len(rows), BATCH_TERMS):
-            part = slice(at, at + BATCH_TERMS)
-            self._terms(block, s, rows[part], f[part], np.ones(len(rows[part])))
+        # Efron: the l-th tied event of each time (l = 0, 1, ...) at f = l / d, a pass per
+        # rank, so memory stays that of the block however many events are tied
+        for rank in range(int(d.max(initial=0))):
+            rows = np.nonzero(d > rank)[0]
+            self._terms(block, s, rows, rank / d[rows], np.ones(len(rows)))
 
     def _terms(
         self,
