@@ -367,10 +367,10 @@ class CoxAnalysis(IterativeAnalysis):
             return NodeOutput(Outcome.BLOCKED, {}, rules)
         if not raw["finite"]:
             # beta overflowed this node's linear predictor: say so, release no figures
-            payload = {"n": released_n, "events": released_e, "finite": release.model(0.0)}
-            return NodeOutput(Outcome.RELEASED, payload, rules)
+            overflowed = {"n": released_n, "events": released_e, "finite": release.model(0.0)}
+            return NodeOutput(Outcome.RELEASED, overflowed, rules)
         covariates, basis = released_design(raw["covariates"], raw["basis"])
-        payload = {
+        payload: dict[str, Any] = {
             "n": released_n,
             "events": released_e,
             "covariates": covariates,
