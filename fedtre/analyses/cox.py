@@ -54,7 +54,8 @@ most a third of the events, and events less parameters at least min_residual_df)
 The table_model rule does not apply: a Cox model has no intercept and reproduces no
 table of group means or proportions. A failing round is BLOCKED; the researcher sees
 the rule family only. The cohort (the filter's complete cases) goes through the agent's
-cohort-size and differencing rules like every analysis.
+cohort-size and differencing rules like every analysis, and its event records and its
+censored records (whose counts leave as events and n - events) are remembered as groups.
 
 - node payload of a round (kinds of fedtre.disclosure.release): {"n": count, "events":
   count, "covariates": [[spec, kind, type, [levels]], ...], "basis": [[spec, level |
@@ -135,6 +136,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from fedtre.disclosure import DisclosurePolicy
+    from fedtre.disclosure.differencing import Grouping, Labels
 
 _EXAMPLE = '{"time": "follow_up_days", "event": "event", "covariates": ["age", "sex"]}'
 TIES = ("efron", "breslow")
@@ -155,6 +157,8 @@ UNSTRATIFIED = (
     "own baseline hazard and the fit is exact"
 )
 HR_COLUMNS = ("hazard_ratio", "hr_ci_lower", "hr_ci_upper")
+# The event column's levels as the differencing memory labels them (integer or boolean).
+EVENT_LABELS = ("0", "1", "false", "true")
 
 
 class CoxAnalysis(IterativeAnalysis):
@@ -227,6 +231,21 @@ class CoxAnalysis(IterativeAnalysis):
         """The filter's complete cases: the records the model is fitted on."""
         p = self.validate(split_round(params)[0])
         return complete_cohort(p["filter"], self._columns(p))
+
+    def groupings(self, params: Mapping[str, Any]) -> list[Grouping]:
+        """The model's events and censorings leave as counts (events, n - events): their
+        records are remembered like the groups of a table of the event column."""
+        return [(self.validate(split_round(params)[0])["event"],)]
+
+    def released_groups(
+        self, params: Mapping[str, Any], payload: Mapping[str, Any]
+    ) -> set[tuple[Grouping, Labels]]:
+        """Both levels of the event column, when the payload releases the counts (a level
+        the node's records lack was not measured, and is passed over)."""
+        if payload.get("events") is None:
+            return set()
+        event = self.validate(split_round(params)[0])["event"]
+        return {((event,), (label,)) for label in EVENT_LABELS}
 
     def schema_problems(self, params: Mapping[str, Any], schema: DatasetSchema) -> list[str]:
         p = self.validate(split_round(params)[0])

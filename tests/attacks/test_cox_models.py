@@ -142,3 +142,30 @@ def test_a_fit_then_the_same_fit_without_the_target_is_blocked(
     second = agent.ask("cox", "p2", **COX, covariates=["age"], filter=minus)
     assert_generic_block(second, forbidden=("diabetic",))
     assert {r.rule for r in second.rules} == {"differencing"}
+
+
+def test_the_fit_events_then_the_events_less_the_target_are_blocked(
+    factory: Factory, frame: pd.DataFrame
+) -> None:
+    """Fit cox on S (its events leave as a count), then count S's events less the target:
+    the difference of the two counts would be the target's event.
+
+    Nothing learned: the fit's event records are remembered as a group, so the count is
+    blocked by the differencing memory whether or not the target had the event (a set one
+    record smaller, or the same set asked by another question).
+    """
+    s = {"col": "diabetic", "op": "==", "value": 1}
+    target = next(t for t in unique_targets(frame) if frame.loc[t, "diabetic"] == 1)
+    events_less_target = everyone_but(
+        {"and": [s, {"col": "event", "op": "==", "value": 1}]}, qi_filter(frame, target)
+    )
+    views = []
+    for world in (frame, flipped(frame, target)):
+        agent = factory.agent(factory.source(world))
+        rounds, result = agent.fit_rounds("cox", **COX, covariates=["age"], filter=s)
+        assert result is not None
+        count = agent.ask("count", "p2", filter=events_less_target)
+        assert_generic_block(count)
+        assert {r.rule for r in count.rules} == {"differencing"}
+        views.append(public_view(count))
+    assert views[0] == views[1]
