@@ -27,8 +27,9 @@ alone: the fit is exact, one round of tasks per Newton-Raphson iteration.
   diag((sum I)^-1) at the last round's beta, which differs from the reported
   coefficients by less than tol; so both equal the pooled stratified fit's.
 
-At a node, the engine does the work (no record reaches Python): one query groups the
-model's records by distinct time, summing w = exp(x'b - c) (c: the node's largest x'b,
+At a node, the engine does the work (no record reaches Python): one query computes each
+record's weight once (a MATERIALIZED common table expression on SQLite, PostgreSQL and
+DuckDB), groups the model's records by distinct time, summing w = exp(x'b - c) (c: the node's largest x'b,
 so no weight overflows; the partial likelihood does not depend on c), x w and x x' w
 over all records and over the events at that time, the events' x and x'b; window
 functions then accumulate the first three from the latest time down, which gives the
@@ -157,6 +158,8 @@ UNSTRATIFIED = (
     "own baseline hazard and the fit is exact"
 )
 HR_COLUMNS = ("hazard_ratio", "hr_ci_lower", "hr_ci_upper")
+# Engines that accept WITH ... AS MATERIALIZED (others evaluate the CTE as they choose).
+MATERIALIZING_DIALECTS = ("sqlite", "postgresql", "duckdb")
 # The event column's levels as the differencing memory labels them (integer or boolean).
 EVENT_LABELS = ("0", "1", "false", "true")
 
@@ -658,22 +661,27 @@ def _event_times(
             *(c.label(f"rx{i}") for i, c in enumerate(columns)),
         )
         .where(*conditions)
-        .subquery("records")
+        .cte("cox_records")  # a CTE's name shadows a table's: ours is unlikely to be one
     )
+    # Computed once per record: an engine that inlined it would evaluate exp(x'b) again
+    # for each of the O(p^2) sums below (SQLite and PostgreSQL do; MATERIALIZED stops them).
+    for dialect in MATERIALIZING_DIALECTS:
+        records = records.prefix_with("MATERIALIZED", dialect=dialect)
     # The aggregates as SQL text over the subqueries' own column names: only our names
     # and indices, no value from a user; a text keeps the statement small (an expression
     # tree of p^2 sums costs Python more than the engine's query), as in max_leverage.
-    x = [f"records.rx{a}" for a in range(size)]
+    r = records.name
+    x = [f"{r}.rx{a}" for a in range(size)]
     sums = {
-        "d": "records.re",
-        "s0": "records.rw",
-        **{f"s1_{a}": f"{x[a]} * records.rw" for a in range(size)},
-        **{f"s2_{a}_{b}": f"{x[a]} * {x[b]} * records.rw" for a, b in pairs},
-        "e0": "records.re * records.rw",
-        **{f"e1_{a}": f"records.re * {x[a]} * records.rw" for a in range(size)},
-        **{f"e2_{a}_{b}": f"records.re * {x[a]} * {x[b]} * records.rw" for a, b in pairs},
-        **{f"xs_{a}": f"records.re * {x[a]}" for a in range(size)},
-        "es": "records.re * records.reta",
+        "d": f"{r}.re",
+        "s0": f"{r}.rw",
+        **{f"s1_{a}": f"{x[a]} * {r}.rw" for a in range(size)},
+        **{f"s2_{a}_{b}": f"{x[a]} * {x[b]} * {r}.rw" for a, b in pairs},
+        "e0": f"{r}.re * {r}.rw",
+        **{f"e1_{a}": f"{r}.re * {x[a]} * {r}.rw" for a in range(size)},
+        **{f"e2_{a}_{b}": f"{r}.re * {x[a]} * {x[b]} * {r}.rw" for a, b in pairs},
+        **{f"xs_{a}": f"{r}.re * {x[a]}" for a in range(size)},
+        "es": f"{r}.re * {r}.reta",
     }
     by_time = (
         sa.select(
