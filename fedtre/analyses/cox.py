@@ -28,14 +28,15 @@ alone: the fit is exact, one round of tasks per Newton-Raphson iteration.
   coefficients by less than tol; so both equal the pooled stratified fit's.
 
 At a node, the engine does the work (no record reaches Python): one query computes each
-record's weight once (a MATERIALIZED common table expression on SQLite, PostgreSQL and
-DuckDB), groups the model's records by distinct time, summing w = exp(x'b - c) (c: the node's largest x'b,
-so no weight overflows; the partial likelihood does not depend on c), x w and x x' w
-over all records and over the events at that time, the events' x and x'b; window
-functions then accumulate the first three from the latest time down, which gives the
-risk-set sums at each time, and only the times with an event are read. The Breslow or
-Efron terms of those times (a per-event-time table that never leaves the agent) are
-summed in numpy, a bounded batch at a time.
+record's weight w = exp(x'b - c) once (c: the node's largest x'b, so no weight
+overflows; the partial likelihood does not depend on c; a MATERIALIZED common table
+expression on SQLite, PostgreSQL and DuckDB, which would otherwise evaluate it again for
+every sum), groups the records by distinct time, summing w, x w and x x' w over all
+records and over the events at that time, and the events' x and x'b; window functions
+then accumulate the first three from the latest time down, which gives the risk-set
+sums at each time, and only the times with an event are read. The Breslow or Efron
+terms of those times (a per-event-time table that never leaves the agent) are summed in
+numpy, a block of times at a time (Efron: one pass per tie rank).
 
 Unstratified (one baseline hazard across TREs) is refused: its risk sets span nodes,
 so every node would have to release, per event time (or per time-grid interval), its
