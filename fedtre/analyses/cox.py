@@ -52,10 +52,12 @@ check_model (residual degrees of freedom and parameters per record over the reco
 level counts of each categorical covariate and of the event indicator, so at least
 `threshold` events and `threshold` censorings; NK and p% on every numeric covariate;
 leverage of the design at most 1/threshold) and events_per_parameter (parameters at
-most a third of the events, and events less parameters at least min_residual_df).
-The table_model rule does not apply: a Cox model has no intercept and reproduces no
-table of group means or proportions. A failing round is BLOCKED; the researcher sees
-the rule family only. The cohort (the filter's complete cases) goes through the agent's
+most a third of the events, and events less parameters at least min_residual_df), and
+table_model: with no numeric covariate every weight exp(x'b) takes one value per level,
+so the exact likelihood and information are functions of the integer numbers at risk per
+level at each event time (policy.categorical_only_models allows such models; a
+Kaplan-Meier by group is the table). A failing round is BLOCKED; the researcher sees the
+rule family only. The cohort (the filter's complete cases) goes through the agent's
 cohort-size and differencing rules like every analysis, and its event records and its
 censored records (whose counts leave as events and n - events) are remembered as groups.
 
@@ -68,6 +70,9 @@ censored records (whose counts leave as events and n - events) are remembered as
   same); the model statistics are exact, for the coordinator, and never shown per node.
 - combined: fedtre.analyses.regression's table (z statistics) over the terms (no
   intercept) with hazard_ratio, hr_ci_lower, hr_ci_upper, and "model" (see CoxFit).
+  No figure at beta = 0 leaves the coordinator (round 1's likelihood, the null
+  likelihood, the likelihood-ratio test): there every weight is 1, so exp(-ll0) is the
+  product of the numbers at risk at the event times, which an exact ll0 nearly states.
 
 Concordance is not computed: Harrell's C compares every pair of comparable records, and
 a pooled C needs pairs across nodes, which means each node's ranked risk scores with
@@ -377,7 +382,7 @@ class CoxAnalysis(IterativeAnalysis):
             levels=levels,
             policy=policy,
             magnitudes=raw["magnitudes"],
-            numeric_covariates=None,
+            numeric_covariates=sum(1 for c in raw["covariates"] if c[1] != CATEGORICAL),
             leverage=raw.get("leverage"),
         )
         rules = (*checked.rules, events_per_parameter(events, parameters, policy))
@@ -460,13 +465,12 @@ class CoxAnalysis(IterativeAnalysis):
                 "beta": (beta + step).tolist(),
                 "n": pooled.n,
                 "events": pooled.events,
-                "null_log_likelihood": pooled.log_likelihood,
                 "accepted_beta": beta.tolist(),
                 "accepted_log_likelihood": pooled.log_likelihood,
                 "halvings": 0,
             }
-            progress = {"iteration": iteration, "log_likelihood": pooled.log_likelihood}
-            return RoundStep(next_state, False, progress)
+            # no likelihood at beta = 0 for the researcher (see _result)
+            return RoundStep(next_state, False, {"iteration": iteration})
         beta = np.asarray(state["beta"], dtype=float)
         previous = float(state["accepted_log_likelihood"])
         worse = pooled is None or pooled.log_likelihood < previous - 1e-12 * max(1.0, abs(previous))
@@ -485,9 +489,8 @@ class CoxAnalysis(IterativeAnalysis):
                 "beta": half.tolist(),
                 "halvings": halvings,
             }
-            return RoundStep(
-                next_state, False, {"iteration": iteration, "log_likelihood": previous}
-            )
+            # the accepted likelihood may be round 1's, at beta = 0: not shown
+            return RoundStep(next_state, False, {"iteration": iteration})
         assert pooled is not None
         step = _solve(pooled.information, pooled.score, terms)
         new_beta = beta + step
@@ -507,7 +510,7 @@ class CoxAnalysis(IterativeAnalysis):
             }
             return RoundStep(next_state, False, progress)
         cov = scaled_inverse(pooled.information, list(terms))
-        result = _result(p, terms, new_beta, cov, pooled, state, iteration, converged)
+        result = _result(p, terms, new_beta, cov, pooled, iteration, converged)
         final = {**state, "iteration": iteration, "beta": new_beta.tolist()}
         return RoundStep(final, True, progress, result)
 
@@ -532,19 +535,15 @@ class CoxFit:
 
     n and events: sums of the nodes' released (perturbed) counts, never the exact numbers;
     log_likelihood: the log partial likelihood at the fit (the sum over the nodes'
-    strata), exact; null_log_likelihood: at beta = 0; lr_chi2, lr_df, lr_p_value: the
-    likelihood-ratio test of every coefficient being 0; aic_partial: -2 log_likelihood +
-    2 parameters (lifelines' AIC_partial_); ties: "efron" or "breslow"; strata: "node".
-    concordance is None: it is not computed (fedtre.analyses.cox explains why).
+    strata), exact; aic_partial: -2 log_likelihood + 2 parameters (lifelines'
+    AIC_partial_); ties: "efron" or "breslow"; strata: "node". The null log-likelihood and
+    the likelihood-ratio test are not given, and concordance is None: neither is computed
+    (fedtre.analyses.cox explains why).
     """
 
     n: int
     events: int
     log_likelihood: float | None
-    null_log_likelihood: float | None
-    lr_chi2: float | None
-    lr_df: int
-    lr_p_value: float | None
     aic_partial: float | None
     ties: str
     strata: str
@@ -563,10 +562,6 @@ class CoxFit:
             n=int(model.get("n") or 0),
             events=int(model.get("events") or 0),
             log_likelihood=number("log_likelihood"),
-            null_log_likelihood=number("null_log_likelihood"),
-            lr_chi2=number("lr_chi2"),
-            lr_df=int(model.get("lr_df") or 0),
-            lr_p_value=number("lr_p_value"),
             aic_partial=number("aic_partial"),
             ties=str(model.get("ties") or ""),
             strata=str(model.get("strata") or ""),
@@ -580,11 +575,11 @@ class CoxFit:
         return [
             f"Cox proportional hazards, stratified by {self.strata} ({self.ties} ties): "
             f"n = {self.n}, events = {self.events}",
-            f"log partial likelihood = {_g(self.log_likelihood)} (null {_g(self.null_log_likelihood)}), "
-            f"{state} after {self.iterations} iterations",
-            f"likelihood-ratio test: chi2 = {_g(self.lr_chi2)} on {self.lr_df} df, "
-            f"p = {_g(self.lr_p_value)}; partial AIC = {_g(self.aic_partial)}",
-            "concordance: not computed (it needs pairs of records across TREs)",
+            f"log partial likelihood = {_g(self.log_likelihood)}, partial AIC = "
+            f"{_g(self.aic_partial)}, {state} after {self.iterations} iterations",
+            "not given: the likelihood-ratio test (it needs the likelihood at beta = 0, "
+            "which nearly states the numbers at risk) and concordance (it needs pairs of "
+            "records across TREs)",
         ]
 
 
@@ -841,19 +836,18 @@ def _result(
     beta: np.ndarray,
     cov: np.ndarray,
     pooled: _Pooled,
-    state: Mapping[str, Any],
     iteration: int,
     converged: bool,
 ) -> dict[str, Any]:
-    from scipy import stats
-
+    """The combined result. No figure at beta = 0 is given (the null log-likelihood, hence
+    the likelihood-ratio test): there every weight is 1, so exp(-ll0) is the product of the
+    numbers at risk at the event times, integers that an exact ll0 would nearly pin down."""
     table = coefficient_table(terms, beta, cov, df=None)
 
     def exp_of(values: list[float | None]) -> list[float | None]:
         return [None if v is None else finite_or_none(math.exp(min(v, 700.0))) for v in values]
 
-    ll, null = pooled.log_likelihood, float(state["null_log_likelihood"])
-    chi2 = max(2.0 * (ll - null), 0.0)
+    ll = pooled.log_likelihood
     model = {
         "kind": "cox",
         "ties": p["ties"],
@@ -861,10 +855,6 @@ def _result(
         "n": pooled.n,
         "events": pooled.events,
         "log_likelihood": finite_or_none(ll),
-        "null_log_likelihood": finite_or_none(null),
-        "lr_chi2": finite_or_none(chi2),
-        "lr_df": len(terms),
-        "lr_p_value": finite_or_none(float(stats.chi2.sf(chi2, len(terms)))),
         "aic_partial": finite_or_none(-2.0 * ll + 2.0 * len(terms)),
         "iterations": iteration,
         "converged": converged,

@@ -70,7 +70,7 @@ def check_model(
     levels: Mapping[str, Mapping[str | None, int]],
     policy: DisclosurePolicy,
     magnitudes: Mapping[str, tuple[Sequence[float], float]] | None = None,
-    numeric_covariates: int | None = 1,
+    numeric_covariates: int = 1,
     leverage: float | None = None,
 ) -> ModelCheck:
     """Check a model fitted on `records` records with `parameters` parameters.
@@ -86,8 +86,7 @@ def check_model(
     group means or proportions, and its exact coefficients and standard errors would give
     the groups' exact sizes (an intercept-only logistic model: n = 1 / (se^2 p (1 - p))),
     undoing the perturbation of counts; such models are blocked unless the policy allows
-    them (categorical_only_models): the researcher asks for the table instead. None: a
-    model without an intercept (cox), which reproduces no table, so the rule does not apply.
+    them (categorical_only_models): the researcher asks for the table instead.
     leverage: the largest leverage of the model's records (design.max_leverage): at most
     1 / threshold, the leverage of a member of a level of exactly `threshold` records, so
     no record weighs more in its own fitted value than a member of the smallest level
@@ -110,9 +109,7 @@ def check_model(
                     "band that covariate, or narrow the cohort",
                 )
             )
-    if numeric_covariates is None:
-        pass
-    elif numeric_covariates > 0 or policy.categorical_only_models:
+    if numeric_covariates > 0 or policy.categorical_only_models:
         rules.append(RuleResult(TABLE_MODEL, True, "the design has a numeric covariate"))
     else:
         rules.append(

@@ -110,18 +110,22 @@ def test_too_few_events_per_parameter_blocks_the_round(tmp_path) -> None:
     assert {r.rule for r in output.rules if not r.passed} == {"events_per_parameter"}
 
 
-def test_a_categorical_covariate_alone_is_a_model_not_a_table(tmp_path) -> None:
-    # Given the default policy and a fit on the arm only (no numeric covariate)
-    policy = DisclosurePolicy()
+def test_a_categorical_covariate_alone_needs_the_policy_to_allow_it(tmp_path) -> None:
+    # Given a fit on the arm only (no numeric covariate: every weight is one of two values,
+    # so the exact figures are functions of the integer numbers at risk per arm)
     source = make_source(tmp_path / "n.db", survival(400, 3), SCHEMA)
+    params = {**BASE, "covariates": ["arm"]}
 
-    output = run_round_at_node(COX, {**BASE, "covariates": ["arm"]}, {}, source, policy)
-
-    # Then it is released: a Cox model has no intercept and reproduces no table of means
-    assert output.outcome is Outcome.RELEASED
-    rules = {r.rule for r in output.rules}
-    assert "table_model" not in rules
-    assert {"level_counts", "events_per_parameter", "leverage", "residual_df"} <= rules
+    # Then the default policy blocks it by table_model alone, and a TRE that allows
+    # categorical-only models releases it
+    blocked = run_round_at_node(COX, params, {}, source, DisclosurePolicy())
+    assert blocked.outcome is Outcome.BLOCKED and blocked.payload == {}
+    assert {r.rule for r in blocked.rules if not r.passed} == {"table_model"}
+    allowed = DisclosurePolicy(categorical_only_models=True)
+    released = run_round_at_node(COX, params, {}, source, allowed)
+    assert released.outcome is Outcome.RELEASED
+    rules = {r.rule for r in released.rules}
+    assert {"level_counts", "events_per_parameter", "leverage", "table_model"} <= rules
 
 
 def test_a_dominated_numeric_covariate_blocks_the_round(tmp_path) -> None:
