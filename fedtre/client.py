@@ -193,7 +193,7 @@ class Result:
     def model(self) -> ModelFit | CoxFit | None:
         """A fitted model's figures: for linear_regression and glm, n, df_model, df_resid,
         deviance, iterations, converged, r_squared... (fedtre.analyses.regression.ModelFit);
-        for cox, n, events, log-likelihood, likelihood-ratio test (fedtre.analyses.cox.CoxFit);
+        for cox, n, events, log partial likelihood, partial AIC (fedtre.analyses.cox.CoxFit);
         None for other analyses or when no model was combined."""
         model = self.combined.get("model")
         if not isinstance(model, Mapping):
