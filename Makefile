@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint protos check-protos bench bench-network bench-analyses bench-glm bench-release bench-refusals clean
+.PHONY: demo test lint protos check-protos bench bench-network bench-analyses bench-glm bench-cox bench-release bench-refusals clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,7 @@ clean:
 # (figures and commands: bench/README.md). pandas reads Parquet through pyarrow, a bench-only need.
 BENCH_NICE ?= nice -n 10
 
-bench: bench-network bench-analyses bench-glm bench-release bench-refusals
+bench: bench-network bench-analyses bench-glm bench-cox bench-release bench-refusals
 
 # Latency, throughput (SQLite and the PostgreSQL on 127.0.0.1:5432), fan-out, rows curve.
 bench-network: $(STAMP)
@@ -45,6 +45,10 @@ bench-analyses: $(STAMP)
 
 bench-glm: $(STAMP)
 	$(BENCH_NICE) $(BIN)/python bench/glm.py --rows 1000000 --profile
+
+# One node's cox round (SQLite, and a CSV through DuckDB) against lifelines in memory.
+bench-cox: $(STAMP)
+	$(BENCH_NICE) $(BIN)/python bench/cox.py --rows 200000
 
 # The release stage at 10 M rows per node: cell keys, dominance and the differencing
 # sketch in DuckDB, against DuckDB's own aggregate in the same run.

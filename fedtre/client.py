@@ -13,6 +13,7 @@ import grpc
 
 from fedtre.analyses import get_analysis
 from fedtre.analyses.base import DatasetSchema, NodeOutput, Outcome
+from fedtre.analyses.cox import CoxFit
 from fedtre.analyses.regression import ModelFit
 from fedtre.catalogue.entry import CatalogueEntry
 from fedtre.credentials import person_credentials
@@ -128,11 +129,14 @@ class JobProgress:
     figures: dict[str, Any]
 
     def describe(self) -> str:
-        """e.g. "round 3 of at most 25, deviance 812.4"."""
+        """e.g. "round 3 of at most 25, deviance 812.4" (cox: "log-likelihood -534.1")."""
         text = f"round {self.round} of at most {self.max_rounds}"
         deviance = self.figures.get("deviance")
         if isinstance(deviance, int | float):
             text += f", deviance {deviance:.8g}"
+        log_likelihood = self.figures.get("log_likelihood")
+        if isinstance(log_likelihood, int | float):
+            text += f", log-likelihood {log_likelihood:.8g}"
         return text
 
 
@@ -258,12 +262,17 @@ class Result:
         return result_html(self)
 
     @property
-    def model(self) -> ModelFit | None:
-        """A fitted model's figures (linear_regression, glm): n, df_model, df_resid,
+    def model(self) -> ModelFit | CoxFit | None:
+        """A fitted model's figures: for linear_regression and glm, n, df_model, df_resid,
         deviance, iterations, converged, r_squared... (fedtre.analyses.regression.ModelFit);
+        for cox, n, events, log partial likelihood, partial AIC (fedtre.analyses.cox.CoxFit);
         None for other analyses or when no model was combined."""
         model = self.combined.get("model")
-        return ModelFit.from_payload(model) if isinstance(model, Mapping) else None
+        if not isinstance(model, Mapping):
+            return None
+        if model.get("kind") == "cox":
+            return CoxFit.from_payload(model)
+        return ModelFit.from_payload(model)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from fedtre.analyses.base import (
 )
 from fedtre.analyses.correlation import CorrelationAnalysis
 from fedtre.analyses.count import CountAnalysis
+from fedtre.analyses.cox import CoxAnalysis
 from fedtre.analyses.crosstab import CrosstabAnalysis
 from fedtre.analyses.glm import GlmAnalysis
 from fedtre.analyses.histogram import HistogramAnalysis
@@ -36,6 +37,7 @@ CATALOGUE: dict[str, Analysis] = {
         LinearRegressionAnalysis(),
         GlmAnalysis(),
         KaplanMeierAnalysis(),
+        CoxAnalysis(),
     )
 }
 
@@ -56,6 +58,7 @@ __all__ = [
     "Analysis",
     "CorrelationAnalysis",
     "CountAnalysis",
+    "CoxAnalysis",
     "CrosstabAnalysis",
     "DataSource",
     "DatasetSchema",

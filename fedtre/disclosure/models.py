@@ -20,6 +20,10 @@ count. Each GLM round is checked before its aggregates leave the agent.
   the sum of |x|), so a signed column (a centred covariate, a log) is judged too: when
   the largest |x| make up most of the sum of |x|, the total is close to their sum.
   A dominated column blocks the model.
+- events_per_parameter (survival models, cox): parameters at most a third of the events,
+  and events less parameters at least `policy.min_residual_df`. A Cox fit is driven by
+  its events (each adds its covariates less its risk set's mean to the score): with few
+  events per parameter the fit follows single events, or runs off to infinity.
 
 The rule details (RuleResult.detail) stay at the agent: its audit log and the TRE's
 output checker see which level is rare or which column is dominated; the researcher sees
@@ -40,6 +44,7 @@ from fedtre.disclosure import release
 from fedtre.disclosure.dominance import columns_dominance_rules
 from fedtre.disclosure.policy import DisclosurePolicy
 from fedtre.disclosure.rules import (
+    EVENTS_PER_PARAMETER,
     LEVEL_COUNTS,
     LEVERAGE,
     PARAMETERS,
@@ -176,6 +181,40 @@ def dominance(
         for column, (top, total) in magnitudes.items()
     }
     return columns_dominance_rules(contributions, policy, what="the model")
+
+
+def events_per_parameter(events: int, parameters: int, policy: DisclosurePolicy) -> RuleResult:
+    """Return the events_per_parameter rule for a survival model (see the module doc)."""
+    need = policy.min_residual_df
+    if 3 * parameters <= events and events - parameters >= need:
+        return RuleResult(
+            EVENTS_PER_PARAMETER,
+            True,
+            f"parameters are at most a third of the events, with at least {need} events to spare",
+        )
+    return RuleResult(
+        EVENTS_PER_PARAMETER,
+        False,
+        "the model has too few events for its parameters (it needs three events per "
+        f"parameter and {need} more than parameters); use fewer parameters or more records",
+    )
+
+
+def released_events(
+    events: int, key: int, policy: DisclosurePolicy
+) -> tuple[int | None, tuple[RuleResult, ...]]:
+    """Return a survival model's number of events as it may leave (None: withheld), with
+    the rules applied; key: the cell key of exactly its event records."""
+    value = release.count(events, key, policy)
+    if value is None:
+        return None, (
+            RuleResult(
+                THRESHOLD, False, "the model's events are fewer than the TRE's minimum count"
+            ),
+        )
+    return value, (
+        RuleResult(THRESHOLD, True, f"the model has at least {policy.threshold} events"),
+    )
 
 
 def released_count(

@@ -305,6 +305,7 @@ PLAIN_WORDS: Mapping[str, str] = {
     "level_counts": "each level of a categorical variable needs enough records",
     "table_model": "models need a numeric covariate (otherwise ask for the table)",
     "leverage": "no record may weigh more in its own fitted value than the TRE allows",
+    "events_per_parameter": "survival models need enough events per parameter",
     "quantile": "quantiles need enough values on each side",
     "survival": "survival intervals need enough events and censorings",
     "grid": "bounds are released on the TRE's grid only",

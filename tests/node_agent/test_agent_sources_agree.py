@@ -178,6 +178,7 @@ CASES: dict[str, dict[str, Any]] = {
     "linear_regression": {"outcome": "sbp", "covariates": ["age", "sex", "smoking", "smoker"]},
     "glm": {"outcome": "diabetes", "covariates": ["age", "sex", "bmi"], "family": "binomial"},
     "kaplan_meier": {"time": "days", "event": "event", "by": "sex"},
+    "cox": {"time": "days", "event": "event", "covariates": ["age", "sex", "bmi"]},
 }
 
 
@@ -254,6 +255,25 @@ def test_the_shared_answers_match_pandas(sources: dict[str, DataSource]) -> None
         }
         expected |= {(r, str(c).lower()): int(n) for (r, c), n in table.items()}
         assert {(r, str(c).lower()): n for (r, c), n in cells.items()} == expected, dataset
+
+
+def test_every_source_gives_the_same_cox_round_at_a_given_beta(
+    sources: dict[str, DataSource],
+) -> None:
+    # Given a later cox round (beta away from 0: the engine's exp() and window sums at work)
+    from fedtre.analyses.iterative import with_round
+
+    cox = CATALOGUE["cox"]
+    round_params = {"beta": [0.03, -0.4, 0.05], "levels": {"sex": ["F", "M"]}}
+    params = with_round(cox, cox.validate(CASES["cox"]), round_params)
+
+    # When each source computes it
+    raw = {dataset: cox.compute(params, source) for dataset, source in sources.items()}
+
+    # Then each answer equals SQLite's
+    assert raw["on_sqlite"]["finite"] and raw["on_sqlite"]["events"] > 0
+    for dataset in sorted(set(raw) - {"on_sqlite"}):
+        _same(raw["on_sqlite"], raw[dataset], f"cox round on {dataset}")
 
 
 def test_postgres_streams_glm_rows_through_a_server_side_cursor(

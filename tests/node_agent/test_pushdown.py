@@ -181,6 +181,13 @@ AGGREGATES = {
         2 + 5 + 2 + 3 * MAX_DOMINANCE_N + 1,
     ),
     "correlation": ({"columns": ["age", "bmi", "sbp"]}, 2 + 3 * MAX_DOMINANCE_N),
+    "cox": (
+        # age as the time: 72 distinct times. The event check, the level counts of sex, the
+        # model's records, the largest |sbp|, the leverage (three rows), and one row per
+        # distinct event time (the risk-set sums, accumulated in the engine)
+        {"time": "age", "event": "diabetes", "covariates": ["sbp", "sex"]},
+        1 + 2 + 1 + MAX_DOMINANCE_N + 3 + 72,
+    ),
 }
 
 

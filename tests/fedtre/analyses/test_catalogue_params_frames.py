@@ -22,6 +22,7 @@ ANALYSES = [
     "linear_regression",
     "glm",
     "kaplan_meier",
+    "cox",
 ]
 
 
