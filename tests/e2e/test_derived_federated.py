@@ -241,3 +241,38 @@ def test_a_bad_expression_is_refused_at_submit_pointing_at_the_token(
     # Then nothing is submitted, and the error (INVALID_ARGUMENT) shows the token
     assert message in str(caught.value)
     assert "^" in str(caught.value)
+
+
+def test_cox_with_derived_covariates_equals_lifelines_stratified_by_node(network, pooled):
+    # Given a Cox model of time to first event whose covariates are a log, a band and a recode
+    from lifelines import CoxPHFitter
+
+    covariates = ["log(bmi)", BANDS, EVER]
+    params = {"time": "follow_up_days", "event": "I(events > 0)", "covariates": covariates}
+    with network.client() as client:
+        result = client.submit("cox", dataset="cohort", params=params).result(timeout=120)
+
+    # Then it equals lifelines on the pooled complete cases, one stratum per TRE
+    assert result.state == "completed", result
+    data = _with_derived(pooled).assign(
+        log_bmi=np.log(pooled.bmi),
+        event=(pooled.events > 0).astype(int),
+        node=[0] * 700 + [1] * 400 + [2] * (len(pooled) - 1100),
+    )
+    data = data.dropna(subset=["log_bmi"])
+    design = pd.get_dummies(data[["band", "ever"]], drop_first=True, dtype=float)
+    frame = pd.concat([data[["log_bmi", "follow_up_days", "event", "node"]], design], axis=1)
+    tight = {"precision": 1e-16, "r_precision": 0.0, "max_steps": 200}
+    cph = CoxPHFitter().fit(frame, "follow_up_days", "event", strata=["node"], fit_options=tight)
+    names = {
+        "log(bmi)": "log_bmi",
+        **{f"{BANDS}[T.{b}]": f"band_{b}" for b in BAND_LABELS[1:]},
+        f"{EVER}[T.never]": "ever_never",
+    }
+    combined = result.combined
+    assert sorted(combined["terms"]) == sorted(names)
+    for term, coef, se in zip(
+        combined["terms"], combined["coef"], combined["std_err"], strict=True
+    ):
+        assert coef == pytest.approx(cph.params_[names[term]], rel=1e-8, abs=1e-12)
+        assert se == pytest.approx(cph.standard_errors_[names[term]], rel=1e-8)
