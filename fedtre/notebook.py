@@ -11,6 +11,8 @@ from __future__ import annotations
 import html
 from typing import TYPE_CHECKING
 
+from fedtre.disclosure.rules import OPERATOR_APPROVAL
+
 if TYPE_CHECKING:
     from fedtre.client import JobStatus, NodeResult, Result
 
@@ -24,6 +26,8 @@ def node_outcome(job: JobStatus, part: NodeResult) -> str:
     outcome = part.outcome
     if outcome == "pending":
         return "did not answer" if job.finished else "working"
+    if outcome == "held" and any(r.rule == OPERATOR_APPROVAL for r in part.rules):
+        return "waiting for its TRE's operator to approve the project or job"
     if outcome == "released":
         if job.state == "failed":
             return "answered (not combined: the job failed)"

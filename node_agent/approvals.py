@@ -24,6 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from fedtre.analyses.base import NodeOutput, Outcome, RuleResult
+from fedtre.disclosure.rules import OPERATOR_APPROVAL
 from fedtre.errors import Conflict, FedtreError, InvalidRequest, NotFound
 from node_agent import audit as agent_audit
 from node_agent.state import AgentState
@@ -31,7 +32,6 @@ from node_agent.task import TaskSpec
 
 logger = logging.getLogger(__name__)
 
-OPERATOR_APPROVAL = "operator_approval"
 POLL_INTERVAL_S = 1.0
 APPROVED, DENIED = "approved", "denied"
 

@@ -135,7 +135,11 @@ class TaskGate:
             f"{analysis.description.rstrip('.')} on dataset {task.dataset!r}",
             f"values from fewer than {policy.threshold} records are withheld",
         ]
-        if policy.rounding_base > 1:
+        if policy.perturbation == "cell_key":
+            parts.append(
+                f"counts carry small consistent noise (at most +-{policy.noise_deviation})"
+            )
+        elif policy.rounding_base > 1:
             parts.append(f"counts are rounded to a multiple of {policy.rounding_base}")
         if policy.holds(task.analysis):
             parts.append("the output is then held for this TRE's output checker")

@@ -35,7 +35,9 @@ _HOSTS = (
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    ca = sub.add_parser("ca", help="the network CA: init, issue-node, renew, revoke")
+    ca = sub.add_parser(
+        "ca", help="the network CA: init, issue-coordinator, issue-node, renew, revoke"
+    )
     actions = ca.add_subparsers(dest="ca_command", required=True, metavar="ACTION")
 
     init = actions.add_parser(

@@ -42,7 +42,7 @@ from typing import Any
 from fedtre.analyses.base import NodeOutput, Outcome, RuleResult
 from fedtre.disclosure import cellkey
 from fedtre.disclosure.policy import DisclosurePolicy
-from fedtre.disclosure.rules import REVIEW, apply_rounding
+from fedtre.disclosure.rules import OPERATOR_APPROVAL, REVIEW, apply_rounding
 from fedtre.errors import FedtreError
 
 
@@ -300,6 +300,7 @@ PLAIN_WORDS: Mapping[str, str] = {
     "cohort_size": "the selected records, and those left out, must each reach the minimum",
     "differencing": "an output may not differ from an earlier one on this dataset by a few records",
     "review": "the TRE's output checker reviews this output",
+    OPERATOR_APPROVAL: "the TRE's operator approves a project or job before it runs there",
     "residual_df": "models need enough residual degrees of freedom",
     "parameters": "models need enough records per parameter",
     "level_counts": "each level of a categorical variable needs enough records",

@@ -35,6 +35,8 @@ EXTREMES = "extremes"
 COHORT_SIZE = "cohort_size"
 DIFFERENCING = "differencing"
 REVIEW = "review"
+# A task waiting for, or refused by, the TRE operator's approval of its project or job.
+OPERATOR_APPROVAL = "operator_approval"
 RESIDUAL_DF = "residual_df"
 PARAMETERS = "parameters"
 LEVEL_COUNTS = "level_counts"

@@ -25,6 +25,9 @@ from sectools import (
     wait_for,
 )
 
+from fedtre.disclosure.release import PLAIN_WORDS
+from fedtre.disclosure.rules import OPERATOR_APPROVAL
+from fedtre.notebook import node_outcome
 from fedtre.testing import LocalNetwork
 from node_agent.app import Agent
 from node_agent.config import load_config, write_config
@@ -158,7 +161,16 @@ def test_a_new_project_waits_for_the_tre_operator_and_runs_once_approved(net, ca
             "count", dataset="cohort", nodes=["tre-c"], params={}, project="elsewhere"
         )
         wait_for(lambda: researcher.job(handle.id).tasks["tre-c"].outcome == "held", what="hold")
-        task_id = researcher.job(handle.id).tasks["tre-c"].task_id
+        job = researcher.job(handle.id)
+        task_id = job.tasks["tre-c"].task_id
+    # the researcher is told what it waits for (not an output checker, not a disclosure rule);
+    waiting = job.tasks["tre-c"]
+    assert (
+        node_outcome(job, waiting) == "waiting for its TRE's operator to approve the project or job"
+    )
+    assert [(r.rule, r.detail) for r in waiting.rules] == [
+        (OPERATOR_APPROVAL, PLAIN_WORDS[OPERATOR_APPROVAL])
+    ]
     # the task waits: not run, nothing released, and the inbox shows what it would do;
     assert task_id not in agent_tasks(net, "tre-c")
     (request,) = pending_requests(capsys, net, "tre-c")
