@@ -75,3 +75,25 @@ def test_every_fit_nudged_gives_one_answer_at_most(factory: Factory, frame: pd.D
 
     assert [o.outcome for o in outputs] == [Outcome.RELEASED, Outcome.BLOCKED, Outcome.BLOCKED]
     assert all({r.rule for r in o.rules} == {"differencing"} for o in outputs[1:])
+
+
+def test_a_cox_fit_of_the_cohort_with_a_nudged_covariate_is_refused(
+    factory: Factory, frame: pd.DataFrame
+) -> None:
+    """The same nudge in a Cox fit (stratified, exact at the coordinator): the first fit
+    of the cohort is released, the nudged one is blocked at round 1, before anything of
+    it is computed."""
+    age, region = _target(frame)
+    cohort = {"col": "region", "op": "==", "value": region}
+    agent = factory.agent(factory.source(frame))
+    cox = {"time": "time", "event": "event", "filter": cohort}
+
+    rounds, result = agent.fit_rounds("cox", covariates=["visits"], **cox)
+    assert result is not None
+    nudged_rounds, nudged = agent.fit_rounds(
+        "cox", "p2", covariates=[_covariates(age)[2].replace("age +", "visits +", 1)], **cox
+    )
+
+    assert nudged is None and len(nudged_rounds) == 1
+    assert_generic_block(nudged_rounds[0], forbidden=("sbp", "visits"))
+    assert {r.rule for r in nudged_rounds[0].rules} == {"differencing"}
