@@ -24,7 +24,8 @@ Cohort.released_groups).
 Refusing only near-identical sets would itself be an oracle: asked S and then "S without
 the target", the agent would answer the second alike when the target is not in S (the
 same records) and refuse it when they are. So each set is remembered with the question
-that described it (its predicate: the researcher's filter and the group's levels, in a
+that described it (its predicate: the researcher's filter, the analysis's narrowing to a
+derived variable's non-missing values (question_of) and the group's levels, in a
 canonical form), and the same records described by a *different* question are refused
 too: then both answers are refusals. The same question again (the same predicate, or a
 rewrite with the same canonical form) is answered, the same as before.
