@@ -26,9 +26,10 @@ Criterion for "nothing learned": what the researcher receives is identical wheth
 target is diabetic or not. Each attack succeeds today (strict xfail): the defence needs
 rule outcomes that do not depend on one record (group levels declared by the TRE, so an
 absent level fails like a small one; noise in place of refusals), a change to the release
-stage's design rather than one rule. Mitigations a TRE has now: `[policy] derived`
-without `arithmetic` (each derived variant needs it), `hold_for_review`, and the audit
-(the padded cohort and the one-person expression are plain there). One bit per query,
+stage's design rather than one rule. Mitigations a TRE has now: `hold_for_review`, a
+narrower `[policy] derived` (the variants here use arithmetic; a cohort filtered on the
+attribute with `I(age == a)`, `bands` or `recode` does as well), and the audit (the
+padded cohort and the one-person expression are plain there). One bit per query,
 and each query of the same records by another question is refused
 (test_derived_missingness.py), so the attacker spends a new cohort per bit.
 """
