@@ -29,6 +29,7 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
+import pytest
 
 from fedtre.analyses import Outcome
 
@@ -50,9 +51,13 @@ def _worlds(frame: pd.DataFrame, target: int) -> list[pd.DataFrame]:
     return worlds
 
 
-def _missing_for_a_diabetic_aged(column: str, age: int) -> str:
-    """`column` for everyone, missing for a diabetic aged `age` (0 / 0 is missing)."""
-    return f"I({column} + 0 / ((age - {age}) ** 2 + (diabetic - 1) ** 2))"
+def _missing_for_a_diabetic_aged(column: str, age: int, how: str = "division") -> str:
+    """`column` for everyone, missing for a diabetic aged `age` (0 / 0 and log(0) are
+    missing)."""
+    d = f"(age - {age}) ** 2 + (diabetic - 1) ** 2"
+    if how == "log":
+        return f"I({column} + 0 * log({d}))"
+    return f"I({column} + 0 / ({d}))"
 
 
 def _cell(frame: pd.DataFrame, target: int) -> tuple[int, dict[str, Any]]:
@@ -78,13 +83,15 @@ def _ask_in_both_worlds(
     return views
 
 
+@pytest.mark.parametrize("how", ["division", "log"])
 def test_a_summary_of_a_derived_column_missing_only_for_the_target_says_nothing(
-    factory: Factory, frame: pd.DataFrame
+    factory: Factory, frame: pd.DataFrame, how: str
 ) -> None:
-    """count(S), then a summary over S of sbp made missing for a diabetic of the target's age."""
+    """count(S), then a summary over S of sbp made missing for a diabetic of the target's
+    age (by a division by zero, or the log of zero)."""
     target = unique_targets(frame)[0]
     age, cell = _cell(frame, target)
-    column = _missing_for_a_diabetic_aged("sbp", age)
+    column = _missing_for_a_diabetic_aged("sbp", age, how)
 
     real, other = _ask_in_both_worlds(
         factory,
