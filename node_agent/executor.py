@@ -32,7 +32,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from fedtre.analyses.base import Analysis, DataSource, NodeOutput, Outcome, RuleResult
-from fedtre.analyses.derived import with_derived
+from fedtre.analyses.derived import derived_names, with_derived
 from fedtre.analyses.iterative import with_round
 from fedtre.disclosure import differencing, release
 from fedtre.disclosure.cellkey import keyed_source
@@ -122,7 +122,11 @@ class Executor:
             key=key,
             filtered=params.get("filter") is not None,
             groupings=analysis.groupings(params),
-            question=params.get("filter"),
+            question=differencing.question_of(
+                params.get("filter"),
+                cohort_filter,
+                set(derived_names(params, self._sources[task.dataset].schema)),
+            ),
         )
         if task.round is not None:
             with self._guard:

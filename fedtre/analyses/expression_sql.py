@@ -76,8 +76,26 @@ def compile_expression(
     InvalidRequest as expression_type does.
     """
     typer = Typer(parsed, columns, "")
-    typer.type_of(parsed.tree)
-    return _Compiler(table, typer).sql(parsed.tree)
+    kind = typer.type_of(parsed.tree)
+    value = _Compiler(table, typer).sql(parsed.tree)
+    return _finite(value) if kind in ("integer", "float") else value
+
+
+def _finite(value: Any) -> Any:
+    """value, or NULL where it is not a finite number.
+
+    Arithmetic can leave the doubles' range for one record only (`1e300 / d` where d is
+    tiny for the target alone): SQLite and DuckDB then give inf or NaN, which an analysis
+    would carry into a failure or a missing figure that says so. Missing instead, the
+    record leaves the analysis's records, a narrowing the differencing memory's question
+    holds (differencing.question_of). Only the expression's value is guarded: an infinity
+    inside it either reaches the value or becomes an ordinary number (1 / inf is 0), and
+    NULLIF, unlike CASE, names its argument once, so the SQL stays the expression's size.
+    (PostgreSQL raises on overflow instead: docs/disclosure.md, threat model.)
+    """
+    for special in (math.inf, -math.inf, math.nan):
+        value = sa.func.nullif(value, sa.literal(special, sa.Double))
+    return value
 
 
 class _Compiler:

@@ -21,8 +21,9 @@ Column names that are not identifiers are written in backticks.
 
 Missing values: a derived value is NULL (missing) when an input is NULL or the function
 is undefined there: log of x <= 0, sqrt of x < 0, exp above 709 (it would overflow),
-division by zero. Analyses leave missing values out as they do for declared columns
-(statsmodels' missing="drop" does the same with the NaN numpy gives).
+division by zero; and a numeric value that is not finite (an overflow). Analyses leave
+missing values out as they do for declared columns (statsmodels' missing="drop" does the
+same with the NaN numpy gives); the differencing memory's question holds that narrowing.
 
 The parser (a Pratt parser, ours: the grammar is a dozen rules, and a parser library
 would add a dependency without removing any of the checks) keeps every token's position,

@@ -24,7 +24,8 @@ Cohort.released_groups).
 Refusing only near-identical sets would itself be an oracle: asked S and then "S without
 the target", the agent would answer the second alike when the target is not in S (the
 same records) and refuse it when they are. So each set is remembered with the question
-that described it (its predicate: the researcher's filter and the group's levels, in a
+that described it (its predicate: the researcher's filter, the analysis's narrowing to a
+derived variable's non-missing values (question_of) and the group's levels, in a
 canonical form), and the same records described by a *different* question are refused
 too: then both answers are refusals. The same question again (the same predicate, or a
 rewrite with the same canonical form) is answered, the same as before.
@@ -314,8 +315,9 @@ def measure_cohort(
 ) -> Cohort:
     """Sketch the cohort, and each group of every grouping, in the data engine.
 
-    question: the researcher's filter, the predicate the cohort is remembered under (the
-    analysis's own narrowing, e.g. a summary's non-missing values, is not part of it).
+    question: the predicate the cohort is remembered under (question_of: the researcher's
+    filter; the analysis's own narrowing to a declared column's non-missing values, e.g. a
+    summary's, is not part of it, to a derived variable's is).
 
     groupings: the column sets whose groups the output releases separately (e.g.
     [("smoking", "sex"), ("smoking",), ("sex",)] for a two-way table with margins); an
@@ -363,6 +365,33 @@ def measure_cohort(
         groups=tuple(groups),
         question=question,
     )
+
+
+def question_of(
+    filter_: Mapping[str, Any] | None,
+    cohort_filter: Mapping[str, Any] | None,
+    derived: Set[str],
+) -> Mapping[str, Any] | None:
+    """Return the question a cohort is remembered under: the researcher's filter, and the
+    analysis's narrowing to non-missing values of each derived variable in `derived`.
+
+    A declared column's missing values are the data's; a derived variable's are the
+    researcher's to write (`I(sbp + 0 / ((age - 67) ** 2 + (diabetic - 1) ** 2))` is
+    missing only for a diabetic aged 67). Left out of the question, such a narrowing would
+    make "the same question" describe one record fewer exactly when the target has the
+    value, and the memory's answer (the same records, or a near difference) would say so.
+    """
+    terms: list[Any] = []
+    if cohort_filter is not None:
+        terms = list(cohort_filter["and"]) if "and" in cohort_filter else [cohort_filter]
+    asked = [] if filter_ is None else list(filter_.get("and", [filter_]))
+    narrowing = [
+        t for t in terms if t.get("op") == "not_null" and t.get("col") in derived and t not in asked
+    ]
+    if not narrowing:
+        return filter_
+    parts = ([] if filter_ is None else [filter_]) + narrowing
+    return parts[0] if len(parts) == 1 else {"and": parts}
 
 
 def _level_atom(column: str, level: Any) -> dict[str, Any]:

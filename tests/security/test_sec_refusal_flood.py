@@ -106,3 +106,30 @@ def test_permission_denied_is_coalesced_but_never_limited(net, guard):
     denied = [e for e in audit_since(net, before) if e.event == "access.denied"]
     assert len(denied) == AUDIT_BURST + 1
     assert denied[-1].details["count"] == 20 - AUDIT_BURST
+
+
+def test_forged_secrets_on_the_victims_token_id_neither_lock_them_out_nor_grow_the_audit(
+    net, guard
+):
+    """An outsider who knows a researcher's public token id (it is audited) floods from
+    the researcher's address with that id and a new forged secret each call, so no one
+    credential reaches the limit. Nothing learned or gained: every call is refused, the
+    researcher's own token keeps working, and the audit grows by the first AUDIT_BURST
+    refusals plus one counted entry, however many calls were made."""
+    token_id = net.tokens["researcher"].split(".")[1]
+    before = head(net)
+
+    codes = set()
+    for i in range(60):
+        with token_channel(net, f"ft1.{token_id}.forged-{i}") as channel:
+            stub = jobs_pb2_grpc.JobServiceStub(channel)
+            codes.add(code_of(stub.ListJobs, jobs_pb2.ListJobsRequest()))
+        if i % 20 == 0:
+            assert legitimate(net) == grpc.StatusCode.OK
+
+    assert codes == {grpc.StatusCode.UNAUTHENTICATED}
+    assert legitimate(net) == grpc.StatusCode.OK
+    net.coordinator.auth.flush_refusals(force=True)
+    refused = [e for e in audit_since(net, before) if e.event == "auth.failed"]
+    assert len(refused) == AUDIT_BURST + 1
+    assert refused[-1].details["count"] == 60 - AUDIT_BURST
