@@ -65,14 +65,23 @@ def timed_calls(
     return times
 
 
-def flooder(api: str, ca: str, seconds: float, budget: int, rate: float, out: Any) -> None:
+def flooder(
+    api: str, ca: str, seconds: float, budget: int, rate: float, rotate: bool, out: Any
+) -> None:
     """One process: four threads sending forged-token calls, `rate` a second in all (0: as
-    fast as answered); put (refused, other, seconds taken) on out."""
+    fast as answered), a new forged secret on every call when rotate (so no one credential
+    reaches the limit); put (refused, other, seconds taken) on out."""
     import grpc
 
-    from fedtre.v1 import admin_pb2
+    from fedtre.v1 import admin_pb2, admin_pb2_grpc
 
-    stub = _stub(api, Path(ca), FORGED)
+    if rotate:
+        channel = grpc.secure_channel(
+            api, grpc.ssl_channel_credentials(root_certificates=Path(ca).read_bytes())
+        )
+        stub = admin_pb2_grpc.AdminServiceStub(channel)
+    else:
+        stub = _stub(api, Path(ca), FORGED)
     started = time.monotonic()
     end = started + seconds
     counts = {"refused": 0, "other": 0}
@@ -86,8 +95,13 @@ def flooder(api: str, ca: str, seconds: float, budget: int, rate: float, out: An
                     return
             if rate:
                 time.sleep(max(0.0, started + sent / rate - time.monotonic()))
+            metadata = (
+                [("authorization", f"Bearer {FORGED}-{threading.get_ident()}-{sent}")]
+                if rotate
+                else None
+            )
             try:
-                stub.WhoAmI(admin_pb2.WhoAmIRequest(), timeout=10)
+                stub.WhoAmI(admin_pb2.WhoAmIRequest(), timeout=10, metadata=metadata)
                 key = "other"
             except grpc.RpcError as exc:
                 key = "refused" if exc.code() == grpc.StatusCode.UNAUTHENTICATED else "other"
@@ -133,7 +147,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             floods = [
                 multiprocessing.get_context("spawn").Process(
                     target=flooder,
-                    args=(api, str(ca), args.seconds, budget, args.rate / args.flooders, results),
+                    args=(
+                        api,
+                        str(ca),
+                        args.seconds,
+                        budget,
+                        args.rate / args.flooders,
+                        args.rotate,
+                        results,
+                    ),
                 )
                 for _ in range(args.flooders)
             ]
@@ -158,6 +180,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "seconds": args.seconds,
         "flooders": args.flooders,
         "rate_asked": args.rate,
+        "rotate": args.rotate,
         "quiet": quiet_s,
         "flood": loaded_s,
         "p50_ratio": round(loaded_s["p50_ms"] / quiet_s["p50_ms"], 2),
@@ -179,6 +202,11 @@ def main() -> None:
         type=float,
         default=350.0,
         help="refused calls a second in all (issue 17 saw 3,500 in 10 s); 0: as fast as answered",
+    )
+    parser.add_argument(
+        "--rotate",
+        action="store_true",
+        help="a new forged secret on every call, so no one credential reaches the limit",
     )
     args = parser.parse_args()
     figures = run(args)

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from coordinator.refusals import RefusalGuard, Summary, credential_key
+from coordinator.refusals import Blocked, RefusalGuard, Summary, credential_key
 from coordinator.store.governance import GovernanceStore
 from fedtre.commands import command_for
 from fedtre.errors import InvalidRequest, PermissionDenied, Unauthenticated
@@ -185,8 +185,8 @@ class Authenticator:
         self._login_window_s = login_window_s
         self.guard = guard or RefusalGuard()
 
-    def blocked(self, peer: str, credential: str, method: str) -> float | None:
-        """Seconds until credentials refused too often from peer are checked again, or None."""
+    def blocked(self, peer: str, credential: str, method: str) -> Blocked | None:
+        """Why and how long a call from peer is refused unchecked (a flood), or None."""
         return self.guard.blocked(peer, credential, method, self._clock())
 
     def flush_refusals(self, force: bool = False) -> int:
@@ -282,6 +282,7 @@ class Authenticator:
                 "ask an admin for a new one"
             )
         identity = Identity(name=user.name, role=user.role)
+        self.guard.passed(call.peer, credential_key(call.metadata, call.auth_context), now)
         self._check_role(call, identity, roles)
         self._governance.note_login(record.token_id, call.peer, now, self._login_window_s)
         return identity

@@ -11,6 +11,12 @@ write lock, shared with every legitimate call) and a log line: 3,500 refused cal
   colleague behind the same NAT, the same user's corrected token) are unaffected.
   PERMISSION_DENIED refusals are coalesced but never limited: the caller is known and
   the same credentials may make other calls.
+- Address cap. A flood that changes its forged secret on every call never repeats a
+  credential, so the limit above never trips. Once a peer has had `host_limit` calls
+  refused as UNAUTHENTICATED in a window, whatever their credentials, its calls are
+  refused at once unless they carry credentials that passed from that address recently
+  (this window or the last). A colleague behind the same NAT who has not called for a
+  window waits for it to end, at most `window` seconds: the price of the cap.
 - Coalesce. The first `audit_burst` refusals of a kind in a window are audited and
   logged one by one, as before; the rest of that window are counted, and when the window
   ends `flush` returns one summary per kind, audited as a single entry with the count.
@@ -31,10 +37,13 @@ from datetime import datetime, timedelta
 
 WINDOW_S = 60.0
 LIMIT = 10
+HOST_LIMIT = 200
 AUDIT_BURST = 20
 # Kinds tracked at most; a flood from more distinct peers than this starts a new window
 # early (the summaries so far are flushed first), so memory stays bounded.
 MAX_TRACKED = 10_000
+# Credentials remembered as having passed at most (a new window starts over when full).
+MAX_TRUSTED = 10_000
 # Methods listed in one summary at most (the method label is bounded anyway).
 MAX_METHODS = 20
 
@@ -100,35 +109,72 @@ class Summary:
         }
 
 
+@dataclass(frozen=True)
+class Blocked:
+    """A call refused unchecked: why (a fixed reason) and the seconds until it is checked."""
+
+    reason: str
+    seconds: float
+
+
+REPEATED_CREDENTIALS = "refused unchecked: credentials refused repeatedly"
+FLOODING_ADDRESS = "refused unchecked: too many refused calls from this address"
+
+
 class RefusalGuard:
     """Counts refusals per peer; says which to audit and which credentials to refuse early."""
 
     def __init__(
-        self, window_s: float = WINDOW_S, limit: int = LIMIT, audit_burst: int = AUDIT_BURST
+        self,
+        window_s: float = WINDOW_S,
+        limit: int = LIMIT,
+        audit_burst: int = AUDIT_BURST,
+        host_limit: int = HOST_LIMIT,
     ) -> None:
         self.window = timedelta(seconds=window_s)
         self.limit = limit
         self.audit_burst = audit_burst
+        self.host_limit = host_limit
         self._lock = threading.Lock()
         self._started: datetime | None = None
         self._kinds: dict[tuple[str, str, str, str], _Kind] = {}
         self._strikes: dict[tuple[str, str], int] = {}
+        self._host_strikes: dict[str, int] = {}
+        # (host, credential) that passed in this window, and in the one before
+        self._trusted: set[tuple[str, str]] = set()
+        self._trusted_before: set[tuple[str, str]] = set()
         self._pending: list[Summary] = []
 
-    def blocked(self, peer: str, credential: str, method: str, now: datetime) -> float | None:
-        """Return the seconds left in the window if these credentials are refused at once.
+    def blocked(self, peer: str, credential: str, method: str, now: datetime) -> Blocked | None:
+        """Return why and for how long a call is refused at once, or None to check it.
 
         A call refused here is counted into the window's summary (event auth.failed).
         """
         host = peer_host(peer)
+        key = (host, credential)
         with self._lock:
             self._roll(now)
-            if self._strikes.get((host, credential), 0) < self.limit:
+            if self._strikes.get(key, 0) >= self.limit:
+                reason = REPEATED_CREDENTIALS
+            elif self._host_strikes.get(host, 0) >= self.host_limit and not (
+                key in self._trusted or key in self._trusted_before
+            ):
+                reason = FLOODING_ADDRESS
+            else:
                 return None
-            reason = "refused unchecked: credentials refused repeatedly"
             self._count(host, "auth.failed", reason, "", method, now, audited=False)
             assert self._started is not None
-            return max(0.0, (self._started + self.window - now).total_seconds())
+            return Blocked(reason, max(0.0, (self._started + self.window - now).total_seconds()))
+
+    def passed(self, peer: str, credential: str, now: datetime) -> None:
+        """Remember that these credentials authenticated from peer (the address cap spares them)."""
+        key = (peer_host(peer), credential)
+        with self._lock:
+            self._roll(now)
+            if key not in self._trusted:
+                if len(self._trusted) >= MAX_TRUSTED:
+                    self._trusted_before, self._trusted = self._trusted, set()
+                self._trusted.add(key)
 
     def refused(
         self,
@@ -149,6 +195,7 @@ class RefusalGuard:
             if event == "auth.failed":
                 key = (host, credential)
                 self._strikes[key] = self._strikes.get(key, 0) + 1
+                self._host_strikes[host] = self._host_strikes.get(host, 0) + 1
             return self._count(host, event, reason, actor, method, now)
 
     def flush(self, now: datetime, force: bool = False) -> list[Summary]:
@@ -197,6 +244,8 @@ class RefusalGuard:
             ]
             self._kinds.clear()
             self._strikes.clear()
+            self._host_strikes.clear()
+            self._trusted_before, self._trusted = self._trusted, set()
             self._started = None
         if self._started is None:
             self._started = now

@@ -13,7 +13,7 @@ import grpc
 
 from coordinator.auth import Authenticator
 from coordinator.metrics import CoordinatorMetrics
-from coordinator.refusals import credential_key
+from coordinator.refusals import REPEATED_CREDENTIALS, credential_key
 
 _KINDS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
 _FACTORIES = {
@@ -130,18 +130,25 @@ class RefusalInterceptor(grpc.aio.ServerInterceptor):
         )
 
     async def _refuse_if_blocked(self, method: str, context: grpc.aio.ServicerContext) -> None:
-        wait = self._auth.blocked(
+        blocked = self._auth.blocked(
             context.peer() or "",
             credential_key(tuple(context.invocation_metadata() or ()), context.auth_context()),
             method,
         )
-        if wait is not None:
-            await context.abort(
-                grpc.StatusCode.UNAUTHENTICATED,
-                "these credentials were refused repeatedly from this address; calls with "
-                f"them are refused unchecked for the next {wait:.0f} s. Check the token file "
-                "or certificate (an admin issues a new token with `fedtre tokens issue`)",
+        if blocked is None:
+            return
+        if blocked.reason == REPEATED_CREDENTIALS:
+            what = "these credentials were refused repeatedly from this address; calls with them"
+        else:
+            what = (
+                "too many calls from this address were refused; calls with credentials not "
+                "seen to work from it recently"
             )
+        await context.abort(
+            grpc.StatusCode.UNAUTHENTICATED,
+            f"{what} are refused unchecked for the next {blocked.seconds:.0f} s. Check the "
+            "token file or certificate (an admin issues a new token with `fedtre tokens issue`)",
+        )
 
     def _unary(
         self, method: str, behavior: Callable[..., Awaitable[Any]]

@@ -36,7 +36,8 @@ def test_the_limit_holds_for_the_window_and_lifts_after_it():
     guard = RefusalGuard(window_s=60, limit=3, audit_burst=1)
     audited = [refuse(guard, T0 + timedelta(seconds=i)) for i in range(3)]
     assert audited == [True, False, False]
-    assert guard.blocked("ipv4:10.0.0.5:999", "c", "M", T0 + timedelta(seconds=10)) == 50
+    blocked = guard.blocked("ipv4:10.0.0.5:999", "c", "M", T0 + timedelta(seconds=10))
+    assert blocked == refusals.Blocked(refusals.REPEATED_CREDENTIALS, 50)
     # Another credential, or another address, is not limited.
     assert guard.blocked(PEER, "other", "M", T0 + timedelta(seconds=10)) is None
     assert guard.blocked("ipv4:10.0.0.6:1", "c", "M", T0 + timedelta(seconds=10)) is None
@@ -55,3 +56,37 @@ def test_memory_is_bounded_by_closing_the_window_early(monkeypatch):
         refuse(guard, T0, peer=f"ipv4:10.0.{i}.1:1")
     assert len(guard._kinds) <= 10
     assert sum(s.count for s in guard.flush(T0, force=True)) == 25
+
+
+def test_an_address_refused_too_often_is_capped_except_for_credentials_that_passed():
+    # Given a flood from one address that changes its forged secret on every call
+    guard = RefusalGuard(window_s=60, limit=3, audit_burst=1, host_limit=5)
+    guard.passed(PEER, "colleague", T0)  # a colleague's token worked from there earlier
+    for i in range(5):
+        assert guard.blocked(PEER, f"forged-{i}", "M", T0) is None
+        refuse(guard, T0, credential=f"forged-{i}")
+
+    # Then a new forged secret from that address is refused unchecked,
+    now = T0 + timedelta(seconds=1)
+    blocked = guard.blocked(PEER, "forged-new", "M", now)
+    assert blocked == refusals.Blocked(refusals.FLOODING_ADDRESS, 59)
+    # credentials that passed from it are still checked, and other addresses are untouched
+    assert guard.blocked(PEER, "colleague", "M", now) is None
+    assert guard.blocked("ipv4:10.0.0.6:1", "forged-new", "M", now) is None
+
+    # and the next window starts over, still trusting what passed in the last one
+    later = T0 + timedelta(seconds=61)
+    assert guard.blocked(PEER, "forged-new", "M", later) is None
+    refuse(guard, later, credential="x")
+    assert guard.blocked(PEER, "colleague", "M", later) is None
+    # the unchecked refusals are counted in the window's summary
+    summaries = {s.reason: s.count for s in guard.flush(later)}
+    assert summaries[refusals.FLOODING_ADDRESS] == 1
+
+
+def test_the_trusted_credentials_are_bounded(monkeypatch):
+    monkeypatch.setattr(refusals, "MAX_TRUSTED", 10)
+    guard = RefusalGuard(window_s=3600)
+    for i in range(35):
+        guard.passed(PEER, f"c{i}", T0)
+    assert len(guard._trusted) <= 10 and len(guard._trusted_before) <= 10

@@ -133,3 +133,33 @@ def test_forged_secrets_on_the_victims_token_id_neither_lock_them_out_nor_grow_t
     refused = [e for e in audit_since(net, before) if e.event == "auth.failed"]
     assert len(refused) == AUDIT_BURST + 1
     assert refused[-1].details["count"] == 60 - AUDIT_BURST
+
+
+def test_a_flood_of_ever_new_forged_secrets_is_capped_per_address_and_spares_a_known_caller(
+    net,
+):
+    """A flood whose every call carries a new forged token never repeats a credential, so
+    the per-credential limit never trips: the address cap refuses its calls unchecked
+    once HOST_LIMIT have been refused, while a caller whose token worked from that address
+    (the legitimate researcher behind the same NAT) is still served."""
+    net.coordinator.auth.guard = RefusalGuard(
+        window_s=3600, limit=LIMIT, audit_burst=AUDIT_BURST, host_limit=30
+    )
+    assert legitimate(net) == grpc.StatusCode.OK  # seen to work from this address
+    before = head(net)
+
+    codes = set()
+    for i in range(60):
+        with token_channel(net, f"ft1.0123456789ab.rotating-{i}") as channel:
+            stub = jobs_pb2_grpc.JobServiceStub(channel)
+            codes.add(code_of(stub.ListJobs, jobs_pb2.ListJobsRequest()))
+    assert codes == {grpc.StatusCode.UNAUTHENTICATED}
+    assert legitimate(net) == grpc.StatusCode.OK
+
+    net.coordinator.auth.flush_refusals(force=True)
+    refused = [e for e in audit_since(net, before) if e.event == "auth.failed"]
+    counted = {e.details["reason"]: e.details["count"] for e in refused[AUDIT_BURST:]}
+    assert counted == {
+        "unknown token": 30 - AUDIT_BURST,  # checked, until the address cap
+        "refused unchecked: too many refused calls from this address": 30,
+    }
