@@ -1,0 +1,98 @@
+"""Plain words and form fields for the portal's pages (no HTTP, no coordinator calls)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from fedtre.catalogue.entry import CatalogueEntry
+from fedtre.client import NodeResult
+from fedtre.errors import InvalidRequest
+
+# The Data Access Request form: (field, label, "text" | "long" | "list" | "date").
+APPLICATION_FIELDS: list[tuple[str, str, str]] = [
+    ("project_name", "Project name (the project approval creates)", "text"),
+    ("title", "Title", "text"),
+    ("organisation", "Organisation", "text"),
+    ("applicants", "Other applicants (comma-separated user names; you are always one)", "list"),
+    ("lay_summary", "Lay summary", "long"),
+    ("public_benefit", "Public benefit", "long"),
+    ("technical_summary", "Technical summary", "long"),
+    ("funders", "Funders (comma-separated)", "list"),
+    ("start_date", "Start date", "date"),
+    ("end_date", "End date (the last day the project may use the data)", "date"),
+    ("article6", "UK GDPR Article 6 lawful basis, e.g. 6(1)(e)", "text"),
+    ("article9", "UK GDPR Article 9 condition, e.g. 9(2)(j)", "text"),
+    ("duty_of_confidentiality", "Common law duty of confidentiality", "text"),
+    ("national_data_opt_out", "National data opt-out", "text"),
+    ("nodes", "TREs (comma-separated node ids)", "list"),
+    ("datasets", "Datasets (comma-separated)", "list"),
+    ("analyses", "Analyses (comma-separated)", "list"),
+    ("linkage", "Linkage", "text"),
+    ("expected_outputs", "Expected outputs", "long"),
+]
+
+_OUTCOME_WORDS = {
+    "released": "released its output",
+    "suppressed": "released its output with some cells withheld by the disclosure rules",
+    "blocked": "released nothing: its disclosure rules blocked the output",
+    "refused": "refused the task",
+    "failed": "failed to run the analysis",
+    "held": "is holding the output for its TRE's output checker",
+}
+
+
+def node_outcome(task: NodeResult) -> str:
+    """e.g. "released its output", or "released nothing: ... (too few records)"."""
+    if task.output is None:
+        return {"queued": "has not received the task yet", "delivered": "is running the task"}.get(
+            task.state, f"is {task.state}"
+        )
+    text = _OUTCOME_WORDS.get(task.outcome, task.outcome)
+    return f"{text} ({task.error})" if task.error else text
+
+
+def matches(entry: CatalogueEntry, q: str) -> bool:
+    """Whether a keyword appears in the dataset's name, node or description."""
+    if not q:
+        return True
+    d = entry.dataset
+    text = " ".join([d.name, entry.node, str(d.description or "")])
+    return q in text.lower()
+
+
+def has_column(entry: CatalogueEntry, column: str) -> bool:
+    return not column or any(column in name.lower() for name in entry.dataset.columns)
+
+
+def columns_of(entries: list[CatalogueEntry], dataset: str) -> list[tuple[str, str]]:
+    """(column, type) of a dataset, as its first advertising node declares it."""
+    for entry in entries:
+        if entry.dataset.name == dataset:
+            return sorted(entry.dataset.columns.items())
+    return []
+
+
+def job_spec(form: Any, field: Callable[[Any, str], str]) -> dict[str, Any]:
+    """The Client.submit arguments from the submit form; InvalidRequest names a bad field."""
+    text = field(form, "params") or "{}"
+    try:
+        params = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest(
+            f'parameters are not JSON ({exc.msg}), e.g. {{"by": ["sex"]}}'
+        ) from None
+    if not isinstance(params, dict):
+        raise InvalidRequest('parameters are a JSON object, e.g. {"by": ["sex"]}')
+    for name in ("analysis", "dataset"):
+        if not field(form, name):
+            raise InvalidRequest(f"choose the {name}")
+    nodes = [n.strip() for n in field(form, "nodes").split(",") if n.strip()]
+    return {
+        "analysis": field(form, "analysis"),
+        "dataset": field(form, "dataset"),
+        "params": params,
+        "nodes": nodes,
+        "project": field(form, "project") or "default",
+    }

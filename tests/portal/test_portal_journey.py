@@ -1,0 +1,304 @@
+"""The portal and a TRE's page in a real browser, through a real network.
+
+apply -> committee approves -> project exists -> submit (dry run first) -> approver
+approves the job -> held at the TREs -> each TRE's checker releases it on its page ->
+the result page shows the count (checked against pandas on the pooled data) -> the
+public register shows the project. Then the refusals: a researcher on an admin page, a
+forged CSRF token, another project's job, and no private field on the public register.
+The browser's console must show no Content-Security-Policy violation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import date, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from portal_browser import ARTIFACTS, Served
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as ec
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+from fedtre.portal.coordinator_app import PortalConfig
+from fedtre.portal.coordinator_app import create_app as portal_app
+from fedtre.portal.tre_app import TrePortalConfig, ensure_token
+from fedtre.portal.tre_app import create_app as tre_app
+from fedtre.testing import LocalNetwork
+
+ORG = "University of Westmoor"
+PRIVATE = "PRIVATE-technical-summary-xq7"
+FRAMES = {
+    node: pd.DataFrame(
+        {
+            "age": np.random.default_rng(seed).integers(18, 90, 60 + 17 * seed),
+            "sex": np.random.default_rng(seed + 9).choice(["F", "M"], 60 + 17 * seed),
+        }
+    )
+    for seed, node in enumerate(("tre-a", "tre-b"))
+}
+# Exact counts (no rounding or noise) so the page can be checked against pandas; every
+# count waits for each TRE's output checker.
+POLICY = {
+    "threshold": 0,
+    "rounding_base": 1,
+    "perturbation": "rounding",
+    "hold_for_review": ["count"],
+}
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    network = LocalNetwork(
+        {node: {"cohort": frame} for node, frame in FRAMES.items()},
+        policy=POLICY,
+        auto_approve=False,
+        ping_interval=0.3,
+        metrics=True,
+        directory=tmp_path_factory.mktemp("portal"),
+    )
+    with network:
+        network.add_user("ines", "researcher", projects=())
+        with network.client("admin") as admin:
+            admin.applications.set_affiliation("ines", ORG, sector="Academia", accredited=True)
+        yield network
+
+
+@pytest.fixture(scope="module")
+def sites(net: Any) -> Iterator[dict[str, Any]]:
+    portal = Served(
+        portal_app(
+            PortalConfig(
+                net.api_address,
+                net.pki / "ca" / "ca.pem",
+                f"http://127.0.0.1:{net.coordinator.metrics_port}",
+            )
+        )
+    )
+    tres = {}
+    for node in FRAMES:
+        home = net.directory / "nodes" / node
+        ensure_token(home / "portal-token")
+        tres[node] = Served(tre_app(TrePortalConfig(home / "agent.toml", home / "portal-token")))
+    yield {
+        "portal": f"http://localhost:{portal.port}",
+        **{n: f"http://127.0.0.1:{s.port}" for n, s in tres.items()},
+    }
+    for served in (portal, *tres.values()):
+        served.stop()
+
+
+def wait_for(driver: Any, css: str, text: str = "", timeout: float = 20) -> Any:
+    wait = WebDriverWait(driver, timeout)
+    if text:
+        wait.until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, css), text))
+    return wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, css)))
+
+
+def sign_in(driver: Any, base: str, token: str) -> None:
+    driver.delete_all_cookies()
+    driver.get(f"{base}/signin")
+    driver.find_element(By.ID, "token").send_keys(token)
+    driver.find_element(By.ID, "signin").click()
+    wait_for(driver, "#whoami")
+
+
+def shot(driver: Any, name: str) -> None:
+    driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
+
+
+def fill(driver: Any, values: dict[str, str]) -> None:
+    for name, value in values.items():
+        element = driver.find_element(By.ID, name)
+        element.clear()
+        element.send_keys(value)
+
+
+def test_journey_apply_to_register(chrome: Any, net: Any, sites: dict[str, str]) -> None:
+    portal = sites["portal"]
+
+    # The researcher applies.
+    sign_in(chrome, portal, net.tokens["ines"])
+    chrome.get(f"{portal}/apply")
+    end = date.today() + timedelta(days=300)
+    fill(
+        chrome,
+        {
+            "project_name": "westmoor-bp",
+            "title": "Blood pressure in Westmoor",
+            "organisation": ORG,
+            "lay_summary": "How common high blood pressure is.",
+            "public_benefit": "Better screening.",
+            "technical_summary": PRIVATE,
+            "funders": "Westmoor Trust",
+            "article6": "6(1)(e)",
+            "article9": "9(2)(j)",
+            "duty_of_confidentiality": "Section 251 support",
+            "national_data_opt_out": "Applied",
+            "nodes": "tre-a, tre-b",
+            "datasets": "cohort",
+            "analyses": "count",
+            "linkage": "none",
+            "expected_outputs": "A paper",
+        },
+    )
+    for name, day in (("start_date", date.today()), ("end_date", end)):
+        chrome.execute_script(
+            "arguments[0].value = arguments[1]", chrome.find_element(By.ID, name), day.isoformat()
+        )
+    shot(chrome, "apply")
+    chrome.find_element(By.ID, "apply").click()
+    wait_for(chrome, "#app-state", "submitted")
+    app_url = chrome.current_url
+
+    # The committee approves, with the full request beside the decision.
+    sign_in(chrome, portal, net.tokens["approver"])
+    chrome.get(app_url)
+    assert PRIVATE in chrome.find_element(By.CSS_SELECTOR, ".request").text
+    shot(chrome, "application-decision")
+    chrome.find_element(By.ID, "comment").send_keys("Clear public benefit.")
+    chrome.find_element(By.ID, "approve").click()
+    wait_for(chrome, "#app-state", "approved")
+
+    # The project exists; the researcher checks a job (dry run) and submits it.
+    sign_in(chrome, portal, net.tokens["ines"])
+    chrome.get(f"{portal}/projects")
+    assert "westmoor-bp" in chrome.find_element(By.TAG_NAME, "table").text
+    chrome.get(f"{portal}/submit?dataset=cohort")
+    Select(chrome.find_element(By.ID, "analysis")).select_by_value("count")
+    Select(chrome.find_element(By.ID, "project")).select_by_value("westmoor-bp")
+    chrome.find_element(By.ID, "dry-run").click()
+    wait_for(chrome, "#dry-run-report", "would accept")
+    chrome.find_element(By.ID, "submit").click()
+    wait_for(chrome, "#job-state", "pending approval")
+    job_url = chrome.current_url
+    job_id = int(job_url.rstrip("/").rsplit("/", 1)[1])
+
+    # The approver approves it from the inbox.
+    sign_in(chrome, portal, net.tokens["approver"])
+    chrome.get(f"{portal}/inbox/jobs")
+    shot(chrome, "job-inbox")
+    chrome.find_element(By.ID, f"approve-{job_id}").click()
+    wait_for(chrome, "#job-state", "running")
+
+    # The researcher watches it live while each TRE's checker releases it.
+    sign_in(chrome, portal, net.tokens["ines"])
+    chrome.get(job_url)
+    wait_for(chrome, "#node-outcomes", "holding the output", timeout=30)
+    researcher_tab = chrome.current_window_handle
+    chrome.switch_to.new_window("tab")
+    for node in FRAMES:
+        token = (net.directory / "nodes" / node / "portal-token").read_text().strip()
+        chrome.get(f"{sites[node]}/signin")
+        fill(chrome, {"name": f"checker-{node}", "token": token})
+        chrome.find_element(By.ID, "signin").click()
+        wait_for(chrome, "#agent-state")
+        chrome.get(f"{sites[node]}/airlock")
+        link = chrome.find_element(By.CSS_SELECTOR, "tbody a")
+        link.click()
+        rules = wait_for(chrome, "#rules").text
+        assert "threshold" in rules
+        held = chrome.find_element(By.ID, "held-payload").text
+        assert str(len(FRAMES[node])) in held  # the exact value the checker releases
+        if node == "tre-a":
+            shot(chrome, "tre-airlock-review")
+        chrome.find_element(By.ID, "reason").send_keys("Aggregate count, fine.")
+        chrome.find_element(By.ID, "release").click()
+        wait_for(chrome, "#review-status", f"by checker-{node}")
+    chrome.close()
+    chrome.switch_to.window(researcher_tab)
+
+    # htmx polling turns the page to the result without a reload.
+    wait_for(chrome, "#job-state", "completed", timeout=30)
+    pooled = len(pd.concat(FRAMES.values()))
+    table = wait_for(chrome, "#result-table").text
+    assert str(pooled) in table.split()
+    with net.client("ines") as ines:
+        assert ines.job(job_id).combined is not None
+    assert "released its output" in chrome.find_element(By.ID, "node-outcomes").text
+    shot(chrome, "result")
+    links = [a.get_attribute("href") for a in chrome.find_elements(By.CSS_SELECTOR, "a[download]")]
+    assert any(h.endswith("/result.csv") for h in links) and any(
+        h.endswith("/package.zip") for h in links
+    )
+
+    # The public register shows the project, without signing in, and no private field.
+    chrome.delete_all_cookies()
+    chrome.get(f"{portal}/register")
+    register = wait_for(chrome, ".register-entry").text
+    assert "westmoor-bp" in register and "Blood pressure in Westmoor" in register
+    page = chrome.page_source
+    for secret in (PRIVATE, "ines", "Clear public benefit.", "Westmoor Trust", net.tokens["ines"]):
+        assert secret not in page
+    shot(chrome, "register")
+
+    assert not csp_violations(chrome)
+
+
+def test_refusals(chrome: Any, net: Any, sites: dict[str, str]) -> None:
+    portal = sites["portal"]
+    net.add_project("hidden", members=("admin",))
+    with net.client("admin") as admin:
+        other = admin.submit("count", dataset="cohort", project="hidden").id
+
+    sign_in(chrome, portal, net.tokens["ines"])
+    # An admin's page: the coordinator refuses, the portal shows its refusal.
+    chrome.get(f"{portal}/admin/users")
+    assert "Refused" in chrome.title and chrome.find_element(By.ID, "error").text
+    assert not chrome.find_elements(By.TAG_NAME, "table")
+    # Another project's job.
+    chrome.get(f"{portal}/jobs/{other}")
+    assert "Refused" in chrome.title
+    assert "hidden" not in chrome.find_element(By.TAG_NAME, "main").text
+    # A forged CSRF token: the form is refused and nothing happens.
+    chrome.get(f"{portal}/apply")
+    chrome.execute_script("document.querySelector('input[name=csrf]').value = 'forged'")
+    fill(chrome, {"project_name": "forged-project", "title": "Forged"})
+    chrome.find_element(By.ID, "apply").click()
+    wait_for(chrome, "#error", "did not come from this site")
+    with net.client("admin") as admin:
+        assert "forged-project" not in {
+            a.form.get("project_name") for a in admin.applications.applications()
+        }
+    # Signed out, a page sends you to sign in; the old session id is dead server-side.
+    cookie = chrome.get_cookie("fedtre_portal_session")
+    assert cookie["httpOnly"] and cookie["secure"] and cookie["sameSite"] == "Strict"
+    chrome.get(f"{portal}/jobs")
+    chrome.find_element(By.CSS_SELECTOR, ".signout button").click()
+    wait_for(chrome, "#signin")
+    chrome.add_cookie({"name": "fedtre_portal_session", "value": cookie["value"], "secure": True})
+    chrome.get(f"{portal}/jobs")
+    assert chrome.current_url.endswith("/signin")
+
+    # Admin pages for an admin.
+    sign_in(chrome, portal, net.tokens["admin"])
+    chrome.get(f"{portal}/admin/nodes")
+    assert "tre-a" in chrome.find_element(By.TAG_NAME, "table").text
+    shot(chrome, "admin-nodes")
+    chrome.get(f"{portal}/admin/audit?event=application")
+    chrome.find_element(By.ID, "verify").click()
+    wait_for(chrome, "#verify-report", "intact")
+    chrome.get(f"{portal}/catalogue?column=age")
+    assert "cohort" in chrome.find_element(By.TAG_NAME, "main").text
+    shot(chrome, "catalogue")
+
+    # The TRE's page refuses a wrong token.
+    chrome.get(f"{sites['tre-a']}/signin")
+    fill(chrome, {"name": "mallory", "token": "not-the-token"})
+    chrome.find_element(By.ID, "signin").click()
+    wait_for(chrome, "#error", "not this TRE page's token")
+    chrome.get(f"{sites['tre-a']}/airlock")
+    assert chrome.current_url.endswith("/signin")
+
+    assert not csp_violations(chrome)
+
+
+def csp_violations(driver: Any) -> list[str]:
+    return [
+        entry["message"]
+        for entry in driver.get_log("browser")
+        if "Content Security Policy" in entry["message"]
+        or "Content-Security-Policy" in entry["message"]
+    ]
