@@ -254,7 +254,7 @@ def test_refusals(chrome: Any, net: Any, sites: dict[str, str]) -> None:
     assert "hidden" not in chrome.find_element(By.TAG_NAME, "main").text
     # A forged CSRF token: the form is refused and nothing happens.
     chrome.get(f"{portal}/apply")
-    chrome.execute_script("document.querySelector('input[name=csrf]').value = 'forged'")
+    chrome.execute_script("document.querySelector('main form input[name=csrf]').value = 'forged'")
     fill(chrome, {"project_name": "forged-project", "title": "Forged"})
     chrome.find_element(By.ID, "apply").click()
     wait_for(chrome, "#error", "did not come from this site")
