@@ -10,6 +10,9 @@ The browser's console must show no Content-Security-Policy violation.
 
 from __future__ import annotations
 
+import csv
+import io
+import urllib.request
 from collections.abc import Iterator
 from datetime import date, timedelta
 from typing import Any
@@ -57,6 +60,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         auto_approve=False,
         ping_interval=0.3,
         metrics=True,
+        grids={"cohort": {"age": 1}},
         directory=tmp_path_factory.mktemp("portal"),
     )
     with network:
@@ -302,3 +306,51 @@ def csp_violations(driver: Any) -> list[str]:
         if "Content Security Policy" in entry["message"]
         or "Content-Security-Policy" in entry["message"]
     ]
+
+
+def test_histogram_chart_and_downloads(
+    chrome: Any, net: Any, sites: dict[str, str], tmp_path: Any
+) -> None:
+    from fedtre.package.verify import verify_package
+
+    portal = sites["portal"]
+    edges = [18, 40, 60, 91]
+    with net.client("researcher") as researcher:
+        job_id = researcher.submit(
+            "histogram", dataset="cohort", params={"column": "age", "edges": edges}
+        ).id
+    with net.client("approver") as approver:
+        approver.approve(job_id)
+    sign_in(chrome, portal, net.tokens["researcher"])
+    chrome.get(f"{portal}/jobs/{job_id}")
+    wait_for(chrome, "#job-state", "completed", timeout=30)
+
+    # The bars are the pooled counts, as pandas bins the pooled ages.
+    ages = pd.concat(FRAMES.values())["age"]
+    expected = pd.cut(ages, edges, right=False).value_counts(sort=False).tolist()
+    titles = [
+        rect.get_attribute("textContent")
+        for rect in chrome.find_elements(By.CSS_SELECTOR, "svg.chart rect")
+    ]
+    # (the outer bins are released open-ended: "[-inf, 40.0)" and "[60.0, inf)")
+    assert [int(t.rsplit(": ", 1)[1]) for t in titles] == expected
+    shot(chrome, "histogram")
+
+    # CSV and the release package, downloaded with the browser's session.
+    cookie = chrome.get_cookie("fedtre_portal_session")["value"]
+
+    def download(path: str) -> bytes:
+        request = urllib.request.Request(
+            f"{portal}{path}", headers={"Cookie": f"fedtre_portal_session={cookie}"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.read()
+
+    rows = list(csv.reader(io.StringIO(download(f"/jobs/{job_id}/result.csv").decode())))
+    assert rows[0] == ["age", "n"]
+    assert [int(float(row[1])) for row in rows[1:]] == expected
+    package = tmp_path / "job.zip"
+    package.write_bytes(download(f"/jobs/{job_id}/package.zip"))
+    verified_job, checks = verify_package(package, net.pki / "ca" / "ca.pem")
+    assert verified_job == job_id and sorted(c.node for c in checks) == sorted(FRAMES)
+    assert not csp_violations(chrome)
