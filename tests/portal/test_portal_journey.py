@@ -32,7 +32,7 @@ from fedtre.portal.tre_app import create_app as tre_app
 from fedtre.testing import LocalNetwork
 
 ORG = "University of Westmoor"
-PRIVATE = "PRIVATE-technical-summary-xq7"
+PRIVATE = "Counts by age band and sex (internal ref xq7)"
 FRAMES = {
     node: pd.DataFrame(
         {
