@@ -168,7 +168,7 @@ def create_app(config: PortalConfig, sessions: SessionStore | None = None) -> St
         status = client(session).job(int(request.path_params["id"]))
         result = Result(status)
         frame = result.to_frame() if status.finished else None
-        context = {
+        context: dict[str, Any] = {
             "job": status,
             "frame": frame,
             "nodes": [(name, words.node_outcome(task)) for name, task in status.tasks.items()],

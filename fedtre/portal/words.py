@@ -39,7 +39,7 @@ _OUTCOME_WORDS = {
     "blocked": "released nothing: its disclosure rules blocked the output",
     "refused": "refused the task",
     "failed": "failed to run the analysis",
-    "held": "is holding the output for its TRE's output checker",
+    "held": "is holding its output",
 }
 
 
@@ -50,6 +50,9 @@ def node_outcome(task: NodeResult) -> str:
             task.state, f"is {task.state}"
         )
     text = _OUTCOME_WORDS.get(task.outcome, task.outcome)
+    if task.outcome == "held":  # why: the output checker, or the operator's approval
+        waiting = "; ".join(r.detail for r in task.rules if not r.passed)
+        return f"{text}: {waiting}" if waiting else text
     return f"{text} ({task.error})" if task.error else text
 
 

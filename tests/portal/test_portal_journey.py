@@ -61,6 +61,8 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         ping_interval=0.3,
         metrics=True,
         grids={"cohort": {"age": 1}},
+        # tre-b's operator approves each project before its first task runs there
+        governance={"tre-b": {"operator_approval": "project"}},
         directory=tmp_path_factory.mktemp("portal"),
     )
     with network:
@@ -107,6 +109,46 @@ def sign_in(driver: Any, base: str, token: str) -> None:
     driver.find_element(By.ID, "token").send_keys(token)
     driver.find_element(By.ID, "signin").click()
     wait_for(driver, "#whoami")
+
+
+def reload_until(
+    driver: Any, url: str, css: str, text: str | tuple[str, ...] = "", timeout: float = 30
+) -> Any:
+    """Load url until an element matching css (holding each text) is on it."""
+    texts = (text,) if isinstance(text, str) else text
+
+    def found(d: Any) -> Any:
+        d.get(url)
+        elements = [
+            e for e in d.find_elements(By.CSS_SELECTOR, css) if all(t in e.text for t in texts)
+        ]
+        return elements[0] if elements else False
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.3).until(found)
+
+
+def tre_sign_in(driver: Any, net: Any, base: str, node: str) -> None:
+    token = (net.directory / "nodes" / node / "portal-token").read_text().strip()
+    driver.get(f"{base}/signin")
+    fill(driver, {"name": f"checker-{node}", "token": token})
+    driver.find_element(By.ID, "signin").click()
+    wait_for(driver, "#agent-state")
+
+
+def operator_approves(driver: Any, base: str, project: str, title: str = "") -> None:
+    """On a TRE's page: open the project's request (with its approved application, once
+    the agent has fetched it) and approve it."""
+    row = reload_until(driver, f"{base}/requests", "tbody tr", text=(f" {project} ", "waiting"))
+    row.find_element(By.TAG_NAME, "a").click()
+    url = driver.current_url
+    lines = reload_until(driver, url, "pre.request", text=title or project).text
+    assert f"approve project '{project}'" in lines
+    if title:
+        shot(driver, "tre-operator-request")
+    driver.find_element(By.ID, "reason").send_keys("Within our terms.")
+    driver.find_element(By.ID, "approve").click()
+    wait_for(driver, "pre.request")
+    assert not driver.find_elements(By.ID, "approve")  # decided: no form any more
 
 
 def shot(driver: Any, name: str) -> None:
@@ -190,22 +232,19 @@ def test_journey_apply_to_register(chrome: Any, net: Any, sites: dict[str, str])
     # The researcher watches it live while each TRE's checker releases it.
     sign_in(chrome, portal, net.tokens["ines"])
     chrome.get(job_url)
-    wait_for(chrome, "#node-outcomes", "holding the output", timeout=30)
+    wait_for(chrome, "#node-outcomes", "output checker reviews count outputs", timeout=30)
+    wait_for(chrome, "#node-outcomes", "tre-b is holding its output", timeout=30)
     researcher_tab = chrome.current_window_handle
     chrome.switch_to.new_window("tab")
     for node in FRAMES:
-        token = (net.directory / "nodes" / node / "portal-token").read_text().strip()
-        chrome.get(f"{sites[node]}/signin")
-        fill(chrome, {"name": f"checker-{node}", "token": token})
-        chrome.find_element(By.ID, "signin").click()
-        wait_for(chrome, "#agent-state")
-        chrome.get(f"{sites[node]}/airlock")
-        link = chrome.find_element(By.CSS_SELECTOR, "tbody a")
-        link.click()
+        tre_sign_in(chrome, net, sites[node], node)
+        if node == "tre-b":
+            operator_approves(chrome, sites[node], "westmoor-bp", "Blood pressure in Westmoor")
+        reload_until(chrome, f"{sites[node]}/airlock", "tbody a").click()
         rules = wait_for(chrome, "#rules").text
         assert "threshold" in rules
         held = chrome.find_element(By.ID, "held-payload").text
-        assert str(len(FRAMES[node])) in held  # the exact value the checker releases
+        assert f'"n": {len(FRAMES[node])}' in held  # the exact value the checker releases
         if node == "tre-a":
             shot(chrome, "tre-airlock-review")
         chrome.find_element(By.ID, "reason").send_keys("Aggregate count, fine.")
@@ -276,8 +315,11 @@ def test_refusals(chrome: Any, net: Any, sites: dict[str, str]) -> None:
     chrome.get(f"{portal}/jobs")
     assert chrome.current_url.endswith("/signin")
 
-    # Admin pages for an admin.
+    # Admin pages for an admin; token ids, never a token's secret.
     sign_in(chrome, portal, net.tokens["admin"])
+    chrome.get(f"{portal}/admin/users")
+    assert "ines" in chrome.find_element(By.TAG_NAME, "main").text
+    assert not any(token in chrome.page_source for token in net.tokens.values())
     chrome.get(f"{portal}/admin/nodes")
     assert "tre-a" in chrome.find_element(By.TAG_NAME, "table").text
     shot(chrome, "admin-nodes")
@@ -321,6 +363,8 @@ def test_histogram_chart_and_downloads(
         ).id
     with net.client("approver") as approver:
         approver.approve(job_id)
+    tre_sign_in(chrome, net, sites["tre-b"], "tre-b")
+    operator_approves(chrome, sites["tre-b"], "default")
     sign_in(chrome, portal, net.tokens["researcher"])
     chrome.get(f"{portal}/jobs/{job_id}")
     wait_for(chrome, "#job-state", "completed", timeout=30)
