@@ -38,10 +38,13 @@ from fedtre.errors import (
     Unauthenticated,
     Unavailable,
 )
+from fedtre.portal import words
 
 HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"
 TEMPLATES = Jinja2Templates(directory=str(HERE / "templates"))
+TEMPLATES.env.filters["cell"] = words.cell
+TEMPLATES.env.filters["row_label"] = words.row_label
 
 # The session cookie's name, per site (so the TRE's page and the portal on one host never
 # overwrite each other's: cookies are per host, not per port).

@@ -56,6 +56,29 @@ def node_outcome(task: NodeResult) -> str:
     return f"{text} ({task.error})" if task.error else text
 
 
+def cell(value: Any, figures: int = 6) -> str:
+    """A table value: "withheld" for a missing one (NA, NaN, None); floats to `figures`
+    significant figures (0: exactly, as the output checker must see them)."""
+    if _missing(value):
+        return "withheld"
+    if isinstance(value, float) and figures:
+        return f"{value:.{figures}g}"
+    return str(value)
+
+
+def row_label(label: Any) -> str:
+    """A row's label: its parts joined; a missing part is the open end ("after")."""
+    parts = label if isinstance(label, tuple) else (label,)
+    return ", ".join("after" if _missing(p) else str(p) for p in parts)
+
+
+def _missing(value: Any) -> bool:
+    try:
+        return value is None or bool(value != value)
+    except (TypeError, ValueError):  # pd.NA compares to NA
+        return True
+
+
 def matches(entry: CatalogueEntry, q: str) -> bool:
     """Whether a keyword appears in the dataset's name, node or description."""
     if not q:

@@ -20,11 +20,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from lifelines import KaplanMeierFitter
 from portal_browser import ARTIFACTS, Served
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from fedtre.package.verify import verify_package
+from fedtre.portal import svg
 from fedtre.portal.coordinator_app import PortalConfig
 from fedtre.portal.coordinator_app import create_app as portal_app
 from fedtre.portal.tre_app import TrePortalConfig, ensure_token
@@ -38,6 +41,8 @@ FRAMES = {
         {
             "age": np.random.default_rng(seed).integers(18, 90, 60 + 17 * seed),
             "sex": np.random.default_rng(seed + 9).choice(["F", "M"], 60 + 17 * seed),
+            "days": np.random.default_rng(seed + 20).integers(1, 12, 60 + 17 * seed) * 30,
+            "died": np.random.default_rng(seed + 30).integers(0, 2, 60 + 17 * seed),
         }
     )
     for seed, node in enumerate(("tre-a", "tre-b"))
@@ -60,7 +65,7 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         auto_approve=False,
         ping_interval=0.3,
         metrics=True,
-        grids={"cohort": {"age": 1}},
+        grids={"cohort": {"age": 1, "days": 30}},
         # tre-b's operator approves each project before its first task runs there
         governance={"tre-b": {"operator_approval": "project"}},
         directory=tmp_path_factory.mktemp("portal"),
@@ -350,19 +355,19 @@ def csp_violations(driver: Any) -> list[str]:
     ]
 
 
-def test_histogram_chart_and_downloads(
-    chrome: Any, net: Any, sites: dict[str, str], tmp_path: Any
-) -> None:
-    from fedtre.package.verify import verify_package
-
+def test_charts_and_downloads(chrome: Any, net: Any, sites: dict[str, str], tmp_path: Any) -> None:
     portal = sites["portal"]
     edges = [18, 40, 60, 91]
     with net.client("researcher") as researcher:
         job_id = researcher.submit(
             "histogram", dataset="cohort", params={"column": "age", "edges": edges}
         ).id
+        km_id = researcher.submit(
+            "kaplan_meier", dataset="cohort", params={"time": "days", "event": "died"}
+        ).id
     with net.client("approver") as approver:
         approver.approve(job_id)
+        approver.approve(km_id)
     tre_sign_in(chrome, net, sites["tre-b"], "tre-b")
     operator_approves(chrome, sites["tre-b"], "default")
     sign_in(chrome, portal, net.tokens["researcher"])
@@ -397,4 +402,29 @@ def test_histogram_chart_and_downloads(
     package.write_bytes(download(f"/jobs/{job_id}/package.zip"))
     verified_job, checks = verify_package(package, net.pki / "ca" / "ca.pem")
     assert verified_job == job_id and sorted(c.node for c in checks) == sorted(FRAMES)
+
+    # The Kaplan-Meier curve, drawn as lifelines fits the pooled records.
+    chrome.get(f"{portal}/jobs/{km_id}")
+    wait_for(chrome, "#job-state", "completed", timeout=30)
+    path = chrome.find_element(By.CSS_SELECTOR, "svg.chart path").get_attribute("d")
+    shot(chrome, "kaplan-meier")
+
+    # The drawn steps, back in (time, survival), against lifelines on the pooled records.
+    with net.client("researcher") as researcher:
+        table = researcher.job(km_id).combined["groups"][0][1]["table"]
+    last = max(row[0] for row in table if row[0] is not None)
+    xs = [float(p[1:]) for p in path.split() if p.startswith("H")]
+    ys = [float(p[1:]) for p in path.split() if p.startswith("V")]
+    drawn = [
+        (
+            (x - svg.PAD) / (svg.WIDTH - 2 * svg.PAD) * last,
+            (svg.HEIGHT - svg.PAD - y) / (svg.HEIGHT - 2 * svg.PAD),
+        )
+        for x, y in zip(xs, ys, strict=True)
+    ]
+    pooled = pd.concat(FRAMES.values())
+    fitted = KaplanMeierFitter().fit(pooled["days"], pooled["died"])
+    expected = fitted.survival_function_at_times([t for t, _ in drawn]).to_numpy()
+    assert len(drawn) >= 5
+    assert np.allclose([s for _, s in drawn], expected, atol=0.002)
     assert not csp_violations(chrome)
