@@ -26,7 +26,7 @@ from starlette.staticfiles import StaticFiles
 from fedtre.analyses import CATALOGUE
 from fedtre.applications_client import read_register, register_entries
 from fedtre.client import Client, Result
-from fedtre.errors import InvalidRequest, NotFound
+from fedtre.errors import InvalidRequest, NotFound, Unauthenticated
 from fedtre.portal import svg, words
 from fedtre.portal.pages import field, fields, page
 from fedtre.portal.web import (
@@ -74,6 +74,12 @@ def create_app(config: PortalConfig, sessions: SessionStore | None = None) -> St
         person = Client(config.coordinator, ca=config.ca, token=token)
         try:
             name, role, _ = person.admin.whoami()
+        except Unauthenticated:
+            person.close()
+            raise InvalidRequest(
+                "the coordinator does not accept this token (unknown, revoked or expired); "
+                "check you pasted all of it, or ask your admin for a new one"
+            ) from None
         except Exception:
             person.close()
             raise

@@ -291,6 +291,13 @@ def test_refusals(chrome: Any, net: Any, sites: dict[str, str]) -> None:
     with net.client("admin") as admin:
         other = admin.submit("count", dataset="cohort", project="hidden").id
 
+    # A token the coordinator does not know.
+    chrome.delete_all_cookies()
+    chrome.get(f"{portal}/signin")
+    fill(chrome, {"token": "ft1.0123456789ab.not-a-real-secret"})
+    chrome.find_element(By.ID, "signin").click()
+    wait_for(chrome, "#error", "does not accept this token")
+
     sign_in(chrome, portal, net.tokens["ines"])
     # An admin's page: the coordinator refuses, the portal shows its refusal.
     chrome.get(f"{portal}/admin/users")
