@@ -211,47 +211,41 @@ def create_app(config: PortalConfig, sessions: SessionStore | None = None) -> St
             headers={"content-disposition": f'attachment; filename="job-{status.id}.zip"'},
         )
 
-    def submit_form(request: Request, session: Session, form: FormData | None) -> Response:
+    def submit_page(
+        request: Request,
+        session: Session,
+        dataset: str,
+        values: dict[str, str],
+        problems: tuple[tuple[str, str], ...] | None,
+    ) -> Response:
         person = client(session)
         _, _, mine = person.admin.whoami()
         entries = person.catalogue()
-        chosen = request.query_params.get("dataset", "") or field(form, "dataset")
-        columns = words.columns_of(entries, chosen)
         return render(
             request,
             session,
             "submit.html",
-            entries=entries,
             datasets=sorted({e.dataset.name for e in entries}),
-            dataset=chosen,
-            columns=columns,
-            analyses=list(CATALOGUE),
+            dataset=dataset,
+            columns=words.columns_of(entries, dataset),
+            analyses=[(name, a.description) for name, a in CATALOGUE.items()],
+            param_names=words.PARAM_NAMES,
+            rows=range(words.PARAM_ROWS),
             projects=mine,
-            values={},
-            problems=None,
+            values=values,
+            problems=problems,
         )
 
+    def submit_form(request: Request, session: Session, form: FormData | None) -> Response:
+        return submit_page(request, session, request.query_params.get("dataset", ""), {}, None)
+
     def submit(request: Request, session: Session, form: FormData | None) -> Response:
-        person = client(session)
         spec = words.job_spec(form, field)
         if field(form, "action") == "dry-run":
-            report = person.submit(**spec, dry_run=True)
-            _, _, mine = person.admin.whoami()
-            entries = person.catalogue()
-            return render(
-                request,
-                session,
-                "submit.html",
-                entries=entries,
-                datasets=sorted({e.dataset.name for e in entries}),
-                dataset=spec["dataset"],
-                columns=words.columns_of(entries, spec["dataset"]),
-                analyses=list(CATALOGUE),
-                projects=mine,
-                values={k: field(form, k) for k in ("analysis", "project", "params", "nodes")},
-                problems=report.problems,
-            )
-        handle = person.submit(**spec)
+            report = client(session).submit(**spec, dry_run=True)
+            values = {k: v for k, v in (form or {}).items() if isinstance(v, str) and k != "csrf"}
+            return submit_page(request, session, spec["dataset"], values, report.problems)
+        handle = client(session).submit(**spec)
         return redirect(f"/jobs/{handle.id}")
 
     def job_inbox(request: Request, session: Session, form: FormData | None) -> Response:

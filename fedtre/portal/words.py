@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import argparse
 from collections.abc import Callable
 from typing import Any
 
@@ -100,25 +100,36 @@ def columns_of(entries: list[CatalogueEntry], dataset: str) -> list[tuple[str, s
     return []
 
 
+# The submit form's parameter rows, and the parameter names it suggests.
+PARAM_ROWS = 4
+PARAM_NAMES = (
+    "column", "by", "rows", "columns", "time", "event", "outcome", "covariates", "family",
+    "edges", "width", "origin", "probs",
+)  # fmt: skip
+
+
 def job_spec(form: Any, field: Callable[[Any, str], str]) -> dict[str, Any]:
-    """The Client.submit arguments from the submit form; InvalidRequest names a bad field."""
-    text = field(form, "params") or "{}"
-    try:
-        params = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidRequest(
-            f'parameters are not JSON ({exc.msg}), e.g. {{"by": ["sex"]}}'
-        ) from None
-    if not isinstance(params, dict):
-        raise InvalidRequest('parameters are a JSON object, e.g. {"by": ["sex"]}')
+    """The Client.submit arguments from the submit form, its parameters read by the CLI's
+    own rules (KEY=VALUE rows as --param, the filter as --filter, JSON as --params)."""
+    from fedtre.cli.jobs import build_params
+
     for name in ("analysis", "dataset"):
         if not field(form, name):
             raise InvalidRequest(f"choose the {name}")
-    nodes = [n.strip() for n in field(form, "nodes").split(",") if n.strip()]
+    rows = [(field(form, f"key{i}"), field(form, f"value{i}")) for i in range(PARAM_ROWS)]
+    for key, value in rows:
+        if value and not key:
+            raise InvalidRequest(f"the value {value!r} has no parameter name beside it")
+    cli_args = argparse.Namespace(
+        analysis=field(form, "analysis"),
+        params=field(form, "params") or None,
+        param=[f"{key}={value}" for key, value in rows if key],
+        filter=field(form, "filter") or None,
+    )
     return {
         "analysis": field(form, "analysis"),
         "dataset": field(form, "dataset"),
-        "params": params,
-        "nodes": nodes,
+        "params": build_params(cli_args),
+        "nodes": [n.strip() for n in field(form, "nodes").split(",") if n.strip()],
         "project": field(form, "project") or "default",
     }
