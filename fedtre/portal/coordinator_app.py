@@ -267,7 +267,14 @@ def create_app(config: PortalConfig, sessions: SessionStore | None = None) -> St
     def nodes(request: Request, session: Session, form: FormData | None) -> Response:
         person = client(session)
         network = person.network_status()
-        return render(request, session, "nodes.html", nodes=person.nodes(), network=network)
+        return render(
+            request,
+            session,
+            "nodes.html",
+            nodes=person.nodes(),
+            network=network,
+            queues={q.node_id: q for q in network.nodes},
+        )
 
     def users(request: Request, session: Session, form: FormData | None) -> Response:
         admin = client(session).admin

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from cryptography import x509
 from lifelines import KaplanMeierFitter
 from portal_browser import ARTIFACTS, Served
 from selenium.webdriver.common.by import By
@@ -33,6 +34,7 @@ from fedtre.portal.coordinator_app import create_app as portal_app
 from fedtre.portal.tre_app import TrePortalConfig, ensure_token
 from fedtre.portal.tre_app import create_app as tre_app
 from fedtre.testing import LocalNetwork
+from node_agent.connection import AGENT_VERSION
 
 ORG = "University of Westmoor"
 PRIVATE = "Counts by age band and sex (internal ref xq7)"
@@ -341,7 +343,14 @@ def test_refusals(chrome: Any, net: Any, sites: dict[str, str]) -> None:
     assert "ines" in chrome.find_element(By.TAG_NAME, "main").text
     assert not any(token in chrome.page_source for token in net.tokens.values())
     chrome.get(f"{portal}/admin/nodes")
-    assert "tre-a" in chrome.find_element(By.TAG_NAME, "table").text
+    rows = {
+        row.find_element(By.TAG_NAME, "td").text: row.text
+        for row in chrome.find_elements(By.CSS_SELECTOR, "table tbody tr")
+    }
+    for node in FRAMES:  # the version the agent sent, the certificate it presented
+        cert = x509.load_pem_x509_certificate((net.pki / "nodes" / node / "cert.pem").read_bytes())
+        assert AGENT_VERSION in rows[node] and "online" in rows[node]
+        assert f"{cert.not_valid_after_utc:%Y-%m-%d}" in rows[node]
     shot(chrome, "admin-nodes")
     chrome.get(f"{portal}/admin/audit?event=application")
     chrome.find_element(By.ID, "verify").click()
