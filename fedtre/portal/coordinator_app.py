@@ -147,8 +147,15 @@ def create_app(config: PortalConfig, sessions: SessionStore | None = None) -> St
         app_id = int(request.path_params["id"])
         action, comment = field(form, "action"), field(form, "comment")
         apps = client(session).applications
-        if action == "approve":
-            apps.approve(app_id, comment=comment)
+        if action == "approve":  # an approval may narrow the request, never widen it
+            apps.approve(
+                app_id,
+                comment=comment,
+                nodes=fields(form, "nodes"),
+                datasets=fields(form, "datasets"),
+                analyses=fields(form, "analyses"),
+                end_date=field(form, "end_date") or None,
+            )
         elif action == "reject":
             apps.reject(app_id, comment)
         elif action == "return":

@@ -212,8 +212,15 @@ def test_journey_apply_to_register(chrome: Any, net: Any, sites: dict[str, str])
     assert PRIVATE in chrome.find_element(By.CSS_SELECTOR, ".request").text
     shot(chrome, "application-decision")
     chrome.find_element(By.ID, "comment").send_keys("Clear public benefit.")
+    narrowed = end - timedelta(days=30)  # an approval may end the project earlier
+    chrome.execute_script(
+        "arguments[0].value = arguments[1]",
+        chrome.find_element(By.ID, "narrow-end"),
+        narrowed.isoformat(),
+    )
     chrome.find_element(By.ID, "approve").click()
     wait_for(chrome, "#app-state", "approved")
+    assert f"until {narrowed.isoformat()}" in chrome.find_element(By.ID, "approved-scope").text
 
     # The project exists; the researcher checks a job (dry run) and submits it.
     sign_in(chrome, portal, net.tokens["ines"])
@@ -287,6 +294,8 @@ def test_journey_apply_to_register(chrome: Any, net: Any, sites: dict[str, str])
     chrome.get(f"{portal}/register")
     register = wait_for(chrome, ".register-entry").text
     assert "westmoor-bp" in register and "Blood pressure in Westmoor" in register
+    assert narrowed.isoformat() in register  # the approved end, not the asked one
+    assert end.isoformat() not in register
     page = chrome.page_source
     for secret in (PRIVATE, "ines", "Clear public benefit.", "Westmoor Trust", net.tokens["ines"]):
         assert secret not in page
