@@ -129,13 +129,25 @@ def create_app(config: PortalConfig, sessions: SessionStore | None = None) -> St
     def apply_form(request: Request, session: Session, form: FormData | None) -> Response:
         return render(request, session, "apply.html", fields=words.APPLICATION_FIELDS)
 
-    def apply(request: Request, session: Session, form: FormData | None) -> Response:
+    def application_form(form: FormData | None) -> dict[str, Any]:
         values: dict[str, Any] = {}
         for name, _label, kind in words.APPLICATION_FIELDS:
             values[name] = fields(form, name) if kind == "list" else field(form, name)
-        values = {k: v for k, v in values.items() if v}
-        app = client(session).applications.apply(values)
+        return {k: v for k, v in values.items() if v}
+
+    def apply(request: Request, session: Session, form: FormData | None) -> Response:
+        app = client(session).applications.apply(application_form(form))
         return redirect(f"/applications/{app.id}")
+
+    def resubmit(request: Request, session: Session, form: FormData | None) -> Response:
+        app_id = int(request.path_params["id"])
+        client(session).applications.resubmit(app_id, application_form(form))
+        return redirect(f"/applications/{app_id}")
+
+    def publish(request: Request, session: Session, form: FormData | None) -> Response:
+        app_id = int(request.path_params["id"])
+        client(session).applications.add_publication(app_id, field(form, "publication"))
+        return redirect(f"/applications/{app_id}")
 
     def application(request: Request, session: Session, form: FormData | None) -> Response:
         found = client(session).applications.application(int(request.path_params["id"]))
@@ -160,8 +172,10 @@ def create_app(config: PortalConfig, sessions: SessionStore | None = None) -> St
             apps.reject(app_id, comment)
         elif action == "return":
             apps.return_for_changes(app_id, comment)
+        elif action == "withdraw":
+            apps.withdraw(app_id, comment)
         else:
-            raise InvalidRequest("choose approve, reject or return")
+            raise InvalidRequest("choose approve, reject, return or withdraw")
         return redirect(f"/applications/{app_id}")
 
     def projects(request: Request, session: Session, form: FormData | None) -> Response:
@@ -321,6 +335,8 @@ def create_app(config: PortalConfig, sessions: SessionStore | None = None) -> St
             Route("/apply", page(apply), methods=["POST"]),
             Route("/applications/{id:int}", page(application)),
             Route("/applications/{id:int}", page(decide_application), methods=["POST"]),
+            Route("/applications/{id:int}/resubmit", page(resubmit), methods=["POST"]),
+            Route("/applications/{id:int}/publish", page(publish), methods=["POST"]),
             Route("/projects", page(projects)),
             Route("/jobs", page(jobs)),
             Route("/jobs/{id:int}", page(job)),

@@ -461,3 +461,71 @@ def test_charts_and_downloads(chrome: Any, net: Any, sites: dict[str, str], tmp_
     assert len(drawn) >= 5
     assert np.allclose([s for _, s in drawn], expected, atol=0.002)
     assert not csp_violations(chrome)
+
+
+def test_application_returned_changed_approved_published_withdrawn(
+    chrome: Any, net: Any, sites: dict[str, str]
+) -> None:
+    portal = sites["portal"]
+    form = {
+        "applicants": ["ines"],
+        "organisation": ORG,
+        "project_name": "westmoor-two",
+        "title": "Second Westmoor study",
+        "lay_summary": "Age at first visit.",
+        "public_benefit": "Planning clinics.",
+        "technical_summary": "Counts.",
+        "start_date": date.today().isoformat(),
+        "end_date": (date.today() + timedelta(days=100)).isoformat(),
+        "article6": "6(1)(e)",
+        "article9": "9(2)(j)",
+        "duty_of_confidentiality": "Consent",
+        "national_data_opt_out": "Applied",
+        "nodes": ["tre-a"],
+        "datasets": ["cohort"],
+        "analyses": ["count"],
+        "expected_outputs": "A report",
+    }
+    with net.client("ines") as ines:
+        app_id = ines.applications.apply(form).id
+    url = f"{portal}/applications/{app_id}"
+
+    sign_in(chrome, portal, net.tokens["approver"])
+    chrome.get(url)
+    chrome.find_element(By.ID, "comment").send_keys("Name the CAG reference.")
+    chrome.find_element(By.ID, "return").click()
+    wait_for(chrome, "#app-state", "returned")
+
+    sign_in(chrome, portal, net.tokens["ines"])
+    chrome.get(url)
+    assert "Name the CAG reference." in chrome.find_element(By.TAG_NAME, "main").text
+    assert chrome.find_element(By.ID, "title").get_attribute("value") == form["title"]
+    fill(chrome, {"duty_of_confidentiality": "Section 251 support (CAG ref 24/CAG/0009)"})
+    chrome.find_element(By.ID, "resubmit").click()
+    wait_for(chrome, "#app-state", "submitted")
+    assert "version 2" in chrome.find_element(By.TAG_NAME, "main").text
+
+    sign_in(chrome, portal, net.tokens["approver"])
+    chrome.get(url)
+    chrome.find_element(By.ID, "approve").click()
+    wait_for(chrome, "#app-state", "approved")
+
+    sign_in(chrome, portal, net.tokens["ines"])
+    chrome.get(url)
+    fill(chrome, {"publication": "https://doi.org/10.1234/westmoor"})
+    chrome.find_element(By.ID, "publish").click()
+    wait_for(chrome, "main", "https://doi.org/10.1234/westmoor")
+    fill(chrome, {"withdraw-comment": "Funding ended."})
+    chrome.find_element(By.ID, "withdraw").click()
+    wait_for(chrome, "#app-state", "withdrawn")
+
+    chrome.delete_all_cookies()
+    chrome.get(f"{portal}/register")
+    entry = next(
+        e.text
+        for e in chrome.find_elements(By.CSS_SELECTOR, ".register-entry")
+        if "westmoor-two" in e.text
+    )
+    assert "withdrawn" in entry and "https://doi.org/10.1234/westmoor" in entry
+    assert "24/CAG/0009" in entry and "Funding ended." not in chrome.page_source
+    assert not csp_violations(chrome)
