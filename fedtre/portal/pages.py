@@ -30,16 +30,15 @@ def page(handler: Handler, *, public: bool = False) -> Callable[[Request], Await
         except FedtreError as exc:
             return error_page(request, session, exc)
         if (session is None or not session.signed_in) and not public:
-            return redirect("/signin")
+            return signin_again(request)
         fresh = session is None
         if session is None:
             session = store.new()
         try:
             response = await run_in_threadpool(handler, request, session, form)
         except Unauthenticated:
-            if session is not None:
-                store.drop(session)
-            return redirect("/signin")
+            store.drop(session)
+            return signin_again(request)
         except FedtreError as exc:
             return error_page(request, session, exc)
         if fresh:
@@ -47,6 +46,13 @@ def page(handler: Handler, *, public: bool = False) -> Callable[[Request], Await
         return response
 
     return endpoint
+
+
+def signin_again(request: Request) -> Response:
+    """To the sign-in page; for htmx's polling, the whole page goes there (not the swap)."""
+    if request.headers.get("hx-request"):
+        return Response(status_code=204, headers={"hx-redirect": "/signin"})
+    return redirect("/signin")
 
 
 def field(form: FormData | None, name: str, default: str = "") -> str:

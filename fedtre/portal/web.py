@@ -51,6 +51,7 @@ TEMPLATES.env.filters["row_label"] = words.row_label
 PORTAL_COOKIE = "fedtre_portal_session"
 TRE_COOKIE = "fedtre_tre_session"
 IDLE_SECONDS = 30 * 60
+MAX_AGE_SECONDS = 12 * 60 * 60  # however active, sign in again after a working day
 MAX_SESSIONS = 10_000  # anonymous visitors get one too (for the sign-in form's CSRF token)
 
 CSP = "; ".join(
@@ -71,6 +72,8 @@ SECURITY_HEADERS = [
     (b"referrer-policy", b"no-referrer"),
     (b"x-frame-options", b"DENY"),
     (b"cross-origin-opener-policy", b"same-origin"),
+    # Ignored over plain HTTP; behind the TLS proxy (or with --tls-cert) it pins HTTPS.
+    (b"strict-transport-security", b"max-age=31536000"),
 ]
 
 # How each error reads as an HTTP status: the coordinator's refusal, shown as it is.
@@ -92,6 +95,7 @@ class Session:
     id: str
     csrf: str
     seen: float
+    created: float
     user: str = ""
     role: str = ""
     data: dict[str, Any] = field(default_factory=dict)
@@ -109,19 +113,25 @@ class Session:
 
 
 class SessionStore:
-    """Sessions in memory, dropped after IDLE_SECONDS without a request (or on sign-out)."""
+    """Sessions in memory, dropped after idle_seconds without a request, after max_age
+    seconds in all, or on sign-out."""
 
     def __init__(
-        self, idle_seconds: float = IDLE_SECONDS, clock: Callable[[], float] = time.monotonic
+        self,
+        idle_seconds: float = IDLE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+        max_age: float = MAX_AGE_SECONDS,
     ):
         self._sessions: OrderedDict[str, Session] = OrderedDict()
         self._lock = threading.Lock()
         self._idle = idle_seconds
+        self._max_age = max_age
         self._clock = clock
 
     def new(self) -> Session:
+        now = self._clock()
         session = Session(
-            id=secrets.token_urlsafe(32), csrf=secrets.token_urlsafe(32), seen=self._clock()
+            id=secrets.token_urlsafe(32), csrf=secrets.token_urlsafe(32), seen=now, created=now
         )
         with self._lock:
             self._sessions[session.id] = session
@@ -138,7 +148,7 @@ class SessionStore:
             session = self._sessions.get(session_id)
             if session is None:
                 return None
-            if now - session.seen > self._idle:
+            if now - session.seen > self._idle or now - session.created > self._max_age:
                 del self._sessions[session_id]
                 session.close()
                 return None

@@ -32,6 +32,14 @@ def test_sessions_expire_when_idle_and_on_drop() -> None:
     store.drop(other)
     assert store.get(other.id) is None
     assert store.get(None) is None and store.get("made-up") is None
+    busy = SessionStore(idle_seconds=60, max_age=150, clock=lambda: now[0])
+    now[0] = 0
+    active = busy.new()
+    for t in (50, 100, 150):
+        now[0] = t
+        assert busy.get(active.id) is active
+    now[0] = 151
+    assert busy.get(active.id) is None  # however active, not for ever
 
 
 @pytest.fixture
@@ -75,6 +83,8 @@ def test_pages_need_a_session(portal: TestClient) -> None:
     for path in ("/", "/jobs", "/jobs/1", "/admin/audit", "/catalogue", "/submit"):
         response = portal.get(path, follow_redirects=False)
         assert response.status_code == 303 and response.headers["location"] == "/signin"
+    polled = portal.get("/jobs", headers={"HX-Request": "true"}, follow_redirects=False)
+    assert polled.status_code == 204 and polled.headers["hx-redirect"] == "/signin"
 
 
 def test_plain_http_only_on_loopback() -> None:
