@@ -140,6 +140,7 @@ def tre_sign_in(driver: Any, net: Any, base: str, node: str) -> None:
     fill(driver, {"name": f"checker-{node}", "token": token})
     driver.find_element(By.ID, "signin").click()
     wait_for(driver, "#agent-state")
+    shot(driver, f"tre-status-{node}")
 
 
 def operator_approves(driver: Any, base: str, project: str, title: str = "") -> None:
@@ -289,6 +290,11 @@ def test_journey_apply_to_register(chrome: Any, net: Any, sites: dict[str, str])
         h.endswith("/package.zip") for h in links
     )
 
+    chrome.get(f"{portal}/jobs")
+    row = wait_for(chrome, "#job-rows tr", "westmoor-bp").text
+    assert row.startswith(str(job_id)) and "completed" in row
+    shot(chrome, "jobs")
+
     # The public register shows the project, without signing in, and no private field.
     chrome.delete_all_cookies()
     chrome.get(f"{portal}/register")
@@ -364,6 +370,8 @@ def test_refusals(chrome: Any, net: Any, sites: dict[str, str]) -> None:
     chrome.get(f"{portal}/admin/audit?event=application")
     chrome.find_element(By.ID, "verify").click()
     wait_for(chrome, "#verify-report", "intact")
+    assert "application" in chrome.find_element(By.CSS_SELECTOR, "table tbody").text
+    shot(chrome, "audit")
     chrome.get(f"{portal}/catalogue?column=age")
     assert "cohort" in chrome.find_element(By.TAG_NAME, "main").text
     shot(chrome, "catalogue")
