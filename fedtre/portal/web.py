@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import json
 import secrets
 import threading
 import time
@@ -45,6 +46,8 @@ STATIC_DIR = HERE / "static"
 TEMPLATES = Jinja2Templates(directory=str(HERE / "templates"))
 TEMPLATES.env.filters["cell"] = words.cell
 TEMPLATES.env.filters["row_label"] = words.row_label
+# JSON to read (Jinja's tojson escapes < > & for scripts; these are escaped as text instead)
+TEMPLATES.env.filters["as_json"] = lambda value: json.dumps(value, sort_keys=True, default=str)
 
 # The session cookie's name, per site (so the TRE's page and the portal on one host never
 # overwrite each other's: cookies are per host, not per port).
