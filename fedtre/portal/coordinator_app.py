@@ -71,6 +71,8 @@ def create_app(config: PortalConfig, sessions: SessionStore | None = None) -> St
             token = upload.file.read(MAX_TOKEN_BYTES).decode("utf-8", "replace").strip()
         if not token:
             raise InvalidRequest("paste your API token, or choose your token file")
+        if not (token.isascii() and token.isprintable()) or " " in token:
+            raise InvalidRequest("that is not an API token: paste only the token, e.g. ft1.…")
         person = Client(config.coordinator, ca=config.ca, token=token)
         try:
             name, role, _ = person.admin.whoami()

@@ -77,6 +77,8 @@ def test_a_post_without_the_session_csrf_token_is_refused(portal: TestClient) ->
     # with the right token the form reaches the sign-in (which then finds no token)
     response = portal.post("/signin", data={"csrf": csrf, "token": ""})
     assert response.status_code == 400 and "paste your API token" in response.text
+    response = portal.post("/signin", data={"csrf": csrf, "token": "tök en"})
+    assert response.status_code == 400 and "not an API token" in response.text
 
 
 def test_pages_need_a_session(portal: TestClient) -> None:
