@@ -58,24 +58,27 @@ def _listen(parser: argparse.ArgumentParser, default: str) -> None:
 def _serve(args: argparse.Namespace) -> int:
     from fedtre.portal.coordinator_app import PortalConfig, create_app
 
+    listen = _listen_address(args)
     if not args.ca.is_file():
         raise InvalidRequest(f"--ca {args.ca}: no such file; give the network's ca.pem")
     app = create_app(PortalConfig(args.coordinator, args.ca, args.register_url))
-    return _run(app, args)
+    return _run(app, args, listen)
 
 
 def _agent_portal(args: argparse.Namespace) -> int:
     from fedtre.portal.tre_app import TrePortalConfig, create_app, ensure_token
 
+    listen = _listen_address(args)
+    if not args.config.is_file():
+        raise InvalidRequest(f"--config {args.config}: no such file; give the agent's agent.toml")
     token_file = args.token_file or args.config.parent / "portal-token"
     if ensure_token(token_file):
         print(f"created the page's sign-in token in {token_file} (0600); give it to checkers")
-    return _run(create_app(TrePortalConfig(args.config, token_file)), args)
+    return _run(create_app(TrePortalConfig(args.config, token_file)), args, listen)
 
 
-def _run(app: object, args: argparse.Namespace) -> int:
-    import uvicorn
-
+def _listen_address(args: argparse.Namespace) -> tuple[str, int, bool]:
+    """(host, port, tls) from --listen and the TLS files; plain HTTP on loopback only."""
     from fedtre.portal.web import require_loopback_without_tls
 
     host, _, port = args.listen.rpartition(":")
@@ -85,12 +88,19 @@ def _run(app: object, args: argparse.Namespace) -> int:
     if tls and not (args.tls_cert and args.tls_key):
         raise InvalidRequest("give both --tls-cert and --tls-key")
     require_loopback_without_tls(host.strip("[]"), tls)
+    return host.strip("[]"), int(port), tls
+
+
+def _run(app: object, args: argparse.Namespace, listen: tuple[str, int, bool]) -> int:
+    import uvicorn
+
+    host, port, tls = listen
     scheme = "https" if tls else "http (behind your TLS proxy)"
     print(f"serving on {scheme} {args.listen}")
     uvicorn.run(
         app,  # type: ignore[arg-type]
-        host=host.strip("[]"),
-        port=int(port),
+        host=host,
+        port=port,
         ssl_certfile=str(args.tls_cert) if tls else None,
         ssl_keyfile=str(args.tls_key) if tls else None,
         log_level="warning",

@@ -109,6 +109,16 @@ def test_cli_refuses_a_public_address_without_tls(
     assert code == 2 and "TLS-terminating reverse proxy" in capsys.readouterr().err
 
 
+def test_the_tre_page_refuses_a_public_address_before_creating_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text("")
+    code = fedtre_main(["agent", "portal", "--config", str(config), "--listen", "10.0.0.5:8081"])
+    assert code == 2 and "tls-cert" in capsys.readouterr().err
+    assert not (tmp_path / "portal-token").exists()
+
+
 def test_the_tre_page_token_file_is_private(tmp_path: Path) -> None:
     path = tmp_path / "portal-token"
     assert ensure_token(path) is True
