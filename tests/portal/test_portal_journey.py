@@ -23,8 +23,8 @@ import pytest
 from cryptography import x509
 from lifelines import KaplanMeierFitter
 from portal_browser import ARTIFACTS, Served
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from fedtre.package.verify import verify_package
@@ -104,10 +104,20 @@ def sites(net: Any) -> Iterator[dict[str, Any]]:
 
 
 def wait_for(driver: Any, css: str, text: str = "", timeout: float = 20) -> Any:
-    wait = WebDriverWait(driver, timeout)
-    if text:
-        wait.until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, css), text))
-    return wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, css)))
+    """The element matching css once it holds text, on the page as it is now.
+
+    Asked in one script each time: after a click the previous page's element (or one htmx
+    is swapping) may vanish between finding it and reading it; a call made while the page
+    is being replaced fails and is asked again.
+    """
+    script = (
+        "const e = document.querySelector(arguments[0]);"
+        "return e !== null && e.textContent.includes(arguments[1]);"
+    )
+    WebDriverWait(
+        driver, timeout, poll_frequency=0.2, ignored_exceptions=(WebDriverException,)
+    ).until(lambda d: d.execute_script(script, css, text))
+    return driver.find_element(By.CSS_SELECTOR, css)
 
 
 def sign_in(driver: Any, base: str, token: str) -> None:
@@ -131,7 +141,9 @@ def reload_until(
         ]
         return elements[0] if elements else False
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.3).until(found)
+    return WebDriverWait(
+        driver, timeout, poll_frequency=0.3, ignored_exceptions=(WebDriverException,)
+    ).until(found)
 
 
 def tre_sign_in(driver: Any, net: Any, base: str, node: str) -> None:
@@ -155,7 +167,7 @@ def operator_approves(driver: Any, base: str, project: str, title: str = "") -> 
         shot(driver, "tre-operator-request")
     driver.find_element(By.ID, "reason").send_keys("Within our terms.")
     driver.find_element(By.ID, "approve").click()
-    wait_for(driver, "pre.request")
+    wait_for(driver, "pre.request", "by checker-")
     assert not driver.find_elements(By.ID, "approve")  # decided: no form any more
 
 
@@ -291,8 +303,10 @@ def test_journey_apply_to_register(chrome: Any, net: Any, sites: dict[str, str])
     )
 
     chrome.get(f"{portal}/jobs")
-    row = wait_for(chrome, "#job-rows tr", "westmoor-bp").text
-    assert row.startswith(str(job_id)) and "completed" in row
+    wait_for(chrome, "#job-rows", "westmoor-bp")
+    # read in one script: htmx swaps the rows every few seconds
+    row = chrome.execute_script("return document.querySelector('#job-rows tr').textContent")
+    assert row.strip().startswith(str(job_id)) and "completed" in row
     shot(chrome, "jobs")
 
     # The public register shows the project, without signing in, and no private field.
