@@ -206,6 +206,8 @@ class CoordinatorService:
         analyses: Sequence[str],
         connection_id: str = "",
         paused: bool = False,
+        agent_version: str = "",
+        certificate_not_after: datetime | None = None,
     ) -> None:
         finished = self.store.node_connected(
             node_id,
@@ -215,6 +217,8 @@ class CoordinatorService:
             connection_id,
             paused=paused,
             max_deliveries=self.max_deliveries,
+            agent_version=agent_version,
+            certificate_not_after=certificate_not_after,
         )
         logger.info(
             "node connected",

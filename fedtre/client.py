@@ -315,6 +315,9 @@ class NodeQueue:
     delivered: int
     oldest_queued_at: datetime | None
     oldest_delivered_at: datetime | None
+    # The agent's version and its certificate's expiry, as of its last connection.
+    agent_version: str = ""
+    certificate_not_after: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -587,6 +590,8 @@ class Client:
                     delivered=n.delivered,
                     oldest_queued_at=_datetime(n, "oldest_queued_at"),
                     oldest_delivered_at=_datetime(n, "oldest_delivered_at"),
+                    agent_version=n.agent_version,
+                    certificate_not_after=_datetime(n, "certificate_not_after"),
                 )
                 for n in response.nodes
             ),

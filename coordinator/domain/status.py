@@ -28,6 +28,9 @@ class NodeQueue:
     delivered: int = 0
     oldest_queued_at: datetime | None = None
     oldest_delivered_at: datetime | None = None
+    # As the agent said and showed when it last opened its stream.
+    agent_version: str = ""
+    certificate_not_after: datetime | None = None
 
 
 @dataclass(frozen=True)

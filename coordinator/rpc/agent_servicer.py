@@ -118,6 +118,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             list(request.analyses),
             connection_id,
             request.paused,
+            request.agent_version,
+            cert.not_valid_after_utc if cert is not None else None,
         )
         # The stream's liveness is the node's heartbeat (coordinator.scheduler marks a node
         # offline after a silence): recorded once per ping interval, however busy.

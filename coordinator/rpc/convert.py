@@ -195,6 +195,8 @@ def network_status_to_pb(status: NetworkStatus) -> jobs_pb2.GetNetworkStatusResp
                 delivered=n.delivered,
                 oldest_queued_at=_timestamp(n.oldest_queued_at),
                 oldest_delivered_at=_timestamp(n.oldest_delivered_at),
+                agent_version=n.agent_version,
+                certificate_not_after=_timestamp(n.certificate_not_after),
             )
             for n in status.nodes
         ],

@@ -39,6 +39,9 @@ class NodeRow(Base):
     # nothing is delivered to it; since when, so waiting tasks' deadlines can be extended.
     paused: Mapped[bool] = mapped_column(Boolean, default=False)
     paused_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # What the agent said and showed when it last opened its stream (admins' node view).
+    agent_version: Mapped[str] = mapped_column(String(64), default="")
+    certificate_not_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class ProjectRow(Base):

@@ -141,6 +141,8 @@ class Store(RoundStore):
         *,
         paused: bool = False,
         max_deliveries: int = DEFAULT_MAX_DELIVERIES,
+        agent_version: str = "",
+        certificate_not_after: datetime | None = None,
     ) -> list[Job]:
         """Record a node's advertisement and put its delivered-but-unreported tasks back in the queue.
 
@@ -168,6 +170,8 @@ class Store(RoundStore):
                 for d in datasets
             ]
             row.analyses = list(analyses)
+            row.agent_version = agent_version[:64]
+            row.certificate_not_after = certificate_not_after
             row.paused = paused
             if paused and not was_paused:
                 row.paused_since = now
@@ -883,6 +887,10 @@ class Store(RoundStore):
                     delivered=counts[(node, TaskState.DELIVERED)],
                     oldest_queued_at=oldest.get((node, TaskState.QUEUED)),
                     oldest_delivered_at=oldest.get((node, TaskState.DELIVERED)),
+                    agent_version=(known[node].agent_version or "") if node in known else "",
+                    certificate_not_after=(
+                        _utc(known[node].certificate_not_after) if node in known else None
+                    ),
                 )
                 for node in node_ids
             ),

@@ -195,14 +195,14 @@ def show_lines(review: Review) -> list[str]:
         lines.append(f"  [{'pass' if r.passed else 'FAIL'}] {r.rule}: {r.detail}")
     outcome = review.candidate.outcome.value
     lines += ["", f"output that would leave the TRE if approved (outcome {outcome}):"]
-    frame = _frame(review)
+    frame = review_frame(review)
     if frame is not None:
         lines += ["  " + line for line in frame.to_string().splitlines()]
     lines.append("  " + json.dumps(review.candidate.payload, sort_keys=True))
     return lines
 
 
-def _frame(review: Review) -> Any:
+def review_frame(review: Review) -> Any:
     try:
         from fedtre.analyses import get_analysis
 

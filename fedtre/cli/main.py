@@ -12,7 +12,7 @@ from fedtre.errors import FedtreError
 # parsed args and returns the process exit code.
 _COMMAND_MODULES: tuple[str, ...] = (
     "ca", "synth", "services", "jobs", "status", "admin", "applications", "demo",
-    "catalogue", "package",
+    "catalogue", "package", "portal",
 )  # fmt: skip
 
 

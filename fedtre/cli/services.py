@@ -144,6 +144,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     from fedtre.cli import agent_audit
 
     agent_audit.register(agent_sub)  # `fedtre agent audit verify|export`
+    from fedtre.cli import portal
+
+    portal.register_agent(agent_sub)  # this TRE's page: `fedtre agent portal`
 
 
 def _serve(args: argparse.Namespace) -> int:

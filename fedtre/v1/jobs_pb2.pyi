@@ -262,7 +262,7 @@ class GetNetworkStatusRequest(_message.Message):
     def __init__(self, recent_failures: _Optional[int] = ...) -> None: ...
 
 class NodeQueue(_message.Message):
-    __slots__ = ("node_id", "online", "last_seen", "queued", "delivered", "oldest_queued_at", "oldest_delivered_at")
+    __slots__ = ("node_id", "online", "last_seen", "queued", "delivered", "oldest_queued_at", "oldest_delivered_at", "agent_version", "certificate_not_after")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     ONLINE_FIELD_NUMBER: _ClassVar[int]
     LAST_SEEN_FIELD_NUMBER: _ClassVar[int]
@@ -270,6 +270,8 @@ class NodeQueue(_message.Message):
     DELIVERED_FIELD_NUMBER: _ClassVar[int]
     OLDEST_QUEUED_AT_FIELD_NUMBER: _ClassVar[int]
     OLDEST_DELIVERED_AT_FIELD_NUMBER: _ClassVar[int]
+    AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_NOT_AFTER_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     online: bool
     last_seen: _timestamp_pb2.Timestamp
@@ -277,7 +279,9 @@ class NodeQueue(_message.Message):
     delivered: int
     oldest_queued_at: _timestamp_pb2.Timestamp
     oldest_delivered_at: _timestamp_pb2.Timestamp
-    def __init__(self, node_id: _Optional[str] = ..., online: _Optional[bool] = ..., last_seen: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., queued: _Optional[int] = ..., delivered: _Optional[int] = ..., oldest_queued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., oldest_delivered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    agent_version: str
+    certificate_not_after: _timestamp_pb2.Timestamp
+    def __init__(self, node_id: _Optional[str] = ..., online: _Optional[bool] = ..., last_seen: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., queued: _Optional[int] = ..., delivered: _Optional[int] = ..., oldest_queued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., oldest_delivered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., agent_version: _Optional[str] = ..., certificate_not_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class JobStateCount(_message.Message):
     __slots__ = ("state", "count")

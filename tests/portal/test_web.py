@@ -1,0 +1,127 @@
+"""The portal's session, CSRF, header and listen rules, without a browser."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from fedtre.cli.main import main as fedtre_main
+from fedtre.errors import InvalidRequest
+from fedtre.portal.coordinator_app import PortalConfig, create_app
+from fedtre.portal.tre_app import ensure_token
+from fedtre.portal.web import PORTAL_COOKIE, SessionStore, require_loopback_without_tls
+
+
+def test_sessions_expire_when_idle_and_on_drop() -> None:
+    now = [0.0]
+    store = SessionStore(idle_seconds=60, clock=lambda: now[0])
+    closed: list[str] = []
+    session = store.new()
+    session.closers.append(lambda: closed.append(session.id))
+    assert len(session.id) >= 40 and session.csrf != session.id
+    now[0] = 59
+    assert store.get(session.id) is session  # a request renews it
+    now[0] = 118
+    assert store.get(session.id) is session
+    now[0] = 179
+    assert store.get(session.id) is None and closed == [session.id]
+    other = store.new()
+    store.drop(other)
+    assert store.get(other.id) is None
+    assert store.get(None) is None and store.get("made-up") is None
+    busy = SessionStore(idle_seconds=60, max_age=150, clock=lambda: now[0])
+    now[0] = 0
+    active = busy.new()
+    for t in (50, 100, 150):
+        now[0] = t
+        assert busy.get(active.id) is active
+    now[0] = 151
+    assert busy.get(active.id) is None  # however active, not for ever
+
+
+@pytest.fixture
+def portal(tmp_path: Path) -> TestClient:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not used: nothing here reaches a coordinator")
+    return TestClient(create_app(PortalConfig("127.0.0.1:1", ca)), base_url="https://localhost")
+
+
+def test_every_response_has_the_csp_and_the_cookie_is_locked_down(portal: TestClient) -> None:
+    response = portal.get("/signin")
+    assert response.status_code == 200
+    csp = response.headers["content-security-policy"]
+    assert (
+        "script-src 'self'" in csp
+        and "unsafe-inline" not in csp
+        and "frame-ancestors 'none'" in csp
+    )
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["cache-control"] == "no-store"
+    cookie = response.headers["set-cookie"].lower()
+    assert f"{PORTAL_COOKIE}=" in cookie
+    assert "httponly" in cookie and "secure" in cookie and "samesite=strict" in cookie
+    assert "<script>" not in response.text and " style=" not in response.text
+    assert portal.get("/static/htmx.min.js").headers["content-security-policy"] == csp
+
+
+def test_a_post_without_the_session_csrf_token_is_refused(portal: TestClient) -> None:
+    page = portal.get("/signin").text
+    csrf = page.split('name="csrf" value="')[1].split('"')[0]
+    assert portal.post("/signin", data={"csrf": "forged", "token": "t"}).status_code == 403
+    assert portal.post("/signin", data={"token": "t"}).status_code == 403
+    fresh = TestClient(portal.app, base_url="https://localhost")  # another browser, no cookie
+    assert fresh.post("/signin", data={"csrf": csrf, "token": "t"}).status_code == 403
+    # with the right token the form reaches the sign-in (which then finds no token)
+    response = portal.post("/signin", data={"csrf": csrf, "token": ""})
+    assert response.status_code == 400 and "paste your API token" in response.text
+    response = portal.post("/signin", data={"csrf": csrf, "token": "tök en"})
+    assert response.status_code == 400 and "not an API token" in response.text
+
+
+def test_pages_need_a_session(portal: TestClient) -> None:
+    for path in ("/", "/jobs", "/jobs/1", "/admin/audit", "/catalogue", "/submit"):
+        response = portal.get(path, follow_redirects=False)
+        assert response.status_code == 303 and response.headers["location"] == "/signin"
+    polled = portal.get("/jobs", headers={"HX-Request": "true"}, follow_redirects=False)
+    assert polled.status_code == 204 and polled.headers["hx-redirect"] == "/signin"
+
+
+def test_plain_http_only_on_loopback() -> None:
+    for host in ("127.0.0.1", "::1", "localhost"):
+        require_loopback_without_tls(host, tls=False)
+    require_loopback_without_tls("0.0.0.0", tls=True)
+    for host in ("0.0.0.0", "10.1.2.3", "portal.example.org"):
+        with pytest.raises(InvalidRequest, match="tls-cert"):
+            require_loopback_without_tls(host, tls=False)
+
+
+def test_cli_refuses_a_public_address_without_tls(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x")
+    code = fedtre_main(
+        ["portal", "serve", "--coordinator", "c:1", "--ca", str(ca), "--listen", "0.0.0.0:8080"]
+    )
+    assert code == 2 and "TLS-terminating reverse proxy" in capsys.readouterr().err
+
+
+def test_the_tre_page_refuses_a_public_address_before_creating_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text("")
+    code = fedtre_main(["agent", "portal", "--config", str(config), "--listen", "10.0.0.5:8081"])
+    assert code == 2 and "tls-cert" in capsys.readouterr().err
+    assert not (tmp_path / "portal-token").exists()
+
+
+def test_the_tre_page_token_file_is_private(tmp_path: Path) -> None:
+    path = tmp_path / "portal-token"
+    assert ensure_token(path) is True
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and len(path.read_text().strip()) >= 40
+    before = path.read_text()
+    assert ensure_token(path) is False and path.read_text() == before
