@@ -1,7 +1,8 @@
 """Approvals with teeth: project scope, approval policy, and the signed grants agents obey.
 
 - A submission must stay inside its project: a member submits, only the project's
-  nodes, datasets and analyses, and only while its data-access approval runs.
+  nodes, datasets and analyses, and only while its data-access approval runs (before
+  its start: FAILED_PRECONDITION).
 - A job runs once its project's policy is met: N different approvers (never the
   submitter), or at once for the analyses the project approves automatically.
 - On approval the coordinator signs what was approved (a JobGrant) and stores it. Each
@@ -9,8 +10,9 @@
   again, and one node's part is signed as a TaskGrant that the agent checks against its
   pinned key. A job row altered in the database after approval therefore reaches no
   agent as an altered task: the agent sees its fields differ from the grant and refuses.
-- A task whose project's approval has lapsed is not dispatched: the coordinator records
-  it as refused, so its job still completes (partial).
+- A task whose project's approval has lapsed, or has yet to start, is not dispatched: the
+  coordinator records it as refused, so its job still completes (partial). A project's
+  start travels in its signed grants, and agents refuse a task before it too.
 """
 
 from __future__ import annotations

@@ -47,7 +47,8 @@ JOB_GRANT_KEYS = frozenset(
 
 
 class GrantError(Exception):
-    """A grant is missing, malformed, altered, expired or not addressed to this node.
+    """A grant is missing, malformed, altered, expired, not yet started or not addressed to
+    this node.
 
     The message is public: the agent reports it to the coordinator as its refusal.
     """

@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import grpc
 import pytest
-from sectools import OPEN_POLICY, cli, code_of, data, start, token_channel
+from sectools import OPEN_POLICY, agent_tasks, cli, code_of, data, start, token_channel
 
 from coordinator.domain import register
 from fedtre.errors import Conflict, InvalidRequest
@@ -163,3 +163,29 @@ def test_an_admin_project_without_a_start_runs_at_once(net):
 
     assert net.coordinator.admin.governance.project("admin-now").starts_at is None
     assert result.state == "completed"
+
+
+def test_a_queued_task_is_not_dispatched_once_its_projects_start_moves_later(net):
+    # Given an approved job of an admin's project whose task waits (tre-a's agent is down),
+    with net.client("admin") as admin:
+        admin.admin.create_project(
+            "moved-start", expires=ENDS, nodes=["tre-a"], datasets=["cohort"],
+            analyses=["count"], members=["ines-hartwell"], auto_approve=["count"],
+        )  # fmt: skip
+    net.stop_agent("tre-a")
+    try:
+        with net.client("ines-hartwell") as ines:
+            handle = ines.submit("count", dataset="cohort", project="moved-start")
+        task = net.coordinator.store.get_job(handle.id).tasks[0].task_id
+        # when an admin moves the project's start to next month,
+        with net.client("admin") as admin:
+            admin.admin.update_project("moved-start", starts=STARTS)
+    finally:
+        net.start_agent("tre-a", net.data["tre-a"])
+
+    # then the coordinator withholds the task when tre-a comes back: refused, never sent.
+    with net.client("ines-hartwell") as ines:
+        result = ines.handle(handle.id).result(30)
+    assert result.nodes["tre-a"].outcome == "refused"
+    assert f"starts on {STARTS.isoformat()}" in result.nodes["tre-a"].error
+    assert task not in agent_tasks(net, "tre-a")
