@@ -254,4 +254,9 @@ def _checked(project: Project, now: datetime, *, lapsed_ok: bool = False) -> Pro
         )
     if not lapsed_ok and project.approval_expires_at <= now:
         raise InvalidRequest("the approval expiry date must be in the future")
+    if project.starts_at is not None and project.starts_at >= project.approval_expires_at:
+        raise InvalidRequest(
+            f"the approval starts ({project.starts_at:%Y-%m-%d}) on or after it lapses "
+            f"({project.approval_expires_at:%Y-%m-%d}); give --starts before --expires"
+        )
     return replace(project, nodes=nodes, datasets=datasets, analyses=analyses, auto_approve=auto)

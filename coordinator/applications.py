@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time
 from typing import Any, NoReturn
 
 from coordinator.admin import Admin
@@ -168,6 +168,7 @@ class Applications:
             datasets=scope.datasets,
             analyses=scope.analyses,
             approval_expires_at=scope.expires_at(),
+            starts_at=datetime.combine(form.start_date, time(0, 0), tzinfo=UTC),
             # Jobs are approved as in any project; the committee approved the use.
             approvals_required=1,
             auto_approve=(),
@@ -192,6 +193,13 @@ class Applications:
             current.approval_expires_at is not None
             and proposed.approval_expires_at > current.approval_expires_at
         )
+        approved_start = datetime.combine(found.form.start_date, time(0, 0), tzinfo=UTC)
+        moved = proposed.starts_at if proposed.starts_at != current.starts_at else None
+        if not problem and moved is not None and moved < approved_start:
+            problem = (
+                f"the committee approved project {current.name!r} from "
+                f"{found.form.start_date}; it may not start earlier (apply again to change it)"
+            )
         if found.state is ApplicationState.WITHDRAWN and reopened:
             problem = (
                 f"project {current.name!r} was withdrawn (application {found.id}); "
@@ -223,7 +231,7 @@ class Applications:
         """The Data Use Register's entries (public: no authentication is needed to read it)."""
         approved = [a for a in self.store.applications() if a.approved_scope is not None]
         projects = {
-            p.name: register.ProjectState(p.name, p.approval_expires_at)
+            p.name: register.ProjectState(p.name, p.approval_expires_at, p.starts_at)
             for p in self.governance.projects([a.form.project_name for a in approved])
         }
         return register.entries(approved, projects, self.clock())

@@ -1,7 +1,8 @@
 """Approvals with teeth: project scope, approval policy, and the signed grants agents obey.
 
 - A submission must stay inside its project: a member submits, only the project's
-  nodes, datasets and analyses, and only while its data-access approval runs.
+  nodes, datasets and analyses, and only while its data-access approval runs (before
+  its start: FAILED_PRECONDITION).
 - A job runs once its project's policy is met: N different approvers (never the
   submitter), or at once for the analyses the project approves automatically.
 - On approval the coordinator signs what was approved (a JobGrant) and stores it. Each
@@ -9,8 +10,9 @@
   again, and one node's part is signed as a TaskGrant that the agent checks against its
   pinned key. A job row altered in the database after approval therefore reaches no
   agent as an altered task: the agent sees its fields differ from the grant and refuses.
-- A task whose project's approval has lapsed is not dispatched: the coordinator records
-  it as refused, so its job still completes (partial).
+- A task whose project's approval has lapsed, or has yet to start, is not dispatched: the
+  coordinator records it as refused, so its job still completes (partial). A project's
+  start travels in its signed grants, and agents refuse a task before it too.
 """
 
 from __future__ import annotations
@@ -18,20 +20,25 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 
+from coordinator.domain.applications import ApplicationState
 from coordinator.domain.governance import (
     AUTO_APPROVER,
     Project,
+    approval_ended,
     approval_problem,
     can_see_job,
     is_member,
+    not_started_problem,
     scope_problems,
     visible_projects,
 )
 from coordinator.domain.model import Job, JobState, Node, Plan, Problem, Task
+from coordinator.store.applications import ApplicationStore
 from coordinator.store.store import Store
-from fedtre.errors import NotFound, PermissionDenied, Unavailable
+from fedtre.errors import Conflict, NotFound, PermissionDenied, Unavailable
 from fedtre.identity.peer import NAME_PATTERN, Identity
 from fedtre.identity.signing import GrantError, JobGrant, Signer, TaskGrant
 from fedtre.problems import problem_lines
@@ -68,16 +75,47 @@ class Approvals:
     def scope_problems(self, identity: Identity, plan: Plan) -> list[Problem]:
         """Every way plan steps outside its project for identity (empty: in scope)."""
         spec = plan.spec
+        project = self.governance.project(spec.project)
+        now = self.clock()
         return scope_problems(
-            self.governance.project(spec.project),
+            project,
             identity,
             spec.project,
             spec.analysis,
             spec.dataset,
             spec.nodes,
-            self.clock(),
+            now,
             self.governance.member_of(identity.name),
+            withdrawn=project is not None and project.lapsed(now) and self._withdrawn(project.name),
         )
+
+    def _withdrawn(self, project: str) -> bool:
+        """Whether the application that approved project was withdrawn."""
+        found = ApplicationStore(self.store).for_project(project)
+        return found is not None and found.state is ApplicationState.WITHDRAWN
+
+    def start_problems(self, project_name: str) -> list[Problem]:
+        """[why the project's jobs may not run yet] if its approval has yet to start, else
+        []; only for its members (the start date is the project's to know)."""
+        project = self.governance.project(project_name)
+        problem = "" if project is None else not_started_problem(project, self.clock())
+        return [Problem(problem)] if problem else []
+
+    def refuse_before_start(self, identity: Identity, project_name: str) -> None:
+        """Raise Conflict (FAILED_PRECONDITION), audited, when the project's approval has
+        yet to start; call it once the submitter is known to be a member."""
+        problems = self.start_problems(project_name)
+        if not problems:
+            return
+        problem = problems[0].message
+        self.governance.audit(
+            actor=identity.name,
+            event="job.refused",
+            subject=f"project:{project_name}",
+            details={"problems": [problem]},
+            now=self.clock(),
+        )
+        raise Conflict(f"the job was not submitted: {problem}")
 
     def is_outsider(self, identity: Identity, project: str) -> bool:
         """Whether identity is not a member of project, or there is no such project.
@@ -172,6 +210,7 @@ class Approvals:
             expires_at=project.approval_expires_at,  # type: ignore[arg-type]  # not lapsed
             approved_by=tuple(approvers),
             approved_at=now,
+            starts_at=project.starts_at,
         )
         data, signature = self.signer.sign(grant)
         # Saved with the tasks, in one transaction, so no task is ever queued without its grant.
@@ -220,8 +259,9 @@ class Approvals:
 
     def _approved(
         self, job: Job, now: datetime, signer: Signer
-    ) -> tuple[JobGrant, datetime] | Withheld:
-        """The job's verified approval and when it lapses, or why its tasks are withheld."""
+    ) -> tuple[JobGrant, datetime, datetime | None] | Withheld:
+        """The job's verified approval, when it lapses and starts, or why its tasks are
+        withheld."""
         stored = self.governance.grant(job.id)
         if stored is None:
             return Withheld(f"job {job.id} has no signed approval record")
@@ -239,11 +279,18 @@ class Approvals:
         if project is not None and project.approval_expires_at is not None:
             expires = min(expires, project.approval_expires_at)
         if project is None or now >= expires:
+            withdrawn = self._withdrawn(approved.project)
             return Withheld(
-                f"project {approved.project!r}'s data-access approval lapsed on "
-                f"{expires:%Y-%m-%d %H:%M} UTC; the task was not dispatched"
+                f"{approval_ended(approved.project, expires, withdrawn)}; the task was not "
+                "dispatched"
             )
-        return approved, expires
+        starts = max(filter(None, (approved.starts_at, project.starts_at)), default=None)
+        if starts is not None and now < starts:
+            return Withheld(
+                f"{not_started_problem(replace(project, starts_at=starts), now)}; the task "
+                "was not dispatched"
+            )
+        return approved, expires, starts
 
     # -- visibility --------------------------------------------------------------------
 
@@ -273,7 +320,9 @@ class Approvals:
         return {j.id: (approvers.get(j.id, []), required[j.spec.project]) for j in jobs}
 
 
-def _task_grant(task: Task, approved: JobGrant, expires: datetime) -> TaskGrant:
+def _task_grant(
+    task: Task, approved: JobGrant, expires: datetime, starts: datetime | None
+) -> TaskGrant:
     """One node's part of an approved job, as the agent will check it."""
     return TaskGrant(
         task_id=task.task_id,
@@ -286,4 +335,5 @@ def _task_grant(task: Task, approved: JobGrant, expires: datetime) -> TaskGrant:
         expires_at=expires,
         approved_by=approved.approved_by,
         approved_at=approved.approved_at,
+        starts_at=starts,
     )

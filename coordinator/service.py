@@ -302,8 +302,9 @@ class CoordinatorService:
     def take_tasks(self, node_id: str) -> list[tuple[Task, Job, bytes, bytes]]:
         """Take a node's queued tasks, each with its signed grant (grant, signature).
 
-        A task the coordinator may not dispatch (its project's approval lapsed, or its
-        approval record does not verify) is recorded as refused instead of being sent.
+        A task the coordinator may not dispatch (its project's approval lapsed or has yet
+        to start, or its approval record does not verify) is recorded as refused instead of
+        being sent.
         """
         return self.take_tasks_for([node_id])[0]
 

@@ -53,6 +53,7 @@ class ProjectInfo:
     auto_approve: tuple[str, ...]
     created_at: datetime | None
     created_by: str
+    starts_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -135,8 +136,10 @@ class AdminClient:
         approvals_required: int = 1,
         auto_approve: Sequence[str] = (),
         description: str = "",
+        starts: date | datetime | None = None,
     ) -> ProjectInfo:
-        """Create a project; expires is when its data-access approval lapses."""
+        """Create a project; its data-access approval runs from starts (None: now; a date
+        means the start of that day, UTC) until expires (a date: the end of that day)."""
         project = admin_pb2.Project(
             name=name,
             description=description,
@@ -147,12 +150,13 @@ class AdminClient:
             approval_expires_at=_timestamp(expires),
             approvals_required=approvals_required,
             auto_approve=list(auto_approve),
+            starts_at=None if starts is None else _start_timestamp(starts),
         )
         r = self._call("CreateProject", admin_pb2.CreateProjectRequest(project=project))
         return _project(r.project)
 
     def update_project(self, name: str, **changes: Any) -> ProjectInfo:
-        """Change some of: description, nodes, datasets, analyses, expires,
+        """Change some of: description, nodes, datasets, analyses, expires, starts,
         approvals_required, auto_approve."""
         project = admin_pb2.Project(name=name)
         paths = []
@@ -160,6 +164,9 @@ class AdminClient:
             if key == "expires":
                 project.approval_expires_at.CopyFrom(_timestamp(value))
                 paths.append("approval_expires_at")
+            elif key == "starts":
+                project.starts_at.CopyFrom(_start_timestamp(value))
+                paths.append("starts_at")
             elif key in ("nodes", "datasets", "analyses", "auto_approve"):
                 getattr(project, key).extend(list(value))
                 paths.append(key)
@@ -229,6 +236,13 @@ def _timestamp(value: date | datetime) -> timestamp_pb2.Timestamp:
     return ts
 
 
+def _start_timestamp(value: date | datetime) -> timestamp_pb2.Timestamp:
+    # A date means the start of that day, UTC: approval runs from it.
+    if not isinstance(value, datetime):
+        value = datetime.combine(value, time(0, 0), tzinfo=UTC)
+    return _timestamp(value)
+
+
 def _dt(message: Any, field: str) -> datetime | None:
     if not message.HasField(field):
         return None
@@ -265,4 +279,5 @@ def _project(p: admin_pb2.Project) -> ProjectInfo:
         auto_approve=tuple(p.auto_approve),
         created_at=_dt(p, "created_at"),
         created_by=p.created_by,
+        starts_at=_dt(p, "starts_at"),
     )

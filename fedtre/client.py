@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import grpc
 
-from fedtre.analyses import get_analysis
+from fedtre.analyses import CATALOGUE, get_analysis
 from fedtre.analyses.base import DatasetSchema, NodeOutput, Outcome
 from fedtre.analyses.cox import CoxFit
 from fedtre.analyses.regression import ModelFit
 from fedtre.catalogue.entry import CatalogueEntry
 from fedtre.credentials import person_credentials
+from fedtre.disclosure.release import Kind
 from fedtre.errors import Conflict, FedtreError, InvalidRequest, Unavailable
 from fedtre.identity.diagnose import diagnose
 from fedtre.identity.provenance import Provenance, Statement
@@ -662,6 +663,19 @@ def _probe_files(
     return (ca_file, None, None) if ca_file is not None else None
 
 
+def _whole_counts(analysis: str, values: dict[str, Any]) -> dict[str, Any]:
+    """values with each top-level count (a "count" of the analysis's released_fields) as
+    an int: the wire's Struct carries every number as a double (4000 arrives as 4000.0)."""
+    found = CATALOGUE.get(analysis)
+    if found is None:
+        return values
+    counts = {path for path, kind in found.released_fields.items() if kind == Kind.COUNT}
+    return {
+        k: int(v) if k in counts and isinstance(v, float) and v.is_integer() else v
+        for k, v in values.items()
+    }
+
+
 def _job_status(job: jobs_pb2.Job) -> JobStatus:
     params = struct_to_dict(job.spec.params)
     tasks = {}
@@ -672,6 +686,8 @@ def _job_status(job: jobs_pb2.Job) -> JobStatus:
                 output = output_from_parts(t.outcome, t.rules, t.payload, t.error)
             except FedtreError:
                 output = None
+            if output is not None:
+                output = replace(output, payload=_whole_counts(job.spec.analysis, output.payload))
         state = TASK_STATES.get(t.state, "unknown")
         if output is not None and output.outcome is Outcome.HELD:
             state = "held"  # the wire has no held task state; the outcome says it
@@ -698,7 +714,11 @@ def _job_status(job: jobs_pb2.Job) -> JobStatus:
         created_at=job.created_at.ToDatetime(),
         updated_at=job.updated_at.ToDatetime(),
         tasks=tasks,
-        combined=struct_to_dict(job.combined) if job.HasField("combined") else None,
+        combined=(
+            _whole_counts(job.spec.analysis, struct_to_dict(job.combined))
+            if job.HasField("combined")
+            else None
+        ),
         approved_by=tuple(job.approved_by),
         approvals_required=job.approvals_required or 1,
         progress=JobProgress(

@@ -297,7 +297,7 @@ class AgentConnection:
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 return None
-            raise Unavailable(f"cannot ask for project {project!r}'s application") from None
+            raise Unavailable(f"cannot ask for the application of project {project!r}") from None
         return json_format.MessageToDict(response.application, preserving_proto_field_name=True)
 
     def _countersign(self, checkpoint: agent_pb2.AuditCheckpoint) -> None:

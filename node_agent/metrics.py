@@ -6,7 +6,9 @@ and a callback of the connection (reconnects). Labels are bounded: analysis (the
 this agent serves, else "other"), outcome, rule, dataset; never a task id or a value.
 
 An output held for the TRE's output checker counts as outcome "held" when it runs; its
-"review" rule is a hold, not a failed disclosure check, so it is not counted then. The
+"review" rule is a hold, not a failed disclosure check, so it is not counted then. A task
+waiting for the TRE's operator ([governance] operator_approval) counts as outcome
+"awaiting_operator", and its operator_approval rule is not counted as a check either. The
 checker's decision, once reported, counts in fedtre_agent_reviewed_outputs_total by final
 outcome (released when approved, blocked when denied) and as a review check passed or
 failed. Counters have no `_created` series (prometheus_client.disable_created_metrics).
@@ -28,10 +30,13 @@ from prometheus_client import (
 )
 
 from fedtre.analyses.base import DataSource, NodeOutput, Outcome
-from fedtre.disclosure.rules import REVIEW
+from fedtre.disclosure.rules import OPERATOR_APPROVAL, REVIEW
 from node_agent.task import TaskSpec
 
 OTHER = "other"
+AWAITING_OPERATOR = "awaiting_operator"
+# Rules that hold a task for a person rather than check its output.
+_HOLDS = frozenset({REVIEW, OPERATOR_APPROVAL})
 TASK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
 QUERY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 300)
 _STARTED = "fedtre_query_started"
@@ -54,7 +59,8 @@ class AgentMetrics:
         self.tasks = Counter(
             "fedtre_agent_tasks_total",
             "Tasks this agent ran, by analysis and outcome "
-            "(released, suppressed, blocked, refused, failed, or held for the output checker).",
+            "(released, suppressed, blocked, refused, failed, held for the output checker, "
+            "or awaiting_operator: waiting for the TRE's operator to approve).",
             ["analysis", "outcome"],
             registry=r,
         )
@@ -121,12 +127,12 @@ class AgentMetrics:
 
     def task_ran(self, task: TaskSpec, output: NodeOutput, seconds: float) -> None:
         analysis = self.analysis_label(task.analysis)
-        self.tasks.labels(analysis, output.outcome.value).inc()
+        self.tasks.labels(analysis, _outcome_label(output)).inc()
         self.task_duration.labels(analysis).observe(seconds)
         held = output.outcome is Outcome.HELD
         for rule in output.rules:
-            if held and rule.rule == REVIEW:
-                continue  # waiting for a person; output_reviewed counts the decision
+            if held and rule.rule in _HOLDS:
+                continue  # waiting for a person; output_reviewed counts the checker's decision
             self.disclosure_checks.labels(rule.rule, "passed" if rule.passed else "failed").inc()
 
     def output_reviewed(self, output: NodeOutput) -> None:
@@ -135,6 +141,16 @@ class AgentMetrics:
         for rule in output.rules:
             if rule.rule == REVIEW:
                 self.disclosure_checks.labels(REVIEW, "passed" if rule.passed else "failed").inc()
+
+
+def _outcome_label(output: NodeOutput) -> str:
+    """The task's outcome label: a held task waiting for the TRE's operator (not for the
+    output checker, as "held" means) is "awaiting_operator"."""
+    if output.outcome is Outcome.HELD and any(
+        r.rule == OPERATOR_APPROVAL and not r.passed for r in output.rules
+    ):
+        return AWAITING_OPERATOR
+    return output.outcome.value
 
 
 def instrument_run(

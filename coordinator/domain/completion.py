@@ -40,13 +40,16 @@ def describe_withheld(outputs: Mapping[str, NodeOutput]) -> str:
 
     e.g. "nodes 'tre-a' and 'tre-b' failed (the query timed out); node 'tre-c' blocked its
     output (threshold: 3 < 10)": nodes with the same outcome and reason share one clause,
-    so a cause common to every node is stated once.
+    so a cause common to every node is stated once, and a node's error is left out when
+    a failed rule already says why.
     """
     by_cause: dict[tuple[str, str], list[str]] = {}
     for node, output in sorted(outputs.items()):
         verb = _VERBS.get(output.outcome, output.outcome.value)
         reasons = [f"{r.rule}: {r.detail}" for r in output.rules if not r.passed]
-        if output.error:
+        # A failed rule is the cause; the node's error then restates it (a checker's or
+        # operator's denial repeats its reason in both), so it is said only without one.
+        if output.error and not reasons:
             reasons.append(output.error)
         by_cause.setdefault((verb, "; ".join(reasons)), []).append(node)
     clauses = []

@@ -80,10 +80,17 @@ class Project:
     auto_approve: tuple[str, ...]
     created_at: datetime
     created_by: str
+    # When its data-access approval starts (an approved application's start date); None:
+    # from its creation, as for a project an admin creates without one.
+    starts_at: datetime | None = None
 
     def lapsed(self, now: datetime) -> bool:
         """Whether the project's data-access approval has lapsed (or was never given)."""
         return self.approval_expires_at is None or now >= self.approval_expires_at
+
+    def not_started(self, now: datetime) -> bool:
+        """Whether the project's data-access approval has yet to start."""
+        return self.starts_at is not None and now < self.starts_at
 
     def approves_automatically(self, analysis: str) -> bool:
         return analysis in self.auto_approve
@@ -100,6 +107,7 @@ class ProjectChanges:
     approval_expires_at: datetime | None = None
     approvals_required: int | None = None
     auto_approve: tuple[str, ...] | None = None
+    starts_at: datetime | None = None
 
 
 def network_problems(
@@ -181,8 +189,11 @@ def scope_problems(
     targets: Sequence[str],
     now: datetime,
     member_of: Sequence[str] = (),
+    withdrawn: bool = False,
 ) -> list[Problem]:
     """Every way a submission steps outside its project; empty when it may be submitted.
+
+    withdrawn: the project's approving application was withdrawn (its approval ended then).
 
     To someone who may not read the project, a missing project and one they do not
     belong to look alike, and nothing of its scope is shown; member_of, the caller's own
@@ -192,12 +203,9 @@ def scope_problems(
         return [outsider_problem(identity, project_name, member_of)]
     problems: list[Problem] = []
     if project.lapsed(now):
-        when = (
-            f"lapsed on {project.approval_expires_at:%Y-%m-%d}"
-            if project.approval_expires_at
-            else "has no expiry date set"
+        problems.append(
+            Problem(approval_ended(project.name, project.approval_expires_at, withdrawn))
         )
-        problems.append(Problem(f"project {project.name!r}'s data-access approval {when}"))
     if analysis and analysis not in project.analyses:
         problems.append(
             Problem(
@@ -222,6 +230,25 @@ def scope_problems(
                 )
             )
     return problems
+
+
+def approval_ended(name: str, ended: datetime | None, withdrawn: bool = False) -> str:
+    """Why project name's data-access approval no longer runs: it lapsed (or was
+    withdrawn) at ended, or it has no expiry date at all."""
+    if ended is None:
+        return f"project {name!r}: its data-access approval has no expiry date set"
+    how = "was withdrawn on" if withdrawn else "lapsed on"
+    return f"project {name!r}: its data-access approval {how} {ended:%Y-%m-%d %H:%M} UTC"
+
+
+def not_started_problem(project: Project, now: datetime) -> str:
+    """Why project's jobs may not run yet (its approval starts later); empty when they may."""
+    if not project.not_started(now):
+        return ""
+    return (
+        f"project {project.name!r}: its data-access approval starts on "
+        f"{project.starts_at:%Y-%m-%d %H:%M} UTC; submit its jobs from then"
+    )
 
 
 def outsider_problem(
@@ -254,5 +281,5 @@ def approval_problem(
     if project is None:
         return f"job {job.id}'s project {job.spec.project!r} no longer exists"
     if project.lapsed(now):
-        return f"project {project.name!r}'s data-access approval has lapsed; extend it first"
-    return ""
+        return f"{approval_ended(project.name, project.approval_expires_at)}; extend it first"
+    return not_started_problem(project, now)

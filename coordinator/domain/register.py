@@ -19,6 +19,7 @@ from typing import Any
 from coordinator.domain.applications import Application, ApplicationState
 
 ACCESS_TYPE = "TRE"
+NOT_STARTED = "approved, not started"
 
 # The register's columns, in order (JSON keys and the CSV header alike).
 FIELDS = (
@@ -45,20 +46,25 @@ FIELDS = (
 
 @dataclass(frozen=True)
 class ProjectState:
-    """What the register needs of the project an approval created: when it lapses."""
+    """What the register needs of the project an approval created: when it starts and
+    lapses."""
 
     name: str
     approval_expires_at: datetime | None
+    starts_at: datetime | None = None
 
 
 def status(application: Application, project: ProjectState | None, now: datetime) -> str:
-    """ "active", "expired" (its approved end passed) or "withdrawn" (ended before it)."""
+    """ "approved, not started" (before its start date), "active", "expired" (its approved
+    end passed) or "withdrawn" (ended before it)."""
     if application.state is ApplicationState.WITHDRAWN or project is None:
         return "withdrawn"
     scope = application.approved_scope
     expires = project.approval_expires_at
     if expires is not None and now < expires:
-        return "active"
+        return (
+            NOT_STARTED if project.starts_at is not None and now < project.starts_at else "active"
+        )
     if scope is not None and expires is not None and expires < scope.expires_at():
         return "withdrawn"  # an admin ended it before its approved end date
     return "expired"

@@ -27,6 +27,7 @@ UPDATABLE = (
     "approval_expires_at",
     "approvals_required",
     "auto_approve",
+    "starts_at",
 )
 
 
@@ -144,6 +145,8 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         given = project_from_pb(request.project)
         if "approval_expires_at" in paths and given.approval_expires_at is None:
             raise InvalidRequest("approval_expires_at is in update_mask but has no value")
+        if "starts_at" in paths and given.starts_at is None:
+            raise InvalidRequest("starts_at is in update_mask but has no value")
         if "approvals_required" in paths and given.approvals_required < 1:
             raise InvalidRequest("approvals_required must be between 1 and 10")
         changes = ProjectChanges(
@@ -156,6 +159,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             else None,
             approvals_required=given.approvals_required if "approvals_required" in paths else None,
             auto_approve=given.auto_approve if "auto_approve" in paths else None,
+            starts_at=given.starts_at if "starts_at" in paths else None,
         )
         project = await asyncio.to_thread(
             self._admin.update_project, identity, request.name, changes
@@ -302,6 +306,7 @@ def project_to_pb(project: Project) -> admin_pb2.Project:
         auto_approve=list(project.auto_approve),
         created_at=_ts(project.created_at),
         created_by=project.created_by,
+        starts_at=_ts(project.starts_at),
     )
 
 
@@ -323,6 +328,9 @@ def project_from_pb(message: admin_pb2.Project) -> Project:
         auto_approve=tuple(message.auto_approve),
         created_at=datetime.now(UTC),
         created_by="",
+        starts_at=(
+            message.starts_at.ToDatetime(tzinfo=UTC) if message.HasField("starts_at") else None
+        ),
     )
 
 

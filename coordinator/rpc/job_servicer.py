@@ -112,12 +112,16 @@ class JobServicer(jobs_pb2_grpc.JobServiceServicer):
         outsider = await asyncio.to_thread(approvals.is_outsider, identity, plan.spec.project)
         if request.dry_run:
             shown = scope if outsider else [*plan.problems, *scope]
+            if not outsider:
+                shown += await asyncio.to_thread(approvals.start_problems, plan.spec.project)
             return jobs_pb2.SubmitJobResponse(
                 problems=[jobs_pb2.Problem(node=p.node, message=p.message) for p in shown]
             )
         # A member's malformed job is INVALID_ARGUMENT before it is out of scope.
         if outsider or not plan.problems:
             await asyncio.to_thread(approvals.refuse_out_of_scope, identity, scope)
+            # In scope, but its project has yet to start: FAILED_PRECONDITION.
+            await asyncio.to_thread(approvals.refuse_before_start, identity, plan.spec.project)
         job = await asyncio.to_thread(self._service.submit, plan, identity.name, request.request_id)
         self._notifier.wake(t.node for t in job.tasks)
         return jobs_pb2.SubmitJobResponse(job=(await self._pbs([job]))[0])

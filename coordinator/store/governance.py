@@ -305,6 +305,7 @@ class GovernanceStore:
         row.datasets = list(project.datasets)
         row.analyses = list(project.analyses)
         row.approval_expires_at = project.approval_expires_at
+        row.starts_at = project.starts_at
         row.approvals_required = project.approvals_required
         row.auto_approve = list(project.auto_approve)
         s.flush()
@@ -405,6 +406,7 @@ class GovernanceStore:
             datasets=tuple(row.datasets or ()),
             analyses=tuple(row.analyses or ()),
             approval_expires_at=_utc(row.approval_expires_at),
+            starts_at=_utc(row.starts_at),
             approvals_required=row.approvals_required or 1,
             auto_approve=tuple(row.auto_approve or ()),
             created_at=_utc(row.created_at),  # type: ignore[arg-type]
@@ -557,6 +559,7 @@ def _project_details(project: Project) -> dict[str, Any]:
         "datasets": list(project.datasets),
         "analyses": list(project.analyses),
         "approval_expires_at": project.approval_expires_at,
+        "starts_at": project.starts_at,
         "approvals_required": project.approvals_required,
         "auto_approve": list(project.auto_approve),
     }

@@ -57,6 +57,8 @@ class ProjectRow(Base):
     datasets: Mapped[list[Any]] = mapped_column(JSON, default=list)
     analyses: Mapped[list[Any]] = mapped_column(JSON, default=list)
     approval_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When the approval starts (an approved application's start date); NULL: at creation.
+    starts_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     approvals_required: Mapped[int] = mapped_column(Integer, default=1)
     auto_approve: Mapped[list[Any]] = mapped_column(JSON, default=list)
 

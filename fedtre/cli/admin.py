@@ -5,7 +5,8 @@
     fedtre users list | disable NAME | enable NAME
     fedtre tokens issue USER --out DIR|--token-out FILE [--days N] [--description TEXT]
     fedtre tokens list [USER] | revoke TOKEN_ID
-    fedtre projects create NAME --expires DATE --nodes ... --datasets ... --analyses ...
+    fedtre projects create NAME --expires DATE [--starts DATE] --nodes ... --datasets ...
+        --analyses ...
     fedtre projects show NAME | list | update NAME ... | add-member NAME USER | remove-member ...
     fedtre audit verify [--database-url URL]   (through the API as an admin, or offline)
     fedtre audit verify --checkpoint FILE --verify-key job-signing-pub.pem [--ca ca.pem]
@@ -261,6 +262,12 @@ def _project_fields(parser: argparse.ArgumentParser, *, required: bool) -> None:
         required=required,
         help="when the project's data-access approval lapses (YYYY-MM-DD, end of day UTC)",
     )
+    parser.add_argument(
+        "--starts",
+        type=_start_date,
+        help="when its data-access approval starts (YYYY-MM-DD, start of day UTC; "
+        "default: at once): no job runs before it",
+    )
     parser.add_argument("--nodes", type=_csv, required=required, help="nodes it may use")
     parser.add_argument("--datasets", type=_csv, required=required, help="datasets it may use")
     parser.add_argument(
@@ -292,6 +299,7 @@ def _projects_create(args: argparse.Namespace) -> int:
             approvals_required=args.approvals_required or 1,
             auto_approve=args.auto_approve or (),
             description=args.description or "",
+            starts=args.starts,
         )
     _print_project(project, args.json)
     return 0
@@ -304,11 +312,13 @@ def _projects_update(args: argparse.Namespace) -> int:
             changes[key] = getattr(args, key)
     if args.expires is not None:
         changes["expires"] = args.expires
+    if args.starts is not None:
+        changes["starts"] = args.starts
     if args.description is not None:
         changes["description"] = args.description
     if not changes:
         raise InvalidRequest(
-            "nothing to change: give --expires, --nodes, --datasets, --analyses, --approvals, "
+            "nothing to change: give --expires, --starts, --nodes, --datasets, --analyses, --approvals, "
             "--auto-approve or --description"
         )
     with connect(args) as client:
@@ -363,13 +373,13 @@ def _print_project(project: Any, as_json: bool) -> None:
     if as_json:
         print_json(dataclasses.asdict(project))
         return
-    lapsed = (
-        project.approval_expires_at is not None and project.approval_expires_at <= datetime.now(UTC)
-    )
+    now = datetime.now(UTC)
+    lapsed = project.approval_expires_at is not None and project.approval_expires_at <= now
+    waiting = project.starts_at is not None and now < project.starts_at
+    since = f"from {_when(project.starts_at)} " if project.starts_at else ""
+    flag = " (LAPSED)" if lapsed else " (NOT STARTED)" if waiting else ""
     print(f"project {project.name}" + (f": {project.description}" if project.description else ""))
-    print(
-        f"  approval  until {_when(project.approval_expires_at)}" + (" (LAPSED)" if lapsed else "")
-    )
+    print(f"  approval  {since}until {_when(project.approval_expires_at)}{flag}")
     policy = f"{project.approvals_required} approver(s), never the submitter"
     if project.auto_approve:
         policy += f"; automatic for {', '.join(project.auto_approve)}"
@@ -573,6 +583,10 @@ def _date(text: str) -> datetime:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date YYYY-MM-DD") from exc
     return datetime.combine(day, time(23, 59, 59), tzinfo=UTC)
+
+
+def _start_date(text: str) -> datetime:
+    return _date(text).replace(hour=0, minute=0, second=0)
 
 
 def _when(value: datetime | None) -> str:

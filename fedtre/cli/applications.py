@@ -282,7 +282,16 @@ def _affiliations(args: argparse.Namespace) -> int:
         return 0
     print_table(
         ["user", "organisation", "sector", "accredited", "recorded by"],
-        [[a.user, a.organisation, a.sector, a.accredited, a.recorded_by] for a in found],
+        [
+            [
+                a.user,
+                a.organisation,
+                a.sector or "-",
+                "yes" if a.accredited else "no",
+                a.recorded_by,
+            ]
+            for a in found
+        ],
     )
     return 0
 

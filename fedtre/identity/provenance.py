@@ -174,7 +174,7 @@ def verify(
         public_key.verify(provenance.signature, provenance.statement, ec.ECDSA(hashes.SHA256()))
     except InvalidSignature:
         raise ProvenanceError(
-            f"node {node!r}'s signature does not match its statement: altered after release"
+            f"node {node!r}: its signature does not match its statement: altered after release"
         ) from None
     try:
         content = json.loads(provenance.statement)

@@ -37,6 +37,9 @@ TASK_GRANT_KEYS = frozenset(
     {"v", "kind", "task_id", "job_id", "node", "project", "analysis", "dataset", "params",
      "expires_at", "approved_by", "approved_at", "key_id"}
 )  # fmt: skip
+# A grant of a project whose approval starts later also holds "starts_at" (only then, so
+# that grants of other projects read as before to agents that predate it).
+OPTIONAL_GRANT_KEYS = frozenset({"starts_at"})
 JOB_GRANT_KEYS = frozenset(
     {"v", "kind", "job_id", "nodes", "project", "analysis", "dataset", "params", "expires_at",
      "approved_by", "approved_at", "key_id"}
@@ -44,7 +47,8 @@ JOB_GRANT_KEYS = frozenset(
 
 
 class GrantError(Exception):
-    """A grant is missing, malformed, altered, expired or not addressed to this node.
+    """A grant is missing, malformed, altered, expired, not yet started or not addressed to
+    this node.
 
     The message is public: the agent reports it to the coordinator as its refusal.
     """
@@ -162,9 +166,10 @@ class JobGrant:
     expires_at: datetime
     approved_by: tuple[str, ...]
     approved_at: datetime
+    starts_at: datetime | None = None
 
     def content(self, key: str) -> dict[str, Any]:
-        return {
+        return _with_start(self.starts_at) | {
             "v": GRANT_VERSION,
             "kind": "job",
             "job_id": self.job_id,
@@ -194,9 +199,10 @@ class TaskGrant:
     expires_at: datetime
     approved_by: tuple[str, ...] = ()
     approved_at: datetime | None = None
+    starts_at: datetime | None = None
 
     def content(self, key: str) -> dict[str, Any]:
-        return {
+        return _with_start(self.starts_at) | {
             "v": GRANT_VERSION,
             "kind": "task",
             "task_id": self.task_id,
@@ -211,6 +217,10 @@ class TaskGrant:
             "approved_at": format_time(self.approved_at) if self.approved_at else "",
             "key_id": key,
         }
+
+
+def _with_start(starts_at: datetime | None) -> dict[str, Any]:
+    return {"starts_at": format_time(starts_at)} if starts_at is not None else {}
 
 
 class Signer:
@@ -270,7 +280,7 @@ class Verifier:
         except ValueError as exc:
             raise GrantError("the signed approval is not JSON; refused") from exc
         keys = TASK_GRANT_KEYS if kind == "task" else JOB_GRANT_KEYS
-        if not isinstance(content, dict) or set(content) != keys:
+        if not isinstance(content, dict) or set(content) - OPTIONAL_GRANT_KEYS != keys:
             raise GrantError(f"the signed approval is not a {kind} grant; refused")
         if content["v"] != GRANT_VERSION or content["kind"] != kind:
             raise GrantError(f"the signed approval is not a version-{GRANT_VERSION} {kind} grant")
@@ -289,6 +299,7 @@ class Verifier:
             expires_at=parse_time(c["expires_at"]),
             approved_by=tuple(c["approved_by"]),
             approved_at=parse_time(c["approved_at"]),
+            starts_at=parse_time(c["starts_at"]) if "starts_at" in c else None,
         )
 
     def task_grant(self, data: bytes, signature: bytes, *, node: str, now: datetime) -> TaskGrant:
@@ -308,6 +319,12 @@ class Verifier:
                 f"the task's approval expired at {c['expires_at']} (the project's approval "
                 "lapsed, or the task is a replay); refused"
             )
+        starts = parse_time(c["starts_at"]) if "starts_at" in c else None
+        if starts is not None and now < starts:
+            raise GrantError(
+                f"the task's project {c['project']!r} has not started: its data-access "
+                f"approval starts at {c['starts_at']}; refused"
+            )
         if not isinstance(c["params"], dict):
             raise GrantError("the signed approval's parameters are malformed; refused")
         return TaskGrant(
@@ -321,4 +338,5 @@ class Verifier:
             expires_at=expires,
             approved_by=tuple(c["approved_by"]),
             approved_at=parse_time(c["approved_at"]) if c["approved_at"] else None,
+            starts_at=starts,
         )

@@ -9,9 +9,12 @@ crate's disclosure checks (AssessActions) say what the signed rules say.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -94,6 +97,24 @@ def _unzip(package: Path, root: Path) -> None:
 def _check_bag(root: Path) -> None:
     import bagit
 
+    # bagit logs each problem it finds as well as raising it: the one message the user
+    # reads is PackageInvalid's.
+    with _silenced("bagit"):
+        _validate_bag(bagit, root)
+
+
+@contextlib.contextmanager
+def _silenced(logger_name: str) -> Iterator[None]:
+    logger = logging.getLogger(logger_name)
+    was = logger.disabled
+    logger.disabled = True
+    try:
+        yield
+    finally:
+        logger.disabled = was
+
+
+def _validate_bag(bagit: Any, root: Path) -> None:
     try:
         bag = bagit.Bag(str(root))
         if "sha512" not in bag.algorithms:

@@ -139,7 +139,7 @@ class RevokeTokenResponse(_message.Message):
     def __init__(self, info: _Optional[_Union[TokenInfo, _Mapping]] = ...) -> None: ...
 
 class Project(_message.Message):
-    __slots__ = ("name", "description", "members", "nodes", "datasets", "analyses", "approval_expires_at", "approvals_required", "auto_approve", "created_at", "created_by")
+    __slots__ = ("name", "description", "members", "nodes", "datasets", "analyses", "approval_expires_at", "approvals_required", "auto_approve", "created_at", "created_by", "starts_at")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
@@ -151,6 +151,7 @@ class Project(_message.Message):
     AUTO_APPROVE_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     CREATED_BY_FIELD_NUMBER: _ClassVar[int]
+    STARTS_AT_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     members: _containers.RepeatedScalarFieldContainer[str]
@@ -162,7 +163,8 @@ class Project(_message.Message):
     auto_approve: _containers.RepeatedScalarFieldContainer[str]
     created_at: _timestamp_pb2.Timestamp
     created_by: str
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., members: _Optional[_Iterable[str]] = ..., nodes: _Optional[_Iterable[str]] = ..., datasets: _Optional[_Iterable[str]] = ..., analyses: _Optional[_Iterable[str]] = ..., approval_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., approvals_required: _Optional[int] = ..., auto_approve: _Optional[_Iterable[str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ...) -> None: ...
+    starts_at: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., members: _Optional[_Iterable[str]] = ..., nodes: _Optional[_Iterable[str]] = ..., datasets: _Optional[_Iterable[str]] = ..., analyses: _Optional[_Iterable[str]] = ..., approval_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., approvals_required: _Optional[int] = ..., auto_approve: _Optional[_Iterable[str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., starts_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CreateProjectRequest(_message.Message):
     __slots__ = ("project",)

@@ -30,3 +30,23 @@ def test_different_causes_each_get_their_own_clause() -> None:
 
 def test_nothing_withheld_says_nothing() -> None:
     assert describe_withheld({}) == ""
+
+
+def test_a_checkers_denial_states_its_reason_once() -> None:
+    # Given the output checker denied an output with a reason (as the agent reports it)
+    denied = NodeOutput(
+        Outcome.BLOCKED,
+        {},
+        (RuleResult("review", False, "denied by output checker carol: reveals a rare condition"),),
+        error="the TRE's output checker did not release this output: reveals a rare condition",
+    )
+
+    # When the coordinator says why the node released nothing
+    text = describe_withheld({"tre-a": denied})
+
+    # Then the reason appears once, with who denied it
+    assert text == (
+        "node 'tre-a' blocked its output "
+        "(review: denied by output checker carol: reveals a rare condition)"
+    )
+    assert text.count("reveals a rare condition") == 1

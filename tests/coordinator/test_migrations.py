@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -127,3 +128,40 @@ def test_fedtre_coordinator_migrate_creates_then_finds_nothing_to_do(tmp_path, c
         f"migrated the database from empty to revision {head}",
         f"the database is already at revision {head}; nothing to do",
     ]
+
+
+def test_0003_gives_an_approved_applications_project_its_start_date(engine):
+    # Given a database at 0002 holding a committee-approved project and an admin's one,
+    from alembic import command
+
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    with engine.begin() as conn:
+        command.upgrade(migrate._config(conn), "0002")
+    tables = sa.MetaData()
+    tables.reflect(engine, only=("users", "projects", "dar_applications"))
+    users, projects, applications = (
+        tables.tables[n] for n in ("users", "projects", "dar_applications")
+    )
+    project = {"created_at": now, "description": "", "created_by": "admin", "nodes": ["tre-a"],
+               "datasets": ["cohort"], "analyses": ["count"], "approvals_required": 1,
+               "auto_approve": [], "approval_expires_at": now + timedelta(days=300)}  # fmt: skip
+    with engine.begin() as conn:
+        conn.execute(users.insert().values(name="ana", role="researcher", disabled=False,
+                                           created_at=now, created_by="admin"))  # fmt: skip
+        conn.execute(projects.insert(), [{**project, "name": "by-committee"},
+                                         {**project, "name": "by-admin"}])  # fmt: skip
+        conn.execute(applications.insert().values(
+            project_name="by-committee", state="approved", submitted_by="ana", version=1,
+            form={"start_date": "2027-01-01", "end_date": "2027-09-30"}, approvals_required=1,
+            submitted_at=now, updated_at=now, approved_at=now,
+        ))  # fmt: skip
+
+    # when it is upgraded to the newest revision,
+    migrate.upgrade(engine)
+
+    # then the committee's project starts on its approved start date, the admin's at once.
+    with engine.connect() as conn:
+        starts = dict(conn.execute(sa.text("SELECT name, starts_at FROM projects")).all())
+    assert str(starts["by-committee"]).startswith("2027-01-01 00:00:00")
+    assert starts["by-admin"] is None
+    assert _differences(engine) == []

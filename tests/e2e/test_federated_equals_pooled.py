@@ -34,6 +34,16 @@ def test_count_without_filter_is_the_pooled_size(permissive_network, pooled):
     assert int(result.combined["n"]) == len(pooled)
 
 
+def test_a_count_reads_as_an_int_not_a_float(permissive_network, pooled, parts):
+    # The wire carries every number as a double; a count must not read as 1200.0.
+    result = run(permissive_network, "count")
+
+    assert type(result.combined["n"]) is int and result.combined["n"] == len(pooled)
+    for node, part in parts.items():
+        n = result.nodes[node].payload["n"]
+        assert type(n) is int and n == len(part)
+
+
 def test_one_way_crosstab_equals_pooled(permissive_network, pooled):
     frame = run(permissive_network, "crosstab", rows="smoking").to_frame()
 

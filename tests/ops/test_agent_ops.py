@@ -220,3 +220,31 @@ def test_a_review_hold_is_no_failed_check_and_an_approved_output_counts_as_relea
     coordinator_checks = "fedtre_disclosure_checks_total"
     assert value(coordinator, coordinator_checks, node="tre-a", rule="review", result="failed") == 0
     assert value(coordinator, coordinator_checks, node="tre-a", rule="review", result="passed") == 1
+
+
+def test_a_task_waiting_for_the_tre_operator_counts_as_awaiting_operator_not_held():
+    # Given a node whose TRE's operator approves each project before it runs,
+    data = {"tre-a": DATA["tre-a"]}
+    governance = {"tre-a": {"operator_approval": "project"}}
+    with LocalNetwork(data, metrics=True, governance=governance) as net:
+        agent = net.agents["tre-a"]
+        handle = net.client().submit("count", dataset="cohort")
+        # when its task waits for the operator and the agent is scraped,
+        waiting = wait_for(
+            lambda: (
+                (s := scrape(agent.metrics_port))
+                and value(
+                    s, "fedtre_agent_tasks_total", analysis="count", outcome="awaiting_operator"
+                )
+                == 1
+                and s
+            ),
+            what="the waiting task in the agent's metrics",
+        )
+        assert handle.status().state != "completed"
+
+    # then it is counted as awaiting the operator, not as held for the output checker,
+    assert value(waiting, "fedtre_agent_tasks_total", analysis="count", outcome="held") == 0
+    # and the wait is no failed disclosure check.
+    checks = "fedtre_agent_disclosure_checks_total"
+    assert value(waiting, checks, rule="operator_approval", result="failed") == 0

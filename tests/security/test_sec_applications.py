@@ -542,3 +542,14 @@ def test_a_form_file_that_is_not_toml_says_so(net, capsys, tmp_path):
         "--identity", str(net.identity("ada-quill")),
     )  # fmt: skip
     assert code == 2 and "not valid TOML" in err
+
+
+def test_the_organisations_list_says_yes_or_no_for_accreditation(net, capsys):
+    admin = ["--coordinator", net.api_address, "--identity", str(net.identity("admin"))]
+
+    code, out, err = cli(capsys, "organisations", "list", *admin)
+
+    assert code == 0, err
+    rows = {line.split()[0]: f"{line} " for line in out.splitlines() if line.strip()}
+    assert " yes " in rows["ada-quill"] and " no " in rows["ben-marsh"]
+    assert "True" not in out and "False" not in out

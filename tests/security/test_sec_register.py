@@ -21,7 +21,7 @@ import pytest
 from sectools import OPEN_POLICY, cli, data, start
 
 from coordinator.domain import register
-from fedtre.errors import Conflict
+from fedtre.errors import Conflict, PermissionDenied
 from fedtre.testing import LocalNetwork
 
 ORG = "Westfield Health Institute"
@@ -169,6 +169,15 @@ def test_a_withdrawn_project_stays_marked_and_its_project_has_lapsed(net, world)
     # and no admin reopens it: that takes a new application.
     with net.client("admin") as admin, pytest.raises(Conflict, match="was withdrawn"):
         admin.admin.update_project("reg-withdrawn", expires=END)
+
+
+def test_a_job_in_a_withdrawn_project_is_refused_saying_it_was_withdrawn(net, world):
+    with net.client("quinn-ashgrove") as quinn, pytest.raises(PermissionDenied) as refused:
+        quinn.submit("count", dataset="cohort", project="reg-withdrawn")
+
+    message = str(refused.value)
+    assert "project 'reg-withdrawn': its data-access approval was withdrawn on " in message
+    assert "''" not in message
 
 
 def test_an_expired_project_stays_marked(net, world):

@@ -139,7 +139,12 @@ def test_a_signed_approval_record_altered_in_the_database_is_not_dispatched(net)
 
 
 def signed_task(
-    net: LocalNetwork, node: str, expires_at: datetime, task_id: str, job_id: int = 90_001
+    net: LocalNetwork,
+    node: str,
+    expires_at: datetime,
+    task_id: str,
+    job_id: int = 90_001,
+    starts_at: datetime | None = None,
 ) -> TaskSpec:
     """A task signed with the network's real key (as a captured, genuine task would be)."""
     signer = Signer(load_signing_key(net.pki / "coordinator" / SIGNING_KEY_FILE))
@@ -147,7 +152,7 @@ def signed_task(
         TaskGrant(
             task_id=task_id, job_id=job_id, node=node, project="default", analysis="count",
             dataset="cohort", params={}, expires_at=expires_at, approved_by=("approver",),
-            approved_at=expires_at - timedelta(days=1),
+            approved_at=expires_at - timedelta(days=1), starts_at=starts_at,
         )
     )  # fmt: skip
     return TaskSpec(
@@ -173,6 +178,30 @@ def test_a_task_replayed_after_its_approval_expired_is_refused(net):
     # The same task before its expiry is accepted: the refusal above was the expiry's.
     fresh = signed_task(net, "tre-a", datetime.now(UTC) + timedelta(minutes=5), "replayed-2")
     assert agent.gate.run(fresh).outcome.value == "released"
+
+
+def test_a_task_of_a_project_that_has_not_started_is_refused_by_the_agent(net):
+    # Given a genuinely signed task whose grant says the project starts tomorrow
+    agent = net.agents["tre-a"]
+    released = agent.state.released_count()
+    now = datetime.now(UTC)
+    early = signed_task(
+        net, "tre-a", now + timedelta(days=30), "early-1", 90_002, now + timedelta(days=1)
+    )
+
+    # When the agent is handed it, it refuses it, saying when the project starts
+    output = agent.gate.run(early)
+
+    assert output.outcome.value == "refused"
+    assert "has not started" in output.error and "starts at" in output.error
+    assert "early-1" not in agent_tasks(net, "tre-a")
+    assert agent.state.released_count() == released
+    # The same task once its start has passed is run: the refusal was the start's.
+    started = signed_task(
+        net, "tre-a", now + timedelta(days=30), "early-2", 90_002, now - timedelta(minutes=1)
+    )
+    later = agent.gate.run(started)
+    assert later.outcome.value == "released", later.error
 
 
 def test_a_task_for_another_node_is_refused_by_the_agent(net):

@@ -54,6 +54,7 @@ def test_submit_approve_result_round_trip(network, capsys):
 
     assert result["state"] == "completed"
     assert result["combined"]["n"] == 20 + 10
+    assert type(result["combined"]["n"]) is int  # "30", not "30.0"
     assert result["params"]["filter"] == {"col": "age", "op": ">=", "value": 60}
 
 

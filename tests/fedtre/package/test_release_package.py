@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import zipfile
 from pathlib import Path
 
@@ -173,6 +174,26 @@ def test_altering_one_byte_of_any_file_fails_verification(net, crosstab, tmp_pat
             verify_package(forged, ca(net))
     assert main(["verify-package", str(forged), "--ca", str(ca(net))]) == 1
     assert "does NOT verify" in capsys.readouterr().err
+
+
+def test_a_failed_bag_says_one_thing_not_bagits_own_log_line(net, crosstab, tmp_path, caplog):
+    # Given a package one of whose data files (same size) no longer matches its manifest,
+    _, package = crosstab
+    forged = tmp_path / "forged.zip"
+    with zipfile.ZipFile(package) as zf, zipfile.ZipFile(forged, "w") as out:
+        for info in zf.infolist():
+            data = zf.read(info)
+            if info.filename.startswith("data/") and data:
+                data = bytes([data[0] ^ 1]) + data[1:]
+            out.writestr(info, data)
+    caplog.set_level(logging.DEBUG)
+
+    # when it is verified, fedtre says why,
+    with pytest.raises(PackageInvalid, match="the bag does not validate"):
+        verify_package(forged, ca(net))
+
+    # and the bagit library logs nothing of its own (it would print before fedtre's line).
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("bagit")] == []
 
 
 @pytest.mark.parametrize("change", ["verdict", "setting"])
