@@ -130,7 +130,7 @@ def test_fedtre_coordinator_migrate_creates_then_finds_nothing_to_do(tmp_path, c
     ]
 
 
-def test_0003_gives_an_approved_applications_project_its_start_date(engine):
+def test_0004_gives_an_approved_applications_project_its_start_date(engine):
     # Given a database at 0002 holding a committee-approved project and an admin's one,
     from alembic import command
 
