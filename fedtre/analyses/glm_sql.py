@@ -97,6 +97,7 @@ def round_sums(
     )
     y, off = design.c.y, design.c.off
     xs = [design.c[f"x{i}"] for i in range(1, size)]
+    eta: sa.ColumnElement[Any]
     if beta is None:
         shift = 0.5 if family == "binomial" else start_mean
         start = (y + _double(shift)) / _double(2.0)
@@ -110,6 +111,7 @@ def round_sums(
             eta = eta + _double(b) * x
     linear = sa.select(design, eta.label("eta")).subquery("linear")
     eta_c = linear.c.eta
+    mu: sa.ColumnElement[Any]
     if family == "binomial":
         # the logistic function, each branch's exp at most 1
         mu = sa.case(
@@ -123,14 +125,16 @@ def round_sums(
     xs = [means.c[f"x{i}"] for i in range(1, size)]
     if family == "binomial":
         weight = mu_c * (_double(1.0) - mu_c)
-        deviance = _double(2.0) * (y * _softplus(-eta_c) + (_double(1.0) - y) * _softplus(eta_c))
+        record_deviance = _double(2.0) * (
+            y * _softplus(-eta_c) + (_double(1.0) - y) * _softplus(eta_c)
+        )
     else:
         weight = mu_c
         y_log_y = sa.case((y > 0, y * sa.func.ln(y)), else_=_double(0.0))
-        deviance = _double(2.0) * (y_log_y - y * eta_c - y + mu_c)
+        record_deviance = _double(2.0) * (y_log_y - y * eta_c - y + mu_c)
     working = weight * (eta_c - off) + (y - mu_c)
     terms = (
-        sa.select(means, weight.label("w"), working.label("wz"), deviance.label("dev"))
+        sa.select(means, weight.label("w"), working.label("wz"), record_deviance.label("dev"))
         .cte("terms")
         .prefix_with("MATERIALIZED")
     )  # each record's mu and weight once, not once per sum
