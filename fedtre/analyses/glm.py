@@ -66,8 +66,12 @@ itself never uses n: the coordinator's size check uses the released n.)
 
 from __future__ import annotations
 
+import json
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -84,6 +88,7 @@ from fedtre.analyses.design import (
     CATEGORICAL,
     DESIGN_FIELDS,
     GlobalDesign,
+    ModelRecords,
     as_matrix,
     as_vector,
     basis_expr,
@@ -286,9 +291,14 @@ class GlmAnalysis(IterativeAnalysis):
         conditions = complete_cases(table, self._columns(p), p["filter"])
         y_expr = numeric_expr(table, p["outcome"], types[p["outcome"]])
         record_key = record_key_of(source)  # before connecting: see model_records
+        checks_key = _checks_key(source, p, r) if r else None
+        cached = _cached_checks(checks_key, source)
         with source.engine.connect() as conn:
-            counts = local_levels(conn, table, specs, types, conditions)
-            _check_outcome(conn, family, y_expr, conditions, p["outcome"])
+            if cached is not None:
+                counts = cached.counts
+            else:
+                counts = local_levels(conn, table, specs, types, conditions)
+                _check_outcome(conn, family, y_expr, conditions, p["outcome"])
             if r:
                 levels = dict(r["levels"])
                 for spec, present in counts.items():
@@ -319,10 +329,15 @@ class GlmAnalysis(IterativeAnalysis):
             for b, e in zip(basis, columns, strict=True):
                 if b.label is None:
                     numeric[parse_covariate(b.spec).column] = e
-            records = model_records(
-                conn, record_key, numeric, conditions, extra=[sa.func.avg(y_expr)]
-            )
-            leverage = max_leverage(conn, columns, conditions, n=records.n)
+            if cached is not None:
+                records, leverage = cached.records, cached.leverage
+            else:
+                records = model_records(
+                    conn, record_key, numeric, conditions, extra=[sa.func.avg(y_expr)]
+                )
+                leverage = max_leverage(conn, columns, conditions, n=records.n)
+                if checks_key is not None:
+                    _store_checks(checks_key, _NodeChecks(source.engine, counts, records, leverage))
             start_mean = 0.0
             if beta is None and family == "poisson":
                 mean = records.extra[0]
@@ -539,6 +554,45 @@ class GlmAnalysis(IterativeAnalysis):
         if "terms" not in payload:
             return None
         return regression_frame(payload)
+
+
+@dataclass(frozen=True)
+class _NodeChecks:
+    """What a later round's disclosure checks read, the same at every beta of a job."""
+
+    engine: sa.Engine
+    counts: Any
+    records: ModelRecords
+    leverage: Any
+
+
+# The checks of a job's later rounds (same records, same agreed design: only beta
+# changes), kept so that each round does not rescan the records for them; bounded.
+_LATER_ROUNDS: OrderedDict[str, _NodeChecks] = OrderedDict()
+_LATER_ROUNDS_LOCK = threading.Lock()
+MAX_CACHED_CHECKS = 64
+
+
+def _checks_key(source: DataSource, p: Mapping[str, Any], r: Mapping[str, Any]) -> str:
+    return json.dumps(
+        [id(source.engine), str(source.table), p, r["levels"]], sort_keys=True, default=str
+    )
+
+
+def _cached_checks(key: str | None, source: DataSource) -> _NodeChecks | None:
+    if key is None:
+        return None
+    with _LATER_ROUNDS_LOCK:
+        found = _LATER_ROUNDS.get(key)
+    # the engine itself, not its id (an id is reused once an engine is collected)
+    return found if found is not None and found.engine is source.engine else None
+
+
+def _store_checks(key: str, checks: _NodeChecks) -> None:
+    with _LATER_ROUNDS_LOCK:
+        _LATER_ROUNDS[key] = checks
+        while len(_LATER_ROUNDS) > MAX_CACHED_CHECKS:
+            _LATER_ROUNDS.popitem(last=False)
 
 
 def _check_outcome(

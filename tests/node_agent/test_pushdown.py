@@ -324,3 +324,39 @@ def test_a_poisson_round_whose_exp_overflows_is_reported_not_finite(
     # Then the round says it is not finite (the coordinator halves the step), as numpy's
     # overflow would, rather than failing in the engine
     assert raw["finite"] is False
+
+
+def test_a_jobs_later_rounds_read_the_records_once_for_their_checks(
+    recorded: tuple[DataSource, Recorder],
+) -> None:
+    # Given a logistic regression's later round, computed once at one beta
+    source, recorder = recorded
+    params = {"outcome": "diabetes", "covariates": ["age", "sex"], "family": "binomial"}
+    levels = {"sex": ["F", "M"]}
+    first, _ = _compute(
+        "glm",
+        {**params, "round": {"beta": [-4.0, 0.05, 0.1], "levels": levels}},
+        source,
+        trace=False,
+    )
+
+    # When the next round (another beta) is computed
+    recorder.clear()
+    beta = [-4.1, 0.051, 0.12]
+    later, _ = _compute(
+        "glm", {**params, "round": {"beta": beta, "levels": levels}}, source, trace=False
+    )
+
+    # Then only the round's sums are sent: the checks' inputs (levels, records, cell key,
+    # largest values, leverage) are those of the same records, read in the earlier round
+    assert len(recorder.statements) == 1 and "terms" in recorder.statements[0]
+    for name in ("n", "key", "leverage", "magnitudes", "level_counts", "outcome_counts"):
+        assert later[name] == first[name], name
+    # And the sums are those at the new beta (as a fresh computation finds them)
+    fresh_source = replace(source, engine=sa.create_engine(source.engine.url))
+    fresh, _ = _compute(
+        "glm", {**params, "round": {"beta": beta, "levels": levels}}, fresh_source, trace=False
+    )
+    fresh_source.engine.dispose()
+    np.testing.assert_allclose(later["xtwx"], fresh["xtwx"], rtol=1e-12)
+    assert later["deviance"] != first["deviance"]
