@@ -254,6 +254,10 @@ def run_size(args: argparse.Namespace, rows: int, data: Path) -> list[dict[str, 
                 flush=True,
             )
             results.append(row)
+    if args.source == "postgres":
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        engine.dispose()
     return results
 
 
