@@ -352,6 +352,11 @@ class GlmAnalysis(IterativeAnalysis):
                 beta=beta,
                 start_mean=start_mean,
             )
+        if cached is not None and sums.n != cached.records.n:
+            # the records changed since the checks were read: read them again, so that no
+            # release pairs this round's records with another set's cell key or top values
+            _forget_checks(checks_key)
+            return self.compute(params, source)
         return {
             "n": sums.n,
             "key": records.key,
@@ -586,6 +591,11 @@ def _cached_checks(key: str | None, source: DataSource) -> _NodeChecks | None:
         found = _LATER_ROUNDS.get(key)
     # the engine itself, not its id (an id is reused once an engine is collected)
     return found if found is not None and found.engine is source.engine else None
+
+
+def _forget_checks(key: str | None) -> None:
+    with _LATER_ROUNDS_LOCK:
+        _LATER_ROUNDS.pop(key or "", None)
 
 
 def _store_checks(key: str, checks: _NodeChecks) -> None:

@@ -360,3 +360,37 @@ def test_a_jobs_later_rounds_read_the_records_once_for_their_checks(
     fresh_source.engine.dispose()
     np.testing.assert_allclose(later["xtwx"], fresh["xtwx"], rtol=1e-12)
     assert later["deviance"] != first["deviance"]
+
+
+def test_a_later_round_reads_the_checks_again_when_the_records_changed(
+    cohort_file: Path, tmp_path: Path
+) -> None:
+    # Given a later round computed on a copy of the table (its checks kept for the job)
+    copy = tmp_path / "cohort.sqlite"
+    copy.write_bytes(cohort_file.read_bytes())
+    source = open_sql_source("cohort", f"sqlite:///{copy}", "cohort", COLUMNS)
+    params = {
+        "outcome": "diabetes",
+        "covariates": ["age", "sex"],
+        "family": "binomial",
+        "round": {"beta": [-4.0, 0.05, 0.1], "levels": {"sex": ["F", "M"]}},
+    }
+    before, _ = _compute("glm", params, source, trace=False)
+
+    # When records are added before the next round
+    with sqlite3.connect(copy) as conn:
+        conn.executemany(
+            "INSERT INTO cohort VALUES (?, 'F', 'never', 3, 25.0, 120.0, ?, 'x')",
+            [(40 + i, i % 2) for i in range(50)],
+        )
+    conn.close()
+    after, _ = _compute("glm", params, source, trace=False)
+
+    # Then its checks are those of the new records, as a fresh computation finds them
+    fresh_source = replace(source, engine=sa.create_engine(f"sqlite:///{copy}"))
+    fresh, _ = _compute("glm", params, fresh_source, trace=False)
+    assert after["n"] == before["n"] + 50 == fresh["n"]
+    for name in ("key", "leverage", "magnitudes", "level_counts", "outcome_counts"):
+        assert after[name] == fresh[name], name
+    source.engine.dispose()
+    fresh_source.engine.dispose()
