@@ -34,8 +34,9 @@ lookup table (Goodrich and Mitzenmacher 2011; Eppstein et al., "What's the diffe
 2011) of the records' ids. Each record has an id (fedtre.disclosure.cellkey: a keyed hash
 of the dataset's key column, or of its declared values, in 1..2^31-2) and falls in one
 cell of each of PARTS parts; every cell holds the count of its records, the sum of their
-ids and the sum of a check hash of their ids. One GROUP BY per part, in the engine: no
-record reaches Python, and a sketch is PARTS x CELLS x 3 integers whatever the set's size.
+ids and the sum of a check hash of their ids. One GROUP BY over the parts, in the engine
+(a table's margins are the sums of its cells' sketches): no record reaches Python, and a
+sketch is PARTS x CELLS x 3 integers whatever the set's size.
 
 Subtracting two sketches leaves the sketch of their symmetric difference (as a signed
 multiset); peeling its pure cells (count c, id sum c x id, check sum c x check(id))
