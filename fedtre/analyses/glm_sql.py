@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
-from scipy.special import gammaln, xlogy
 
 EXP_MAX = 709.0
 EXP_MIN = -700.0
@@ -181,6 +180,8 @@ def _poisson_ll_const(
 ) -> float:
     """The part of the Poisson log-likelihood free of beta, from the outcome's value counts
     (lgamma is not in every engine's SQL; counts take few distinct values)."""
+    from scipy.special import gammaln, xlogy  # not at import: the CLI starts without scipy
+
     y = outcome.label("y")
     found = conn.execute(sa.select(y, sa.func.count()).where(*conditions).group_by(y)).all()
     if not found:
