@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint protos check-protos bench bench-network bench-analyses bench-glm bench-cox bench-release bench-refusals clean
+.PHONY: demo test lint protos check-protos bench bench-network bench-analyses bench-glm bench-cox bench-release bench-rows bench-refusals clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,7 @@ clean:
 # (figures and commands: bench/README.md). pandas reads Parquet through pyarrow, a bench-only need.
 BENCH_NICE ?= nice -n 10
 
-bench: bench-network bench-analyses bench-glm bench-cox bench-release bench-refusals
+bench: bench-network bench-analyses bench-glm bench-cox bench-release bench-rows bench-refusals
 
 # Latency, throughput (SQLite and the PostgreSQL on 127.0.0.1:5432), fan-out, rows curve.
 bench-network: $(STAMP)
@@ -54,6 +54,13 @@ bench-cox: $(STAMP)
 # sketch in DuckDB, against DuckDB's own aggregate in the same run.
 bench-release: $(STAMP)
 	$(BENCH_NICE) $(BIN)/python bench/release.py --rows 10000000
+
+# Job time through the network against the engine's own query, 0.1 / 1 / 10 M rows per
+# node on Parquet (DuckDB), then PostgreSQL at the small sizes; the GLM against statsmodels.
+bench-rows: $(STAMP)
+	$(BENCH_NICE) $(BIN)/python bench/rows.py --rows 100000,1000000,10000000
+	$(BENCH_NICE) $(BIN)/python bench/rows.py --rows 100000,1000000 --source postgres --out bench/results/rows-postgres.json
+	$(BENCH_NICE) $(BIN)/python bench/glm.py --rows 1000000 --source parquet
 
 # A legitimate call's p50, quiet and under a flood of refused calls (loopback, bounded).
 bench-refusals: $(STAMP)

@@ -17,10 +17,10 @@ canonical links), one round of tasks per iteration:
   (every level it has, reference included) and reports which levels it has; the
   coordinator takes the union of the levels (fedtre.analyses.design), maps each node's
   sums into the agreed design, and solves for beta_1;
-- round k > 1 sends beta_{k-1} and the agreed levels; each node streams its complete
-  cases in bounded chunks (CHUNK_ROWS rows; the design columns themselves are computed
-  in SQL) and returns, at that beta, the information X'WX, X'Wz (z the working response)
-  and the deviance; the coordinator solves beta_k = (sum X'WX)^-1 (sum X'Wz).
+- round k > 1 sends beta_{k-1} and the agreed levels; each node's data engine computes,
+  over its complete cases at that beta, the information X'WX, X'Wz (z the working
+  response) and the deviance in one aggregate statement (fedtre.analyses.glm_sql: no
+  record leaves the engine); the coordinator solves beta_k = (sum X'WX)^-1 (sum X'Wz).
 - It stops when every coefficient moved by at most tol x max(1, |coefficient|) in the
   last step, or after max_iter rounds (converged = false). A round whose deviance rose or
   was not finite is retried at half the step. The reported standard errors are the
@@ -66,7 +66,10 @@ itself never uses n: the coordinator's size check uses the released n.)
 
 from __future__ import annotations
 
+import json
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -85,6 +88,7 @@ from fedtre.analyses.design import (
     CATEGORICAL,
     DESIGN_FIELDS,
     GlobalDesign,
+    ModelRecords,
     as_matrix,
     as_vector,
     basis_expr,
@@ -106,6 +110,7 @@ from fedtre.analyses.design import (
     unify_design,
 )
 from fedtre.analyses.expressions import normalise_column
+from fedtre.analyses.glm_sql import round_sums
 from fedtre.analyses.iterative import IterativeAnalysis, RoundStep, split_round
 from fedtre.analyses.linear_regression import scaled_inverse
 from fedtre.analyses.params import (
@@ -134,7 +139,6 @@ FAMILIES = ("binomial", "poisson")
 DEFAULT_MAX_ITER = 25
 MAX_ITER = 100
 DEFAULT_TOL = 1e-10
-CHUNK_ROWS = 50_000
 # A round whose deviance rises (or overflows) is retried at half the step, at most this often in a row.
 MAX_HALVINGS = 10
 # A binomial deviance below this per record at the iteration cap means the fit is running
@@ -153,44 +157,6 @@ def _overflow_message(offset: str | None) -> str:
         "the fit overflowed in its first step: exp of the linear predictor is too large at "
         "some node; rescale the covariates (e.g. age in decades, income in thousands)"
     )
-
-
-@dataclass(frozen=True)
-class _Family:
-    name: str
-    link: str
-
-    def start_mu(self, y: np.ndarray, mean: float) -> np.ndarray:
-        return (y + 0.5) / 2.0 if self.name == "binomial" else (y + mean) / 2.0
-
-    def eta_of(self, mu: np.ndarray) -> np.ndarray:
-        return np.log(mu / (1.0 - mu)) if self.name == "binomial" else np.log(mu)
-
-    def mu_of(self, eta: np.ndarray) -> np.ndarray:
-        from scipy.special import expit
-
-        return expit(eta) if self.name == "binomial" else np.exp(eta)
-
-    def weights(self, mu: np.ndarray) -> np.ndarray:
-        return mu * (1.0 - mu) if self.name == "binomial" else mu
-
-    def deviance(self, y: np.ndarray, eta: np.ndarray, mu: np.ndarray) -> float:
-        from scipy.special import xlogy
-
-        if self.name == "binomial":
-            # -2 log-likelihood of 0/1 outcomes, from eta without forming log(mu) or log(1 - mu)
-            return float(
-                2.0 * np.sum(y * np.logaddexp(0.0, -eta) + (1.0 - y) * np.logaddexp(0.0, eta))
-            )
-        return float(2.0 * np.sum(xlogy(y, y) - y * eta - y + mu))
-
-    def ll_const(self, y: np.ndarray) -> float:
-        """The part of the log-likelihood that does not depend on beta: llf = ll_const - D / 2."""
-        from scipy.special import gammaln, xlogy
-
-        if self.name == "binomial":
-            return 0.0
-        return float(np.sum(xlogy(y, y) - y - gammaln(y + 1.0)))
 
 
 class GlmAnalysis(IterativeAnalysis):
@@ -319,15 +285,20 @@ class GlmAnalysis(IterativeAnalysis):
         p = self.validate(job_params)
         raise_problems(self.name, self.schema_problems(p, source.schema))
         r = self.validate_round(p, round_params) if round_params else {}
-        family = _Family(p["family"], "logit" if p["family"] == "binomial" else "log")
+        family = p["family"]
         table, types = source.table, source.schema.columns
         specs = p["covariates"]
         conditions = complete_cases(table, self._columns(p), p["filter"])
         y_expr = numeric_expr(table, p["outcome"], types[p["outcome"]])
         record_key = record_key_of(source)  # before connecting: see model_records
+        checks_key = _checks_key(source, p, r) if r else None
+        cached = _cached_checks(checks_key, source)
         with source.engine.connect() as conn:
-            counts = local_levels(conn, table, specs, types, conditions)
-            _check_outcome(conn, family, y_expr, conditions, p["outcome"])
+            if cached is not None:
+                counts = cached.counts
+            else:
+                counts = local_levels(conn, table, specs, types, conditions)
+                _check_outcome(conn, family, y_expr, conditions, p["outcome"])
             if r:
                 levels = dict(r["levels"])
                 for spec, present in counts.items():
@@ -353,26 +324,39 @@ class GlmAnalysis(IterativeAnalysis):
                 else sa.literal(0.0, sa.Double)
             )
             columns = [basis_expr(table, b, types) for b in basis]
-            exprs = [y_expr, offset, *columns]
-            query = sa.select(*exprs).where(*conditions)
             # the outcome (of a count model) and each numeric covariate, for dominance
-            numeric = {p["outcome"]: y_expr} if family.name == "poisson" else {}
+            numeric = {p["outcome"]: y_expr} if family == "poisson" else {}
             for b, e in zip(basis, columns, strict=True):
                 if b.label is None:
                     numeric[parse_covariate(b.spec).column] = e
-            records = model_records(
-                conn, record_key, numeric, conditions, extra=[sa.func.avg(y_expr)]
-            )
-            leverage = max_leverage(conn, columns, conditions, n=records.n)
+            if cached is not None:
+                records, leverage = cached.records, cached.leverage
+            else:
+                records = model_records(
+                    conn, record_key, numeric, conditions, extra=[sa.func.avg(y_expr)]
+                )
+                leverage = max_leverage(conn, columns, conditions, n=records.n)
+                if checks_key is not None:
+                    _store_checks(checks_key, _NodeChecks(source.engine, counts, records, leverage))
             start_mean = 0.0
-            if beta is None and family.name == "poisson":
+            if beta is None and family == "poisson":
                 mean = records.extra[0]
                 start_mean = 0.0 if mean is None else float(mean)
-            sums = _Sums(len(basis) + 1, start_mean)
-            result = conn.execution_options(yield_per=CHUNK_ROWS).execute(query)
-            for rows in result.partitions():
-                # tuples first: numpy probes each Row for array interfaces, 7x slower
-                sums.add(np.array(list(map(tuple, rows)), dtype=float), family, beta)
+            sums = round_sums(
+                conn,
+                family=family,
+                outcome=y_expr,
+                offset=offset,
+                columns=columns,
+                conditions=conditions,
+                beta=beta,
+                start_mean=start_mean,
+            )
+        if cached is not None and sums.n != cached.records.n:
+            # the records changed since the checks were read: read them again, so that no
+            # release pairs this round's records with another set's cell key or top values
+            _forget_checks(checks_key)
+            return self.compute(params, source)
         return {
             "n": sums.n,
             "key": records.key,
@@ -387,7 +371,7 @@ class GlmAnalysis(IterativeAnalysis):
             "finite": sums.finite(),
             "level_counts": counts,
             "outcome_counts": {"0": sums.n - sums.events, "1": sums.events}
-            if family.name == "binomial"
+            if family == "binomial"
             else {},
             "start": beta is None,
         }
@@ -577,58 +561,58 @@ class GlmAnalysis(IterativeAnalysis):
         return regression_frame(payload)
 
 
-class _Sums:
-    """Running sums of one round over streamed chunks: X'WX, X'Wz, deviance, n."""
+@dataclass(frozen=True)
+class _NodeChecks:
+    """What a later round's disclosure checks read, the same at every beta of a job."""
 
-    def __init__(self, size: int, start_mean: float = 0.0) -> None:
-        # the round-1 Poisson start mu = (y + mean) / 2 uses the node's mean outcome
-        self.start_mean = start_mean
-        self.xtwx = np.zeros((size, size))
-        self.xtwz = np.zeros(size)
-        self.deviance = 0.0
-        self.ll_const = 0.0
-        self.n = 0
-        self.events = 0
+    engine: sa.Engine
+    counts: Any
+    records: ModelRecords
+    leverage: Any
 
-    def add(self, block: np.ndarray, family: _Family, beta: np.ndarray | None) -> None:
-        if block.size == 0:
-            return
-        y, offset = block[:, 0], block[:, 1]
-        x = np.empty((len(block), block.shape[1] - 1))
-        x[:, 0] = 1.0
-        x[:, 1:] = block[:, 2:]
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            if beta is None:
-                mu = family.start_mu(y, self.start_mean)
-                eta = family.eta_of(mu)
-            else:
-                eta = x @ beta + offset
-                mu = family.mu_of(eta)
-            w = family.weights(mu)
-            wz = w * (eta - offset) + (y - mu)
-            self.xtwx += x.T @ (x * w[:, None])
-            self.xtwz += x.T @ wz
-            self.deviance += family.deviance(y, eta, mu)
-        self.ll_const += family.ll_const(y)
-        self.n += len(block)
-        self.events += int(np.sum(y))
 
-    def finite(self) -> bool:
-        return bool(
-            np.all(np.isfinite(self.xtwx))
-            and np.all(np.isfinite(self.xtwz))
-            and math.isfinite(self.deviance)
-        )
+# The checks of a job's later rounds (same records, same agreed design: only beta
+# changes), kept so that each round does not rescan the records for them; bounded.
+_LATER_ROUNDS: OrderedDict[str, _NodeChecks] = OrderedDict()
+_LATER_ROUNDS_LOCK = threading.Lock()
+MAX_CACHED_CHECKS = 64
+
+
+def _checks_key(source: DataSource, p: Mapping[str, Any], r: Mapping[str, Any]) -> str:
+    return json.dumps(
+        [id(source.engine), str(source.table), p, r["levels"]], sort_keys=True, default=str
+    )
+
+
+def _cached_checks(key: str | None, source: DataSource) -> _NodeChecks | None:
+    if key is None:
+        return None
+    with _LATER_ROUNDS_LOCK:
+        found = _LATER_ROUNDS.get(key)
+    # the engine itself, not its id (an id is reused once an engine is collected)
+    return found if found is not None and found.engine is source.engine else None
+
+
+def _forget_checks(key: str | None) -> None:
+    with _LATER_ROUNDS_LOCK:
+        _LATER_ROUNDS.pop(key or "", None)
+
+
+def _store_checks(key: str, checks: _NodeChecks) -> None:
+    with _LATER_ROUNDS_LOCK:
+        _LATER_ROUNDS[key] = checks
+        while len(_LATER_ROUNDS) > MAX_CACHED_CHECKS:
+            _LATER_ROUNDS.popitem(last=False)
 
 
 def _check_outcome(
     conn: sa.Connection,
-    family: _Family,
+    family: str,
     y: sa.ColumnElement[Any],
     conditions: list[sa.ColumnElement[bool]],
     name: str,
 ) -> None:
-    if family.name == "binomial":
+    if family == "binomial":
         bad = sa.and_(y != 0.0, y != 1.0)
         need = "0 or 1 (binomial)"
     else:

@@ -35,8 +35,9 @@ lookup table (Goodrich and Mitzenmacher 2011; Eppstein et al., "What's the diffe
 2011) of the records' ids. Each record has an id (fedtre.disclosure.cellkey: a keyed hash
 of the dataset's key column, or of its declared values, in 1..2^31-2) and falls in one
 cell of each of PARTS parts; every cell holds the count of its records, the sum of their
-ids and the sum of a check hash of their ids. One GROUP BY per part, in the engine: no
-record reaches Python, and a sketch is PARTS x CELLS x 3 integers whatever the set's size.
+ids and the sum of a check hash of their ids. One GROUP BY over the parts, in the engine
+(a table's margins are the sums of its cells' sketches): no record reaches Python, and a
+sketch is PARTS x CELLS x 3 integers whatever the set's size.
 
 Subtracting two sketches leaves the sketch of their symmetric difference (as a signed
 multiset); peeling its pure cells (count c, id sum c x id, check sum c x check(id))
@@ -464,11 +465,55 @@ def _sketches(
 ) -> dict[int, dict[tuple[Any, ...], tuple[int, np.ndarray]]]:
     """Return {grouping index: {group label: (size, sketch)}} in one statement.
 
+    A sketch is linear in its records, so only the widest groupings (those no other
+    grouping contains) are sketched by the engine, and every narrower one, the whole
+    cohort () included, is the sum of their groups' sketches (a table's margins are sums
+    of its cells): each record is aggregated once per part, not once per part and
+    grouping. Records in no bin of a binning are sketched under a NULL bin, so they count
+    in the groupings without that binning, and are left out of those with it.
+    """
+    widest = _widest(groupings)
+    found = _engine_sketches(conn, table, rid, where, widest)
+    result: dict[int, dict[tuple[Any, ...], tuple[int, np.ndarray]]] = {}
+    for gid, grouping in enumerate(groupings):
+        source = next(w for w in widest if set(grouping) <= set(w))
+        positions = [source.index(e) for e in grouping]
+        binned = [i for i, e in enumerate(grouping) if isinstance(e, Bins | Edges)]
+        sums: dict[tuple[Any, ...], np.ndarray] = {}
+        for label, sketch in found.get(source, {}).items():
+            narrow = tuple(label[i] for i in positions)
+            if any(narrow[i] is None for i in binned):
+                continue
+            total = sums.get(narrow)
+            if total is None:
+                sums[narrow] = sketch.copy()
+            else:
+                total[:, :, 0] += sketch[:, :, 0]
+                total[:, :, 1:] = (total[:, :, 1:] + sketch[:, :, 1:]) % ID_PRIME
+        if sums:
+            result[gid] = {label: (int(s[0, :, 0].sum()), s) for label, s in sums.items()}
+    return result
+
+
+def _widest(groupings: Sequence[Grouping]) -> list[Grouping]:
+    """Return the groupings contained in no other (one of equal ones), () when none."""
+    distinct = list(dict.fromkeys(groupings)) or [()]
+    return [g for g in distinct if not any(set(g) < set(other) for other in distinct)]
+
+
+def _engine_sketches(
+    conn: sa.Connection,
+    table: sa.FromClause,
+    rid: Any,
+    where: Any,
+    groupings: Sequence[Grouping],
+) -> dict[Grouping, dict[tuple[Any, ...], np.ndarray]]:
+    """Return {grouping: {group label: sketch}} in one statement, NULL bins included.
+
     The cohort's records are read once into a materialised CTE holding each record's id,
     its cell in every part, its check hash and its group columns and bin indices (so the
     id's hash runs once per record); one GROUP BY over the union of (grouping, part) then
-    fills every sketch; a grouping's records in no bin of one of its binnings are left
-    out. () as a grouping is the whole cohort.
+    fills every sketch.
     """
     elements = list(dict.fromkeys(e for g in groupings for e in g))
     slot = {e: f"g{i}" for i, e in enumerate(elements)}
@@ -498,7 +543,7 @@ def _sketches(
     # union never mixes a text column with a number.
     names = [[f"l{gid}_{i}" for i in range(len(g))] for gid, g in enumerate(groupings)]
     parts = []
-    for gid, grouping in enumerate(groupings):
+    for gid in range(len(groupings)):
         labels = [
             (
                 records.c[slot[e]]
@@ -508,7 +553,6 @@ def _sketches(
             for other, (g, ns) in enumerate(zip(groupings, names, strict=True))
             for e, name in zip(g, ns, strict=True)
         ]
-        in_bins = [records.c[slot[e]].is_not(None) for e in grouping if isinstance(e, Bins | Edges)]
         for p in range(PARTS):
             parts.append(
                 sa.select(
@@ -518,7 +562,7 @@ def _sketches(
                     records.c.rid,
                     records.c[f"h{PARTS}"].label("chk"),
                     *labels,
-                ).where(*in_bins)
+                )
             )
     union = sa.union_all(*parts).subquery("cells")
     label_cols = [union.c[name] for ns in names for name in ns]
@@ -533,18 +577,15 @@ def _sketches(
     ).group_by(union.c.gid, *label_cols, union.c.part, union.c.cell)
     offsets = [sum(len(ns) for ns in names[:gid]) for gid in range(len(groupings))]
     width = len(label_cols)
-    found: dict[int, dict[tuple[Any, ...], np.ndarray]] = {}
+    found: dict[Grouping, dict[tuple[Any, ...], np.ndarray]] = {}
     for row in conn.execute(query):
         gid = int(row[0])
         start = 1 + offsets[gid]
         label = tuple(row[start : start + len(groupings[gid])])
         part, cell, n, ids, chk = row[1 + width :]
-        sketch = found.setdefault(gid, {}).setdefault(label, _empty())
+        sketch = found.setdefault(groupings[gid], {}).setdefault(label, _empty())
         sketch[int(part), int(cell)] = (int(n), int(ids) % ID_PRIME, int(chk) % ID_PRIME)
-    return {
-        gid: {label: (int(s[0, :, 0].sum()), s) for label, s in by_label.items()}
-        for gid, by_label in found.items()
-    }
+    return found
 
 
 def symmetric_difference(a: np.ndarray, b: np.ndarray, *, limit: int) -> int | None:

@@ -21,12 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 import sqlalchemy as sa
+from scipy.special import xlogy
 
-from fedtre.analyses import CATALOGUE, glm
+from fedtre.analyses import CATALOGUE
 from fedtre.analyses.base import DataSource
-from fedtre.analyses.iterative import IterativeAnalysis
+from fedtre.analyses.iterative import ROUND_KEY, split_round
 from fedtre.disclosure.policy import MAX_DOMINANCE_N
 from node_agent.sources.sql import open_sql_source
 
@@ -155,11 +157,13 @@ def _compute(
 ) -> tuple[Any, int]:
     """Run one analysis' local computation; return its raw output and Python's peak bytes."""
     analysis = CATALOGUE[name]
+    job, round_params = split_round(params)  # a later round's beta is not a job parameter
+    given = {**analysis.validate(job), **({ROUND_KEY: round_params} if round_params else {})}
     if not trace:
-        return analysis.compute(analysis.validate(params), source), 0
+        return analysis.compute(given, source), 0
     tracemalloc.start()
     try:
-        raw = analysis.compute(analysis.validate(params), source)
+        raw = analysis.compute(given, source)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -234,34 +238,159 @@ def test_the_probe_catches_an_analysis_that_reads_the_rows(
     assert peak > N_ROWS * 24  # 20,000 floats and a list of them
 
 
-def test_glm_rounds_stream_rows_in_bounded_chunks(
-    recorded: tuple[DataSource, Recorder], monkeypatch: pytest.MonkeyPatch
+def _numpy_round(
+    cohort_file: Path, outcome: str, basis: list[list[Any]], family: str, beta: np.ndarray | None
+) -> dict[str, Any]:
+    """One IRLS round computed independently: pandas reads the records, numpy sums."""
+    with sqlite3.connect(cohort_file) as conn:
+        frame = pd.read_sql("SELECT * FROM cohort", conn)
+    conn.close()
+    columns = {spec for spec, _ in basis} | {outcome}
+    frame = frame.dropna(subset=sorted(columns))
+    y = frame[outcome].to_numpy(dtype=float)
+    x = np.column_stack(
+        [np.ones(len(frame))]
+        + [
+            frame[spec].to_numpy(dtype=float) if label is None else (frame[spec] == label) * 1.0
+            for spec, label in basis
+        ]
+    )
+    if beta is None:
+        mu = (y + (0.5 if family == "binomial" else y.mean())) / 2
+        eta = np.log(mu / (1 - mu)) if family == "binomial" else np.log(mu)
+    else:
+        eta = x @ beta
+        mu = 1 / (1 + np.exp(-eta)) if family == "binomial" else np.exp(eta)
+    w = mu * (1 - mu) if family == "binomial" else mu
+    wz = w * eta + (y - mu)
+    if family == "binomial":
+        deviance = 2 * np.sum(y * np.logaddexp(0, -eta) + (1 - y) * np.logaddexp(0, eta))
+    else:
+        deviance = 2 * np.sum(xlogy(y, y) - y * eta - y + mu)
+    return {"n": len(y), "xtwx": x.T @ (x * w[:, None]), "xtwz": x.T @ wz, "deviance": deviance}
+
+
+@pytest.mark.parametrize(
+    ("family", "outcome", "later_beta"),
+    [
+        ("binomial", "diabetes", [-4.0, 0.05, 0.1, 0.01]),
+        ("poisson", "deprivation", [1.0, 0.001, -0.02, 0.003]),
+    ],
+)
+def test_glm_rounds_are_one_aggregate_each_equal_to_numpy_on_the_records(
+    family: str,
+    outcome: str,
+    later_beta: list[float],
+    recorded: tuple[DataSource, Recorder],
+    cohort_file: Path,
 ) -> None:
-    # Given a logistic regression whose rounds read the complete cases
+    # Given a regression on the 20,000-row table, its first round and a later one
     source, recorder = recorded
-    params = {"outcome": "diabetes", "covariates": ["age", "sex", "bmi"], "family": "binomial"}
-    analysis = CATALOGUE["glm"]
-    assert isinstance(analysis, IterativeAnalysis)
-    whole, _ = _compute("glm", params, source, trace=False)
-    complete = whole["n"]
-    assert complete > N_ROWS * 0.9
+    params = {"outcome": outcome, "covariates": ["age", "sex", "bmi"], "family": family}
+    later = {**params, "round": {"beta": later_beta, "levels": {"sex": ["F", "M"]}}}
+    for given, beta in ((params, None), (later, np.array(later_beta))):
+        # When a node computes the round (once before, so lazy imports are not counted)
+        _compute("glm", given, source, trace=False)
+        recorder.clear()
+        raw, peak = _compute("glm", given, source)
 
-    # When the chunk size is lowered to 1,000 rows
+        # Then every statement is an aggregate (or a top-k ranking): no record is streamed
+        assert recorder.statements
+        for statement in recorder.statements:
+            assert AGGREGATE_FUNCTIONS.search(statement) or TOP_K.search(statement), statement
+        assert recorder.fetched < 100 + 3 * MAX_DOMINANCE_N
+        assert peak < TABLE_IN_PYTHON_BYTES / 10
+        # And the sums are numpy's over the same records read by pandas
+        expected = _numpy_round(cohort_file, outcome, raw["basis"], family, beta)
+        assert raw["n"] == expected["n"] and raw["finite"]
+        np.testing.assert_allclose(raw["xtwx"], expected["xtwx"], rtol=1e-10)
+        np.testing.assert_allclose(raw["xtwz"], expected["xtwz"], rtol=1e-10, atol=1e-8)
+        assert raw["deviance"] == pytest.approx(expected["deviance"], rel=1e-10)
+
+
+def test_a_poisson_round_whose_exp_overflows_is_reported_not_finite(
+    recorded: tuple[DataSource, Recorder],
+) -> None:
+    # Given a Poisson round at a beta whose linear predictor reaches exp's overflow (age 89 x 9)
+    source, _ = recorded
+    params = {
+        "outcome": "deprivation",
+        "covariates": ["age"],
+        "family": "poisson",
+        "round": {"beta": [0.0, 9.0], "levels": {}},
+    }
+    # When a node computes it
+    raw, _ = _compute("glm", params, source, trace=False)
+    # Then the round says it is not finite (the coordinator halves the step), as numpy's
+    # overflow would, rather than failing in the engine
+    assert raw["finite"] is False
+
+
+def test_a_jobs_later_rounds_read_the_records_once_for_their_checks(
+    recorded: tuple[DataSource, Recorder],
+) -> None:
+    # Given a logistic regression's later round, computed once at one beta
+    source, recorder = recorded
+    params = {"outcome": "diabetes", "covariates": ["age", "sex"], "family": "binomial"}
+    levels = {"sex": ["F", "M"]}
+    first, _ = _compute(
+        "glm",
+        {**params, "round": {"beta": [-4.0, 0.05, 0.1], "levels": levels}},
+        source,
+        trace=False,
+    )
+
+    # When the next round (another beta) is computed
     recorder.clear()
-    monkeypatch.setattr(glm, "CHUNK_ROWS", 1_000)
-    chunked, _ = _compute("glm", params, source, trace=False)
+    beta = [-4.1, 0.051, 0.12]
+    later, _ = _compute(
+        "glm", {**params, "round": {"beta": beta, "levels": levels}}, source, trace=False
+    )
 
-    # Then the rows come in fetches of at most 1,000, enough of them to cover every record
-    assert recorder.fetchmany_sizes and max(recorder.fetchmany_sizes) <= 1_000
-    assert len(recorder.fetchmany_sizes) >= complete // 1_000
-    # And the statements that are not the streamed design rows are aggregates
-    # (or the dominance rules' top-k of each numeric column)
-    streamed = [
-        s for s in recorder.statements if not (AGGREGATE_FUNCTIONS.search(s) or TOP_K.search(s))
-    ]
-    assert len(streamed) == 1 and streamed[0].startswith("SELECT CAST(cohort.diabetes")
-    # And the sums are those of the whole table read at once
-    assert chunked["n"] == complete
-    np.testing.assert_allclose(chunked["xtwx"], whole["xtwx"], rtol=1e-12)
-    np.testing.assert_allclose(chunked["xtwz"], whole["xtwz"], rtol=1e-12)
-    assert chunked["deviance"] == pytest.approx(whole["deviance"], rel=1e-12)
+    # Then only the round's sums are sent: the checks' inputs (levels, records, cell key,
+    # largest values, leverage) are those of the same records, read in the earlier round
+    assert len(recorder.statements) == 1 and "terms" in recorder.statements[0]
+    for name in ("n", "key", "leverage", "magnitudes", "level_counts", "outcome_counts"):
+        assert later[name] == first[name], name
+    # And the sums are those at the new beta (as a fresh computation finds them)
+    fresh_source = replace(source, engine=sa.create_engine(source.engine.url))
+    fresh, _ = _compute(
+        "glm", {**params, "round": {"beta": beta, "levels": levels}}, fresh_source, trace=False
+    )
+    fresh_source.engine.dispose()
+    np.testing.assert_allclose(later["xtwx"], fresh["xtwx"], rtol=1e-12)
+    assert later["deviance"] != first["deviance"]
+
+
+def test_a_later_round_reads_the_checks_again_when_the_records_changed(
+    cohort_file: Path, tmp_path: Path
+) -> None:
+    # Given a later round computed on a copy of the table (its checks kept for the job)
+    copy = tmp_path / "cohort.sqlite"
+    copy.write_bytes(cohort_file.read_bytes())
+    source = open_sql_source("cohort", f"sqlite:///{copy}", "cohort", COLUMNS)
+    params = {
+        "outcome": "diabetes",
+        "covariates": ["age", "sex"],
+        "family": "binomial",
+        "round": {"beta": [-4.0, 0.05, 0.1], "levels": {"sex": ["F", "M"]}},
+    }
+    before, _ = _compute("glm", params, source, trace=False)
+
+    # When records are added before the next round
+    with sqlite3.connect(copy) as conn:
+        conn.executemany(
+            "INSERT INTO cohort VALUES (?, 'F', 'never', 3, 25.0, 120.0, ?, 'x')",
+            [(40 + i, i % 2) for i in range(50)],
+        )
+    conn.close()
+    after, _ = _compute("glm", params, source, trace=False)
+
+    # Then its checks are those of the new records, as a fresh computation finds them
+    fresh_source = replace(source, engine=sa.create_engine(f"sqlite:///{copy}"))
+    fresh, _ = _compute("glm", params, fresh_source, trace=False)
+    assert after["n"] == before["n"] + 50 == fresh["n"]
+    for name in ("key", "leverage", "magnitudes", "level_counts", "outcome_counts"):
+        assert after[name] == fresh[name], name
+    source.engine.dispose()
+    fresh_source.engine.dispose()
