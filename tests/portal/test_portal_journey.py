@@ -458,8 +458,16 @@ def test_an_anonymous_visitor_searches_the_public_catalogue(
 
     def search(keyword: str, column: str) -> list[str]:
         fill(chrome, {"q": keyword, "column": column})
+        chrome.execute_script("document.body.setAttribute('data-searched', '')")
         chrome.find_element(By.ID, "search").click()
-        wait_for(chrome, "#q")
+        # the results page, loaded: not the form's page while it is being replaced
+        new_page = (
+            "return document.readyState === 'complete' && document.body !== null"
+            " && !document.body.hasAttribute('data-searched');"
+        )
+        WebDriverWait(
+            chrome, 20, poll_frequency=0.1, ignored_exceptions=(WebDriverException,)
+        ).until(lambda d: d.execute_script(new_page))
         assert chrome.find_element(By.ID, "q").get_attribute("value") == keyword
         return [e.text for e in chrome.find_elements(By.CSS_SELECTOR, ".catalogue-entry")]
 
