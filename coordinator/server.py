@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection
 from coordinator.admin import Admin
 from coordinator.applications import Applications, register_pages
 from coordinator.auth import Authenticator, RevocationList
+from coordinator.catalogue import catalogue_pages
 from coordinator.checkpoints import AuditCheckpoints
 from coordinator.config import CoordinatorConfig
 from coordinator.health import DatabaseHealth
@@ -224,7 +225,7 @@ class CoordinatorServer:
                 self.config.metrics_listen,
                 self.metrics.registry,
                 ready=self.ready,
-                pages=register_pages(self.applications),
+                pages={**register_pages(self.applications), **catalogue_pages(self.store)},
             )
             self.metrics_port = self._ops.start()
         self._watcher = asyncio.create_task(self._watch_revocations())

@@ -8,8 +8,6 @@ coordinator's public Data Use Register over plain HTTP, without a token.
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
@@ -17,7 +15,8 @@ from typing import Any
 
 import grpc
 
-from fedtre.errors import InvalidRequest, Unavailable
+from fedtre.errors import InvalidRequest
+from fedtre.ops_http import read_page
 from fedtre.status import error_from_rpc
 from fedtre.v1 import applications_pb2 as pb
 from fedtre.v1 import applications_pb2_grpc
@@ -199,14 +198,7 @@ def read_register(url: str, fmt: str = "json", timeout: float = 30.0) -> bytes:
     """
     if fmt not in ("json", "csv"):
         raise InvalidRequest(f"the register is served as json or csv, not {fmt!r}")
-    if not url.startswith(("http://", "https://")):
-        raise InvalidRequest(f"{url!r} is not an http:// address, e.g. http://127.0.0.1:9464")
-    address = f"{url.rstrip('/')}/register.{fmt}"
-    try:
-        with urllib.request.urlopen(address, timeout=timeout) as response:  # noqa: S310
-            return response.read()  # type: ignore[no-any-return]
-    except (urllib.error.URLError, OSError) as exc:
-        raise Unavailable(f"cannot read {address} ({exc}); is the address right?") from None
+    return read_page(url, f"/register.{fmt}", timeout)
 
 
 def register_entries(body: bytes) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from fedtre.analyses import CATALOGUE, get_analysis
 from fedtre.analyses.base import DatasetSchema, NodeOutput, Outcome
 from fedtre.analyses.cox import CoxFit
 from fedtre.analyses.regression import ModelFit
-from fedtre.catalogue.entry import CatalogueEntry
+from fedtre.catalogue.entry import CatalogueEntry, in_order
 from fedtre.credentials import person_credentials
 from fedtre.disclosure.release import Kind
 from fedtre.errors import Conflict, FedtreError, InvalidRequest, Unavailable
@@ -629,12 +629,11 @@ class Client:
         One entry per dataset per node, sorted by dataset then node. Everything in it was
         declared by the TRE (schema, description, codebook), never read from the data.
         """
-        entries = [
+        return in_order(
             CatalogueEntry(node=n.node_id, online=n.online, dataset=d)
             for n in self.nodes()
             for d in n.datasets
-        ]
-        return sorted(entries, key=lambda e: (e.dataset.name, e.node))
+        )
 
     def nodes(self) -> list[NodeStatus]:
         response = self._call("ListNodes", jobs_pb2.ListNodesRequest())

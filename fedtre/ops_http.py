@@ -2,7 +2,8 @@
 
 Plain HTTP on its own port, apart from the mutual-TLS gRPC port, so that Prometheus and
 Kubernetes probes can reach it. It serves only metrics and health, no ids and no data,
-and whatever public pages its process gives it (the coordinator's Data Use Register).
+and whatever public pages its process gives it (the coordinator's Data Use Register and
+dataset catalogue); read_page reads one of them.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from socketserver import ThreadingMixIn
 from typing import Any
@@ -160,6 +163,22 @@ class OpsServer:
             ],
         )
         return [body]
+
+
+def read_page(url: str, page: str, timeout: float = 30.0) -> bytes:
+    """The public page (e.g. "/catalogue.json") of the ops HTTP server at url, as served.
+
+    url is http://HOST:PORT (the process's --metrics-listen). Raises InvalidRequest for a
+    URL that is not http(s), Unavailable when the page cannot be read.
+    """
+    if not url.startswith(("http://", "https://")):
+        raise InvalidRequest(f"{url!r} is not an http:// address, e.g. http://127.0.0.1:9464")
+    address = f"{url.rstrip('/')}{page}"
+    try:
+        with urllib.request.urlopen(address, timeout=timeout) as response:  # noqa: S310
+            return response.read()  # type: ignore[no-any-return]
+    except (urllib.error.URLError, OSError) as exc:
+        raise Unavailable(f"cannot read {address} ({exc}); is the address right?") from None
 
 
 def _plain(start_response: Callable[..., Any], status: str, body: str) -> list[bytes]:

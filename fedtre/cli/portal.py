@@ -27,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--ca", required=True, type=Path, help="the network CA certificate (ca.pem)")
     serve.add_argument(
         "--register-url",
-        help="the coordinator's ops HTTP server (its --metrics-listen), for the Data Use Register",
+        help="the coordinator's ops HTTP server (its --metrics-listen), e.g. "
+        "http://127.0.0.1:9464: the public Data Use Register and dataset catalogue",
     )
     _listen(serve, "127.0.0.1:8080")
     serve.set_defaults(func=_serve)

@@ -25,8 +25,10 @@ from starlette.staticfiles import StaticFiles
 
 from fedtre.analyses import CATALOGUE
 from fedtre.applications_client import read_register, register_entries
+from fedtre.catalogue.entry import public_entries
 from fedtre.client import Client, Result
 from fedtre.errors import InvalidRequest, NotFound, Unauthenticated
+from fedtre.ops_http import read_page
 from fedtre.portal import svg, words
 from fedtre.portal.pages import field, fields, page
 from fedtre.portal.web import (
@@ -48,7 +50,8 @@ MAX_TOKEN_BYTES = 4096
 @dataclass(frozen=True)
 class PortalConfig:
     """coordinator: the API address (host:port); ca: the network CA certificate;
-    register_url: the coordinator's ops HTTP server, for the public Data Use Register."""
+    register_url: the coordinator's ops HTTP server, for the public pages (the Data Use
+    Register, and the catalogue as anonymous visitors see it)."""
 
     coordinator: str
     ca: Path
@@ -105,20 +108,25 @@ def create_app(config: PortalConfig, sessions: SessionStore | None = None) -> St
 
     # -- public and discovery --------------------------------------------------------
 
+    def public_url() -> str:
+        if not config.register_url:
+            raise NotFound("this portal was started without --register-url")
+        return config.register_url
+
     def catalogue(request: Request, session: Session, form: FormData | None) -> Response:
+        """Every dataset the person's token shows; signed out, the public catalogue (the
+        described datasets only)."""
         q = request.query_params.get("q", "").strip().lower()
         column = request.query_params.get("column", "").strip().lower()
-        entries = [
-            e
-            for e in client(session).catalogue()
-            if words.matches(e, q) and words.has_column(e, column)
-        ]
+        if session.signed_in:
+            found = client(session).catalogue()
+        else:
+            found = public_entries(read_page(public_url(), "/catalogue.json"))
+        entries = [e for e in found if words.matches(e, q) and words.has_column(e, column)]
         return render(request, session, "catalogue.html", entries=entries, q=q, column=column)
 
     def register(request: Request, session: Session, form: FormData | None) -> Response:
-        if not config.register_url:
-            raise NotFound("this portal was started without --register-url")
-        entries = register_entries(read_register(config.register_url, "json"))
+        entries = register_entries(read_register(public_url(), "json"))
         return render(request, session, "register.html", entries=entries)
 
     # -- applications ----------------------------------------------------------------
@@ -330,7 +338,7 @@ def create_app(config: PortalConfig, sessions: SessionStore | None = None) -> St
             Route("/signin", page(signin_form, public=True)),
             Route("/signin", page(signin, public=True), methods=["POST"]),
             Route("/signout", page(signout, public=True), methods=["POST"]),
-            Route("/catalogue", page(catalogue)),
+            Route("/catalogue", page(catalogue, public=True)),
             Route("/register", page(register, public=True)),
             Route("/applications", page(applications)),
             Route("/apply", page(apply_form)),

@@ -7,7 +7,7 @@ from ops_testkit import http_get
 from prometheus_client import CollectorRegistry, Counter
 
 from fedtre.errors import InvalidRequest, Unavailable
-from fedtre.ops_http import OpsServer, parse_listen
+from fedtre.ops_http import OpsServer, parse_listen, read_page
 
 
 @pytest.mark.parametrize(
@@ -58,3 +58,22 @@ def test_a_port_in_use_is_reported_not_raised_as_a_traceback():
             OpsServer(f"127.0.0.1:{port}", CollectorRegistry()).start()
     finally:
         first.close()
+
+
+def test_a_public_page_is_read_back_and_a_failing_one_is_503():
+    def broken() -> tuple[str, bytes]:
+        raise RuntimeError("a bug in a page")
+
+    pages = {"/catalogue.json": lambda: ("application/json", b'{"entries": []}'), "/x": broken}
+    server = OpsServer("127.0.0.1:0", CollectorRegistry(), pages=pages)
+    port = server.start()
+    try:
+        assert read_page(f"http://127.0.0.1:{port}/", "/catalogue.json") == b'{"entries": []}'
+        assert http_get(port, "/x") == (503, "try again later\n")
+        assert "/catalogue.json" in http_get(port, "/nosuch")[1]  # the 404 names the pages
+        with pytest.raises(Unavailable, match="is the address right"):
+            read_page(f"http://127.0.0.1:{port}", "/nosuch")
+    finally:
+        server.close()
+    with pytest.raises(InvalidRequest, match="not an http:// address"):
+        read_page(f"127.0.0.1:{port}", "/catalogue.json")

@@ -5,6 +5,8 @@ approves the job -> held at the TREs -> each TRE's checker releases it on its pa
 the result page shows the count (checked against pandas on the pooled data) -> the
 public register shows the project. Then the refusals: a researcher on an admin page, a
 forged CSRF token, another project's job, and no private field on the public register.
+An anonymous visitor searches the public catalogue, where only tre-a's operator described
+(so published) its dataset.
 The browser's console must show no Content-Security-Policy violation.
 """
 
@@ -14,6 +16,7 @@ import csv
 import io
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import date, timedelta
 from typing import Any
 
@@ -27,13 +30,16 @@ from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from fedtre.catalogue.description import ColumnDescription, DatasetDescription
 from fedtre.package.verify import verify_package
 from fedtre.portal import svg
 from fedtre.portal.coordinator_app import PortalConfig
 from fedtre.portal.coordinator_app import create_app as portal_app
 from fedtre.portal.tre_app import TrePortalConfig, ensure_token
 from fedtre.portal.tre_app import create_app as tre_app
-from fedtre.testing import LocalNetwork
+from fedtre.testing import LocalNetwork, eventually
+from node_agent.app import Agent
+from node_agent.config import load_config, write_config
 from node_agent.connection import AGENT_VERSION
 
 ORG = "University of Westmoor"
@@ -57,6 +63,21 @@ POLICY = {
     "perturbation": "rounding",
     "hold_for_review": ["count"],
 }
+# What tre-a's operator writes about its cohort, publishing it in the public catalogue.
+DESCRIPTION = DatasetDescription(
+    title="Westmoor general practice cohort",
+    abstract="Adults registered with general practices in Westmoor.",
+    custodian="Westmoor Trusted Research Environment",
+    contact="data@tre-a.example.org",
+    keywords=("hypertension", "primary care"),
+    temporal_start=date(2018, 1, 1),
+    spatial_coverage="England",
+    access_rights="Apply to the Westmoor data access committee",
+)
+CODEBOOK = {
+    "age": ColumnDescription("Age at registration", unit="years"),
+    "sex": ColumnDescription("Sex recorded at registration", labels={"F": "female", "M": "male"}),
+}
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +97,29 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         network.add_user("ines", "researcher", projects=())
         with network.client("admin") as admin:
             admin.applications.set_affiliation("ines", ORG, sector="Academia", accredited=True)
+        describe(network, "tre-a")
         yield network
+
+
+def describe(network: LocalNetwork, node: str) -> None:
+    """The node's operator describes its cohort in agent.toml and restarts its agent."""
+    path = network.directory / "nodes" / node / "agent.toml"
+    network.stop_agent(node)
+    config = load_config(path)
+    cohort = replace(
+        config.datasets["cohort"], description=DESCRIPTION, column_descriptions=CODEBOOK
+    )
+    config = write_config(path, replace(config, datasets={"cohort": cohort}))
+    network.agents[node] = agent = Agent(config)
+    agent.start()
+    with network.client("admin") as admin:
+        eventually(
+            lambda: (
+                any(n.node_id == node and n.online for n in admin.nodes())
+                and any(e.node == node and e.described for e in admin.catalogue())
+            ),
+            what=f"{node} back online with its description",
+        )
 
 
 @pytest.fixture(scope="module")
@@ -387,7 +430,8 @@ def test_refusals(chrome: Any, net: Any, sites: dict[str, str]) -> None:
     assert "application" in chrome.find_element(By.CSS_SELECTOR, "table tbody").text
     shot(chrome, "audit")
     chrome.get(f"{portal}/catalogue?column=age")
-    assert "cohort" in chrome.find_element(By.TAG_NAME, "main").text
+    listed = chrome.find_element(By.TAG_NAME, "main").text
+    assert "cohort at tre-b (online)" in listed  # signed in, undescribed datasets too
     shot(chrome, "catalogue")
 
     # The TRE's page refuses a wrong token.
@@ -398,6 +442,48 @@ def test_refusals(chrome: Any, net: Any, sites: dict[str, str]) -> None:
     chrome.get(f"{sites['tre-a']}/airlock")
     assert chrome.current_url.endswith("/signin")
 
+    assert not csp_violations(chrome)
+
+
+def test_an_anonymous_visitor_searches_the_public_catalogue(
+    chrome: Any, net: Any, sites: dict[str, str]
+) -> None:
+    portal = sites["portal"]
+    chrome.get(f"{portal}/register")
+    chrome.delete_all_cookies()  # the portal's: the page open may have been another site's
+    chrome.get(f"{portal}/register")
+    chrome.find_element(By.LINK_TEXT, "Catalogue").click()
+    wait_for(chrome, "main", "found")
+    assert not chrome.find_elements(By.ID, "whoami")  # signed out
+
+    def search(keyword: str, column: str) -> list[str]:
+        fill(chrome, {"q": keyword, "column": column})
+        chrome.execute_script("document.body.setAttribute('data-searched', '')")
+        chrome.find_element(By.ID, "search").click()
+        # the results page, loaded: not the form's page while it is being replaced
+        new_page = (
+            "return document.readyState === 'complete' && document.body !== null"
+            " && !document.body.hasAttribute('data-searched');"
+        )
+        WebDriverWait(
+            chrome, 20, poll_frequency=0.1, ignored_exceptions=(WebDriverException,)
+        ).until(lambda d: d.execute_script(new_page))
+        assert chrome.find_element(By.ID, "q").get_attribute("value") == keyword
+        return [e.text for e in chrome.find_elements(By.CSS_SELECTOR, ".catalogue-entry")]
+
+    # Only the dataset its operator described: tre-b's is not published.
+    everything = search("", "")
+    assert [e.splitlines()[0] for e in everything] == ["cohort at tre-a"]
+    assert "Westmoor general practice cohort" in everything[0]
+    assert "Age at registration" in everything[0]
+    assert "online" not in everything[0]  # the node's state is not public
+    # By keyword (one of the operator's keywords), and by column.
+    assert len(search("hypertension", "")) == 1
+    assert search("cholesterol", "") == []
+    assert len(search("", "sex")) == 1
+    assert search("", "income") == []
+    assert len(search("westmoor", "age")) == 1
+    shot(chrome, "catalogue-public")
     assert not csp_violations(chrome)
 
 

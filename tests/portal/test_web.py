@@ -82,11 +82,17 @@ def test_a_post_without_the_session_csrf_token_is_refused(portal: TestClient) ->
 
 
 def test_pages_need_a_session(portal: TestClient) -> None:
-    for path in ("/", "/jobs", "/jobs/1", "/admin/audit", "/catalogue", "/submit"):
+    for path in ("/", "/jobs", "/jobs/1", "/admin/audit", "/submit"):
         response = portal.get(path, follow_redirects=False)
         assert response.status_code == 303 and response.headers["location"] == "/signin"
     polled = portal.get("/jobs", headers={"HX-Request": "true"}, follow_redirects=False)
     assert polled.status_code == 204 and polled.headers["hx-redirect"] == "/signin"
+
+
+def test_public_pages_need_the_coordinator_ops_address(portal: TestClient) -> None:
+    for path in ("/catalogue", "/register"):  # public: no sign-in, but read from the coordinator
+        response = portal.get(path, follow_redirects=False)
+        assert response.status_code == 404 and "--register-url" in response.text
 
 
 def test_plain_http_only_on_loopback() -> None:

@@ -2,7 +2,8 @@
 
 The network holds approved, withdrawn, rejected and pending applications, each private
 field filled with a marker no public field contains, and a job run in an approved
-project. Every register response (JSON, CSV, the CLI's views, a wrong path) is swept
+project. Every register response (JSON, CSV, the CLI's views, a wrong path) and the
+public catalogue served beside it (nothing described here: empty) are swept
 for every private value: tokens and token ids, people's names, committee comments, the
 technical summary, funders, linkage, expected outputs, job parameters, task ids and
 results.
@@ -197,7 +198,13 @@ def test_no_register_response_holds_a_private_value(net, world, capsys):
     url = f"http://127.0.0.1:{net.coordinator.metrics_port}"
     bodies = [
         get(net, path, headers)[2]
-        for path in ("/register.json", "/register.csv", "/register.json?all=1", "/register")
+        for path in (
+            "/register.json",
+            "/register.csv",
+            "/register.json?all=1",
+            "/register",
+            "/catalogue.json",
+        )
         for headers in ({}, {"Authorization": f"Bearer {net.tokens['admin']}"})
     ]
     for argv in ((), ("--csv",), ("--json",)):
@@ -206,5 +213,6 @@ def test_no_register_response_holds_a_private_value(net, world, capsys):
         bodies.append(out + err)
 
     assert any("reg-active" in b for b in bodies)  # the sweep reads real registers
+    assert json.loads(get(net, "/catalogue.json")[2]) == {"entries": []}  # nothing described
     leaked = sorted({s for s in secrets for b in bodies if s in b})
     assert not leaked, f"the register shows private values: {leaked}"

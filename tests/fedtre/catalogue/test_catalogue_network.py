@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import urllib.request
 from dataclasses import replace
 from importlib import resources
 from typing import Any
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 
 from fedtre.catalogue.description import ColumnDescription, DatasetDescription
+from fedtre.catalogue.entry import public_entries
 from fedtre.cli.main import main
 from fedtre.synth import generate_cohort
 from fedtre.testing import LocalNetwork
@@ -61,6 +63,7 @@ def net(frames, tmp_path_factory):
         {node: {"cohort": frame} for node, frame in frames.items()},
         directory=tmp_path_factory.mktemp("catalogue"),
         ping_interval=0.3,
+        metrics=True,  # the ops HTTP server, for the public /catalogue.json
     ) as network:
         for node in DESCRIBED:  # each operator describes its dataset and restarts its agent
             path = network.directory / "nodes" / node / "agent.toml"
@@ -174,7 +177,17 @@ def test_no_record_holds_an_exact_count_or_a_data_value(net, frames, capsys):
     records = json.loads(capsys.readouterr().out)
     assert len(records) == len(DESCRIBED)
 
-    # The operator's codebook may name codes; nothing else of the data may appear.
+    assert data_values_in(records, frames) == []
+    # HDR UK's "not published" marker, not a figure from the data
+    assert {r["summary"]["populationSize"] for r in records} == {-1}
+    assert all(r["observations"] == [] for r in records)
+
+
+def data_values_in(records: list[Any], frames: dict[str, Any]) -> list[tuple[str, Any]]:
+    """(key, leaf) of every leaf of records that is a value of the data or an exact count.
+
+    The operator's codebook may name codes; nothing else of the data may appear.
+    """
     declared = {code for about in CODEBOOK.values() for code in about.labels}
     values: set[Any] = set()
     for frame in frames.values():
@@ -198,10 +211,63 @@ def test_no_record_holds_an_exact_count_or_a_data_value(net, frames, capsys):
                 found.append((key, leaf))
             if key != "identifier" and exact & {int(d) for d in re.findall(r"\d+", leaf)}:
                 found.append((key, leaf))
-    assert found == []
-    # HDR UK's "not published" marker, not a figure from the data
-    assert {r["summary"]["populationSize"] for r in records} == {-1}
-    assert all(r["observations"] == [] for r in records)
+    return found
+
+
+def public_catalogue(net, headers: dict[str, str] | None = None) -> tuple[int, str, str]:
+    url = f"http://127.0.0.1:{net.coordinator.metrics_port}/catalogue.json"
+    request = urllib.request.Request(url, headers=headers or {})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.status, response.headers["Content-Type"], response.read().decode()
+
+
+def test_the_public_catalogue_lists_described_datasets_without_a_token(net):
+    # Anyone reads it from the coordinator's ops HTTP server, with no token
+    status, content_type, body = public_catalogue(net)
+    assert status == 200 and content_type.startswith("application/json")
+    entries = json.loads(body)["entries"]
+
+    # one entry per described dataset per node: tre-c's operator described nothing
+    assert [(e["node"], e["dataset"]) for e in entries] == [
+        ("tre-a", "cohort"),
+        ("tre-b", "cohort"),
+    ]
+    a = entries[0]
+    # only what the operator declared: no node state, no grid, no version
+    assert set(a) == {"node", "dataset", "description", "columns"}
+    assert a["description"]["contact"] == "data@tre-a.example.org"
+    assert a["description"]["keywords"] == ["primary care", "cardiovascular"]
+    assert a["description"]["temporal_end"] == "2024-12-31"
+    columns = {c["name"]: c for c in a["columns"]}
+    assert columns["age"] == {
+        "name": "age", "type": "integer", "description": "Age at cohort entry", "unit": "years",
+        "labels": [], "sensitive": False,
+    }  # fmt: skip
+    assert columns["sex"]["labels"] == [["F", "female"], ["M", "male"]]
+    assert columns["region"]["sensitive"] is True
+    assert all(set(c) <= {"name", "type", "description", "unit", "labels", "sensitive"}
+               for e in entries for c in e["columns"])  # fmt: skip
+
+    # and it reads back as the same catalogue entries a signed-in researcher gets
+    with net.client() as client:
+        signed_in = {(e.node, e.dataset.name): e.dataset for e in client.catalogue()}
+    for entry in public_entries(body.encode()):
+        assert entry.online is None
+        full = signed_in[(entry.node, entry.dataset.name)]
+        assert entry.dataset == replace(full, grids={})
+
+
+def test_no_public_catalogue_entry_holds_an_exact_count_or_a_data_value(net, frames):
+    bodies = [
+        public_catalogue(net)[2],
+        public_catalogue(net, {"Authorization": f"Bearer {net.tokens['admin']}"})[2],
+    ]
+    for body in bodies:
+        entries = json.loads(body)["entries"]
+        assert len(entries) == len(DESCRIBED)
+        assert data_values_in(entries, frames) == []
+        for secret in ("online", "last_seen", "version", "grid", *net.tokens.values()):
+            assert secret not in body
 
 
 def test_export_with_nothing_described_is_a_clear_error(tmp_path, capsys, frames):
