@@ -230,8 +230,14 @@ class Result:
 
         require_model(self.job.analysis, self.combined)
         model = self.model
+        if not isinstance(model, ModelFit):
+            raise InvalidRequest(
+                f"summary() is for linear_regression and glm results; a {self.job.analysis} "
+                "result's to_frame() holds its table (hazard ratios with CIs for cox) and "
+                ".model its figures"
+            )
         frame = self.to_frame()
-        assert model is not None and frame is not None  # require_model checked both
+        assert frame is not None  # require_model checked it
         warning = self.combined.get("warning")
         outcome = str(self.combined.get("outcome") or self.job.params.get("outcome") or "")
         return model_summary(frame, model, outcome, str(warning) if warning else None)
@@ -243,7 +249,7 @@ class Result:
 
         require_model(self.job.analysis, self.combined)
         model = self.model
-        if model is None or model.family != "binomial":
+        if not isinstance(model, ModelFit) or model.family != "binomial":
             raise InvalidRequest("odds ratios are for binomial glm results (family='binomial')")
         return exp_table(self.to_frame(), "odds_ratio")
 

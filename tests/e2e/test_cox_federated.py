@@ -183,6 +183,11 @@ def test_cox_on_synthetic_cohorts_under_the_default_policy(synth_network) -> Non
     running = [s.progress for s in seen if s.progress is not None]
     assert running and running[-1].round == model.iterations
     assert "log-likelihood -" in running[-1].describe()
+    # summary() and odds ratios are for the regressions: a cox result says where to look
+    with pytest.raises(InvalidRequest, match="to_frame"):
+        result.summary()
+    with pytest.raises(InvalidRequest, match="binomial"):
+        result.odds_ratios()
 
 
 def test_unstratified_cox_is_refused_with_its_reason(rossi_network) -> None:
