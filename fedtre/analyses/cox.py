@@ -114,8 +114,9 @@ from fedtre.analyses.design import (
     parse_covariate,
     unify_design,
 )
-from fedtre.analyses.iterative import IterativeAnalysis, RoundStep, split_round
+from fedtre.analyses.iterative import RoundStep, split_round
 from fedtre.analyses.linear_regression import scaled_inverse
+from fedtre.analyses.newton import NewtonAnalysis, iteration_params
 from fedtre.analyses.params import (
     check_keys,
     column_param,
@@ -147,9 +148,6 @@ if TYPE_CHECKING:
 
 _EXAMPLE = '{"time": "follow_up_days", "event": "event", "covariates": ["age", "sex"]}'
 TIES = ("efron", "breslow")
-DEFAULT_MAX_ITER = 25
-MAX_ITER = 100
-DEFAULT_TOL = 1e-10
 # Per-event-time rows read from the engine at once.
 CHUNK_TIMES = 5_000
 MAX_HALVINGS = 10
@@ -170,7 +168,7 @@ MATERIALIZING_DIALECTS = ("sqlite", "postgresql", "duckdb")
 EVENT_LABELS = ("0", "1", "false", "true")
 
 
-class CoxAnalysis(IterativeAnalysis):
+class CoxAnalysis(NewtonAnalysis):
     """Cox proportional hazards stratified by node, fitted over several rounds."""
 
     name = "cox"
@@ -229,8 +227,7 @@ class CoxAnalysis(IterativeAnalysis):
             "filter": filter_param(p),
             "levels": levels_param(p, covariates, analysis=self.name),
             "ties": ties,
-            "max_iter": _whole(p.get("max_iter"), DEFAULT_MAX_ITER, "max_iter"),
-            "tol": _tolerance(p.get("tol")),
+            **iteration_params(p, self.name),
         }
 
     def _columns(self, p: Mapping[str, Any]) -> list[str]:
@@ -411,21 +408,6 @@ class CoxAnalysis(IterativeAnalysis):
         return NodeOutput(Outcome.RELEASED, payload, rules)
 
     # -- at the coordinator ------------------------------------------------------------
-
-    def max_rounds(self, params: Mapping[str, Any]) -> int:
-        return int(self.validate(params)["max_iter"])
-
-    def initial_state(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        return {"iteration": 0, "design": None, "beta": None}
-
-    def round_params(self, params: Mapping[str, Any], state: Mapping[str, Any]) -> dict[str, Any]:
-        if state.get("design") is None:
-            return {}
-        design = GlobalDesign.from_json(state["design"])
-        return {
-            "beta": list(state["beta"]),
-            "levels": {k: list(v) for k, v in design.levels.items()},
-        }
 
     def advance(
         self,
@@ -875,24 +857,3 @@ def _result(
             "the last iteration's (raise max_iter, or simplify the model)"
         )
     return result
-
-
-def _whole(value: Any, default: int, key: str) -> int:
-    if value is None:
-        return default
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or value != int(value)
-        or not 2 <= value <= MAX_ITER
-    ):
-        raise InvalidRequest(f"cox parameter {key!r} must be a whole number from 2 to {MAX_ITER}")
-    return int(value)
-
-
-def _tolerance(value: Any) -> float:
-    if value is None:
-        return DEFAULT_TOL
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1e-3:
-        raise InvalidRequest("cox parameter 'tol' must be a number above 0 and at most 0.001")
-    return float(value)

@@ -111,8 +111,9 @@ from fedtre.analyses.design import (
 )
 from fedtre.analyses.expressions import normalise_column
 from fedtre.analyses.glm_sql import round_sums
-from fedtre.analyses.iterative import IterativeAnalysis, RoundStep, split_round
+from fedtre.analyses.iterative import RoundStep, split_round
 from fedtre.analyses.linear_regression import scaled_inverse
+from fedtre.analyses.newton import NewtonAnalysis, iteration_params
 from fedtre.analyses.params import (
     check_keys,
     column_problems,
@@ -136,9 +137,6 @@ if TYPE_CHECKING:
 
 _EXAMPLE = '{"outcome": "diabetic", "covariates": ["age", "sex"], "family": "binomial"}'
 FAMILIES = ("binomial", "poisson")
-DEFAULT_MAX_ITER = 25
-MAX_ITER = 100
-DEFAULT_TOL = 1e-10
 # A round whose deviance rises (or overflows) is retried at half the step, at most this often in a row.
 MAX_HALVINGS = 10
 # A binomial deviance below this per record at the iteration cap means the fit is running
@@ -159,7 +157,7 @@ def _overflow_message(offset: str | None) -> str:
     )
 
 
-class GlmAnalysis(IterativeAnalysis):
+class GlmAnalysis(NewtonAnalysis):
     """Binomial (logit) and Poisson (log) regression, fitted over several rounds."""
 
     name = "glm"
@@ -213,23 +211,6 @@ class GlmAnalysis(IterativeAnalysis):
             raise InvalidRequest(f"glm: the outcome {outcome!r} is also a covariate or the offset")
         if offset is not None and offset in columns:
             raise InvalidRequest(f"glm: the offset {offset!r} is also a covariate")
-        max_iter = p.get("max_iter", DEFAULT_MAX_ITER)
-        if max_iter is None:
-            max_iter = DEFAULT_MAX_ITER
-        if (
-            isinstance(max_iter, bool)
-            or not isinstance(max_iter, int | float)
-            or max_iter != int(max_iter)
-            or not 2 <= max_iter <= MAX_ITER
-        ):
-            raise InvalidRequest(
-                f"glm parameter 'max_iter' must be a whole number from 2 to {MAX_ITER}"
-            )
-        tol = p.get("tol", DEFAULT_TOL)
-        if tol is None:
-            tol = DEFAULT_TOL
-        if isinstance(tol, bool) or not isinstance(tol, int | float) or not 0 < tol <= 1e-3:
-            raise InvalidRequest("glm parameter 'tol' must be a number above 0 and at most 0.001")
         return {
             "outcome": outcome,
             "family": family,
@@ -237,8 +218,7 @@ class GlmAnalysis(IterativeAnalysis):
             "offset": offset,
             "filter": filter_param(p),
             "levels": levels_param(p, covariates, analysis=self.name),
-            "max_iter": int(max_iter),
-            "tol": float(tol),
+            **iteration_params(p, self.name),
         }
 
     def _columns(self, p: Mapping[str, Any]) -> list[str]:
@@ -427,21 +407,6 @@ class GlmAnalysis(IterativeAnalysis):
         return NodeOutput(Outcome.RELEASED, payload, rules)
 
     # -- at the coordinator ------------------------------------------------------------
-
-    def max_rounds(self, params: Mapping[str, Any]) -> int:
-        return int(self.validate(params)["max_iter"])
-
-    def initial_state(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        return {"iteration": 0, "design": None, "beta": None}
-
-    def round_params(self, params: Mapping[str, Any], state: Mapping[str, Any]) -> dict[str, Any]:
-        if state.get("design") is None:
-            return {}
-        design = GlobalDesign.from_json(state["design"])
-        return {
-            "beta": list(state["beta"]),
-            "levels": {k: list(v) for k, v in design.levels.items()},
-        }
 
     def advance(
         self,

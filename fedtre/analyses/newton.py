@@ -1,0 +1,66 @@
+"""What the models fitted by federated Newton–Raphson over rounds (glm, cox) share.
+
+Round 1 has no design yet: each node reports its levels and the coordinator agrees them.
+Every later round carries the current coefficients and the agreed levels. Both models
+take `max_iter` and `tol` alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from fedtre.analyses.design import GlobalDesign
+from fedtre.analyses.iterative import IterativeAnalysis
+from fedtre.errors import InvalidRequest
+
+DEFAULT_MAX_ITER = 25
+MAX_ITER = 100
+DEFAULT_TOL = 1e-10
+
+
+def iteration_params(p: Mapping[str, Any], analysis: str) -> dict[str, Any]:
+    """Return {"max_iter", "tol"} from a job's parameters, defaults filled in.
+
+    Raises InvalidRequest for a max_iter that is not a whole number from 2 to MAX_ITER, or
+    a tol that is not above 0 and at most 0.001.
+    """
+    max_iter = p.get("max_iter")
+    if max_iter is None:
+        max_iter = DEFAULT_MAX_ITER
+    if (
+        isinstance(max_iter, bool)
+        or not isinstance(max_iter, int | float)
+        or max_iter != int(max_iter)
+        or not 2 <= max_iter <= MAX_ITER
+    ):
+        raise InvalidRequest(
+            f"{analysis} parameter 'max_iter' must be a whole number from 2 to {MAX_ITER}"
+        )
+    tol = p.get("tol")
+    if tol is None:
+        tol = DEFAULT_TOL
+    if isinstance(tol, bool) or not isinstance(tol, int | float) or not 0 < tol <= 1e-3:
+        raise InvalidRequest(
+            f"{analysis} parameter 'tol' must be a number above 0 and at most 0.001"
+        )
+    return {"max_iter": int(max_iter), "tol": float(tol)}
+
+
+class NewtonAnalysis(IterativeAnalysis):
+    """An IterativeAnalysis whose state holds the agreed design and the coefficients."""
+
+    def max_rounds(self, params: Mapping[str, Any]) -> int:
+        return int(self.validate(params)["max_iter"])
+
+    def initial_state(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        return {"iteration": 0, "design": None, "beta": None}
+
+    def round_params(self, params: Mapping[str, Any], state: Mapping[str, Any]) -> dict[str, Any]:
+        if state.get("design") is None:
+            return {}
+        design = GlobalDesign.from_json(state["design"])
+        return {
+            "beta": list(state["beta"]),
+            "levels": {k: list(v) for k, v in design.levels.items()},
+        }
