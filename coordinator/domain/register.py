@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from coordinator.domain.applications import Application, ApplicationState
+from fedtre.spreadsheet import guarded
 
 ACCESS_TYPE = "TRE"
 NOT_STARTED = "approved, not started"
@@ -121,14 +122,9 @@ def to_csv(rows: list[dict[str, Any]]) -> bytes:
     writer.writerow(FIELDS)
     for row in rows:
         writer.writerow(
-            [_guarded("; ".join(v) if isinstance(v, list) else str(v)) for v in row.values()]
+            [guarded("; ".join(v) if isinstance(v, list) else str(v)) for v in row.values()]
         )
     return out.getvalue().encode()
-
-
-def _guarded(text: str) -> str:
-    # A cell opening with =, +, - or @ is a formula to spreadsheets (CSV injection).
-    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
 
 
 def _day(value: datetime | None) -> str:

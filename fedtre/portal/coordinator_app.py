@@ -9,8 +9,6 @@ links to show (from WhoAmI's role), never what may be done.
 
 from __future__ import annotations
 
-import csv
-import io
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +38,7 @@ from fedtre.portal.web import (
     end_session,
     redirect,
     render,
+    server_error,
     set_cookie,
 )
 
@@ -221,10 +220,8 @@ def create_app(config: PortalConfig, sessions: SessionStore | None = None) -> St
         frame = Result(status).to_frame()
         if frame is None:
             raise NotFound(f"job {status.id} has no combined table (yet)")
-        buffer = io.StringIO()
-        frame.to_csv(buffer, quoting=csv.QUOTE_NONNUMERIC)
         return Response(
-            buffer.getvalue(),
+            words.result_csv(frame),
             media_type="text/csv",
             headers={"content-disposition": f'attachment; filename="job-{status.id}.csv"'},
         )
@@ -362,6 +359,7 @@ def create_app(config: PortalConfig, sessions: SessionStore | None = None) -> St
             Route("/admin/audit", page(audit), methods=["POST"]),
             Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
         ],
+        exception_handlers={Exception: server_error},
     )
     app.state.sessions = store
     app.state.cookie = PORTAL_COOKIE

@@ -42,6 +42,7 @@ from fedtre.portal.web import (
     end_session,
     redirect,
     render,
+    server_error,
     set_cookie,
 )
 
@@ -65,19 +66,30 @@ def ensure_token(path: Path) -> bool:
     return True
 
 
+def read_token(path: Path) -> str:
+    """The sign-in token; InvalidRequest if the file is empty or others may read it (anyone
+    who can read it can release held outputs)."""
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise InvalidRequest(
+            f"the page's token file {path} is readable by others (mode {mode:o}); "
+            f"run: chmod 600 {path}"
+        )
+    token = path.read_text().strip()
+    if not token:
+        raise InvalidRequest(f"{path} is empty; delete it and start again for a new one")
+    return token
+
+
 def create_app(config: TrePortalConfig, sessions: SessionStore | None = None) -> Starlette:
     from node_agent.airlock import Airlock
     from node_agent.approvals import OperatorApprovals
     from node_agent.config import load_config
     from node_agent.state import AgentState
 
+    expected = read_token(config.token_file)
     agent = load_config(config.agent_config)
     state = AgentState(agent.state_db)
-    expected = config.token_file.read_text().strip()
-    if not expected:
-        raise InvalidRequest(
-            f"{config.token_file} is empty; delete it and start again for a new one"
-        )
 
     def signin_form(request: Request, session: Session, form: FormData | None) -> Response:
         return render(request, session, "tre/signin.html", node=agent.node_id)
@@ -195,6 +207,7 @@ def create_app(config: TrePortalConfig, sessions: SessionStore | None = None) ->
             Route("/requests/{id}", page(decide_request), methods=["POST"]),
             Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
         ],
+        exception_handlers={Exception: server_error},
         lifespan=lifespan,
     )
     app.state.sessions = store

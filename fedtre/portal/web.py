@@ -25,7 +25,7 @@ from typing import Any
 
 from starlette.datastructures import FormData
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -242,6 +242,19 @@ async def checked_form(request: Request, session: Session | None) -> FormData:
 def error_page(request: Request, session: Session | None, exc: FedtreError) -> HTMLResponse:
     status = next((code for kind, code in STATUS if isinstance(exc, kind)), 500)
     return render(request, session, "error.html", status=status, message=str(exc))
+
+
+def server_error(request: Request, exc: Exception) -> Response:
+    """A failure no page handled: no details (the server's log has the traceback), and the
+    headers every response carries, added here because Starlette sends this response
+    from outside the middleware (SecurityHeaders never sees it)."""
+    response = PlainTextResponse(
+        "The page failed on the server; nothing was shown. Try again, or tell the "
+        "portal's operator the time it happened.",
+        status_code=500,
+    )
+    response.raw_headers.extend([*SECURITY_HEADERS, (b"cache-control", b"no-store")])
+    return response
 
 
 def redirect(url: str) -> RedirectResponse:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 from collections.abc import Callable
 from typing import Any
 
 from fedtre.catalogue.entry import CatalogueEntry
 from fedtre.client import NodeResult
 from fedtre.errors import InvalidRequest
+from fedtre.spreadsheet import guarded
 
 # The Data Access Request form: (field, label, "text" | "long" | "list" | "date").
 APPLICATION_FIELDS: list[tuple[str, str, str]] = [
@@ -64,6 +67,16 @@ def cell(value: Any, figures: int = 6) -> str:
     if isinstance(value, float) and figures:
         return f"{value:.{figures}g}"
     return str(value)
+
+
+def result_csv(frame: Any) -> str:
+    """A result table as CSV, every label and text cell guarded against running as a
+    spreadsheet formula (group labels come from the TREs' data)."""
+    safe = frame.rename(index=guarded, columns=guarded).map(guarded)
+    safe.index.names = [guarded(name) for name in frame.index.names]
+    buffer = io.StringIO()
+    safe.to_csv(buffer, quoting=csv.QUOTE_NONNUMERIC)
+    return buffer.getvalue()
 
 
 def row_label(label: Any) -> str:

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import stat
 from pathlib import Path
+from typing import Any
 
+import pandas as pd
 import pytest
+from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from fedtre.cli.main import main as fedtre_main
 from fedtre.errors import InvalidRequest
+from fedtre.portal import words
 from fedtre.portal.coordinator_app import PortalConfig, create_app
-from fedtre.portal.tre_app import ensure_token
+from fedtre.portal.pages import page
+from fedtre.portal.tre_app import ensure_token, read_token
 from fedtre.portal.web import PORTAL_COOKIE, SessionStore, require_loopback_without_tls
 
 
@@ -131,3 +138,42 @@ def test_the_tre_page_token_file_is_private(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600 and len(path.read_text().strip()) >= 40
     before = path.read_text()
     assert ensure_token(path) is False and path.read_text() == before
+
+
+def test_a_failure_no_page_handled_still_has_the_headers_and_no_details(
+    portal: TestClient,
+) -> None:
+    def fails(request: Any, session: Any, form: Any) -> Any:
+        raise RuntimeError("internal detail ft1.secret")
+
+    portal.app.router.routes.insert(0, Route("/fails", page(fails, public=True)))
+    crashing = TestClient(portal.app, base_url="https://localhost", raise_server_exceptions=False)
+    response = crashing.get("/fails")
+    assert response.status_code == 500
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+    assert response.headers["x-frame-options"] == "DENY"
+    assert response.headers["cache-control"] == "no-store"
+    assert "ft1.secret" not in response.text and "Traceback" not in response.text
+
+
+def test_the_result_csv_runs_no_spreadsheet_formula() -> None:
+    frame = pd.DataFrame(
+        {"=label": ['=HYPERLINK("http://x")', "+1", "plain"], "n": [-3.5, 2, 7]},
+        index=pd.MultiIndex.from_tuples(
+            [("@g", "-x"), ("ok", "\tz"), ("ok", "y")], names=["=by", "rows"]
+        ),
+    )
+    rows = list(csv.reader(io.StringIO(words.result_csv(frame))))
+    assert rows[0] == ["'=by", "rows", "'=label", "n"]
+    assert rows[1] == ["'@g", "'-x", '\'=HYPERLINK("http://x")', "-3.5"]  # numbers unchanged
+    assert rows[2] == ["ok", "'\tz", "'+1", "2.0"]
+    assert rows[3] == ["ok", "y", "plain", "7.0"]
+
+
+def test_the_tre_page_refuses_a_token_file_others_can_read(tmp_path: Path) -> None:
+    path = tmp_path / "portal-token"
+    ensure_token(path)
+    assert read_token(path) == path.read_text().strip()
+    path.chmod(0o644)
+    with pytest.raises(InvalidRequest, match="chmod 600"):
+        read_token(path)
