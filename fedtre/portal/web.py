@@ -124,11 +124,13 @@ class SessionStore:
         idle_seconds: float = IDLE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
         max_age: float = MAX_AGE_SECONDS,
+        max_sessions: int = MAX_SESSIONS,
     ):
         self._sessions: OrderedDict[str, Session] = OrderedDict()
         self._lock = threading.Lock()
         self._idle = idle_seconds
         self._max_age = max_age
+        self._max_sessions = max_sessions
         self._clock = clock
 
     def new(self) -> Session:
@@ -138,10 +140,20 @@ class SessionStore:
         )
         with self._lock:
             self._sessions[session.id] = session
-            while len(self._sessions) > MAX_SESSIONS:
-                _, oldest = self._sessions.popitem(last=False)
-                oldest.close()
+            while len(self._sessions) > self._max_sessions:
+                self._evict(keep=session)
         return session
+
+    def _evict(self, keep: Session) -> None:
+        """Drop the least recently used anonymous session, or if none, the least recently
+        used one: anyone can open anonymous sessions by the thousand (one per request
+        without a cookie), and that must not sign other people out."""
+        sessions = self._sessions.values()
+        victim = next((s for s in sessions if s is not keep and not s.signed_in), None)
+        if victim is None:
+            victim = next(s for s in sessions if s is not keep)
+        del self._sessions[victim.id]
+        victim.close()
 
     def get(self, session_id: str | None) -> Session | None:
         if not session_id:

@@ -177,3 +177,18 @@ def test_the_tre_page_refuses_a_token_file_others_can_read(tmp_path: Path) -> No
     path.chmod(0o644)
     with pytest.raises(InvalidRequest, match="chmod 600"):
         read_token(path)
+
+
+def test_a_flood_of_anonymous_visitors_signs_nobody_out() -> None:
+    store = SessionStore(max_sessions=100)
+    signed = store.new()
+    signed.user, signed.role = "alice", "researcher"
+    for _ in range(500):  # requests without a cookie each open a session
+        store.new()
+    assert store.get(signed.id) is signed
+    crowd = []
+    for _ in range(150):
+        crowd.append(store.new())
+        crowd[-1].user = "someone"
+    assert store.get(signed.id) is None  # when all are signed in, the oldest goes
+    assert all(store.get(person.id) is person for person in crowd[-99:])
