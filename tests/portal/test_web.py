@@ -10,12 +10,13 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from starlette.applications import Starlette
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from fedtre.cli.main import main as fedtre_main
 from fedtre.errors import InvalidRequest
-from fedtre.portal import words
+from fedtre.portal import web, words
 from fedtre.portal.coordinator_app import PortalConfig, create_app
 from fedtre.portal.pages import page
 from fedtre.portal.tre_app import ensure_token, read_token
@@ -146,8 +147,10 @@ def test_a_failure_no_page_handled_still_has_the_headers_and_no_details(
     def fails(request: Any, session: Any, form: Any) -> Any:
         raise RuntimeError("internal detail ft1.secret")
 
-    portal.app.router.routes.insert(0, Route("/fails", page(fails, public=True)))
-    crashing = TestClient(portal.app, base_url="https://localhost", raise_server_exceptions=False)
+    app = portal.app
+    assert isinstance(app, Starlette)
+    app.router.routes.insert(0, Route("/fails", page(fails, public=True)))
+    crashing = TestClient(app, base_url="https://localhost", raise_server_exceptions=False)
     response = crashing.get("/fails")
     assert response.status_code == 500
     assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
@@ -192,3 +195,16 @@ def test_a_flood_of_anonymous_visitors_signs_nobody_out() -> None:
         crowd[-1].user = "someone"
     assert store.get(signed.id) is None  # when all are signed in, the oldest goes
     assert all(store.get(person.id) is person for person in crowd[-99:])
+
+
+def test_every_template_escapes_what_it_shows() -> None:
+    folder = Path(web.__file__).parent / "templates"
+    names = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
+    assert len(names) > 20
+    for name in names:
+        assert web.TEMPLATES.env.autoescape(name) is True, name  # type: ignore[operator]
+        source = (folder / name).read_text()
+        assert "|safe" not in source.replace(" ", "") and "autoescape" not in source, name
+    hostile = '<script>alert(1)</script>"'
+    html = web.TEMPLATES.env.get_template("error.html").render(session=None, message=hostile)
+    assert hostile not in html and "&lt;script&gt;" in html
