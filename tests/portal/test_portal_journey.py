@@ -389,6 +389,9 @@ def test_refusals(chrome: Any, net: Any, sites: dict[str, str]) -> None:
     chrome.get(f"{portal}/jobs/{other}")
     assert "Refused" in chrome.title
     assert "hidden" not in chrome.find_element(By.TAG_NAME, "main").text
+    for download in ("result.csv", "package.zip"):  # nor its table or package by its id
+        chrome.get(f"{portal}/jobs/{other}/{download}")
+        assert "Refused" in chrome.title
     # A forged CSRF token: the form is refused and nothing happens.
     chrome.get(f"{portal}/apply")
     chrome.execute_script("document.querySelector('main form input[name=csrf]').value = 'forged'")
