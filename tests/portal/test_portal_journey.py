@@ -380,7 +380,18 @@ def test_refusals(chrome: Any, net: Any, sites: dict[str, str]) -> None:
     chrome.find_element(By.ID, "signin").click()
     wait_for(chrome, "#error", "does not accept this token")
 
-    sign_in(chrome, portal, net.tokens["ines"])
+    # Signing in issues a new session id: one planted before (session fixation) stays anonymous.
+    planted = chrome.get_cookie("fedtre_portal_session")["value"]
+    chrome.get(f"{portal}/signin")
+    chrome.find_element(By.ID, "token").send_keys(net.tokens["ines"])
+    chrome.find_element(By.ID, "signin").click()
+    wait_for(chrome, "#whoami")
+    assert chrome.get_cookie("fedtre_portal_session")["value"] != planted
+    request = urllib.request.Request(
+        f"{portal}/jobs", headers={"Cookie": f"fedtre_portal_session={planted}"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.url.endswith("/signin")
     # An admin's page: the coordinator refuses, the portal shows its refusal.
     chrome.get(f"{portal}/admin/users")
     assert "Refused" in chrome.title and chrome.find_element(By.ID, "error").text
