@@ -26,6 +26,7 @@ from fedtre.applications_client import read_register, register_entries
 from fedtre.catalogue.entry import public_entries
 from fedtre.client import Client, Result
 from fedtre.errors import InvalidRequest, NotFound, Unauthenticated
+from fedtre.notebook import disclosure_note
 from fedtre.ops_http import read_page
 from fedtre.portal import svg, words
 from fedtre.portal.pages import field, fields, page
@@ -210,6 +211,8 @@ def create_app(config: PortalConfig, sessions: SessionStore | None = None) -> St
             "nodes": [(name, words.node_outcome(task)) for name, task in status.tasks.items()],
             "chart": svg.chart(status.analysis, result.combined, frame) if status.finished else "",
             "cause": status.cause,
+            # what the nodes' rules did to the figures (noise, rounding), in their own words
+            "disclosure_note": disclosure_note(status) if status.finished else "",
         }
         if request.headers.get("hx-request"):
             return render(request, session, "job_status.html", **context)

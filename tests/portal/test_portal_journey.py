@@ -31,6 +31,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from fedtre.catalogue.description import ColumnDescription, DatasetDescription
+from fedtre.notebook import disclosure_note
 from fedtre.package.verify import verify_package
 from fedtre.portal import svg
 from fedtre.portal.coordinator_app import PortalConfig
@@ -337,8 +338,12 @@ def test_journey_apply_to_register(chrome: Any, net: Any, sites: dict[str, str])
     table = wait_for(chrome, "#result-table").text
     assert str(pooled) in table.split()
     with net.client("ines") as ines:
-        assert ines.job(job_id).combined is not None
+        finished = ines.job(job_id)
+        assert finished.combined is not None
     assert "released its output" in chrome.find_element(By.ID, "node-outcomes").text
+    # and what the nodes' rules did to the figures, in the words the notebook uses
+    note = chrome.find_element(By.ID, "disclosure-note").text
+    assert note == disclosure_note(finished) and note.startswith("Each node released its part")
     shot(chrome, "result")
     links = [a.get_attribute("href") for a in chrome.find_elements(By.CSS_SELECTOR, "a[download]")]
     assert any(h.endswith("/result.csv") for h in links) and any(
