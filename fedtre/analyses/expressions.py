@@ -190,8 +190,8 @@ def parse_expression(text: str) -> Parsed:
         raise _pointed(
             text,
             0,
-            f"the expression is too large once written in SQL (log, exp and sqrt name their "
-            f"argument twice, x ** k names x k times); simplify it or nest less",
+            "the expression is too large once written in SQL (log, exp and sqrt name their "
+            "argument twice, x ** k names x k times); simplify it or nest less",
         )
     return Parsed(text, tree)
 

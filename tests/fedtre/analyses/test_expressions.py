@@ -191,3 +191,27 @@ def test_levels_name_a_derived_covariate_however_it_is_written() -> None:
         }
     )
     assert params["levels"] == {"bands(age, [40, 60])": ["[40, 60)", "(-inf, 40)", "[60, inf)"]}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # Each log() names its argument twice in SQL: 30 of them would be 2**30 terms.
+        ("log(" * 30 + "bmi" + ")" * 30, "nests functions and operators 90 deep"),
+        ("I(" + "-" * 30 + "bmi)", "nests functions and operators 31 deep"),
+        ("I((((bmi ** 10) ** 10) ** 10) ** 10)", "too large once written in SQL"),
+        ("I(bmi * 1e309)", "beyond the range of a double"),
+        ("bands(bmi, [" + "9" * 400 + "])", "whole numbers are at most 9007199254740992"),
+        ("I(bmi > 99999999999999999999)", "whole numbers are at most"),
+    ],
+)
+def test_expressions_beyond_what_an_engine_takes_are_refused_at_submit(
+    text: str, message: str
+) -> None:
+    params = CATALOGUE["summary"].validate({"column": "age", "filter": None}) | {"by": text}
+    with pytest.raises(InvalidRequest, match=message):
+        CATALOGUE["summary"].validate(params)
+    # The coordinator's schema check (resolve_schema) sees only the refused text, and
+    # refuses it as a problem rather than failing.
+    _, problems = resolve_schema({"column": text}, SCHEMA)
+    assert problems and message.split()[0] in problems[0]
