@@ -215,3 +215,29 @@ def test_expressions_beyond_what_an_engine_takes_are_refused_at_submit(
     # refuses it as a problem rather than failing.
     _, problems = resolve_schema({"column": text}, SCHEMA)
     assert problems and message.split()[0] in problems[0]
+
+
+def test_a_declared_column_named_like_a_derived_label_keeps_its_values(tmp_path) -> None:
+    import pandas as pd
+    import sqlalchemy as sa
+
+    from fedtre.analyses.base import DataSource
+    from fedtre.analyses.derived import with_derived
+
+    # Given a TRE whose table declares a column named as with_derived labels its columns
+    frame = pd.DataFrame({"fedtre_derived_0": [1.0, 2.0], "bmi": [20.0, 30.0]})
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'd.sqlite'}")
+    frame.to_sql("cohort", engine, index=False)
+    table = sa.Table("cohort", sa.MetaData(), autoload_with=engine)
+    columns = {"fedtre_derived_0": "float", "bmi": "float"}
+    source = DataSource(engine, table, DatasetSchema("cohort", columns))
+
+    # When a derived variable is added next to it
+    derived = with_derived(source, {"columns": ["fedtre_derived_0", "I(bmi * 2)"]})
+    with engine.connect() as conn:
+        got = conn.execute(
+            sa.select(derived.table.c["fedtre_derived_0"], derived.table.c["I(bmi * 2)"])
+        ).all()
+
+    # Then both keep their own values
+    assert [tuple(r) for r in got] == [(1.0, 40.0), (2.0, 60.0)]
