@@ -40,6 +40,7 @@ import datetime as dt
 import json
 import math
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -261,7 +262,8 @@ def _const_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
+        # As the tokenizer reads it back: no escapes, so the quote the string lacks.
+        return f"'{value}'" if '"' in value else f'"{value}"'
     if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
         return str(int(value))
     return repr(value)
@@ -339,7 +341,12 @@ def _quoted(text: str, start: int) -> tuple[str, int]:
         raise _pointed(text, start, f"this {what} is never closed; end it with {quote}")
     if quote != "`" and "\\" in text[start:end]:
         raise _pointed(text, start, "strings in expressions take no backslash escapes")
-    return text[start + 1 : end], end + 1
+    value = text[start + 1 : end]
+    # Control and invisible characters would reach the canonical text: logs, term names.
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in value):
+        what = "column names" if quote == "`" else "strings"
+        raise _pointed(text, start, f"{what} in expressions take no control characters")
+    return value, end + 1
 
 
 def _pointed(text: str, pos: int, message: str) -> InvalidRequest:

@@ -23,7 +23,7 @@ from fedtre.analyses import CATALOGUE
 from fedtre.analyses.base import DatasetSchema
 from fedtre.analyses.derived import resolve_schema
 from fedtre.analyses.expression_sql import compile_expression
-from fedtre.analyses.expressions import expression_type, parse_expression
+from fedtre.analyses.expressions import expression_type, normalise_column, parse_expression
 from fedtre.credentials import person_credentials
 from fedtre.errors import InvalidRequest
 from fedtre.testing import LocalNetwork
@@ -52,6 +52,9 @@ TOKENS = (
     "`é\x00\n`",
     "é",
     "\x07",
+    "'a\"b'",
+    '"\u2028"',
+    "'x\ty'",
 ]
 
 expressions = st.lists(st.sampled_from(TOKENS), min_size=1, max_size=60).map("".join) | st.builds(
@@ -114,6 +117,18 @@ def test_validate_raises_only_invalid_request(analysis, p):
         impl.groupings(normalised)
     except InvalidRequest:
         pass
+
+
+@FUZZ
+@given(text=expressions)
+def test_the_canonical_text_reads_back_as_itself(text):
+    """Parameters are validated again after they are normalised (agent, differencing
+    memory), so the canonical text of an expression must parse to the same text."""
+    try:
+        once = normalise_column(text, what="column")
+    except InvalidRequest:
+        return
+    assert normalise_column(once, what="column") == once
 
 
 @pytest.fixture(scope="module")

@@ -241,3 +241,25 @@ def test_a_declared_column_named_like_a_derived_label_keeps_its_values(tmp_path)
 
     # Then both keep their own values
     assert [tuple(r) for r in got] == [(1.0, 40.0), (2.0, 60.0)]
+
+
+@pytest.mark.parametrize(
+    "text", ["I(sex == 'a\"b')", 'recode(sex, {\'x"\': "y"})', 'I(sex == "it\'s")']
+)
+def test_the_canonical_text_of_a_quoted_string_reads_back_as_itself(text: str) -> None:
+    # Normalised parameters are validated again (agent, differencing memory).
+    once = normalise_column(text, what="by")
+    assert normalise_column(once, what="by") == once
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('I(sex == "a\nb")', "strings in expressions take no control characters"),
+        ("I(sex == 'a\u202eb')", "strings in expressions take no control characters"),
+        ("I(`bmi\r` > 1)", "column names in expressions take no control characters"),
+    ],
+)
+def test_control_characters_never_reach_a_canonical_text(text: str, message: str) -> None:
+    with pytest.raises(InvalidRequest, match=message):
+        normalise_column(text, what="by")
