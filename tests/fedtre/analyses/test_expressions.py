@@ -263,3 +263,38 @@ def test_the_canonical_text_of_a_quoted_string_reads_back_as_itself(text: str) -
 def test_control_characters_never_reach_a_canonical_text(text: str, message: str) -> None:
     with pytest.raises(InvalidRequest, match=message):
         normalise_column(text, what="by")
+
+
+@pytest.mark.parametrize("engine_name", ["sqlite", "postgresql"])
+def test_an_integer_compared_with_a_decimal_is_not_rounded(engine_name, tmp_path, request) -> None:
+    import sqlalchemy as sa
+
+    from fedtre.analyses.expression_sql import compile_expression
+
+    # Given ages 40 and 41 in SQLite and in PostgreSQL (which casts a bound value to the
+    # type it is bound with)
+    url = (
+        f"sqlite:///{tmp_path / 'd.sqlite'}"
+        if engine_name == "sqlite"
+        else request.getfixturevalue("pg_url")
+    )
+    engine = sa.create_engine(url)
+    table = sa.Table("ages", sa.MetaData(), sa.Column("age", sa.Integer))
+    table.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(table.insert(), [{"age": 40}, {"age": 41}])
+
+    # When integer ages are compared with decimals
+    got = {}
+    for text in ("I(age == 40.4)", "I(age <= 40.6)", "I(age > 40.5)"):
+        value = compile_expression(parse_expression(text), table, {"age": "integer"})
+        with engine.connect() as conn:
+            got[text] = [r[0] for r in conn.execute(sa.select(value).order_by(table.c.age))]
+    engine.dispose()
+
+    # Then the decimals are compared as they are, on every engine
+    assert got == {
+        "I(age == 40.4)": [False, False],
+        "I(age <= 40.6)": [True, False],
+        "I(age > 40.5)": [False, True],
+    }
