@@ -219,13 +219,13 @@ def _measure(node: Expr) -> tuple[int, int]:
     assert isinstance(node, Call)
     measured = [_measure(a) for a in node.args]
     depth = max((d for d, _ in measured), default=0) + (3 if node.func in _GUARDED else 1)
-    terms = [t for _, t in measured]
+    sizes = [t for _, t in measured]
     if node.func in _GUARDED:
-        return depth, 2 * sum(terms)
-    if node.func in ("bands", "recode") and len(terms) == 2:
+        return depth, 2 * sum(sizes)
+    if node.func in ("bands", "recode") and len(sizes) == 2:
         # The first argument is compared once per edge or pair (and is recode's ELSE).
-        return depth, (terms[1] + 1) * terms[0] + terms[1]
-    return depth, sum(terms)
+        return depth, (sizes[1] + 1) * sizes[0] + sizes[1]
+    return depth, sum(sizes)
 
 
 def canonical(tree: Expr) -> str:
