@@ -152,10 +152,14 @@ def with_derived(source: DataSource, params: Mapping[str, Any]) -> DataSource:
     record_key, record_id = record_key_of(source), record_id_of(source)
     ensure_sqlite_math(source.engine)
     base = source.table
+    # Labels no column of the table has (a TRE may declare a column named like one).
+    taken = {c.name for c in base.c}
+    labels = (f"fedtre_derived_{i}" for i in range(len(names) + len(taken)))
+    free = [label for label in labels if label not in taken][: len(names)]
     derived = []
-    for i, name in enumerate(names):
+    for name, sql_name in zip(names, free, strict=True):
         label = compile_expression(parse_expression(name), base, source.schema.columns).label(
-            f"fedtre_derived_{i}"
+            sql_name
         )
         # The column is reached by the expression's text (table.c[name]) but named by a
         # short label in SQL: engines cap identifiers (PostgreSQL at 63 bytes).

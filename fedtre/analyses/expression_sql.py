@@ -183,6 +183,9 @@ class _Compiler:
             return sa.literal(parse_date(node.value), sa.Date)
         if isinstance(node.value, bool) and not isinstance(other.type, sa.Boolean):
             return sa.literal(int(node.value))
+        if isinstance(node.value, float):
+            # Bound as an integer column's type, PostgreSQL would round it (40.4 -> 40).
+            return sa.literal(node.value, sa.Double)
         return sa.literal(node.value, other.type)
 
     def _bands(self, node: Call) -> Any:

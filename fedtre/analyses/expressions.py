@@ -40,6 +40,7 @@ import datetime as dt
 import json
 import math
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +51,15 @@ from fedtre.errors import InvalidRequest
 MAX_EXPRESSION = 2000
 MAX_NAME = 256
 MAX_EXPRESSION_NODES = 200
+# Functions and operators inside each other, log, exp and sqrt counting 3 (their guarded SQL
+# nests deeper): SQLite's parser overflows its stack near 25 negations or 7 nested logs.
+MAX_EXPRESSION_DEPTH = 16
+_GUARDED = ("log", "exp", "sqrt")
+# Terms of the compiled SQL (fedtre.analyses.expression_sql): log(x) writes x twice (the
+# guard and the call), x ** k k times, so nesting multiplies the SQL a TRE's engine gets.
+MAX_SQL_TERMS = 2000
+# Whole numbers beyond 2**53 are not exact as doubles (and overflow some engines' integers).
+MAX_WHOLE = 2**53
 MAX_BANDS = 50
 MAX_RECODE = 200
 MAX_POWER = 10
@@ -169,7 +179,53 @@ def parse_expression(text: str) -> Parsed:
         raise InvalidRequest(f"an expression is at most {MAX_EXPRESSION} characters")
     parser = _Parser(text, _tokenize(text))
     tree = parser.parse()
+    depth, terms = _measure(tree)
+    if depth > MAX_EXPRESSION_DEPTH:
+        raise _pointed(
+            text,
+            0,
+            f"the expression nests functions and operators {depth} deep, counting log, exp "
+            f"and sqrt as 3; at most {MAX_EXPRESSION_DEPTH}",
+        )
+    if terms > MAX_SQL_TERMS:
+        raise _pointed(
+            text,
+            0,
+            "the expression is too large once written in SQL (log, exp and sqrt name their "
+            "argument twice, x ** k names x k times); simplify it or nest less",
+        )
     return Parsed(text, tree)
+
+
+def _measure(node: Expr) -> tuple[int, int]:
+    """Return (depth, terms) of a tree: how deep its operators and functions nest, and how
+    many terms its SQL has, as expression_sql writes it (counted generously)."""
+    if isinstance(node, Name | Const):
+        return 0, 1
+    if isinstance(node, Seq | Map):
+        parts = list(node.items) if isinstance(node, Seq) else [x for kv in node.pairs for x in kv]
+        return 0, len(parts)
+    if isinstance(node, Negate):
+        depth, terms = _measure(node.operand)
+        return depth + 1, terms
+    if isinstance(node, Binary):
+        (ld, lt), (rd, rt) = _measure(node.left), _measure(node.right)
+        if node.op == "**":
+            power = node.right.value if isinstance(node.right, Const) else 1
+            copies = power if isinstance(power, int) and 1 <= power <= MAX_POWER else 1
+            return max(ld, rd) + 1, copies * lt + rt
+        # ':' of booleans names each side twice (NULL, then 1 or 0).
+        return max(ld, rd) + 1, (2 if node.op == ":" else 1) * (lt + rt)
+    assert isinstance(node, Call)
+    measured = [_measure(a) for a in node.args]
+    depth = max((d for d, _ in measured), default=0) + (3 if node.func in _GUARDED else 1)
+    sizes = [t for _, t in measured]
+    if node.func in _GUARDED:
+        return depth, 2 * sum(sizes)
+    if node.func in ("bands", "recode") and len(sizes) == 2:
+        # The first argument is compared once per edge or pair (and is recode's ELSE).
+        return depth, (sizes[1] + 1) * sizes[0] + sizes[1]
+    return depth, sum(sizes)
 
 
 def canonical(tree: Expr) -> str:
@@ -206,7 +262,8 @@ def _const_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
+        # As the tokenizer reads it back: no escapes, so the quote the string lacks.
+        return f"'{value}'" if '"' in value else f'"{value}"'
     if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
         return str(int(value))
     return repr(value)
@@ -252,8 +309,7 @@ def _tokenize(text: str) -> list[tuple[str, Any, int]]:
             raise _pointed(text, pos, f"unexpected character {char!r}; {hint}")
         kind, raw = match.lastgroup, match.group()
         if kind == "number":
-            is_int = not any(c in raw for c in ".eE")
-            tokens.append(("number", int(raw) if is_int else float(raw), pos))
+            tokens.append(("number", _number(text, raw, pos), pos))
         elif kind == "name":
             tokens.append(("name", raw, pos))
         elif kind in ("op", "punct"):
@@ -261,6 +317,20 @@ def _tokenize(text: str) -> list[tuple[str, Any, int]]:
         pos = match.end()
     tokens.append(("end", None, len(text)))
     return tokens
+
+
+def _number(text: str, raw: str, pos: int) -> int | float:
+    """A number token's value: a whole number up to 2**53, or a finite double."""
+    if not any(c in raw for c in ".eE"):
+        if len(raw) <= 16 and int(raw) <= MAX_WHOLE:
+            return int(raw)
+        raise _pointed(
+            text, pos, f"whole numbers are at most {MAX_WHOLE}; write larger ones as e.g. 1e20"
+        )
+    value = float(raw)
+    if not math.isfinite(value):
+        raise _pointed(text, pos, "this number is beyond the range of a double (about 1.8e308)")
+    return value
 
 
 def _quoted(text: str, start: int) -> tuple[str, int]:
@@ -271,7 +341,12 @@ def _quoted(text: str, start: int) -> tuple[str, int]:
         raise _pointed(text, start, f"this {what} is never closed; end it with {quote}")
     if quote != "`" and "\\" in text[start:end]:
         raise _pointed(text, start, "strings in expressions take no backslash escapes")
-    return text[start + 1 : end], end + 1
+    value = text[start + 1 : end]
+    # Control and invisible characters would reach the canonical text: logs, term names.
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in value):
+        what = "column names" if quote == "`" else "strings"
+        raise _pointed(text, start, f"{what} in expressions take no control characters")
+    return value, end + 1
 
 
 def _pointed(text: str, pos: int, message: str) -> InvalidRequest:

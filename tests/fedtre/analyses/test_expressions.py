@@ -191,3 +191,110 @@ def test_levels_name_a_derived_covariate_however_it_is_written() -> None:
         }
     )
     assert params["levels"] == {"bands(age, [40, 60])": ["[40, 60)", "(-inf, 40)", "[60, inf)"]}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # Each log() names its argument twice in SQL: 30 of them would be 2**30 terms.
+        ("log(" * 30 + "bmi" + ")" * 30, "nests functions and operators 90 deep"),
+        ("I(" + "-" * 30 + "bmi)", "nests functions and operators 31 deep"),
+        ("I((((bmi ** 10) ** 10) ** 10) ** 10)", "too large once written in SQL"),
+        ("I(bmi * 1e309)", "beyond the range of a double"),
+        ("bands(bmi, [" + "9" * 400 + "])", "whole numbers are at most 9007199254740992"),
+        ("I(bmi > 99999999999999999999)", "whole numbers are at most"),
+    ],
+)
+def test_expressions_beyond_what_an_engine_takes_are_refused_at_submit(
+    text: str, message: str
+) -> None:
+    params = CATALOGUE["summary"].validate({"column": "age", "filter": None}) | {"by": text}
+    with pytest.raises(InvalidRequest, match=message):
+        CATALOGUE["summary"].validate(params)
+    # The coordinator's schema check (resolve_schema) sees only the refused text, and
+    # refuses it as a problem rather than failing.
+    _, problems = resolve_schema({"column": text}, SCHEMA)
+    assert problems and message.split()[0] in problems[0]
+
+
+def test_a_declared_column_named_like_a_derived_label_keeps_its_values(tmp_path) -> None:
+    import pandas as pd
+    import sqlalchemy as sa
+
+    from fedtre.analyses.base import DataSource
+    from fedtre.analyses.derived import with_derived
+
+    # Given a TRE whose table declares a column named as with_derived labels its columns
+    frame = pd.DataFrame({"fedtre_derived_0": [1.0, 2.0], "bmi": [20.0, 30.0]})
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'd.sqlite'}")
+    frame.to_sql("cohort", engine, index=False)
+    table = sa.Table("cohort", sa.MetaData(), autoload_with=engine)
+    columns = {"fedtre_derived_0": "float", "bmi": "float"}
+    source = DataSource(engine, table, DatasetSchema("cohort", columns))
+
+    # When a derived variable is added next to it
+    derived = with_derived(source, {"columns": ["fedtre_derived_0", "I(bmi * 2)"]})
+    with engine.connect() as conn:
+        got = conn.execute(
+            sa.select(derived.table.c["fedtre_derived_0"], derived.table.c["I(bmi * 2)"])
+        ).all()
+
+    # Then both keep their own values
+    assert [tuple(r) for r in got] == [(1.0, 40.0), (2.0, 60.0)]
+
+
+@pytest.mark.parametrize(
+    "text", ["I(sex == 'a\"b')", 'recode(sex, {\'x"\': "y"})', 'I(sex == "it\'s")']
+)
+def test_the_canonical_text_of_a_quoted_string_reads_back_as_itself(text: str) -> None:
+    # Normalised parameters are validated again (agent, differencing memory).
+    once = normalise_column(text, what="by")
+    assert normalise_column(once, what="by") == once
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('I(sex == "a\nb")', "strings in expressions take no control characters"),
+        ("I(sex == 'a\u202eb')", "strings in expressions take no control characters"),
+        ("I(`bmi\r` > 1)", "column names in expressions take no control characters"),
+    ],
+)
+def test_control_characters_never_reach_a_canonical_text(text: str, message: str) -> None:
+    with pytest.raises(InvalidRequest, match=message):
+        normalise_column(text, what="by")
+
+
+@pytest.mark.parametrize("engine_name", ["sqlite", "postgresql"])
+def test_an_integer_compared_with_a_decimal_is_not_rounded(engine_name, tmp_path, request) -> None:
+    import sqlalchemy as sa
+
+    from fedtre.analyses.expression_sql import compile_expression
+
+    # Given ages 40 and 41 in SQLite and in PostgreSQL (which casts a bound value to the
+    # type it is bound with)
+    url = (
+        f"sqlite:///{tmp_path / 'd.sqlite'}"
+        if engine_name == "sqlite"
+        else request.getfixturevalue("pg_url")
+    )
+    engine = sa.create_engine(url)
+    table = sa.Table("ages", sa.MetaData(), sa.Column("age", sa.Integer))
+    table.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(table.insert(), [{"age": 40}, {"age": 41}])
+
+    # When integer ages are compared with decimals
+    got = {}
+    for text in ("I(age == 40.4)", "I(age <= 40.6)", "I(age > 40.5)"):
+        value = compile_expression(parse_expression(text), table, {"age": "integer"})
+        with engine.connect() as conn:
+            got[text] = [r[0] for r in conn.execute(sa.select(value).order_by(table.c.age))]
+    engine.dispose()
+
+    # Then the decimals are compared as they are, on every engine
+    assert got == {
+        "I(age == 40.4)": [False, False],
+        "I(age <= 40.6)": [True, False],
+        "I(age > 40.5)": [False, True],
+    }
