@@ -266,22 +266,6 @@ class CoxAnalysis(NewtonAnalysis):
             + schema_filter_problems(p["filter"], schema)
         )
 
-    def validate_round(self, params: Mapping[str, Any], round_params: Any) -> dict[str, Any]:
-        r = super().validate_round(params, round_params)
-        if not r:
-            return {}
-        beta, levels = r.get("beta"), r.get("levels")
-        if not isinstance(beta, list) or not all(
-            isinstance(b, int | float) and not isinstance(b, bool) and math.isfinite(b)
-            for b in beta
-        ):
-            raise InvalidRequest("cox: the round's 'beta' is not a list of finite numbers")
-        if not isinstance(levels, Mapping) or not all(
-            isinstance(v, list) and all(isinstance(x, str) for x in v) for v in levels.values()
-        ):
-            raise InvalidRequest("cox: the round's 'levels' are malformed")
-        return {"beta": [float(b) for b in beta], "levels": {k: list(v) for k, v in levels.items()}}
-
     # -- at the node -------------------------------------------------------------------
 
     def compute(self, params: Mapping[str, Any], source: DataSource) -> dict[str, Any]:

@@ -7,6 +7,7 @@ take `max_iter` and `tol` alike.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -49,6 +50,26 @@ def iteration_params(p: Mapping[str, Any], analysis: str) -> dict[str, Any]:
 
 class NewtonAnalysis(IterativeAnalysis):
     """An IterativeAnalysis whose state holds the agreed design and the coefficients."""
+
+    def validate_round(self, params: Mapping[str, Any], round_params: Any) -> dict[str, Any]:
+        """Return a later round's {"beta", "levels"} ({} in round 1).
+
+        Raises InvalidRequest for coefficients that are not finite numbers or levels that
+        are not lists of strings."""
+        r = super().validate_round(params, round_params)
+        if not r:
+            return {}
+        beta, levels = r.get("beta"), r.get("levels")
+        if not isinstance(beta, list) or not all(
+            isinstance(b, int | float) and not isinstance(b, bool) and math.isfinite(b)
+            for b in beta
+        ):
+            raise InvalidRequest(f"{self.name}: the round's 'beta' is not a list of finite numbers")
+        if not isinstance(levels, Mapping) or not all(
+            isinstance(v, list) and all(isinstance(x, str) for x in v) for v in levels.values()
+        ):
+            raise InvalidRequest(f"{self.name}: the round's 'levels' are malformed")
+        return {"beta": [float(b) for b in beta], "levels": {k: list(v) for k, v in levels.items()}}
 
     def max_rounds(self, params: Mapping[str, Any]) -> int:
         return int(self.validate(params)["max_iter"])
