@@ -116,7 +116,7 @@ from fedtre.analyses.design import (
 )
 from fedtre.analyses.iterative import RoundStep, split_round
 from fedtre.analyses.linear_regression import scaled_inverse
-from fedtre.analyses.newton import NewtonAnalysis, iteration_params
+from fedtre.analyses.newton import NewtonAnalysis, halved, iteration_params, newton_step
 from fedtre.analyses.params import (
     check_keys,
     column_param,
@@ -150,7 +150,6 @@ _EXAMPLE = '{"time": "follow_up_days", "event": "event", "covariates": ["age", "
 TIES = ("efron", "breslow")
 # Per-event-time rows read from the engine at once.
 CHUNK_TIMES = 5_000
-MAX_HALVINGS = 10
 # exp(x'b - c) is taken of at least this: below it a weight is 0 to double precision
 # beside the largest (1), and PostgreSQL raises an error on exp() underflow.
 MIN_EXPONENT = -700.0
@@ -424,7 +423,7 @@ class CoxAnalysis(NewtonAnalysis):
                 raise InvalidRequest("the fit overflowed at its start; rescale the covariates")
             _check_size(pooled.events, len(terms))
             beta = np.zeros(len(terms))
-            step = _solve(pooled.information, pooled.score, terms)
+            step = newton_step(pooled.information, pooled.score, terms)
             next_state = {
                 "iteration": iteration,
                 "design": design.to_json(),
@@ -441,24 +440,17 @@ class CoxAnalysis(NewtonAnalysis):
         previous = float(state["accepted_log_likelihood"])
         worse = pooled is None or pooled.log_likelihood < previous - 1e-12 * max(1.0, abs(previous))
         if worse:
-            halvings = int(state.get("halvings", 0)) + 1
-            if halvings > MAX_HALVINGS or iteration >= p["max_iter"]:
-                raise InvalidRequest(
-                    "the fit diverged (the partial likelihood kept falling); a covariate may "
-                    "predict the events perfectly (monotone likelihood): remove or merge it"
-                )
-            accepted = np.asarray(state["accepted_beta"], dtype=float)
-            half = accepted + (beta - accepted) / 2.0
-            next_state = {
-                **state,
-                "iteration": iteration,
-                "beta": half.tolist(),
-                "halvings": halvings,
-            }
+            next_state = halved(
+                state,
+                iteration,
+                p["max_iter"],
+                "the fit diverged (the partial likelihood kept falling); a covariate may "
+                "predict the events perfectly (monotone likelihood): remove or merge it",
+            )
             # the accepted likelihood may be round 1's, at beta = 0: not shown
             return RoundStep(next_state, False, {"iteration": iteration})
         assert pooled is not None
-        step = _solve(pooled.information, pooled.score, terms)
+        step = newton_step(pooled.information, pooled.score, terms)
         new_beta = beta + step
         moved = np.abs(step) / np.maximum(1.0, np.abs(new_beta))
         converged = bool(np.all(moved <= p["tol"]))
@@ -783,10 +775,6 @@ def _pooled(
         score[positions] += as_vector(payload.get("score"), size, node, "the score")
         ll += as_float(payload.get("log_likelihood"), node, "the log-likelihood") or 0.0
     return _Pooled(n, events, score[kept], info[np.ix_(kept, kept)], ll)
-
-
-def _solve(info: np.ndarray, score: np.ndarray, terms: Sequence[str]) -> np.ndarray:
-    return scaled_inverse(info, list(terms)) @ score
 
 
 def _check_size(events: int, parameters: int) -> None:

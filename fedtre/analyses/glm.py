@@ -112,7 +112,7 @@ from fedtre.analyses.expressions import normalise_column
 from fedtre.analyses.glm_sql import round_sums
 from fedtre.analyses.iterative import RoundStep, split_round
 from fedtre.analyses.linear_regression import scaled_inverse
-from fedtre.analyses.newton import NewtonAnalysis, iteration_params
+from fedtre.analyses.newton import NewtonAnalysis, halved, iteration_params, newton_step
 from fedtre.analyses.params import (
     check_keys,
     column_problems,
@@ -137,7 +137,6 @@ if TYPE_CHECKING:
 _EXAMPLE = '{"outcome": "diabetic", "covariates": ["age", "sex"], "family": "binomial"}'
 FAMILIES = ("binomial", "poisson")
 # A round whose deviance rises (or overflows) is retried at half the step, at most this often in a row.
-MAX_HALVINGS = 10
 # A binomial deviance below this per record at the iteration cap means the fit is running
 # off to a perfect separation of the outcomes (a fit of even a 0.1% outcome has ~0.016).
 SEPARATION_DEVIANCE = 0.005
@@ -410,7 +409,7 @@ class GlmAnalysis(NewtonAnalysis):
             )
             info, score, n, _, _ = _pooled(design, payloads, start=True)
             _check_size(n, len(design.terms))
-            beta = _solve(info, score, design.terms)
+            beta = newton_step(info, score, design.terms)
             next_state = {
                 "iteration": iteration,
                 "design": design.to_json(),
@@ -433,24 +432,17 @@ class GlmAnalysis(NewtonAnalysis):
             previous is not None and deviance > previous * (1.0 + 1e-12) + 1e-12
         )
         if worse and state.get("accepted_beta") is not None:
-            halvings = int(state.get("halvings", 0)) + 1
-            if halvings > MAX_HALVINGS or iteration >= p["max_iter"]:
-                raise InvalidRequest(
-                    "the fit diverged (the deviance kept rising); the model may be separated "
-                    "(a covariate predicts the outcome perfectly): remove or merge covariates"
-                )
-            accepted = np.asarray(state["accepted_beta"], dtype=float)
-            half = accepted + (beta - accepted) / 2.0
-            next_state = {
-                **state,
-                "iteration": iteration,
-                "beta": half.tolist(),
-                "halvings": halvings,
-            }
+            next_state = halved(
+                state,
+                iteration,
+                p["max_iter"],
+                "the fit diverged (the deviance kept rising); the model may be separated "
+                "(a covariate predicts the outcome perfectly): remove or merge covariates",
+            )
             return RoundStep(next_state, False, {"iteration": iteration, "deviance": previous})
         if deviance is None:
             raise InvalidRequest(_overflow_message(p["offset"]))
-        new_beta = _solve(info, score, design.terms)
+        new_beta = newton_step(info, score, design.terms)
         step = np.abs(new_beta - beta) / np.maximum(1.0, np.abs(new_beta))
         converged = bool(np.all(step <= p["tol"]))
         if not (converged or iteration >= p["max_iter"]):
@@ -599,10 +591,6 @@ def _pooled(
         deviance += as_float(payload.get("deviance"), node, "the deviance") or 0.0
         ll_const += as_float(payload.get("ll_const"), node, "the log-likelihood") or 0.0
     return info[np.ix_(kept, kept)], score[kept], n, deviance, ll_const
-
-
-def _solve(info: np.ndarray, score: np.ndarray, terms: tuple[str, ...]) -> np.ndarray:
-    return scaled_inverse(info, list(terms)) @ score
 
 
 def _check_size(n: int, parameters: int) -> None:

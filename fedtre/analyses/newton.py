@@ -8,16 +8,21 @@ take `max_iter` and `tol` alike.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+import numpy as np
 
 from fedtre.analyses.design import GlobalDesign
 from fedtre.analyses.iterative import IterativeAnalysis
+from fedtre.analyses.linear_regression import scaled_inverse
 from fedtre.errors import InvalidRequest
 
 DEFAULT_MAX_ITER = 25
 MAX_ITER = 100
 DEFAULT_TOL = 1e-10
+# A step that makes the fit worse is halved at most this often before the fit is refused.
+MAX_HALVINGS = 10
 
 
 def iteration_params(p: Mapping[str, Any], analysis: str) -> dict[str, Any]:
@@ -46,6 +51,24 @@ def iteration_params(p: Mapping[str, Any], analysis: str) -> dict[str, Any]:
             f"{analysis} parameter 'tol' must be a number above 0 and at most 0.001"
         )
     return {"max_iter": int(max_iter), "tol": float(tol)}
+
+
+def newton_step(information: np.ndarray, score: np.ndarray, terms: Sequence[str]) -> np.ndarray:
+    """Return the Newton step, information^-1 score (InvalidRequest if it is singular)."""
+    return scaled_inverse(information, list(terms)) @ score
+
+
+def halved(state: Mapping[str, Any], iteration: int, max_iter: int, diverged: str) -> dict:
+    """Return the next state after a step that made the fit worse: half-way back to the
+    last accepted coefficients. Raises InvalidRequest(diverged) once halving has not
+    helped MAX_HALVINGS times, or the rounds are spent."""
+    halvings = int(state.get("halvings", 0)) + 1
+    if halvings > MAX_HALVINGS or iteration >= max_iter:
+        raise InvalidRequest(diverged)
+    accepted = np.asarray(state["accepted_beta"], dtype=float)
+    beta = np.asarray(state["beta"], dtype=float)
+    half = accepted + (beta - accepted) / 2.0
+    return {**state, "iteration": iteration, "beta": half.tolist(), "halvings": halvings}
 
 
 class NewtonAnalysis(IterativeAnalysis):
