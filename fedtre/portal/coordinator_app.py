@@ -36,11 +36,12 @@ from fedtre.portal.web import (
     SecurityHeaders,
     Session,
     SessionStore,
-    end_session,
+    begin_session,
     redirect,
     render,
     server_error,
     set_cookie,
+    signout,
 )
 
 MAX_JOBS = 1000
@@ -88,18 +89,11 @@ def create_app(config: PortalConfig, sessions: SessionStore | None = None) -> St
         except Exception:
             person.close()
             raise
-        store.drop(session)  # a new id once signed in: no session fixation
-        signed = store.new()
-        signed.user, signed.role = name, role
+        signed = begin_session(request, session, name, role)
         signed.data["client"] = person
         signed.closers.append(person.close)
         response = redirect("/")
         set_cookie(request, response, signed)
-        return response
-
-    def signout(request: Request, session: Session, form: FormData | None) -> Response:
-        response = redirect("/signin")
-        end_session(request, response, session)
         return response
 
     def home(request: Request, session: Session, form: FormData | None) -> Response:

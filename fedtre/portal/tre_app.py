@@ -39,11 +39,12 @@ from fedtre.portal.web import (
     SecurityHeaders,
     Session,
     SessionStore,
-    end_session,
+    begin_session,
     redirect,
     render,
     server_error,
     set_cookie,
+    signout,
 )
 
 MAX_TOKEN_BYTES = 4096
@@ -103,16 +104,9 @@ def create_app(config: TrePortalConfig, sessions: SessionStore | None = None) ->
             raise InvalidRequest("give your name: it is recorded with each decision you make")
         if not hmac.compare_digest(token.encode(), expected.encode()):
             raise PermissionDenied("that is not this TRE page's token; ask the TRE's operator")
-        store.drop(session)
-        signed = store.new()
-        signed.user, signed.role = name, "checker"
+        signed = begin_session(request, session, name, "checker")
         response = redirect("/")
         set_cookie(request, response, signed)
-        return response
-
-    def signout(request: Request, session: Session, form: FormData | None) -> Response:
-        response = redirect("/signin")
-        end_session(request, response, session)
         return response
 
     def status(request: Request, session: Session, form: FormData | None) -> Response:

@@ -217,6 +217,23 @@ def set_cookie(request: Request, response: Response, session: Session) -> None:
     )
 
 
+def begin_session(request: Request, anonymous: Session, user: str, role: str) -> Session:
+    """Sign in: drop the anonymous session and return a new one for user (a new id once
+    signed in: no session fixation). The caller sets its cookie on the response."""
+    store: SessionStore = request.app.state.sessions
+    store.drop(anonymous)
+    signed = store.new()
+    signed.user, signed.role = user, role
+    return signed
+
+
+def signout(request: Request, session: Session, form: FormData | None) -> Response:
+    """The sign-out page of both portals: end the session, back to sign-in."""
+    response = redirect("/signin")
+    end_session(request, response, session)
+    return response
+
+
 def end_session(request: Request, response: Response, session: Session) -> None:
     """Sign out: forget the session server-side and ask the browser to drop the cookie."""
     request.app.state.sessions.drop(session)
