@@ -239,3 +239,26 @@ def test_a_derived_numeric_that_singles_out_the_target_blocks_the_model(
         views.append(seen("linear_regression", output))
     assert public_view(views[0]) == public_view(views[1])
     assert_generic_block(views[0], forbidden=("visits", "I(age"))
+
+
+def test_one_cohort_respelled_many_ways_gives_one_noisy_count_not_many_to_average(
+    factory: Factory, frame: pd.DataFrame
+) -> None:
+    """The averaging attack through derived variables: the cohort age >= 40 written as the
+    declared column and as five expressions whose canonical texts all differ. If each
+    spelling drew fresh noise, the mean of the answers would home in on the exact count.
+    Criterion: every spelling is either refused or answers the same released count (the
+    cell key is the records' own, whatever the question), so averaging learns nothing."""
+    agent = factory.agent(factory.source(frame))
+    spellings = [
+        {"col": "age", "op": ">=", "value": 40},
+        {"col": "I(age >= 40)", "op": "==", "value": True},
+        {"col": "I(age + 0 >= 40)", "op": "==", "value": True},
+        {"col": "I(age * 1 >= 40)", "op": "==", "value": True},
+        {"col": "I(-age <= -40)", "op": "==", "value": True},
+        {"col": "bands(age, [40])", "op": "==", "value": "[40, inf)"},
+    ]
+    answers = [count_of(agent.ask("count", filter=f)) for f in spellings]
+    released = {n for n in answers if n is not None}
+    assert answers[0] is not None, "the declared spelling was not answered: the test is vacuous"
+    assert released == {answers[0]}, answers
