@@ -7,7 +7,7 @@ import signal
 import threading
 from dataclasses import replace
 
-from fedtre.disclosure.cellkey import keyed_source, secret_tag
+from fedtre.disclosure.cellkey import secret_tag
 from fedtre.errors import InvalidRequest
 from fedtre.identity.peer import identity_from_pem
 from fedtre.identity.signing import Verifier, load_verify_key
@@ -25,7 +25,7 @@ from node_agent.metrics import AgentMetrics, instrument_run, watch_sources
 from node_agent.policy import LocalPolicy
 from node_agent.provenance import ResultSigner
 from node_agent.secret import load_or_create_secret
-from node_agent.sources import close_sources, open_sources
+from node_agent.sources import close_sources, key_sources, open_sources
 from node_agent.state import AgentState
 from node_agent.verify import TaskVerifier
 
@@ -55,10 +55,7 @@ class Agent:
         secret = load_or_create_secret(config.secret_path)
         config = replace(config, policy=config.policy.keyed(secret_tag=secret_tag(secret)))
         self.config = config
-        self.sources = {
-            name: keyed_source(source, secret, config.datasets[name].key)
-            for name, source in open_sources(config).items()
-        }
+        self.sources = key_sources(open_sources(config), config, secret)
         self.metrics = AgentMetrics(config.node_id, AGENT_VERSION, config.analyses)
         watch_sources(self.sources, self.metrics)
         self.state = AgentState(config.state_db)

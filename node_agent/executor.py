@@ -59,6 +59,10 @@ RETRY_DELAYS_S = (0.5, 2.0)
 # fail again. Errors of other drivers' OperationalError are connection trouble: retried.
 _SQLITE_TRANSIENT = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_IOERR", "SQLITE_CANTOPEN")
 
+DATASET_UNAVAILABLE = (
+    "the dataset is unavailable at this node (its data changed and could not be read); "
+    "the TRE's operator can find the cause in the agent log under this task id"
+)
 GENERIC_FAILURE = (
     "the analysis failed at this node; the TRE's operator can find the cause "
     "in the agent log under this task id"
@@ -207,9 +211,18 @@ class Executor:
             except InvalidRequest as exc:
                 return NodeOutput(Outcome.REFUSED, {}, error=str(exc)), None
             policy = self._policy.disclosure_for(task.project)
+            declared = self._sources[task.dataset]
+            if declared.refresh is not None:
+                # A file dataset's extract follows its file. What is wrong with a changed
+                # file (its path, how many values do not fit) is the operator's to read.
+                try:
+                    declared.refresh()
+                except FedtreError as exc:
+                    logger.error("dataset %r unavailable: %s", task.dataset, exc, extra=_ids(task))
+                    return NodeOutput(Outcome.FAILED, {}, error=DATASET_UNAVAILABLE), None
             # Derived variables become columns of the source (computed by its engine), so
             # the cohort, the groups and the computation all read them as declared ones.
-            source = with_derived(self._sources[task.dataset], params)
+            source = with_derived(declared, params)
             checked: list[RuleResult] = []
             cohort = None
             if policy.threshold > 1:  # below 2, no difference is both non-zero and too small

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -68,7 +68,8 @@ class DataSource:
     the TRE's own engine does the work and no rows are loaded into Python. record_key is
     each record's cell key (0..255) as a SQL expression over the table, keyed by the TRE's
     secret (fedtre.disclosure.cellkey.keyed_source), and record_id each record's id for
-    the differencing memory; None until the agent sets them.
+    the differencing memory; None until the agent sets them. refresh, when set, brings
+    the table up to date with the data before a task (a file dataset's keyed extract).
     """
 
     engine: sa.Engine
@@ -76,6 +77,7 @@ class DataSource:
     schema: DatasetSchema
     record_key: sa.ColumnElement[int] | None = None
     record_id: sa.ColumnElement[int] | None = None
+    refresh: Callable[[], None] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

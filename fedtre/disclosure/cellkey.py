@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql import visitors
 from sqlalchemy.sql.expression import ColumnElement, FunctionElement
 
 from fedtre.errors import InvalidRequest
@@ -328,6 +329,12 @@ def record_id_expression(
     """Return each record's id for the differencing memory: 1..ID_PRIME-1, keyed like the key."""
     text = _record_text(table, columns, types or {})
     return _RecordHash(text, _seed(secret, "id"), ID_PRIME - 1) + 1
+
+
+def computes_hash(expression: ColumnElement[Any]) -> bool:
+    """Whether the expression hashes records (costly per record) rather than reading a
+    stored key or id."""
+    return any(isinstance(e, _RecordHash) for e in visitors.iterate(expression))
 
 
 def install_sqlite_function(engine: sa.Engine) -> None:

@@ -65,7 +65,7 @@ import sqlalchemy as sa
 from fedtre.analyses.base import DataSource, RuleResult
 from fedtre.analyses.filters import compile_filter
 from fedtre.analyses.labels import category_label
-from fedtre.disclosure.cellkey import ID_PRIME, record_id_of
+from fedtre.disclosure.cellkey import ID_PRIME, computes_hash, record_id_of
 from fedtre.disclosure.policy import DisclosurePolicy
 from fedtre.disclosure.rules import COHORT_SIZE, DIFFERENCING
 
@@ -510,9 +510,10 @@ def _engine_sketches(
 ) -> dict[Grouping, dict[tuple[Any, ...], np.ndarray]]:
     """Return {grouping: {group label: sketch}} in one statement, NULL bins included.
 
-    The cohort's records are read once into a materialised CTE holding each record's id,
-    its cell in every part, its check hash and its group columns and bin indices (so the
-    id's hash runs once per record); one GROUP BY over the union of (grouping, part) then
+    When the id is a hash computed by the query, the cohort's records are read once into a
+    materialised CTE holding each record's id, its cell in every part, its check hash and
+    its group columns and bin indices (so the id's hash runs once per record); a stored id
+    is read by each part instead. One GROUP BY per (grouping, part), in one statement, then
     fills every sketch.
     """
     elements = list(dict.fromkeys(e for g in groupings for e in g))
@@ -538,7 +539,13 @@ def _engine_sketches(
         *(_hash_sql(with_ids.c.rid, p).label(f"h{p}") for p in range(PARTS + 1)),
         *(with_ids.c[slot[e]] for e in elements),
     )
-    records = inner.cte("records").prefix_with("MATERIALIZED")
+    if computes_hash(rid):
+        # The id is a hash of the record: computed once per record, into a table the parts read.
+        records: Any = inner.cte("records").prefix_with("MATERIALIZED")
+    else:
+        # The id is stored (a file dataset's extract): each part reads it afresh, which
+        # streams, where a materialised table of every record spills to disk at scale.
+        records = inner.subquery("records")
     # Each grouping has label columns of its own (one type each, NULL elsewhere), so the
     # union never mixes a text column with a number.
     names = [[f"l{gid}_{i}" for i in range(len(g))] for gid, g in enumerate(groupings)]
@@ -553,30 +560,25 @@ def _engine_sketches(
             for other, (g, ns) in enumerate(zip(groupings, names, strict=True))
             for e, name in zip(g, ns, strict=True)
         ]
+        own = [records.c[slot[e]] for e in groupings[gid]]
         for p in range(PARTS):
+            cell = records.c[f"h{p}"] % CELLS
+            # Each part aggregates its own records: one small GROUP BY per part, not one
+            # over the union of every part's records.
             parts.append(
                 sa.select(
                     sa.literal(gid, sa.Integer).label("gid"),
-                    sa.literal(p, sa.Integer).label("part"),
-                    (records.c[f"h{p}"] % CELLS).label("cell"),
-                    records.c.rid,
-                    records.c[f"h{PARTS}"].label("chk"),
                     *labels,
-                )
+                    sa.literal(p, sa.Integer).label("part"),
+                    cell.label("cell"),
+                    sa.func.count(),
+                    sa.func.sum(records.c.rid),
+                    sa.func.sum(records.c[f"h{PARTS}"]),
+                ).group_by(*own, cell)
             )
-    union = sa.union_all(*parts).subquery("cells")
-    label_cols = [union.c[name] for ns in names for name in ns]
-    query = sa.select(
-        union.c.gid,
-        *label_cols,
-        union.c.part,
-        union.c.cell,
-        sa.func.count(),
-        sa.func.sum(union.c.rid),
-        sa.func.sum(union.c.chk),
-    ).group_by(union.c.gid, *label_cols, union.c.part, union.c.cell)
+    query = sa.union_all(*parts)
+    width = sum(len(ns) for ns in names)
     offsets = [sum(len(ns) for ns in names[:gid]) for gid in range(len(groupings))]
-    width = len(label_cols)
     found: dict[Grouping, dict[tuple[Any, ...], np.ndarray]] = {}
     for row in conn.execute(query):
         gid = int(row[0])

@@ -7,18 +7,20 @@ from dataclasses import replace
 from pathlib import Path
 
 from fedtre.analyses.base import DataSource
+from fedtre.disclosure.cellkey import keyed_source
 from node_agent.config import AgentConfig, DatasetConfig
-from node_agent.sources.duckdb_source import open_file_source
+from node_agent.sources.duckdb_source import keyed_extract, open_file_source
 from node_agent.sources.sql import open_sql_source
 
-__all__ = ["cache_dir_for", "close_sources", "open_source", "open_sources"]
+__all__ = ["cache_dir_for", "close_sources", "key_sources", "open_source", "open_sources"]
 
 
 def cache_dir_for(config: AgentConfig) -> Path:
     """Return the agent's private folder for dataset files, next to the state db.
 
-    CSV and Parquet files are read in place through DuckDB; only a DuckDB query larger than
-    its memory limit writes temporary files here (node_agent.sources.duckdb_source).
+    A CSV or Parquet dataset's DuckDB database lives here, holding its keyed extract, as do
+    the temporary files of a DuckDB query larger than its memory limit
+    (node_agent.sources.duckdb_source).
     """
     return config.state_db.parent / f"{config.state_db.stem}-datasets"
 
@@ -48,6 +50,21 @@ def open_sources(config: AgentConfig) -> dict[str, DataSource]:
         close_sources(sources)
         raise
     return sources
+
+
+def key_sources(
+    sources: Mapping[str, DataSource], config: AgentConfig, secret: bytes
+) -> dict[str, DataSource]:
+    """Return the sources with their record keys and ids under the TRE's secret
+    (cellkey.keyed_source); a file dataset's are computed once, into its extract
+    (duckdb_source.keyed_extract), instead of at every task."""
+    keyed: dict[str, DataSource] = {}
+    for name, source in sources.items():
+        dataset = config.datasets[name]
+        keyed[name] = keyed_source(source, secret, dataset.key)
+        if dataset.csv is not None or dataset.parquet is not None:
+            keyed[name] = keyed_extract(keyed[name], dataset)
+    return keyed
 
 
 def close_sources(sources: Mapping[str, DataSource]) -> None:

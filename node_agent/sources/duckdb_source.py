@@ -1,8 +1,7 @@
-"""CSV and Parquet datasets through DuckDB: a typed view over the file, read in place.
+"""CSV and Parquet datasets through DuckDB: a typed view over the file, and a keyed extract.
 
 A dataset declared with `csv = "file.csv"` or `parquet = "file.parquet"` becomes a view
-in a private in-memory DuckDB database (one per pooled connection, each holding only the
-view's definition, never a copy of the data):
+(a temporary one on each pooled connection of a DuckDB database private to the dataset):
 
     CREATE VIEW "cohort" AS SELECT <each declared column, cast to its declared type>
     FROM read_csv('file.csv', header = true, all_varchar = true, nullstr = [...])
@@ -14,8 +13,16 @@ from the declaration exactly as the former CSV loader did: integers are whole nu
 8601 (a time of day is dropped); empty fields and pandas' usual missing markers ("NA",
 "NaN", "null", ...) are NULL. At start-up one pass over the file checks that every
 declared column is in it and every value fits its type; an error names the column, the
-type and the first data row, never the value. The file is read afresh by every query, so
-a replaced file is seen without a restart.
+type and the first data row, never the value.
+
+The agent (keyed_extract) then copies the view once into a table of the database, kept in
+its private dataset folder, with each record's cell key and differencing id computed as
+they are computed everywhere else (fedtre.disclosure.cellkey: a keyed MD5 of the record):
+hashing every record was most of each task's work (bench/README.md), and now happens once
+per version of the file. Before each task the file's size, modification time and inode
+are compared with the extract's; a changed file is checked and extracted again, so a
+replaced file is seen without a restart. The extract holds the declared columns only and
+never leaves the agent's folder (0700; the database file 0600).
 
 DuckDB runs inside the agent's process, so its buffers count in the agent's memory: each
 connection is held to MEMORY_LIMIT (a CSV scan's readers otherwise took some 180 MB at
@@ -25,6 +32,13 @@ files in the agent's private dataset folder, when one is given.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +47,20 @@ from sqlalchemy.pool import QueuePool
 
 from fedtre.analyses.base import DatasetSchema, DataSource
 from fedtre.errors import InvalidRequest, NotFound
+from fedtre.files import FILE_MODE, private_dir
 from node_agent.config import DatasetConfig
 from node_agent.sources.sql import SQL_TYPES
 
+logger = logging.getLogger(__name__)
+
 # DuckDB's buffer memory per connection (SET memory_limit).
 MEMORY_LIMIT = "128MB"
+# The extract's columns beyond the declared ones: never in DataSource.table.c, so never
+# named by a researcher's parameters.
+KEY_COLUMN = "fedtre_record_key"
+ID_COLUMN = "fedtre_record_id"
+# Changes whenever what the extract holds changes: an older extract is rebuilt.
+EXTRACT_VERSION = "extract1"
 # Read as missing, as pandas' read_csv did by default (the common ones).
 NULL_STRINGS = ("", "NA", "N/A", "n/a", "NaN", "nan", "NULL", "null", "None", "<NA>", "#N/A")
 _TRUE = ("true", "t", "yes", "y", "1")
@@ -105,16 +128,22 @@ def _typed(column: str, declared: str, *, text: bool) -> str:
 def open_file_source(dataset: DatasetConfig, spill_dir: Path | None = None) -> DataSource:
     """Return a DataSource over a CSV or Parquet file, checked against its declared columns.
 
-    spill_dir: where DuckDB may write temporary files when a query outgrows MEMORY_LIMIT
-    (created by DuckDB only then). Raises NotFound when a declared column is not in the
-    file, and InvalidRequest when the file cannot be read or a value does not fit its
-    declared type (the message names the column and data row, never the value).
+    spill_dir: the agent's private dataset folder, holding the dataset's DuckDB database
+    (for keyed_extract) and the files DuckDB writes when a query outgrows MEMORY_LIMIT
+    (created only then); without one, each pooled connection is an in-memory database
+    holding only the view. Raises NotFound when a declared column is not in the file, and
+    InvalidRequest when the file cannot be read or a value does not fit its declared type
+    (the message names the column and data row, never the value).
     """
     reader, kind, path = _reader(dataset)
-    engine = sa.create_engine("duckdb:///:memory:", poolclass=QueuePool)
+    database = ":memory:"
     settings = [f"SET memory_limit = {_literal(MEMORY_LIMIT)}"]
     if spill_dir is not None:
+        private_dir(spill_dir)
+        database = str(spill_dir / f"{dataset.name}.duckdb")
         settings.append(f"SET temp_directory = {_literal(str(spill_dir / 'duckdb-spill'))}")
+    created = database != ":memory:" and not os.path.exists(database)
+    engine = sa.create_engine(f"duckdb:///{database}", poolclass=QueuePool)
 
     @sa.event.listens_for(engine, "connect")
     def _limit(dbapi_connection: Any, _record: Any) -> None:
@@ -123,22 +152,17 @@ def open_file_source(dataset: DatasetConfig, spill_dir: Path | None = None) -> D
 
     try:
         with engine.connect() as conn:
-            header = _header(conn, reader, dataset, kind, path)
-            text = kind == "CSV"
-            missing = [c for c in dataset.columns if c not in header]
-            if missing:
-                where = "in its header" if text else "among its columns"
-                raise NotFound(
-                    f"dataset {dataset.name!r}: {kind} {path} has no column(s) {missing} "
-                    f"{where}; remove them from [datasets.{dataset.name}.columns] or fix the file"
-                )
-            typed = {c: _typed(c, t, text=text) for c, t in dataset.columns.items()}
-            _check_values(conn, reader, dataset, typed, kind, path)
+            typed = _inspect(conn, reader, dataset, kind, path)
     except BaseException:
         engine.dispose()
+        if created:  # leave nothing behind for a file that does not fit
+            for name in (database, database + ".wal"):
+                Path(name).unlink(missing_ok=True)
         raise
+    # A temporary view, one per connection: connections to one database never race to
+    # define it, and nothing of it is stored.
     view = (
-        f"CREATE OR REPLACE VIEW {_ident(dataset.name)} AS SELECT "
+        f"CREATE OR REPLACE TEMP VIEW {_ident(dataset.name)} AS SELECT "
         + ", ".join(f"{expr} AS {_ident(c)}" for c, expr in typed.items())
         + f" FROM {reader}"
     )
@@ -148,14 +172,163 @@ def open_file_source(dataset: DatasetConfig, spill_dir: Path | None = None) -> D
         dbapi_connection.execute(view)
 
     engine.dispose()  # the checking connection had no view; new ones get it on connect
-    table = sa.Table(
-        dataset.name,
+    _make_private(database)
+    return DataSource(
+        engine=engine,
+        table=_declared_table(dataset.name, dataset),
+        schema=DatasetSchema(dataset.name, dict(dataset.columns)),
+    )
+
+
+def _declared_table(name: str, dataset: DatasetConfig) -> sa.Table:
+    return sa.Table(
+        name,
         sa.MetaData(),
         *(sa.Column(column, SQL_TYPES[typ]()) for column, typ in dataset.columns.items()),
     )
-    return DataSource(
-        engine=engine, table=table, schema=DatasetSchema(dataset.name, dict(dataset.columns))
+
+
+def _inspect(
+    conn: sa.Connection, reader: str, dataset: DatasetConfig, kind: str, path: Path
+) -> dict[str, str]:
+    """Check the file holds every declared column and fits their types; return each
+    column's typed SQL expression."""
+    header = _header(conn, reader, dataset, kind, path)
+    text = kind == "CSV"
+    missing = [c for c in dataset.columns if c not in header]
+    if missing:
+        where = "in its header" if text else "among its columns"
+        raise NotFound(
+            f"dataset {dataset.name!r}: {kind} {path} has no column(s) {missing} "
+            f"{where}; remove them from [datasets.{dataset.name}.columns] or fix the file"
+        )
+    typed = {c: _typed(c, t, text=text) for c, t in dataset.columns.items()}
+    _check_values(conn, reader, dataset, typed, kind, path)
+    return typed
+
+
+def _make_private(database: str) -> None:
+    """DuckDB creates its files with the process's umask: make them 0600 (the folder is 0700)."""
+    if database == ":memory:":
+        return
+    for name in (database, database + ".wal"):
+        if os.path.exists(name):
+            os.chmod(name, FILE_MODE)
+
+
+# -- the keyed extract ----------------------------------------------------------------------
+
+
+def keyed_extract(keyed: DataSource, dataset: DatasetConfig) -> DataSource:
+    """Return `keyed` (a file source with its record key and id, cellkey.keyed_source)
+    reading its extract: a table of the declared columns with each record's key and id
+    computed once, rebuilt whenever the file changes (DataSource.refresh, called before
+    each task). The source must have been opened with a private folder."""
+    database = keyed.engine.url.database
+    if not database or database == ":memory:":
+        raise ValueError("a keyed extract needs the dataset's private folder (open_file_source)")
+    extract = _Extract(keyed, dataset, Path(database))
+    extract.refresh()
+    table = _declared_table(f"{dataset.name}__extract", dataset)
+    return replace(
+        keyed,
+        table=table,
+        record_key=sa.column(KEY_COLUMN, sa.Integer(), _selectable=table),
+        record_id=sa.column(ID_COLUMN, sa.BigInteger(), _selectable=table),
+        refresh=extract.refresh,
     )
+
+
+class _Extract:
+    """Builds a file dataset's extract, and again when the file has changed."""
+
+    def __init__(self, keyed: DataSource, dataset: DatasetConfig, database: Path) -> None:
+        assert keyed.record_key is not None and keyed.record_id is not None
+        self._source = keyed
+        self._dataset = dataset
+        self._database = database
+        self._reader, self._kind, self._path = _reader(dataset)
+        self._name = f"{dataset.name}__extract"
+        self._lock = threading.Lock()
+        self._built: tuple[int, ...] | None = None
+        columns = [sa.Column(c, SQL_TYPES[t]()) for c, t in dataset.columns.items()]
+        self._table = sa.Table(
+            self._name,
+            sa.MetaData(),
+            *columns,
+            sa.Column(KEY_COLUMN, sa.Integer()),
+            sa.Column(ID_COLUMN, sa.BigInteger()),
+        )
+        self._select = sa.select(
+            *keyed.table.c,
+            keyed.record_key.label(KEY_COLUMN),
+            keyed.record_id.label(ID_COLUMN),
+        )
+        compiled = self._select.compile(keyed.engine)
+        # What the extract is a function of, besides the file: the columns and the keying
+        # (its SQL carries seeds derived from the TRE's secret; only their digest is kept).
+        self._recipe = hashlib.sha256(
+            json.dumps(
+                [EXTRACT_VERSION, str(compiled), sorted(compiled.params.items())], default=str
+            ).encode()
+        ).hexdigest()
+
+    def refresh(self) -> None:
+        """Rebuild the extract when the file changed since it was built (or never was)."""
+        stamp = _stamp(self._path)
+        if stamp == self._built:
+            return
+        with self._lock:
+            stamp = _stamp(self._path)
+            if stamp == self._built:
+                return
+            fingerprint = json.dumps([self._recipe, list(stamp)])
+            engine = self._source.engine
+            with engine.begin() as conn:
+                if self._stored_fingerprint(conn) != fingerprint:
+                    self._rebuild(conn, fingerprint)
+            _make_private(str(self._database))
+            self._built = stamp
+
+    def _stored_fingerprint(self, conn: sa.Connection) -> str | None:
+        conn.exec_driver_sql(
+            "CREATE TABLE IF NOT EXISTS fedtre_extracts (name VARCHAR PRIMARY KEY, fingerprint VARCHAR)"
+        )
+        row = conn.exec_driver_sql(
+            "SELECT fingerprint FROM fedtre_extracts WHERE name = ?", (self._name,)
+        ).first()
+        return None if row is None else str(row[0])
+
+    def _rebuild(self, conn: sa.Connection, fingerprint: str) -> None:
+        started = time.perf_counter()
+        # The file may have changed since start-up: it must still fit its declaration.
+        _inspect(conn, self._reader, self._dataset, self._kind, self._path)
+        # One transaction: tasks running meanwhile read the previous extract until it commits.
+        self._table.drop(conn, checkfirst=True)
+        self._table.create(conn)
+        conn.execute(
+            sa.insert(self._table).from_select([c.name for c in self._table.c], self._select)
+        )
+        conn.exec_driver_sql(
+            "INSERT OR REPLACE INTO fedtre_extracts VALUES (?, ?)", (self._name, fingerprint)
+        )
+        records = conn.execute(sa.select(sa.func.count()).select_from(self._table)).scalar_one()
+        logger.info(
+            "dataset %r: keyed extract of %s built (%d records, %.1f s)",
+            self._dataset.name,
+            self._kind,
+            records,
+            time.perf_counter() - started,
+        )
+
+
+def _stamp(path: Path) -> tuple[int, ...]:
+    """The file's size, modification time (ns) and inode: a rewrite or a replacement changes one."""
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        raise NotFound(f"cannot read the dataset file {path}: {exc.strerror}") from exc
+    return (info.st_size, info.st_mtime_ns, info.st_ino)
 
 
 def _header(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+import duckdb
 import pytest
 import sqlalchemy as sa
 
@@ -126,9 +127,14 @@ def test_csv_is_read_typed_in_place_through_duckdb(tmp_path: Path) -> None:
         ]
     finally:
         source.engine.dispose()
-    # And DuckDB read the file in place: no copy of the records was written anywhere
+    # And DuckDB read the file in place: the dataset's database in the private folder
+    # holds no table (records are copied only into the agent's keyed extract)
     assert source.engine.dialect.name == "duckdb"
-    assert not cache.exists()
+    assert [p.name for p in cache.iterdir()] == ["visits.duckdb"]
+    assert cache.stat().st_mode & 0o777 == 0o700
+    assert (cache / "visits.duckdb").stat().st_mode & 0o777 == 0o600
+    with duckdb.connect(str(cache / "visits.duckdb"), read_only=True) as db:
+        assert db.execute("SELECT count(*) FROM duckdb_tables()").fetchall() == [(0,)]
 
 
 def test_csv_is_loaded_afresh_at_each_start(tmp_path: Path) -> None:
@@ -177,7 +183,7 @@ def test_csv_value_of_wrong_type_names_column_and_row_but_not_value(
     assert f"column {column!r}" in message and expected in message
     assert "first on data row 3" in message
     assert value not in message
-    assert not (tmp_path / "cache").exists()
+    assert list((tmp_path / "cache").iterdir()) == []
 
 
 def test_open_sources_builds_one_source_per_dataset(
@@ -213,6 +219,7 @@ age = "integer"
         assert len(_rows(sources["cohort"], "age")) == 23
         assert len(_rows(sources["visits"], "age")) == 4
         assert cache_dir_for(config) == tmp_path / "run" / "state-datasets"
-        assert not (tmp_path / "run" / "state-datasets").exists()  # read in place
+        # The CSV's own DuckDB database is in the agent's private folder, the SQLite one not
+        assert [p.name for p in cache_dir_for(config).iterdir()] == ["visits.duckdb"]
     finally:
         close_sources(sources)

@@ -24,9 +24,10 @@ import sqlalchemy as sa
 
 from fedtre.analyses import CATALOGUE
 from fedtre.analyses.base import DataSource
+from fedtre.disclosure.policy import UNKEYED
 from fedtre.errors import InvalidRequest, NotFound
 from node_agent.config import DatasetConfig, load_config
-from node_agent.sources import close_sources, open_source, open_sources
+from node_agent.sources import close_sources, key_sources, open_source, open_sources
 from node_agent.sources.sql import open_sql_source
 
 PG_URL = os.environ.get("FEDTRE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -135,7 +136,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def sources(
     files: dict[str, Path], pg_schema_if_any: str | None, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, DataSource]]:
-    """The four datasets, declared in one agent config file and opened as the agent does."""
+    """The four datasets, declared in one agent config file, opened and keyed as the agent
+    does (the CSV and Parquet ones read their keyed extracts; the others hash in SQL)."""
     home = tmp_path_factory.mktemp("agent")
     bundle = home / "bundle"
     bundle.mkdir()
@@ -154,7 +156,9 @@ def sources(
         for name, how in declared.items()
     )
     (home / "agent.toml").write_text(text)
-    opened = open_sources(load_config(home / "agent.toml"))
+    config = load_config(home / "agent.toml")
+    opened = key_sources(open_sources(config), config, UNKEYED)
+    assert opened["on_parquet"].refresh is not None and opened["on_sqlite"].refresh is None
     try:
         yield opened
     finally:
