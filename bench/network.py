@@ -199,18 +199,21 @@ def stop(processes: list[subprocess.Popen]) -> None:
             process.stdout.close()
 
 
-def set_up_project(admin: Any, project: str, nodes: list[str], analyses: list[str]) -> str:
+def set_up_project(
+    admin: Any, project: str, nodes: list[str], analyses: list[str], wait_s: float = 120
+) -> str:
     """A researcher with a token, member of project, which approves analyses automatically.
 
+    wait_s: how long the agents may take to register (a large file's extract is built first).
     Returns the researcher's token.
     """
     admin.admin.create_user("researcher", "researcher")
     _, token = admin.admin.issue_token("researcher", valid_days=1)
     # A project names only nodes that have registered: wait for their agents.
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + wait_s
     while not set(nodes) <= {n.node_id for n in admin.nodes()}:
         if time.monotonic() > deadline:
-            raise RuntimeError(f"the agents {nodes} did not register within 120 s")
+            raise RuntimeError(f"the agents {nodes} did not register within {wait_s:.0f} s")
         time.sleep(0.2)
     admin.admin.create_project(
         project,

@@ -177,8 +177,9 @@ def deployed(home: Path, datasets: dict[str, Any]) -> Iterator[tuple[Any, list[i
                     )
                 )
             with Client(api, home / "admin") as admin:
-                token = set_up_project(admin, "default", NODES, list(CASES))
-                wait_for_nodes(admin, NODES, [coordinator, *agents], home)
+                # Each agent extracts its file (its records' keys) before it registers.
+                token = set_up_project(admin, "default", NODES, list(CASES), wait_s=1800)
+                wait_for_nodes(admin, NODES, [coordinator, *agents], home, timeout_s=1800)
             ca = home / "pki" / "ca" / "ca.pem"
             with Client(api, token=token, ca=ca) as client:
                 yield client, [a.pid for a in agents]

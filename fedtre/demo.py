@@ -240,9 +240,13 @@ def write_agent_config(
 
 
 def wait_for_nodes(
-    client: Client, node_ids: list[str], processes: list[subprocess.Popen], home: Path
+    client: Client,
+    node_ids: list[str],
+    processes: list[subprocess.Popen],
+    home: Path,
+    timeout_s: float = START_TIMEOUT_S,
 ) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for process in processes:
             if process.poll() is not None:
@@ -258,7 +262,7 @@ def wait_for_nodes(
         except Unavailable:
             pass
         time.sleep(0.1)
-    raise Unavailable(f"the agents did not connect within {START_TIMEOUT_S:.0f} s; see the logs")
+    raise Unavailable(f"the agents did not connect within {timeout_s:.0f} s; see the logs")
 
 
 # Said under every result: the figures are not the exact ones, by design.
