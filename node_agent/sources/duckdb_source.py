@@ -224,6 +224,13 @@ def keyed_extract(keyed: DataSource, dataset: DatasetConfig) -> DataSource:
     reading its extract: a table of the declared columns with each record's key and id
     computed once, rebuilt whenever the file changes (DataSource.refresh, called before
     each task). The source must have been opened with a private folder."""
+    reserved = sorted({KEY_COLUMN, ID_COLUMN} & set(dataset.columns))
+    if reserved:
+        raise InvalidRequest(
+            f"dataset {dataset.name!r}: the column name(s) {reserved} are reserved for the "
+            "agent's record keys; rename the column in the file and in "
+            f"[datasets.{dataset.name}.columns]"
+        )
     database = keyed.engine.url.database
     if not database or database == ":memory:":
         raise ValueError("a keyed extract needs the dataset's private folder (open_file_source)")

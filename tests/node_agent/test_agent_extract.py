@@ -21,6 +21,7 @@ from fedtre.analyses.base import DataSource
 from fedtre.disclosure import DisclosurePolicy
 from fedtre.disclosure.cellkey import keyed_source
 from fedtre.disclosure.differencing import measure_cohort
+from fedtre.errors import InvalidRequest
 from node_agent.config import DatasetConfig
 from node_agent.executor import DATASET_UNAVAILABLE, Executor, TaskSpec
 from node_agent.policy import LocalPolicy
@@ -201,3 +202,13 @@ def test_the_extract_is_private_and_its_key_columns_are_not_columns(
     assert folder.stat().st_mode & 0o777 == 0o700
     files = list(folder.iterdir())
     assert files and all(f.stat().st_mode & 0o777 == 0o600 for f in files if f.is_file())
+
+
+def test_a_column_named_like_the_extracts_keys_is_refused_at_start(tmp_path: Path) -> None:
+    frame = _frame(20).rename(columns={"bmi": "fedtre_record_id"})
+    frame.to_csv(tmp_path / "cohort.csv", index=False)
+    dataset = DatasetConfig(
+        "cohort", {"age": "integer", "fedtre_record_id": "float"}, csv=tmp_path / "cohort.csv"
+    )
+    with pytest.raises(InvalidRequest, match=r"\['fedtre_record_id'\] are reserved"):
+        _extracted(dataset, tmp_path / "private")
