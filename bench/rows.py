@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import statistics
 import sys
 import tempfile
@@ -172,7 +173,8 @@ def deployed(home: Path, datasets: dict[str, Any]) -> Iterator[tuple[Any, list[i
                 )
                 agents.append(
                     spawn(
-                        ["agent", "run", "--config", str(config), "--log-level", "WARNING"],
+                        # INFO: the agent logs its extract's build time (extract_seconds)
+                        ["agent", "run", "--config", str(config), "--log-level", "INFO"],
                         home / f"{node}.log",
                     )
                 )
@@ -185,6 +187,19 @@ def deployed(home: Path, datasets: dict[str, Any]) -> Iterator[tuple[Any, list[i
                 yield client, [a.pid for a in agents]
         finally:
             stop(agents)
+
+
+def extract_seconds(home: Path) -> list[float]:
+    """Each agent's keyed-extract build time at start-up, read from its log."""
+    found = []
+    for node in NODES:
+        log = home / f"{node}.log"
+        text = log.read_text() if log.exists() else ""
+        found += [
+            float(s)
+            for s in re.findall(r"keyed extract of \w+ built \(\d+ records, ([\d.]+) s\)", text)
+        ]
+    return found
 
 
 def run_size(args: argparse.Namespace, rows: int, data: Path) -> list[dict[str, Any]]:
@@ -227,6 +242,14 @@ def run_size(args: argparse.Namespace, rows: int, data: Path) -> list[dict[str, 
 
     results = []
     with tempfile.TemporaryDirectory() as tmp, deployed(Path(tmp), datasets) as (client, pids):
+        extract_s = extract_seconds(Path(tmp))
+        if extract_s:
+            print(
+                f"{args.source:8s} {rows:>11,} keyed extract at start-up: "
+                + ", ".join(f"{s:.1f} s" for s in extract_s),
+                flush=True,
+            )
+            results.append({"source": args.source, "rows_per_node": rows, "extract_s": extract_s})
         for name, (params, sql) in CASES.items():
             engine_s = _timed(lambda sql=sql: reference(sql), 5)
             for pid in pids:
