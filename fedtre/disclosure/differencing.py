@@ -63,6 +63,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from fedtre.analyses.base import DataSource, RuleResult
+from fedtre.analyses.ctes import materialized
 from fedtre.analyses.filters import compile_filter
 from fedtre.analyses.labels import category_label
 from fedtre.disclosure.cellkey import ID_PRIME, record_id_of
@@ -538,7 +539,7 @@ def _engine_sketches(
         *(_hash_sql(with_ids.c.rid, p).label(f"h{p}") for p in range(PARTS + 1)),
         *(with_ids.c[slot[e]] for e in elements),
     )
-    records = inner.cte("records").prefix_with("MATERIALIZED")
+    records = materialized(inner.cte("records"))
     # Each grouping has label columns of its own (one type each, NULL elsewhere), so the
     # union never mixes a text column with a number.
     names = [[f"l{gid}_{i}" for i in range(len(g))] for gid, g in enumerate(groupings)]

@@ -24,9 +24,14 @@ def cache_dir_for(config: AgentConfig) -> Path:
 
 
 def open_source(dataset: DatasetConfig, cache_dir: Path) -> DataSource:
-    """Return a checked DataSource for one declared dataset (open_sql_source, open_file_source),
-    whose schema is the dataset's declaration (columns and grids)."""
-    if dataset.csv is not None or dataset.parquet is not None:
+    """Return a checked DataSource for one declared dataset (open_sql_source, open_file_source,
+    open_spark_source), whose schema is the dataset's declaration (columns and grids)."""
+    if dataset.engine == "spark":
+        # Imported here: Spark is an optional extra (pip install 'fedtre[spark]').
+        from node_agent.sources.spark_source import open_spark_source
+
+        source = open_spark_source(dataset)
+    elif dataset.csv is not None or dataset.parquet is not None:
         source = open_file_source(dataset, spill_dir=cache_dir)
     else:
         assert dataset.url is not None and dataset.table is not None

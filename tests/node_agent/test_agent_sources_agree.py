@@ -1,6 +1,6 @@
-"""The same records give the same answers from SQLite, PostgreSQL, CSV and Parquet.
+"""The same records give the same answers from SQLite, PostgreSQL, CSV, Parquet and Spark.
 
-One cohort is written four ways and declared in one agent config file, each dataset by
+One cohort is written four ways (Parquet read both by DuckDB and by Spark SQL) and declared in one agent config file, each dataset by
 url and table or by file. Every analysis' local computation must give the same raw output
 from each (floating point to 1e-9 relative), and the simple ones must match pandas.
 The PostgreSQL source is the real server (FEDTRE_TEST_PG_URL), in a schema of its own.
@@ -133,9 +133,12 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def sources(
-    files: dict[str, Path], pg_schema_if_any: str | None, tmp_path_factory: pytest.TempPathFactory
+    files: dict[str, Path],
+    pg_schema_if_any: str | None,
+    spark_master_if_any: str | None,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[dict[str, DataSource]]:
-    """The four datasets, declared in one agent config file and opened as the agent does."""
+    """The five datasets, declared in one agent config file and opened as the agent does."""
     home = tmp_path_factory.mktemp("agent")
     bundle = home / "bundle"
     bundle.mkdir()
@@ -149,6 +152,11 @@ def sources(
     }
     if pg_schema_if_any is not None:
         declared["on_postgres"] = f'url = "{PG_URL}"\ntable = "{pg_schema_if_any}.cohort"'
+    if spark_master_if_any is not None:
+        declared["on_spark"] = (
+            f'parquet = "{files["parquet"]}"\nengine = "spark"\n'
+            f'spark_master = "{spark_master_if_any}"'
+        )
     text = 'node_id = "tre-a"\ncoordinator = "localhost:1"\n[tls]\ndir = "bundle"\n' + "".join(
         f"[datasets.{name}]\n{how}\n{GRIDS}\n[datasets.{name}.columns]\n{columns}\n"
         for name, how in declared.items()
