@@ -23,6 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import registry
 from sqlalchemy.engine import default
+from sqlalchemy.engine.interfaces import Dialect, IsolationLevel
 from sqlalchemy.sql import compiler
 
 NAME = "spark"
@@ -208,8 +209,23 @@ class SparkCompiler(compiler.SQLCompiler):
 class SparkIdentifierPreparer(compiler.IdentifierPreparer):
     """`name`, a backtick doubled inside."""
 
-    def __init__(self, dialect: Any) -> None:
-        super().__init__(dialect, initial_quote="`", escape_quote="`")
+    def __init__(
+        self,
+        dialect: Dialect,
+        initial_quote: str = "`",
+        final_quote: str | None = None,
+        escape_quote: str = "`",
+        quote_case_sensitive_collations: bool = True,
+        omit_schema: bool = False,
+    ) -> None:
+        super().__init__(
+            dialect,
+            initial_quote,
+            final_quote,
+            escape_quote,
+            quote_case_sensitive_collations,
+            omit_schema,
+        )
 
 
 class SparkDialect(default.DefaultDialect):
@@ -246,7 +262,7 @@ class SparkDialect(default.DefaultDialect):
     def _get_default_schema_name(self, connection: Any) -> str:
         return "default"
 
-    def get_isolation_level(self, dbapi_connection: Any) -> str:
+    def get_isolation_level(self, dbapi_connection: Any) -> IsolationLevel:
         return "AUTOCOMMIT"
 
     def do_ping(self, dbapi_connection: Any) -> bool:

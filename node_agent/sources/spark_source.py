@@ -35,7 +35,11 @@ from node_agent.sources.sql import SQL_TYPES
 
 DEFAULT_MASTER = "local[2]"
 # What a session the agent starts sets (an operator's spark-defaults.conf adds to it).
-SESSION_CONF = {"spark.ui.enabled": "false", "spark.sql.session.timeZone": "UTC"}
+SESSION_CONF = {
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.sql.session.timeZone": "UTC",
+}
 
 _lock = threading.Lock()
 

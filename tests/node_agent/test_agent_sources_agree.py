@@ -349,6 +349,35 @@ def test_unreadable_parquet_is_explained(tmp_path: Path) -> None:
         open_source(dataset, tmp_path / "cache")
 
 
+def test_spark_missing_columns_are_listed(files: dict[str, Path], spark_master: str) -> None:
+    columns = {**COLUMNS, "height": "float"}
+    dataset = DatasetConfig("cohort", columns, parquet=files["parquet"], engine="spark")
+    with pytest.raises(NotFound, match=r"Parquet .* has no column\(s\) \['height'\]"):
+        open_source(dataset, files["parquet"].parent / "cache")
+
+
+def test_spark_counts_values_that_do_not_fit_their_type(tmp_path: Path, spark_master: str) -> None:
+    # Given a CSV whose integer column holds a fraction and a word (and a missing marker)
+    path = tmp_path / "bad.csv"
+    path.write_text("age,sex\n32,F\n32.5,M\nNA,F\nold,M\n")
+    dataset = DatasetConfig("cohort", {"age": "integer", "sex": "string"}, csv=path, engine="spark")
+
+    # Then Spark refuses it, naming the column and how many values, never a value
+    with pytest.raises(
+        InvalidRequest, match="column 'age' .* has 2 value.s. that are not whole"
+    ) as e:
+        open_source(dataset, tmp_path)
+    assert "old" not in str(e.value) and "32.5" not in str(e.value)
+
+
+def test_spark_unreadable_parquet_is_explained(tmp_path: Path, spark_master: str) -> None:
+    path = tmp_path / "cohort.parquet"
+    path.write_bytes(b"PAR1 this is not a parquet file")
+    dataset = DatasetConfig("cohort", COLUMNS, parquet=path, engine="spark")
+    with pytest.raises(InvalidRequest, match="Spark cannot read"):
+        open_source(dataset, tmp_path)
+
+
 def test_a_file_where_a_database_is_expected_is_explained(files: dict[str, Path]) -> None:
     with pytest.raises(InvalidRequest, match="dataset 'cohort': cannot read"):
         open_sql_source("cohort", f"sqlite:///{files['csv']}", "cohort", COLUMNS)
