@@ -122,12 +122,9 @@ class DatasetConfig:
     url: str | None = None
     table: str | None = None
     csv: Path | None = None
-    # A Parquet file, read in place through DuckDB like a CSV (node_agent.sources.duckdb_source).
+    # A Parquet file, read in place through DuckDB like a CSV (node_agent.sources.duckdb_source),
+    # or by Spark (engine below).
     parquet: Path | None = None
-    # What reads a CSV or Parquet dataset: "duckdb" (in the agent) or "spark" (Spark SQL,
-    # node_agent.sources.spark_source), and Spark's master URL (None: local[2]).
-    engine: str = "duckdb"
-    spark_master: str | None = None
     # A column identifying records, used only for differencing protection (never
     # advertised or analysable unless also declared); url datasets only.
     key: str | None = None
@@ -141,6 +138,10 @@ class DatasetConfig:
     # (fedtre.catalogue.description); None: not described.
     description: DatasetDescription | None = None
     column_descriptions: Mapping[str, ColumnDescription] = field(default_factory=dict)
+    # What reads a CSV or Parquet dataset: "duckdb" (in the agent) or "spark" (Spark SQL,
+    # node_agent.sources.spark_source), and Spark's master URL (None: local[2]).
+    engine: str = "duckdb"
+    spark_master: str | None = None
 
     @property
     def schema(self) -> DatasetSchema:
