@@ -197,12 +197,14 @@ class SparkCompiler(compiler.SQLCompiler):
     """Spark SQL statements."""
 
     def limit_clause(self, select: Any, **kw: Any) -> str:
-        # Written as numbers: a LIMIT is the statement's shape, never a value from a row.
+        # Rendered as numbers when the statement runs (post-compile, so a cached statement
+        # takes each call's own limit): a LIMIT is the statement's shape, not a row's value.
+        literal = {**kw, "literal_execute": True}
         text = ""
-        if select._limit is not None:
-            text += f"\n LIMIT {int(select._limit)}"
-        if select._offset is not None:
-            text += f" OFFSET {int(select._offset)}"
+        if select._limit_clause is not None:
+            text += "\n LIMIT " + self.process(select._limit_clause, **literal)
+        if select._offset_clause is not None:
+            text += " OFFSET " + self.process(select._offset_clause, **literal)
         return text
 
 
