@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint protos check-protos bench bench-network bench-analyses bench-glm bench-cox bench-release bench-rows bench-refusals clean
+.PHONY: demo test lint protos check-protos bench bench-network bench-analyses bench-glm bench-cox bench-release bench-rows bench-refusals bench-spark clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/fedtre demo
 
-test: $(STAMP)
+# The tests also run Spark SQL (the `spark` extra: pyspark, some 450 MB, so not in dev).
+SPARK_STAMP := $(VENV)/.installed-spark
+
+$(SPARK_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,spark]'
+	touch $(SPARK_STAMP)
+
+test: $(SPARK_STAMP)
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
@@ -34,6 +41,10 @@ clean:
 BENCH_NICE ?= nice -n 10
 
 bench: bench-network bench-analyses bench-glm bench-cox bench-release bench-rows bench-refusals
+
+# One node's analyses on Spark SQL (local[2]) against DuckDB on one 1 M-row Parquet file.
+bench-spark: $(SPARK_STAMP)
+	$(BENCH_NICE) $(BIN)/python bench/spark.py --rows 1000000
 
 # Latency, throughput (SQLite and the PostgreSQL on 127.0.0.1:5432), fan-out, rows curve.
 bench-network: $(STAMP)

@@ -23,7 +23,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,16 @@ from fedtre.identity.ca import init_network
 from fedtre.identity.peer import Identity
 from fedtre.identity.tls import TlsFiles
 
-DataSpec = Mapping[str, Mapping[str, "pd.DataFrame | str | Path"]]
+
+@dataclass(frozen=True)
+class SparkFile:
+    """A node's CSV or Parquet file read by Spark SQL (engine = "spark"; needs pyspark)."""
+
+    path: str | Path
+    master: str | None = None
+
+
+DataSpec = Mapping[str, Mapping[str, "pd.DataFrame | str | Path | SparkFile"]]
 
 
 def column_types(frame: pd.DataFrame) -> dict[str, str]:
@@ -346,6 +355,9 @@ class LocalNetwork:
 
 
 def _dataset_config(name: str, value: Any, home: Path, dataset_config: Any) -> Any:
+    if isinstance(value, SparkFile):
+        config = _dataset_config(name, value.path, home, dataset_config)
+        return replace(config, engine="spark", spark_master=value.master)
     if isinstance(value, pd.DataFrame):
         path = home / f"{name}.sqlite"
         engine = sa.create_engine(f"sqlite:///{path}")

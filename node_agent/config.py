@@ -76,8 +76,13 @@ _POLICY_KEYS = (
     "ptable",
 )
 _DATASET_KEYS = (
-    "url", "table", "csv", "columns", "key", "parquet", "version", "grids", *DESCRIPTION_KEYS,
+    "url", "table", "csv", "columns", "key", "parquet", "version", "grids", "engine",
+    "spark_master", *DESCRIPTION_KEYS,
 )  # fmt: skip
+# The engines a CSV or Parquet dataset can be read by (DuckDB in the agent; Spark SQL).
+FILE_ENGINES = ("duckdb", "spark")
+# The masters Spark knows: local threads, a standalone cluster, YARN, Kubernetes.
+SPARK_MASTER_RE = re.compile(r"^(local(\[(\d+|\*)(,\d+)?\])?|spark://\S+|yarn|k8s://\S+)$")
 _METRICS_KEYS = ("listen",)
 
 
@@ -117,7 +122,8 @@ class DatasetConfig:
     url: str | None = None
     table: str | None = None
     csv: Path | None = None
-    # A Parquet file, read in place through DuckDB like a CSV (node_agent.sources.duckdb_source).
+    # A Parquet file, read in place through DuckDB like a CSV (node_agent.sources.duckdb_source),
+    # or by Spark (engine below).
     parquet: Path | None = None
     # A column identifying records, used only for differencing protection (never
     # advertised or analysable unless also declared); url datasets only.
@@ -132,6 +138,10 @@ class DatasetConfig:
     # (fedtre.catalogue.description); None: not described.
     description: DatasetDescription | None = None
     column_descriptions: Mapping[str, ColumnDescription] = field(default_factory=dict)
+    # What reads a CSV or Parquet dataset: "duckdb" (in the agent) or "spark" (Spark SQL,
+    # node_agent.sources.spark_source), and Spark's master URL (None: local[2]).
+    engine: str = "duckdb"
+    spark_master: str | None = None
 
     @property
     def schema(self) -> DatasetSchema:
@@ -235,6 +245,10 @@ class AgentConfig:
                 lines.append(f"table = {_toml_str(ds.table or '')}")
                 if ds.key is not None:
                     lines.append(f"key = {_toml_str(ds.key)}")
+            if ds.engine != "duckdb":
+                lines.append(f"engine = {_toml_str(ds.engine)}")
+            if ds.spark_master is not None:
+                lines.append(f"spark_master = {_toml_str(ds.spark_master)}")
             if ds.version:
                 lines.append(f"version = {_toml_str(ds.version)}")
             if ds.grids:
@@ -530,7 +544,9 @@ class _Parser:
             if "url" in raw or "table" in raw:
                 raise self.error(where, f"give either {kind} or url + table, not both")
             file = self.path_value(raw[kind], f"{where} {kind}")
-            if not file.is_file():
+            engine, master = self.parse_file_engine(where, raw)
+            # Spark also reads a directory of files (a partitioned Parquet dataset).
+            if not (file.is_file() or (engine == "spark" and file.is_dir())):
                 raise self.error(f"{where} {kind}", f"file {file} does not exist; correct the path")
             if "key" in raw:
                 raise self.error(
@@ -539,8 +555,18 @@ class _Parser:
                     "identified by their declared values (docs/disclosure.md); remove key",
                 )
             if kind == "csv":
-                return DatasetConfig(name=name, columns=columns, csv=file)
-            return DatasetConfig(name=name, columns=columns, parquet=file)
+                return DatasetConfig(
+                    name=name, columns=columns, csv=file, engine=engine, spark_master=master
+                )
+            return DatasetConfig(
+                name=name, columns=columns, parquet=file, engine=engine, spark_master=master
+            )
+        if "engine" in raw or "spark_master" in raw:
+            raise self.error(
+                where,
+                "engine and spark_master are for csv and parquet datasets; a url dataset's "
+                "engine is its URL's database",
+            )
         if "url" not in raw or "table" not in raw:
             raise self.error(
                 where,
@@ -563,6 +589,27 @@ class _Parser:
                     f"{where} key", f"{key!r} is not a column name; give the record id column"
                 )
         return DatasetConfig(name=name, columns=columns, url=url, table=table, key=key)
+
+    def parse_file_engine(self, where: str, raw: dict[str, Any]) -> tuple[str, str | None]:
+        """Return (engine, Spark master or None) of a CSV or Parquet dataset."""
+        engine = self.string(raw, "engine", f"{where} engine") if "engine" in raw else "duckdb"
+        if engine not in FILE_ENGINES:
+            raise self.error(
+                f"{where} engine",
+                f"{engine!r} is not an engine for files; use one of {list(FILE_ENGINES)}",
+            )
+        if "spark_master" not in raw:
+            return engine, None
+        if engine != "spark":
+            raise self.error(f"{where} spark_master", 'is for engine = "spark" only')
+        master = self.string(raw, "spark_master", f"{where} spark_master")
+        if not SPARK_MASTER_RE.match(master):
+            raise self.error(
+                f"{where} spark_master",
+                f'{master!r} is not a Spark master URL; e.g. "local[2]", '
+                '"spark://host:7077", "yarn" or "k8s://https://host:443"',
+            )
+        return engine, master
 
     def parse_columns(self, dataset: str, raw: dict[str, Any]) -> dict[str, str]:
         where = f"[datasets.{dataset}.columns]"

@@ -79,3 +79,45 @@ def store(database_url: str) -> Iterator[Any]:
     s = Store(database_url)
     yield s
     s.close()
+
+
+SPARK_MASTER = "local[2]"
+
+
+@pytest.fixture(scope="session")
+def spark_master_if_any() -> Iterator[str | None]:
+    """The master of the one SparkSession of the test run (local threads, two shuffle
+    partitions, no UI: the JVM starts once); None when pyspark or Java is absent outside
+    CI; fails in CI, which must test Spark."""
+    try:
+        from pyspark.sql import SparkSession
+
+        session = (
+            SparkSession.builder.master(SPARK_MASTER)
+            .appName("fedtre-tests")
+            .config("spark.ui.enabled", "false")
+            .config("spark.sql.shuffle.partitions", "2")
+            .config("spark.sql.session.timeZone", "UTC")
+            .config("spark.ui.showConsoleProgress", "false")
+            # Small data: compiling each plan to Java and re-planning at run time cost
+            # more than they save (about a third of the Spark tests' time).
+            .config("spark.sql.codegen.wholeStage", "false")
+            .config("spark.sql.adaptive.enabled", "false")
+            .getOrCreate()
+        )
+        session.sparkContext.setLogLevel("ERROR")
+    except Exception as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"Spark cannot start ({exc!r}); CI must test it")
+        yield None
+        return
+    yield SPARK_MASTER
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def spark_master(spark_master_if_any: str | None) -> str:
+    """The test run's Spark master; skips the test when Spark cannot start outside CI."""
+    if spark_master_if_any is None:
+        pytest.skip("pyspark or a Java runtime is not installed")
+    return spark_master_if_any

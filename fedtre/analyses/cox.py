@@ -91,6 +91,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from fedtre.analyses.base import DatasetSchema, DataSource, NodeOutput, Outcome
+from fedtre.analyses.ctes import materialized
 from fedtre.analyses.design import (
     CATEGORICAL,
     DESIGN_FIELDS,
@@ -161,8 +162,6 @@ UNSTRATIFIED = (
     "own baseline hazard and the fit is exact"
 )
 HR_COLUMNS = ("hazard_ratio", "hr_ci_lower", "hr_ci_upper")
-# Engines that accept WITH ... AS MATERIALIZED (others evaluate the CTE as they choose).
-MATERIALIZING_DIALECTS = ("sqlite", "postgresql", "duckdb")
 # The event column's levels as the differencing memory labels them (integer or boolean).
 EVENT_LABELS = ("0", "1", "false", "true")
 
@@ -619,8 +618,7 @@ def _event_times(
     )
     # Computed once per record: an engine that inlined it would evaluate exp(x'b) again
     # for each of the O(p^2) sums below (SQLite and PostgreSQL do; MATERIALIZED stops them).
-    for dialect in MATERIALIZING_DIALECTS:
-        records = records.prefix_with("MATERIALIZED", dialect=dialect)
+    records = materialized(records)
     # The aggregates as SQL text over the subqueries' own column names: only our names
     # and indices, no value from a user; a text keeps the statement small (an expression
     # tree of p^2 sums costs Python more than the engine's query), as in max_leverage.

@@ -67,6 +67,12 @@ def _days_duckdb(element: Any, compiler: Any, **kw: Any) -> str:
     )
 
 
+@compiles(_DaysBetween, "spark")
+def _days_spark(element: Any, compiler: Any, **kw: Any) -> str:
+    a, b = element.clauses
+    return f"CAST(datediff({compiler.process(b, **kw)}, {compiler.process(a, **kw)}) AS DOUBLE)"
+
+
 def compile_expression(
     parsed: Parsed, table: sa.FromClause, columns: Mapping[str, str]
 ) -> sa.ColumnElement[Any]:

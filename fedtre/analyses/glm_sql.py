@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
+from fedtre.analyses.ctes import materialized
+
 EXP_MAX = 709.0
 EXP_MIN = -700.0
 
@@ -132,10 +134,10 @@ def round_sums(
         y_log_y = sa.case((y > 0, y * sa.func.ln(y)), else_=_double(0.0))
         record_deviance = _double(2.0) * (y_log_y - y * eta_c - y + mu_c)
     working = weight * (eta_c - off) + (y - mu_c)
-    terms = (
-        sa.select(means, weight.label("w"), working.label("wz"), record_deviance.label("dev"))
-        .cte("terms")
-        .prefix_with("MATERIALIZED")
+    terms = materialized(
+        sa.select(means, weight.label("w"), working.label("wz"), record_deviance.label("dev")).cte(
+            "terms"
+        )
     )  # each record's mu and weight once, not once per sum
     w, wz = terms.c.w, terms.c.wz
     x_all: list[Any] = [None, *(terms.c[f"x{i}"] for i in range(1, size))]

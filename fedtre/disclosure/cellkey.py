@@ -239,7 +239,7 @@ class _RecordHash(FunctionElement[int]):
 def _record_hash_default(element: _RecordHash, compiler: Any, **kw: Any) -> str:
     raise InvalidRequest(
         f"the cell-key method has no record hash for the {compiler.dialect.name!r} engine; "
-        "fedtre supports SQLite, DuckDB and PostgreSQL"
+        "fedtre supports SQLite, DuckDB, PostgreSQL and Spark SQL"
     )
 
 
@@ -267,6 +267,13 @@ def _record_hash_postgresql(element: _RecordHash, compiler: Any, **kw: Any) -> s
     return (
         f"MOD(CAST(CAST('x' || substr({digest}, 1, 15) AS bit(60)) AS BIGINT), {element.modulus})"
     )
+
+
+@compiles(_RecordHash, "spark")
+def _record_hash_spark(element: _RecordHash, compiler: Any, **kw: Any) -> str:
+    digest = f"md5({_salted(element, compiler, **kw)})"
+    # conv() reads the 15 hex digits (60 bits, within BIGINT) as a decimal string.
+    return f"pmod(CAST(conv(substr({digest}, 1, 15), 16, 10) AS BIGINT), {element.modulus})"
 
 
 def _md5_hash(salted_text: str, modulus: int) -> int:

@@ -63,6 +63,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from fedtre.analyses.base import DataSource, RuleResult
+from fedtre.analyses.ctes import materialized
 from fedtre.analyses.filters import compile_filter
 from fedtre.analyses.labels import category_label
 from fedtre.disclosure.cellkey import ID_PRIME, computes_hash, record_id_of
@@ -541,7 +542,7 @@ def _engine_sketches(
     )
     if computes_hash(rid):
         # The id is a hash of the record: computed once per record, into a table the parts read.
-        records: Any = inner.cte("records").prefix_with("MATERIALIZED")
+        records: Any = materialized(inner.cte("records"))
     else:
         # The id is stored (a file dataset's extract): each part reads it afresh, which
         # streams, where a materialised table of every record spills to disk at scale.

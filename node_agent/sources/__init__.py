@@ -26,9 +26,14 @@ def cache_dir_for(config: AgentConfig) -> Path:
 
 
 def open_source(dataset: DatasetConfig, cache_dir: Path) -> DataSource:
-    """Return a checked DataSource for one declared dataset (open_sql_source, open_file_source),
-    whose schema is the dataset's declaration (columns and grids)."""
-    if dataset.csv is not None or dataset.parquet is not None:
+    """Return a checked DataSource for one declared dataset (open_sql_source, open_file_source,
+    open_spark_source), whose schema is the dataset's declaration (columns and grids)."""
+    if dataset.engine == "spark":
+        # Imported here: Spark is an optional extra (pip install 'fedtre[spark]').
+        from node_agent.sources.spark_source import open_spark_source
+
+        source = open_spark_source(dataset)
+    elif dataset.csv is not None or dataset.parquet is not None:
         source = open_file_source(dataset, spill_dir=cache_dir)
     else:
         assert dataset.url is not None and dataset.table is not None
@@ -56,13 +61,13 @@ def key_sources(
     sources: Mapping[str, DataSource], config: AgentConfig, secret: bytes
 ) -> dict[str, DataSource]:
     """Return the sources with their record keys and ids under the TRE's secret
-    (cellkey.keyed_source); a file dataset's are computed once, into its extract
-    (duckdb_source.keyed_extract), instead of at every task."""
+    (cellkey.keyed_source); a file dataset's read by DuckDB are computed once, into its
+    extract (duckdb_source.keyed_extract), instead of at every task (Spark hashes in SQL)."""
     keyed: dict[str, DataSource] = {}
     for name, source in sources.items():
         dataset = config.datasets[name]
         keyed[name] = keyed_source(source, secret, dataset.key)
-        if dataset.csv is not None or dataset.parquet is not None:
+        if (dataset.csv is not None or dataset.parquet is not None) and dataset.engine == "duckdb":
             keyed[name] = keyed_extract(keyed[name], dataset)
     return keyed
 

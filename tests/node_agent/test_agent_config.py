@@ -276,6 +276,35 @@ BAD_CASES = [
         id="csv-missing",
     ),
     pytest.param(
+        MINIMAL.replace('table = "cohort"', 'table = "cohort"\nengine = "spark"'),
+        r"\[datasets.cohort\]: engine and spark_master are for csv and parquet datasets",
+        id="engine-on-url-dataset",
+    ),
+    pytest.param(
+        MINIMAL.replace(
+            'url = "sqlite:////abs/cohort.sqlite"\ntable = "cohort"',
+            'csv = "no.csv"\nengine = "trino"',
+        ),
+        r"\[datasets.cohort\] engine: 'trino' is not an engine for files; use one of",
+        id="unknown-file-engine",
+    ),
+    pytest.param(
+        MINIMAL.replace(
+            'url = "sqlite:////abs/cohort.sqlite"\ntable = "cohort"',
+            'csv = "no.csv"\nspark_master = "local[2]"',
+        ),
+        r"\[datasets.cohort\] spark_master: is for engine = \"spark\" only",
+        id="spark-master-without-spark",
+    ),
+    pytest.param(
+        MINIMAL.replace(
+            'url = "sqlite:////abs/cohort.sqlite"\ntable = "cohort"',
+            'csv = "no.csv"\nengine = "spark"\nspark_master = "localhost"',
+        ),
+        r"\[datasets.cohort\] spark_master: 'localhost' is not a Spark master URL",
+        id="bad-spark-master",
+    ),
+    pytest.param(
         MINIMAL.replace("sqlite:////abs/cohort.sqlite", "not a url"),
         r"\[datasets.cohort\] url: is not a SQLAlchemy URL",
         id="bad-url",
@@ -311,3 +340,28 @@ def test_bad_file_is_refused_naming_file_key_and_fix(
     with pytest.raises(InvalidRequest, match=message) as caught:
         load_config(path)
     assert str(caught.value).startswith(f"{path}: ")
+
+
+def test_a_spark_dataset_round_trips_and_may_be_a_folder(tmp_path: Path, tls_dir: Path) -> None:
+    # Given a Parquet dataset read by Spark on a cluster: a folder of files, as Spark writes them
+    folder = tmp_path / "cohort.parquet"
+    folder.mkdir()
+    config = AgentConfig(
+        node_id="tre-b",
+        coordinator="127.0.0.1:6000",
+        state_db=tmp_path / "state.sqlite",
+        tls=TlsConfig(ca=tls_dir / "ca.pem", cert=tls_dir / "cert.pem", key=tls_dir / "key.pem"),
+        datasets={
+            "cohort": DatasetConfig(
+                "cohort",
+                {"age": "integer"},
+                parquet=folder,
+                engine="spark",
+                spark_master="spark://head:7077",
+            ),
+        },
+    )
+
+    # When it is written and read back, Then nothing changed on the way
+    assert write_config(tmp_path / "agent.toml", config) == config
+    assert 'engine = "spark"' in (tmp_path / "agent.toml").read_text()

@@ -1,6 +1,6 @@
-"""The same records give the same answers from SQLite, PostgreSQL, CSV and Parquet.
+"""The same records give the same answers from SQLite, PostgreSQL, CSV, Parquet and Spark.
 
-One cohort is written four ways and declared in one agent config file, each dataset by
+One cohort is written four ways (Parquet read both by DuckDB and by Spark SQL) and declared in one agent config file, each dataset by
 url and table or by file. Every analysis' local computation must give the same raw output
 from each (floating point to 1e-9 relative), and the simple ones must match pandas.
 The PostgreSQL source is the real server (FEDTRE_TEST_PG_URL), in a schema of its own.
@@ -134,10 +134,13 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def sources(
-    files: dict[str, Path], pg_schema_if_any: str | None, tmp_path_factory: pytest.TempPathFactory
+    files: dict[str, Path],
+    pg_schema_if_any: str | None,
+    spark_master_if_any: str | None,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[dict[str, DataSource]]:
-    """The four datasets, declared in one agent config file, opened and keyed as the agent
-    does (the CSV and Parquet ones read their keyed extracts; the others hash in SQL)."""
+    """The five datasets, declared in one agent config file, opened and keyed as the agent
+    does (the DuckDB CSV and Parquet ones read their keyed extracts; the others hash in SQL)."""
     home = tmp_path_factory.mktemp("agent")
     bundle = home / "bundle"
     bundle.mkdir()
@@ -151,6 +154,11 @@ def sources(
     }
     if pg_schema_if_any is not None:
         declared["on_postgres"] = f'url = "{PG_URL}"\ntable = "{pg_schema_if_any}.cohort"'
+    if spark_master_if_any is not None:
+        declared["on_spark"] = (
+            f'parquet = "{files["parquet"]}"\nengine = "spark"\n'
+            f'spark_master = "{spark_master_if_any}"'
+        )
     text = 'node_id = "tre-a"\ncoordinator = "localhost:1"\n[tls]\ndir = "bundle"\n' + "".join(
         f"[datasets.{name}]\n{how}\n{GRIDS}\n[datasets.{name}.columns]\n{columns}\n"
         for name, how in declared.items()
@@ -159,6 +167,7 @@ def sources(
     config = load_config(home / "agent.toml")
     opened = key_sources(open_sources(config), config, UNKEYED)
     assert opened["on_parquet"].refresh is not None and opened["on_sqlite"].refresh is None
+    assert "on_spark" not in opened or opened["on_spark"].refresh is None
     try:
         yield opened
     finally:
@@ -343,6 +352,35 @@ def test_unreadable_parquet_is_explained(tmp_path: Path) -> None:
     dataset = DatasetConfig("cohort", COLUMNS, parquet=path)
     with pytest.raises(InvalidRequest, match="is a well-formed Parquet file"):
         open_source(dataset, tmp_path / "cache")
+
+
+def test_spark_missing_columns_are_listed(files: dict[str, Path], spark_master: str) -> None:
+    columns = {**COLUMNS, "height": "float"}
+    dataset = DatasetConfig("cohort", columns, parquet=files["parquet"], engine="spark")
+    with pytest.raises(NotFound, match=r"Parquet .* has no column\(s\) \['height'\]"):
+        open_source(dataset, files["parquet"].parent / "cache")
+
+
+def test_spark_counts_values_that_do_not_fit_their_type(tmp_path: Path, spark_master: str) -> None:
+    # Given a CSV whose integer column holds a fraction and a word (and a missing marker)
+    path = tmp_path / "bad.csv"
+    path.write_text("age,sex\n32,F\n32.5,M\nNA,F\nold,M\n")
+    dataset = DatasetConfig("cohort", {"age": "integer", "sex": "string"}, csv=path, engine="spark")
+
+    # Then Spark refuses it, naming the column and how many values, never a value
+    with pytest.raises(
+        InvalidRequest, match="column 'age' .* has 2 value.s. that are not whole"
+    ) as e:
+        open_source(dataset, tmp_path)
+    assert "old" not in str(e.value) and "32.5" not in str(e.value)
+
+
+def test_spark_unreadable_parquet_is_explained(tmp_path: Path, spark_master: str) -> None:
+    path = tmp_path / "cohort.parquet"
+    path.write_bytes(b"PAR1 this is not a parquet file")
+    dataset = DatasetConfig("cohort", COLUMNS, parquet=path, engine="spark")
+    with pytest.raises(InvalidRequest, match="Spark cannot read"):
+        open_source(dataset, tmp_path)
 
 
 def test_a_file_where_a_database_is_expected_is_explained(files: dict[str, Path]) -> None:

@@ -18,6 +18,8 @@ from fedtre.disclosure import release
 from fedtre.disclosure.cellkey import (
     KEY_RANGE,
     PTable,
+    _md5_hash,
+    _seed,
     cell_key_sum,
     keyed_source,
     table_moments,
@@ -126,19 +128,35 @@ def test_an_impossible_variance_is_a_clear_error():
         DisclosurePolicy(noise_deviation=1, noise_variance=5.0)
 
 
-@pytest.mark.parametrize("engine_kind", ["sqlite", "duckdb", "postgresql"])
+def _spark_engine(table_name: str, frame: pd.DataFrame) -> sa.Engine:
+    """The frame as a temporary view in a Spark session of its own, and an engine on it."""
+    from pyspark.sql import SparkSession
+
+    from node_agent.sources.spark_dialect import create_spark_engine
+
+    session = SparkSession.builder.getOrCreate().newSession()
+    rows = list(frame.itertuples(index=False, name=None))
+    session.createDataFrame(rows, "pid INT, sex STRING").createOrReplaceTempView(table_name)
+    return create_spark_engine(session)
+
+
+@pytest.mark.parametrize("engine_kind", ["sqlite", "duckdb", "postgresql", "spark"])
 def test_record_keys_are_computed_by_each_engine_and_depend_on_the_secret(
     engine_kind, tmp_path, request
 ):
+    table_name = f"keys_{engine_kind}"
+    frame = pd.DataFrame({"pid": range(2000), "sex": ["f", "m"] * 1000})
     if engine_kind == "sqlite":
         engine = sa.create_engine(f"sqlite:///{tmp_path / 'k.sqlite'}")
     elif engine_kind == "duckdb":
         engine = sa.create_engine("duckdb:///:memory:")
+    elif engine_kind == "spark":
+        request.getfixturevalue("spark_master")
+        engine = _spark_engine(table_name, frame)
     else:
         engine = sa.create_engine(request.getfixturevalue("pg_url"))
-    table_name = f"keys_{engine_kind}"
-    frame = pd.DataFrame({"pid": range(2000), "sex": ["f", "m"] * 1000})
-    frame.to_sql(table_name, engine, index=False, if_exists="replace")
+    if engine_kind != "spark":
+        frame.to_sql(table_name, engine, index=False, if_exists="replace")
     table = sa.Table(
         table_name, sa.MetaData(), sa.Column("pid", sa.Integer), sa.Column("sex", sa.String)
     )
@@ -152,6 +170,9 @@ def test_record_keys_are_computed_by_each_engine_and_depend_on_the_secret(
                 conn.execute(sa.select(source.record_key).order_by(table.c.pid)).scalars().all()
             )
     first = np.array(keys[b"a" * 32])
+    # Each engine computes the one function: MD5's first 60 bits of seed ':' pid, mod 256.
+    seed = _seed(b"a" * 32, "key")
+    assert first.tolist() == [_md5_hash(f"{seed:x}:{pid}", KEY_RANGE) for pid in range(2000)]
     # Keys are spread over 0..255 (roughly uniform) and change with the secret.
     assert first.min() >= 0 and first.max() < KEY_RANGE
     assert len(set(first.tolist())) > 200

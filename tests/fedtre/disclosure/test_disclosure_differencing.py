@@ -226,7 +226,22 @@ def test_the_rules_never_state_a_count() -> None:
     assert "3" not in differencing_rule(3, POLICY).detail
 
 
-@pytest.mark.parametrize("engine_kind", ["duckdb", "postgresql"])
+def _spark_source(frame: pd.DataFrame, columns: dict[str, str], tmp_path: Path) -> DataSource:
+    """The frame as a Parquet file read by Spark SQL, as the agent opens it."""
+    import duckdb
+
+    from node_agent.config import DatasetConfig
+    from node_agent.sources import open_source
+
+    path = tmp_path / "sketch_agree.parquet"
+    with duckdb.connect() as conn:
+        conn.register("frame", frame)
+        conn.execute(f"COPY frame TO '{path}' (FORMAT parquet)")
+    dataset = DatasetConfig("sketch_agree", columns, parquet=path, engine="spark")
+    return open_source(dataset, tmp_path)
+
+
+@pytest.mark.parametrize("engine_kind", ["duckdb", "postgresql", "spark"])
 def test_every_engine_sketches_the_same_records_alike(
     engine_kind: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
@@ -242,18 +257,24 @@ def test_every_engine_sketches_the_same_records_alike(
         "duckdb": "duckdb:///:memory:",
         "postgresql": request.getfixturevalue("pg_url") if engine_kind == "postgresql" else "",
     }
+    if engine_kind == "spark":
+        request.getfixturevalue("spark_master")
     measured = []
     for kind in ("sqlite", engine_kind):
-        engine = sa.create_engine(urls[kind])
-        frame.to_sql("sketch_agree", engine, index=False, if_exists="replace")
-        table = sa.Table(
-            "sketch_agree",
-            sa.MetaData(),
-            sa.Column("smoking", sa.String),
-            sa.Column("diabetes", sa.Integer),
-            sa.Column("bmi", sa.Float),
-        )
-        base = DataSource(engine, table, DatasetSchema("d", columns))
+        if kind == "spark":
+            base = _spark_source(frame, columns, tmp_path)
+            engine = base.engine
+        else:
+            engine = sa.create_engine(urls[kind])
+            frame.to_sql("sketch_agree", engine, index=False, if_exists="replace")
+            table = sa.Table(
+                "sketch_agree",
+                sa.MetaData(),
+                sa.Column("smoking", sa.String),
+                sa.Column("diabetes", sa.Integer),
+                sa.Column("bmi", sa.Float),
+            )
+            base = DataSource(engine, table, DatasetSchema("d", columns))
         # When each measures a two-way table's cohort with its cells and margins, and
         # bins of width 5 (origin 2.5) and of fixed edges (the last one closed)
         measured.append(
