@@ -45,10 +45,10 @@ MEMORY_LIMIT = "128MB"
 # DuckDB's worker threads per connection (SET threads): bounds the agent's memory on a
 # many-core host; 1 keeps a 10-million-row agent under 200 MB (bench/README.md).
 THREADS = 1
-# The CSV reader's buffer (read_csv's buffer_size; DuckDB's default is 32 MB): 4 MB lowered
-# the peak of a one-thread scan by ~7 MB at no measured cost in time (bench/README.md).
-# It must hold the longest line: DuckDB's max_line_size is 2 MB.
-CSV_BUFFER_BYTES = 4 << 20
+# The CSV reader's buffer (read_csv's buffer_size; DuckDB's default is 32 MB): 2 MB lowered
+# the peak of a one-thread scan by ~10 MB at no measured cost in time (bench/README.md).
+# It may not be smaller than the longest line allowed (DuckDB's max_line_size, 2 MB).
+CSV_BUFFER_BYTES = 2 << 20
 # Read as missing, as pandas' read_csv did by default (the common ones).
 NULL_STRINGS = ("", "NA", "N/A", "n/a", "NaN", "nan", "NULL", "null", "None", "<NA>", "#N/A")
 _TRUE = ("true", "t", "yes", "y", "1")

@@ -52,3 +52,18 @@ def test_each_duckdb_connection_runs_on_its_bounded_threads(tmp_path: Path) -> N
     finally:
         source.engine.dispose()
     assert int(threads) == THREADS
+
+
+def test_a_csv_line_nearly_as_long_as_the_reader_buffer_is_read(tmp_path: Path) -> None:
+    # the agent's CSV buffer is small (CSV_BUFFER_BYTES); DuckDB still reads a line spanning it
+    path = tmp_path / "cohort.csv"
+    long_value = "x" * 1_900_000
+    path.write_text("age,note\n" + "".join(f"{i},{long_value}\n" for i in range(3)))
+    columns = {"age": "integer", "note": "string"}
+    source = open_source(DatasetConfig("cohort", columns, csv=path), tmp_path)
+    try:
+        with source.engine.connect() as conn:
+            found = conn.exec_driver_sql("SELECT count(*), max(length(note)) FROM cohort").one()
+    finally:
+        source.engine.dispose()
+    assert tuple(found) == (3, len(long_value))
