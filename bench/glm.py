@@ -7,7 +7,10 @@ agents' SQLite or Parquet datasets, signed approvals); the job's wall time is fr
 to the combined result. statsmodels fits the same model (GLM, binomial, IRLS) on the
 pooled records in memory; its time is the fit alone (design matrix already built), as
 a researcher holding the pooled data would see. Prints a table and writes
-bench/results/glm.json. With --profile, also profiles one agent's round (cProfile).
+bench/results/glm.json. With --profile, also profiles one agent's round (cProfile); with
+--timeline, prints every SQL statement of the job (SQLAlchemy cursor events) and each
+round's times from the coordinator; --tol 1e-8 stops after as many rounds as statsmodels'
+iterations (bench/README.md, "Iterations").
 """
 
 from __future__ import annotations
@@ -127,15 +130,101 @@ def statsmodels_fit(pooled: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def federated_fit(paths: dict[str, Path], directory: Path) -> dict[str, Any]:
+class StatementTimeline:
+    """Every SQL statement the agents' engines run (SQLAlchemy cursor events): when, how
+    long, at which agent (its engine, numbered as first seen), and what (a short label: the GLM round's sums, the record
+    hashes, level counts, ...)."""
+
+    def __init__(self) -> None:
+        import sqlalchemy as sa
+
+        self.events: list[tuple[float, float, str, str]] = []
+        self._engines: dict[int, str] = {}
+        self._sa = sa
+        sa.event.listen(sa.engine.Engine, "before_cursor_execute", self._before)
+        sa.event.listen(sa.engine.Engine, "after_cursor_execute", self._after)
+
+    def close(self) -> None:
+        self._sa.event.remove(self._sa.engine.Engine, "before_cursor_execute", self._before)
+        self._sa.event.remove(self._sa.engine.Engine, "after_cursor_execute", self._after)
+
+    def _before(self, conn: Any, *_: Any) -> None:
+        conn.info.setdefault("bench_started", []).append(time.perf_counter())
+
+    def _after(self, conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        started = conn.info["bench_started"].pop()
+        if conn.engine.url.get_backend_name() in ("duckdb", "sqlite", "postgresql") and (
+            "cohort" in statement
+        ):
+            engine = self._engines.setdefault(id(conn.engine), f"engine {len(self._engines) + 1}")
+            self.events.append((started, time.perf_counter(), engine, _label(statement)))
+
+    def report(self, start: float) -> str:
+        lines = ["start s   end s  took s  agent's      statement"]
+        for begun, ended, engine, label in sorted(self.events):
+            if begun >= start:
+                lines.append(
+                    f"{begun - start:7.2f} {ended - start:7.2f} {ended - begun:7.2f}  "
+                    f"{engine:12s}  {label}"
+                )
+        return "\n".join(lines)
+
+
+def _label(statement: str) -> str:
+    text = " ".join(statement.split())
+    if "MATERIALIZED" in text and "terms" in text:
+        return "round sums (X'WX, X'Wz, deviance)"
+    if "md5" in text.lower():
+        return "record hashes (md5): " + text[:50]
+    return text[:70]
+
+
+def round_times(coordinator_db: Path) -> str:
+    """Each round's tasks from the coordinator's own timestamps: queued, delivered, reported."""
+    from datetime import datetime
+
+    def seconds(value: Any) -> float:
+        return datetime.fromisoformat(value).timestamp() if isinstance(value, str) else value
+
+    with sqlite3.connect(coordinator_db) as conn:
+        rows = conn.execute(
+            "SELECT round_no, queued_at, delivered_at, reported_at FROM tasks ORDER BY round_no"
+        ).fetchall()
+    conn.close()
+    t0 = min(seconds(r[1]) for r in rows)
+    lines, last = [], None
+    for number in sorted({r[0] for r in rows}):
+        mine = [r for r in rows if r[0] == number]
+        queued = min(seconds(r[1]) for r in mine) - t0
+        delivered = max(seconds(r[2]) for r in mine) - t0
+        reported = max(seconds(r[3]) for r in mine) - t0
+        gap = "" if last is None else f" ({queued - last:.2f} s after the last report)"
+        lines.append(
+            f"round {number}: queued {queued:7.2f} s{gap}, delivered by {delivered:7.2f} s, "
+            f"last report {reported:7.2f} s"
+        )
+        last = reported
+    return "\n".join(lines)
+
+
+def federated_fit(
+    paths: dict[str, Path], directory: Path, tol: float | None, timeline: bool = False
+) -> dict[str, Any]:
     from fedtre.testing import LocalNetwork
 
     data = {node: {"cohort": path} for node, path in paths.items()}
-    params = {"outcome": OUTCOME, "covariates": COVARIATES, "family": "binomial"}
+    params: dict[str, Any] = {"outcome": OUTCOME, "covariates": COVARIATES, "family": "binomial"}
+    if tol is not None:
+        params["tol"] = tol
+    statements = StatementTimeline() if timeline else None
     with LocalNetwork(data, directory=directory) as net, net.client() as client:
         start = time.perf_counter()
         result = client.submit("glm", dataset="cohort", params=params).result(timeout=3600)
         seconds = time.perf_counter() - start
+    if statements is not None:
+        statements.close()
+        print(statements.report(start))
+        print(round_times(directory / "coordinator.sqlite"))
     if result.state != "completed":
         raise RuntimeError(f"the job ended {result.state}: {result.combined}")
     frame = result.to_frame()
@@ -190,6 +279,18 @@ def main() -> None:
     parser.add_argument("--source", choices=("sqlite", "parquet"), default="sqlite")
     parser.add_argument("--data", type=Path, help="folder for the generated data (kept)")
     parser.add_argument("--profile", action="store_true", help="cProfile one agent's round")
+    parser.add_argument(
+        "--timeline",
+        action="store_true",
+        help="print every SQL statement of the job (when, how long, which agent thread) "
+        "and each round's times from the coordinator",
+    )
+    parser.add_argument(
+        "--tol",
+        type=float,
+        help="glm's tol (default: the analysis' 1e-10; 1e-8 stops after as many rounds as "
+        "statsmodels' iterations, bench/README.md)",
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "glm.json")
     args = parser.parse_args()
 
@@ -211,7 +312,7 @@ def main() -> None:
         del pooled
         network = data / "network"
         shutil.rmtree(network, ignore_errors=True)
-        ours = federated_fit(paths, network)
+        ours = federated_fit(paths, network, args.tol, args.timeline)
         profile = profile_round(paths[NODES[0]]) if args.profile else None
     finally:
         if own:
@@ -232,6 +333,7 @@ def main() -> None:
         "statsmodels_iterations": reference["iterations"],
         "fedtre_job_s": round(ours["job_s"], 3),
         "fedtre_iterations": ours["iterations"],
+        "fedtre_tol": args.tol,
         "fedtre_converged": ours["converged"],
         "time_ratio": round(ours["job_s"] / reference["fit_s"], 2),
         "time_target": TIME_TARGET,

@@ -9,7 +9,10 @@ smoking) and `histogram` (age, width 10), each timed from submit to the combined
 (median of --jobs, after one warm-up). In the same run, the engine itself runs the same
 aggregate (no disclosure control) over the three nodes' tables together: DuckDB over the
 three Parquet files, or PostgreSQL over the three tables (--source postgres). Agent peak
-memory: the largest VmHWM of the three agents, reset before each analysis.
+memory: the largest VmHWM of the three agents, reset before each analysis, and before the
+first reset the largest peak since each agent started (imports, opening and checking the
+dataset). --source csv or sqlite serves the same rows as CSV files (DuckDB) or SQLite
+databases, against DuckDB's or SQLite's own query over the three.
 
 Prints a table and writes bench/results/rows.json (or --out).
 """
@@ -20,6 +23,7 @@ import argparse
 import json
 import platform
 import re
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -104,6 +108,41 @@ def write_parquet(home: Path, rows: int) -> dict[str, Path]:
             con.close()
         files[node] = path
     return files
+
+
+def write_csv(files: dict[str, Path]) -> dict[str, Path]:
+    """Each node's Parquet file as a CSV beside it (header, empty fields for missing)."""
+    import duckdb
+
+    out = {}
+    for node, path in files.items():
+        csv = path.with_suffix(".csv")
+        if not csv.exists():
+            duckdb.sql(f"COPY (SELECT * FROM read_parquet('{path}')) TO '{csv}' (HEADER true)")
+        out[node] = csv
+    return out
+
+
+def write_sqlite(files: dict[str, Path]) -> dict[str, Path]:
+    """Each node's Parquet file as a SQLite database beside it (table t, declared types)."""
+    import duckdb
+
+    out = {}
+    for node, path in files.items():
+        db = path.with_suffix(".sqlite")
+        if not db.exists():
+            partial = db.with_suffix(".partial")
+            partial.unlink(missing_ok=True)
+            conn = sqlite3.connect(partial)
+            conn.execute("CREATE TABLE t (age INTEGER, sex TEXT, smoking TEXT, sbp REAL)")
+            result = duckdb.connect().execute(f"SELECT * FROM read_parquet('{path}')")
+            while batch := result.fetchmany(100_000):
+                conn.executemany("INSERT INTO t VALUES (?, ?, ?, ?)", batch)
+            conn.commit()
+            conn.close()
+            partial.rename(db)
+        out[node] = db
+    return out
 
 
 def load_postgres(url: str, schema: str, files: dict[str, Path]) -> dict[str, str]:
@@ -228,14 +267,41 @@ def run_size(args: argparse.Namespace, rows: int, data: Path) -> list[dict[str, 
         def reference(sql: str) -> None:
             with engine.connect() as conn:
                 conn.execute(sa.text(sql.replace("FROM t", f"FROM ({union}) AS t"))).all()
-    else:
+    elif args.source == "sqlite":
+        dbs = write_sqlite(files)
         datasets = {
-            node: DatasetConfig(name="cohort", columns=COLUMNS, parquet=path, grids=GRIDS)
+            node: DatasetConfig(
+                name="cohort", columns=COLUMNS, url=f"sqlite:///{path}", table="t", grids=GRIDS
+            )
+            for node, path in dbs.items()
+        }
+
+        def reference(sql: str) -> None:
+            # SQLite's own query over the three files together (attached)
+            conn = sqlite3.connect(dbs[NODES[0]])
+            for i, node in enumerate(NODES[1:], start=1):
+                conn.execute(f"ATTACH DATABASE '{dbs[node]}' AS n{i}")
+            union = " UNION ALL ".join(
+                ["SELECT * FROM main.t"] + [f"SELECT * FROM n{i}.t" for i in range(1, len(NODES))]
+            )
+            # SQLite has no stddev_samp: the same figure from the sums
+            sql = sql.replace(
+                "stddev_samp(sbp)",
+                "sqrt((sum(sbp * sbp) - sum(sbp) * sum(sbp) / count(sbp)) / (count(sbp) - 1))",
+            )
+            conn.execute(sql.replace("FROM t", f"FROM ({union}) AS t")).fetchall()
+            conn.close()
+    else:
+        if args.source == "csv":
+            files = write_csv(files)
+        kind = args.source
+        datasets = {
+            node: DatasetConfig(name="cohort", columns=COLUMNS, grids=GRIDS, **{kind: path})
             for node, path in files.items()
         }
         con = duckdb.connect()
         listed = ", ".join(f"'{p}'" for p in files.values())
-        con.execute(f"CREATE VIEW t AS SELECT * FROM read_parquet([{listed}])")
+        con.execute(f"CREATE VIEW t AS SELECT * FROM read_{kind}([{listed}])")
 
         def reference(sql: str) -> None:
             con.execute(sql).fetchall()
@@ -250,6 +316,13 @@ def run_size(args: argparse.Namespace, rows: int, data: Path) -> list[dict[str, 
                 flush=True,
             )
             results.append({"source": args.source, "rows_per_node": rows, "extract_s": extract_s})
+        # Each agent's peak from its start (imports, opening and checking the dataset)
+        # to now, before the first reset: what the process really reached at start-up.
+        startup = max(_peak_mb(pid) for pid in pids)
+        print(f"{args.source:8s} {rows:>11,} agent peak at start-up {startup:5.0f} MB", flush=True)
+        results.append(
+            {"source": args.source, "rows_per_node": rows, "agent_startup_peak_mb": round(startup)}
+        )
         for name, (params, sql) in CASES.items():
             engine_s = _timed(lambda sql=sql: reference(sql), 5)
             for pid in pids:
@@ -288,7 +361,9 @@ def run_size(args: argparse.Namespace, rows: int, data: Path) -> list[dict[str, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", default="100000,1000000", help="rows per node, comma-separated")
-    parser.add_argument("--source", choices=("parquet", "postgres"), default="parquet")
+    parser.add_argument(
+        "--source", choices=("parquet", "csv", "sqlite", "postgres"), default="parquet"
+    )
     parser.add_argument("--postgres", default="postgresql+psycopg://127.0.0.1:5432/test")
     parser.add_argument("--jobs", type=int, default=3, help="timed jobs per analysis")
     parser.add_argument("--data", type=Path, help="folder for the generated data (kept)")

@@ -56,12 +56,15 @@ import sqlite3
 import string
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from fedtre.errors import Conflict, InvalidRequest
 from fedtre.files import open_private, private_database, private_dir
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 COLUMN_TYPES: dict[str, str] = {
     "age": "integer",
@@ -155,6 +158,10 @@ def generate_cohort(profile: int | str, n: int, rng: np.random.Generator) -> pd.
 
     The same rng state gives the same rows. Raises InvalidRequest for a bad profile or n.
     """
+    # Imported here, not with the module: every `fedtre` command (the agent's too) loads
+    # this module to build its parser, and pandas alone is ~35 MB of the agent's memory.
+    import pandas as pd
+
     p = get_profile(profile)
     if n < 1:
         raise InvalidRequest("the number of rows must be at least 1")

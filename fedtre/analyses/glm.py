@@ -253,8 +253,10 @@ class GlmAnalysis(NewtonAnalysis):
         conditions = complete_cases(table, self._columns(p), p["filter"])
         y_expr = numeric_expr(table, p["outcome"], types[p["outcome"]])
         record_key = record_key_of(source)  # before connecting: see model_records
-        checks_key = _checks_key(source, p, r) if r else None
-        cached = _cached_checks(checks_key, source)
+        checks_key = _checks_key(source, p)
+        # Round 1 reads the checks afresh; later rounds reuse what it (or a later round) read
+        cached = _cached_checks(checks_key, source) if r else None
+        reused = cached is not None
         with source.engine.connect() as conn:
             if cached is not None:
                 counts = cached.counts
@@ -292,14 +294,20 @@ class GlmAnalysis(NewtonAnalysis):
                 if b.label is None:
                     numeric[parse_covariate(b.spec).column] = e
             if cached is not None:
-                records, leverage = cached.records, cached.leverage
+                records = cached.records
             else:
                 records = model_records(
                     conn, record_key, numeric, conditions, extra=[sa.func.avg(y_expr)]
                 )
+                cached = _NodeChecks(source.engine, counts, records, {})
+                _store_checks(checks_key, cached)
+            # the leverage depends on the design: every level in round 1, the agreed ones after
+            design_key = json.dumps(r.get("levels"), sort_keys=True)
+            leverage = cached.leverage.get(design_key, _UNREAD)
+            if leverage is _UNREAD:
                 leverage = max_leverage(conn, columns, conditions, n=records.n)
-                if checks_key is not None:
-                    _store_checks(checks_key, _NodeChecks(source.engine, counts, records, leverage))
+                with _LATER_ROUNDS_LOCK:
+                    cached.leverage[design_key] = leverage
             start_mean = 0.0
             if beta is None and family == "poisson":
                 mean = records.extra[0]
@@ -314,7 +322,7 @@ class GlmAnalysis(NewtonAnalysis):
                 beta=beta,
                 start_mean=start_mean,
             )
-        if cached is not None and sums.n != cached.records.n:
+        if reused and sums.n != records.n:
             # the records changed since the checks were read: read them again, so that no
             # release pairs this round's records with another set's cell key or top values
             _forget_checks(checks_key)
@@ -503,39 +511,38 @@ class GlmAnalysis(NewtonAnalysis):
 
 @dataclass(frozen=True)
 class _NodeChecks:
-    """What a later round's disclosure checks read, the same at every beta of a job."""
+    """What a job's rounds' disclosure checks read, the same at every beta of a job: the
+    level counts and the records (cell key, top values) as round 1 read them, and the
+    largest leverage per design (JSON of the agreed levels; "null" for round 1's)."""
 
     engine: sa.Engine
     counts: Any
     records: ModelRecords
-    leverage: Any
+    leverage: dict[str, Any]
 
 
-# The checks of a job's later rounds (same records, same agreed design: only beta
-# changes), kept so that each round does not rescan the records for them; bounded.
+# The checks of a job's rounds (same records; only beta and, after round 1, the design
+# change), kept so that later rounds do not rescan the records for them; bounded.
 _LATER_ROUNDS: OrderedDict[str, _NodeChecks] = OrderedDict()
 _LATER_ROUNDS_LOCK = threading.Lock()
 MAX_CACHED_CHECKS = 64
+_UNREAD = object()
 
 
-def _checks_key(source: DataSource, p: Mapping[str, Any], r: Mapping[str, Any]) -> str:
-    return json.dumps(
-        [id(source.engine), str(source.table), p, r["levels"]], sort_keys=True, default=str
-    )
+def _checks_key(source: DataSource, p: Mapping[str, Any]) -> str:
+    return json.dumps([id(source.engine), str(source.table), p], sort_keys=True, default=str)
 
 
-def _cached_checks(key: str | None, source: DataSource) -> _NodeChecks | None:
-    if key is None:
-        return None
+def _cached_checks(key: str, source: DataSource) -> _NodeChecks | None:
     with _LATER_ROUNDS_LOCK:
         found = _LATER_ROUNDS.get(key)
     # the engine itself, not its id (an id is reused once an engine is collected)
     return found if found is not None and found.engine is source.engine else None
 
 
-def _forget_checks(key: str | None) -> None:
+def _forget_checks(key: str) -> None:
     with _LATER_ROUNDS_LOCK:
-        _LATER_ROUNDS.pop(key or "", None)
+        _LATER_ROUNDS.pop(key, None)
 
 
 def _store_checks(key: str, checks: _NodeChecks) -> None:

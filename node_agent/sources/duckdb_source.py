@@ -27,7 +27,11 @@ never leaves the agent's folder (0700; the database file 0600).
 DuckDB runs inside the agent's process, so its buffers count in the agent's memory: each
 connection is held to MEMORY_LIMIT (a CSV scan's readers otherwise took some 180 MB at
 ten million rows; bench/README.md), and a sort or hash table larger than that spills to
-files in the agent's private dataset folder, when one is given.
+files in the agent's private dataset folder, when one is given. Each connection also
+runs its queries on THREADS threads, not one per core: every DuckDB worker thread holds
+its own scan buffers and partial aggregates (~15 MB more at the agent's peak per thread
+at a million rows, bench/README.md), so the agent's memory would otherwise grow with the
+host's cores; the agents of a network already run their tasks side by side.
 """
 
 from __future__ import annotations
@@ -61,10 +65,22 @@ KEY_COLUMN = "fedtre_record_key"
 ID_COLUMN = "fedtre_record_id"
 # Changes whenever what the extract holds changes: an older extract is rebuilt.
 EXTRACT_VERSION = "extract1"
+# DuckDB's worker threads per connection (SET threads): bounds the agent's memory on a
+# many-core host; 1 keeps a 10-million-row agent under 200 MB (bench/README.md).
+THREADS = 1
+# The CSV reader's buffer (read_csv's buffer_size; DuckDB's default is 32 MB): 2 MB lowered
+# the peak of a one-thread scan by ~10 MB at no measured cost in time (bench/README.md).
+# It may not be smaller than the longest line allowed (DuckDB's max_line_size, 2 MB).
+CSV_BUFFER_BYTES = 2 << 20
 # Read as missing, as pandas' read_csv did by default (the common ones).
 NULL_STRINGS = ("", "NA", "N/A", "n/a", "NaN", "nan", "NULL", "null", "None", "<NA>", "#N/A")
 _TRUE = ("true", "t", "yes", "y", "1")
 _FALSE = ("false", "f", "no", "n", "0")
+# DuckDB's integer types: a Parquet column of one holds whole numbers only.
+_INTEGER_TYPES = frozenset(
+    ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT")
+    + ("UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT")
+)
 _EXPECTED = {
     "integer": "whole numbers",
     "float": "numbers",
@@ -87,7 +103,7 @@ def _reader(dataset: DatasetConfig) -> tuple[str, str, Path]:
         nulls = ", ".join(_literal(s) for s in NULL_STRINGS)
         return (
             f"read_csv({_literal(str(dataset.csv))}, header = true, all_varchar = true, "
-            f"nullstr = [{nulls}])",
+            f"nullstr = [{nulls}], buffer_size = {CSV_BUFFER_BYTES})",
             "CSV",
             dataset.csv,
         )
@@ -97,13 +113,23 @@ def _reader(dataset: DatasetConfig) -> tuple[str, str, Path]:
     return f"read_parquet({_literal(str(parquet))})", "Parquet", parquet
 
 
-def _typed(column: str, declared: str, *, text: bool) -> str:
-    """The SQL expression giving `column` its declared type (from text, or a Parquet type)."""
+def _typed(column: str, declared: str, *, text: bool, stored: str = "VARCHAR") -> str:
+    """The SQL expression giving `column` its declared type (from text, or a Parquet type).
+
+    stored: the file's own type for the column (DESCRIBE; VARCHAR for a CSV read as text).
+    """
     raw = _ident(column)
     if declared == "float":
         return f"TRY_CAST({raw} AS DOUBLE)"
     if declared == "string":
         return raw if text else f"CAST({raw} AS VARCHAR)"
+    # A Parquet column already of the declared kind is taken as it is: the same values as
+    # through its text form below, without a cast to text and a regex per value (which
+    # cost ~0.3 s per million values and integer column, in every query).
+    if not text and declared == "integer" and stored in _INTEGER_TYPES:
+        return f"TRY_CAST({raw} AS BIGINT)"
+    if not text and (declared, stored) in (("boolean", "BOOLEAN"), ("date", "DATE")):
+        return raw
     # Integers, booleans and dates go through their text form, exact for these types.
     value = f"trim(CAST({raw} AS VARCHAR))"
     if declared == "integer":
@@ -137,7 +163,7 @@ def open_file_source(dataset: DatasetConfig, spill_dir: Path | None = None) -> D
     """
     reader, kind, path = _reader(dataset)
     database = ":memory:"
-    settings = [f"SET memory_limit = {_literal(MEMORY_LIMIT)}"]
+    settings = [f"SET memory_limit = {_literal(MEMORY_LIMIT)}", f"SET threads = {THREADS}"]
     if spill_dir is not None:
         private_dir(spill_dir)
         database = str(spill_dir / f"{dataset.name}.duckdb")
@@ -161,11 +187,7 @@ def open_file_source(dataset: DatasetConfig, spill_dir: Path | None = None) -> D
         raise
     # A temporary view, one per connection: connections to one database never race to
     # define it, and nothing of it is stored.
-    view = (
-        f"CREATE OR REPLACE TEMP VIEW {_ident(dataset.name)} AS SELECT "
-        + ", ".join(f"{expr} AS {_ident(c)}" for c, expr in typed.items())
-        + f" FROM {reader}"
-    )
+    view = _view_sql(dataset.name, typed, reader)
 
     @sa.event.listens_for(engine, "connect")
     def _create_view(dbapi_connection: Any, _record: Any) -> None:
@@ -177,6 +199,14 @@ def open_file_source(dataset: DatasetConfig, spill_dir: Path | None = None) -> D
         engine=engine,
         table=_declared_table(dataset.name, dataset),
         schema=DatasetSchema(dataset.name, dict(dataset.columns)),
+    )
+
+
+def _view_sql(name: str, typed: dict[str, str], reader: str) -> str:
+    return (
+        f"CREATE OR REPLACE TEMP VIEW {_ident(name)} AS SELECT "
+        + ", ".join(f"{expr} AS {_ident(c)}" for c, expr in typed.items())
+        + f" FROM {reader}"
     )
 
 
@@ -202,7 +232,7 @@ def _inspect(
             f"dataset {dataset.name!r}: {kind} {path} has no column(s) {missing} "
             f"{where}; remove them from [datasets.{dataset.name}.columns] or fix the file"
         )
-    typed = {c: _typed(c, t, text=text) for c, t in dataset.columns.items()}
+    typed = {c: _typed(c, t, text=text, stored=header[c]) for c, t in dataset.columns.items()}
     _check_values(conn, reader, dataset, typed, kind, path)
     return typed
 
@@ -308,8 +338,10 @@ class _Extract:
 
     def _rebuild(self, conn: sa.Connection, fingerprint: str) -> None:
         started = time.perf_counter()
-        # The file may have changed since start-up: it must still fit its declaration.
-        _inspect(conn, self._reader, self._dataset, self._kind, self._path)
+        # The file may have changed since start-up: it must still fit its declaration, and
+        # is read through a view typed for it as it is now (a column's stored type may differ).
+        typed = _inspect(conn, self._reader, self._dataset, self._kind, self._path)
+        conn.exec_driver_sql(_view_sql(self._dataset.name, typed, self._reader))
         # One transaction: tasks running meanwhile read the previous extract until it commits.
         self._table.drop(conn, checkfirst=True)
         self._table.create(conn)
@@ -340,7 +372,8 @@ def _stamp(path: Path) -> tuple[int, ...]:
 
 def _header(
     conn: sa.Connection, reader: str, dataset: DatasetConfig, kind: str, path: Path
-) -> list[str]:
+) -> dict[str, str]:
+    """Return the file's columns and their DuckDB types."""
     try:
         rows = conn.exec_driver_sql(f"DESCRIBE SELECT * FROM {reader}").fetchall()
     except sa.exc.DBAPIError as exc:
@@ -348,7 +381,7 @@ def _header(
             f"dataset {dataset.name!r}: cannot read {kind} {path} ({type(exc.orig).__name__}); "
             f"check that it exists and is a well-formed {kind} file"
         ) from exc
-    return [str(row[0]) for row in rows]
+    return {str(row[0]): str(row[1]).upper() for row in rows}
 
 
 def _check_values(
