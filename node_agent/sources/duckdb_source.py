@@ -24,10 +24,12 @@ are compared with the extract's; a changed file is checked and extracted again, 
 replaced file is seen without a restart. The extract holds the declared columns only and
 never leaves the agent's folder (0700; the database file 0600).
 
-DuckDB runs inside the agent's process, so its buffers count in the agent's memory: each
-connection is held to MEMORY_LIMIT (a CSV scan's readers otherwise took some 180 MB at
-ten million rows; bench/README.md), and a sort or hash table larger than that spills to
-files in the agent's private dataset folder, when one is given. Each connection also
+DuckDB runs inside the agent's process, so its buffers count in the agent's memory: the
+database is held to MEMORY_LIMIT (a CSV scan's readers otherwise took some 180 MB at ten
+million rows, and the extract's cached blocks fill whatever limit is set: the agent's
+peak at ten million rows was 247 MB at 128 MB, 229 MB at 64 MB; bench/README.md), and a
+sort or hash table larger than that spills to files in the agent's private dataset
+folder, when one is given. Each connection also
 runs its queries on THREADS threads, not one per core: every DuckDB worker thread holds
 its own scan buffers and partial aggregates (~15 MB more at the agent's peak per thread
 at a million rows, bench/README.md), so the agent's memory would otherwise grow with the
@@ -57,8 +59,8 @@ from node_agent.sources.sql import SQL_TYPES
 
 logger = logging.getLogger(__name__)
 
-# DuckDB's buffer memory per connection (SET memory_limit).
-MEMORY_LIMIT = "128MB"
+# DuckDB's buffer memory (SET memory_limit): what keeps a 10 M-row agent under 200 MB.
+MEMORY_LIMIT = "24MB"
 # The extract's columns beyond the declared ones: never in DataSource.table.c, so never
 # named by a researcher's parameters.
 KEY_COLUMN = "fedtre_record_key"

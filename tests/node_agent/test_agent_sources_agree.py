@@ -401,7 +401,7 @@ def test_duckdb_is_held_to_its_memory_limit_and_spills_into_the_agents_folder(
             ).one()
     finally:
         source.engine.dispose()
-    assert limit.replace(" ", "") in ("122.0MiB", "128.0MB")  # 128 MB, as DuckDB shows it
+    assert limit.replace(" ", "") in ("22.8MiB", "24.0MB")  # 24 MB, as DuckDB shows it
     assert spill == str(tmp_path / "duckdb-spill")
     assert not (tmp_path / "duckdb-spill").exists()  # made only when a query spills
 
