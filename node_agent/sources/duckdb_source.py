@@ -142,15 +142,18 @@ def _typed(column: str, declared: str, *, text: bool, stored: str = "VARCHAR") -
             f"THEN CAST({number} AS BIGINT) END"
         )
     if declared == "boolean":
-        true = ", ".join(_literal(v) for v in _TRUE)
-        false = ", ".join(_literal(v) for v in _FALSE)
-        return (
-            f"CASE WHEN lower({value}) IN ({true}) THEN true "
-            f"WHEN lower({value}) IN ({false}) THEN false END"
-        )
+        return boolean_from_text(value)
     if declared == "date":
         return f"CAST(TRY_CAST({value} AS TIMESTAMP) AS DATE)"
     raise InvalidRequest(f"column {column!r}: unknown declared type {declared!r}")
+
+
+def boolean_from_text(value: str) -> str:
+    """The SQL reading a text as a boolean (true/false, t/f, yes/no, y/n, 1/0, any case;
+    anything else NULL), in DuckDB's and Spark's SQL alike."""
+    true = ", ".join(_literal(v) for v in _TRUE)
+    false = ", ".join(_literal(v) for v in _FALSE)
+    return f"CASE WHEN lower({value}) IN ({true}) THEN true WHEN lower({value}) IN ({false}) THEN false END"
 
 
 def open_file_source(dataset: DatasetConfig, spill_dir: Path | None = None) -> DataSource:

@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from fedtre.analyses.base import DatasetSchema, DataSource
 from fedtre.errors import InvalidRequest, NotFound
 from node_agent.config import DatasetConfig
-from node_agent.sources.duckdb_source import _EXPECTED, _FALSE, _TRUE, NULL_STRINGS
+from node_agent.sources.duckdb_source import _EXPECTED, NULL_STRINGS, boolean_from_text
 from node_agent.sources.spark_dialect import create_spark_engine
 from node_agent.sources.sql import SQL_TYPES
 
@@ -100,12 +100,7 @@ def _typed(raw: str, declared: str) -> str:
             f"CASE WHEN {number} = floor({number}) THEN CAST({number} AS BIGINT) END END"
         )
     if declared == "boolean":
-        true = ", ".join(_literal(v) for v in _TRUE)
-        false = ", ".join(_literal(v) for v in _FALSE)
-        return (
-            f"CASE WHEN lower({value}) IN ({true}) THEN true "
-            f"WHEN lower({value}) IN ({false}) THEN false END"
-        )
+        return boolean_from_text(value)
     if declared == "date":
         return f"CAST(try_cast({value} AS TIMESTAMP) AS DATE)"
     raise InvalidRequest(f"unknown declared type {declared!r}")
