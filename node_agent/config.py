@@ -144,6 +144,11 @@ class DatasetConfig:
     spark_master: str | None = None
 
     @property
+    def file(self) -> Path | None:
+        """The dataset's CSV or Parquet file (None for a url dataset)."""
+        return self.csv if self.csv is not None else self.parquet
+
+    @property
     def schema(self) -> DatasetSchema:
         """Return the dataset as advertised: its name, declared columns, grids and the
         operator's description, never values."""

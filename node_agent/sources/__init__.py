@@ -33,7 +33,7 @@ def open_source(dataset: DatasetConfig, cache_dir: Path) -> DataSource:
         from node_agent.sources.spark_source import open_spark_source
 
         source = open_spark_source(dataset)
-    elif dataset.csv is not None or dataset.parquet is not None:
+    elif dataset.file is not None:
         source = open_file_source(dataset, spill_dir=cache_dir)
     else:
         assert dataset.url is not None and dataset.table is not None
@@ -67,7 +67,7 @@ def key_sources(
     for name, source in sources.items():
         dataset = config.datasets[name]
         keyed[name] = keyed_source(source, secret, dataset.key)
-        if (dataset.csv is not None or dataset.parquet is not None) and dataset.engine == "duckdb":
+        if dataset.file is not None and dataset.engine == "duckdb":
             keyed[name] = keyed_extract(keyed[name], dataset)
     return keyed
 

@@ -215,11 +215,12 @@ def _view_sql(name: str, typed: dict[str, str], reader: str) -> str:
     )
 
 
-def _declared_table(name: str, dataset: DatasetConfig) -> sa.Table:
+def _declared_table(name: str, dataset: DatasetConfig, *extra: sa.Column[Any]) -> sa.Table:
     return sa.Table(
         name,
         sa.MetaData(),
         *(sa.Column(column, SQL_TYPES[typ]()) for column, typ in dataset.columns.items()),
+        *extra,
     )
 
 
@@ -271,7 +272,7 @@ def keyed_extract(keyed: DataSource, dataset: DatasetConfig) -> DataSource:
         raise ValueError("a keyed extract needs the dataset's private folder (open_file_source)")
     extract = _Extract(keyed, dataset, Path(database))
     extract.refresh()
-    table = _declared_table(f"{dataset.name}__extract", dataset)
+    table = _declared_table(extract.name, dataset)
     return replace(
         keyed,
         table=table,
@@ -290,14 +291,12 @@ class _Extract:
         self._dataset = dataset
         self._database = database
         self._reader, self._kind, self._path = _reader(dataset)
-        self._name = f"{dataset.name}__extract"
+        self.name = f"{dataset.name}__extract"
         self._lock = threading.Lock()
         self._built: tuple[int, ...] | None = None
-        columns = [sa.Column(c, SQL_TYPES[t]()) for c, t in dataset.columns.items()]
-        self._table = sa.Table(
-            self._name,
-            sa.MetaData(),
-            *columns,
+        self._table = _declared_table(
+            self.name,
+            dataset,
             sa.Column(KEY_COLUMN, sa.Integer()),
             sa.Column(ID_COLUMN, sa.BigInteger()),
         )
@@ -337,7 +336,7 @@ class _Extract:
             "CREATE TABLE IF NOT EXISTS fedtre_extracts (name VARCHAR PRIMARY KEY, fingerprint VARCHAR)"
         )
         row = conn.exec_driver_sql(
-            "SELECT fingerprint FROM fedtre_extracts WHERE name = ?", (self._name,)
+            "SELECT fingerprint FROM fedtre_extracts WHERE name = ?", (self.name,)
         ).first()
         return None if row is None else str(row[0])
 
@@ -354,7 +353,7 @@ class _Extract:
             sa.insert(self._table).from_select([c.name for c in self._table.c], self._select)
         )
         conn.exec_driver_sql(
-            "INSERT OR REPLACE INTO fedtre_extracts VALUES (?, ?)", (self._name, fingerprint)
+            "INSERT OR REPLACE INTO fedtre_extracts VALUES (?, ?)", (self.name, fingerprint)
         )
         records = conn.execute(sa.select(sa.func.count()).select_from(self._table)).scalar_one()
         logger.info(
